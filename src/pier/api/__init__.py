@@ -1,0 +1,1 @@
+"""The HTTP layer: routes, authentication, body parsing, validation and error rendering."""

@@ -1,0 +1,71 @@
+"""The ASGI application: routes, error handlers, and the store and writer it runs on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..store import make_store
+from ..writer import Writer
+from . import ingest, read
+from .auth import KeyCache
+from .cors import CORS
+from .errors import HTTPProblem, http_exception, problem_handler
+
+
+async def health(request: Request) -> Response:
+    return read.json({"status": "ok"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/client/identify", ingest.identify, methods=["POST"]),
+        Route("/api/client/alias", ingest.alias, methods=["POST"]),
+        Route("/api/client/devices", ingest.devices, methods=["POST"]),
+        Route("/api/client/events", ingest.events, methods=["POST"]),
+        Route("/api/client/users/{ref}", read.get_user, methods=["GET"]),
+        Route("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
+    ]
+
+
+def create_app(database_url: str, *, durability: str = "full") -> CORS:
+    """Pier as an ASGI app; the store is opened and migrated at start-up."""
+    store = make_store(database_url, durability)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        await store.migrate()
+        writer = Writer(store)
+        writer.start()
+        app.state.store = store
+        app.state.writer = writer
+        app.state.keys = KeyCache(store)
+        try:
+            yield
+        finally:
+            await writer.stop()
+            await store.close()
+
+    app = Starlette(
+        routes=routes(),
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception, HTTPProblem: problem_handler},
+    )
+    return CORS(app)
+
+
+def from_environment() -> CORS:
+    """The app `pier serve` runs in each worker process, configured by the environment."""
+    import os
+
+    from ..store import database_url
+
+    return create_app(database_url(None), durability=os.environ.get("PIER_DURABILITY", "full"))

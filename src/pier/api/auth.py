@@ -1,0 +1,57 @@
+"""API keys on requests: `Authorization: Bearer <key>`, looked up by hash and cached briefly."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+
+from ..domain.keys import Key, hash_key
+from ..store.base import Store
+from .errors import ACCESS_DENIED_CODE, AUTH_CODE, HTTPProblem
+
+CACHE_SECONDS = 2.0  # revocation takes effect everywhere within this (contract: 5 s)
+CACHE_ENTRIES = 10_000
+
+
+def _unauthorized(message: str) -> HTTPProblem:
+    return HTTPProblem(401, message, code=AUTH_CODE)
+
+
+class KeyCache:
+    def __init__(self, store: Store, ttl: float = CACHE_SECONDS) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, Key | None]] = {}
+
+    async def lookup(self, value: str) -> Key | None:
+        digest = hash_key(value)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        key = await self.store.find_key(digest)
+        if len(self._entries) >= CACHE_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (now + self.ttl, key)
+        return key
+
+    async def authenticate(self, request: Request, *, secret: bool = False) -> Key:
+        """The request's key, or a 401/403 problem."""
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthorized("Missing Authorization header: send 'Authorization: Bearer <key>'.")
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise _unauthorized("The Authorization header must use the Bearer scheme.")
+        value = value.strip()
+        if not value:
+            raise _unauthorized("The Authorization header carries no key.")
+        key = await self.lookup(value)
+        if key is None:
+            raise _unauthorized("Unknown API key.")
+        if key.revoked_at is not None:
+            raise _unauthorized("This API key has been revoked.")
+        if secret and not key.can_read:
+            raise HTTPProblem(403, "Access denied.", code=ACCESS_DENIED_CODE)
+        return key

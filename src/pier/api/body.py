@@ -1,0 +1,59 @@
+"""Reading a request body: content type, gzip, the 1 MiB limit, JSON decoding."""
+
+from __future__ import annotations
+
+import zlib
+
+from starlette.requests import Request
+
+from .errors import HTTPProblem
+
+MAX_BODY = 1024 * 1024
+JSON_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends
+
+TOO_LARGE = HTTPProblem(413, "The request body is larger than 1 MiB.")
+
+
+def _media_type(request: Request) -> str | None:
+    raw = request.headers.get("content-type")
+    if raw is None:
+        return None
+    return raw.split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw JSON bytes of the body, after the content-type, size and encoding checks."""
+    media = _media_type(request)
+    if media is not None and media not in JSON_TYPES:
+        raise HTTPProblem(
+            415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."
+        )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise TOO_LARGE
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise HTTPProblem(415, f"Unsupported Content-Encoding {encoding!r}: send gzip or none.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise TOO_LARGE
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    return _gunzip(body) if encoding == "gzip" else body
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Decompress, stopping as soon as the output passes the limit."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, MAX_BODY + 1)
+    except zlib.error as exc:
+        raise HTTPProblem(400, f"The gzip body is corrupt: {exc}.") from exc
+    if len(out) > MAX_BODY:
+        raise HTTPProblem(413, "The request body is larger than 1 MiB after decompression.")
+    if not d.eof:
+        raise HTTPProblem(400, "The gzip body is truncated.")
+    return out

@@ -1,0 +1,92 @@
+"""JSON shapes of the read API: users, devices, events, cursors, timestamps."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from ..domain.model import Device, User
+from ..store.base import EventRow
+from .errors import HTTPProblem, Problem, invalid
+
+
+def iso(ms: int | None) -> str | None:
+    """ISO-8601 UTC with milliseconds: 2026-11-26T08:39:35.123Z."""
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def device(d: Device) -> dict[str, Any]:
+    return {
+        "device_id": d.device_id,
+        "token": d.token,
+        "os": d.os,
+        "os_version": d.os_version,
+        "model": d.model,
+        "app_build": d.app_build,
+        "app_version": d.app_version,
+        "extra": d.extra,
+        "created_at": iso(d.created_at),
+        "updated_at": iso(d.updated_at),
+    }
+
+
+def user(u: User) -> dict[str, Any]:
+    anon = u.anonymous_ids or []
+    return {
+        "id": u.id,
+        "anonymous_id": anon[0] if anon else None,
+        "anonymous_ids": anon,
+        "external_id": u.external_id,
+        "email": u.email,
+        "phone": u.phone,
+        "timezone": u.timezone,
+        "locale": u.locale,
+        "data": u.data,
+        "devices": [device(d) for d in u.devices or []],
+        "created_at": iso(u.created_at),
+        "updated_at": iso(u.updated_at),
+    }
+
+
+def event(e: EventRow) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "name": e.name,
+        "data": e.data,
+        "created_at": iso(e.created_at),
+        "received_at": iso(e.received_at),
+        "message_id": e.message_id,
+    }
+
+
+def encode_cursor(*parts: int) -> str:
+    return base64.urlsafe_b64encode(":".join(map(str, parts)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None, size: int) -> tuple[int, ...] | None:
+    if not value:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        parts = tuple(int(p) for p in raw.split(":"))
+    except ValueError:
+        parts = ()
+    if len(parts) != size:
+        raise invalid([Problem("/cursor", "cursor is not one this API returned")])
+    return parts
+
+
+def limit(value: str | None, default: int = 25, maximum: int = 1000) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 1 <= int(value) <= maximum:
+        raise invalid([Problem("/limit", f"limit must be a whole number from 1 to {maximum}")])
+    return int(value)
+
+
+def not_found(what: str) -> HTTPProblem:
+    return HTTPProblem(404, what)

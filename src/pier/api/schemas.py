@@ -1,0 +1,116 @@
+"""Typed wire shapes for the fast path of the hot endpoints (identify, events), and their
+conversion into domain commands. Anything these reject is re-checked by `validation` to say why."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from ..domain.commands import EventIn, Identify, Traits
+from ..domain.traits import canonical_timezone
+from .validation import MAX_EVENTS, event_time
+
+Id = Annotated[str, Meta(max_length=255)]
+Email = Annotated[str, Meta(max_length=255)]
+Phone = Annotated[str, Meta(max_length=64)]
+Short = Annotated[str, Meta(max_length=50)]
+Data = dict[str, Any]
+
+
+class Rejected(Exception):
+    """The fast path cannot take this body: run the full validation for the problems."""
+
+
+class WireTraits(msgspec.Struct, kw_only=True):
+    anonymous_id: Id | None = None
+    external_id: Id | None = None
+    email: Email | None | UnsetType = UNSET
+    phone: Phone | None | UnsetType = UNSET
+    timezone: Short | None | UnsetType = UNSET
+    locale: Short | None | UnsetType = UNSET
+    data: Data | None | UnsetType = UNSET
+
+
+class WireIdentify(WireTraits, forbid_unknown_fields=True):
+    pass
+
+
+class WireEvent(msgspec.Struct, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    anonymous_id: Id | None = None
+    external_id: Id | None = None
+    data: Data | None = None
+    properties: Data | None = None
+    user: WireTraits | None = None
+    message_id: Id | None = None
+    timestamp: int | str | None = None
+
+
+_identify = msgspec.json.Decoder(WireIdentify)
+_events = msgspec.json.Decoder(
+    Annotated[list[WireEvent], Meta(min_length=1, max_length=MAX_EVENTS)]
+)
+
+
+def _traits(w: WireTraits) -> Traits:
+    tz = w.timezone
+    if isinstance(tz, str):
+        tz = canonical_timezone(tz)
+        if tz is None:
+            raise Rejected
+    data = w.data if w.data is not None else UNSET  # data: null leaves data as it is
+    return Traits(email=w.email, phone=w.phone, timezone=tz, locale=w.locale, data=data)
+
+
+def identify(body: bytes, project_id: int) -> Identify:
+    try:
+        w = _identify.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Rejected from exc
+    if not (w.anonymous_id or w.external_id):
+        raise Rejected
+    return Identify(
+        project_id=project_id,
+        anonymous_id=w.anonymous_id or None,
+        external_id=w.external_id or None,
+        traits=_traits(w),
+    )
+
+
+def events(body: bytes, now_ms: int, skew_ms: int) -> list[EventIn]:
+    try:
+        wire = _events.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Rejected from exc
+    return [_event(w, now_ms, skew_ms) for w in wire]
+
+
+def _event(w: WireEvent, now_ms: int, skew_ms: int) -> EventIn:
+    anon = w.anonymous_id or None
+    ext = w.external_id or None
+    traits = None
+    if w.user is not None:  # the event's ids win; the user object's fill in absent ones
+        anon = anon or w.user.anonymous_id or None
+        ext = ext or w.user.external_id or None
+        traits = _traits(w.user)
+    if anon is None and ext is None:
+        raise Rejected
+    data = w.data if w.data is not None else {}
+    if w.properties:  # the Android SDK's name for data; data wins on conflicts
+        data = {**w.properties, **data}
+    ts = None
+    if w.timestamp is not None:
+        ts, problem = event_time(w.timestamp, now_ms, skew_ms)
+        if problem:
+            raise Rejected
+    return EventIn(
+        anonymous_id=anon,
+        external_id=ext,
+        name=w.name,
+        data=data,
+        traits=traits,
+        message_id=w.message_id or None,
+        timestamp=ts,
+    )

@@ -1,0 +1,1 @@
+"""The domain: users, identities, devices and events. Plain Python: no HTTP, no SQL."""

@@ -1,0 +1,217 @@
+"""A batch: the commands of many requests applied in order, in memory, to what the store loaded.
+
+The writer loads every user, anonymous id and device a batch names, applies the commands here,
+and hands `changes()` to the store to write in one transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+
+import msgspec
+
+from .commands import Alias, Command, Identify, RegisterDevice, TrackEvents
+from .devices import register_device
+from .errors import DomainError, NeedsLoad  # noqa: F401  (NeedsLoad re-exported)
+from .identity import Identities
+from .model import Device, Event, User
+from .traits import apply_traits
+
+Key = tuple[int, str]  # (project id, value)
+
+
+class LoadRequest(msgspec.Struct):
+    """What a batch names: the store loads the users, ids and devices behind these keys."""
+
+    external_ids: set[Key]
+    anonymous_ids: set[Key]
+    device_ids: set[Key]
+    tokens: set[Key]
+    message_ids: set[Key]
+
+
+class ChangeSet(msgspec.Struct):
+    """What a batch changed, in the order the store writes it."""
+
+    now: int
+    new_users: list[User]
+    updated_users: list[User]
+    deleted_users: list[User]
+    event_moves: list[tuple[int, int]]  # (from user id, to user id)
+    anonymous_id_deletes: list[Key]
+    anonymous_id_inserts: list[tuple[int, str, int]]  # (project, anonymous id, user id)
+    device_deletes: list[int]
+    device_writes: list[Device]  # inserted whole (stored ones were deleted just before)
+    events: list[Event]
+
+
+def load_request(commands: Iterable[Command]) -> LoadRequest:
+    """Every identity key the commands name."""
+    req = LoadRequest(set(), set(), set(), set(), set())
+    for cmd in commands:
+        pid = cmd.project_id
+        if isinstance(cmd, TrackEvents):
+            for ev in cmd.events:
+                if ev.external_id:
+                    req.external_ids.add((pid, ev.external_id))
+                if ev.anonymous_id:
+                    req.anonymous_ids.add((pid, ev.anonymous_id))
+                if ev.message_id:
+                    req.message_ids.add((pid, ev.message_id))
+            continue
+        if cmd.external_id:
+            req.external_ids.add((pid, cmd.external_id))
+        if cmd.anonymous_id:
+            req.anonymous_ids.add((pid, cmd.anonymous_id))
+        if isinstance(cmd, RegisterDevice):
+            req.device_ids.add((pid, cmd.device_id))
+            if cmd.token:
+                req.tokens.add((pid, cmd.token))
+    return req
+
+
+def identity_items(commands: Iterable[Command]) -> Iterator[tuple[Command, str | None, str | None]]:
+    for cmd in commands:
+        if isinstance(cmd, TrackEvents):
+            for ev in cmd.events:
+                yield cmd, ev.anonymous_id, ev.external_id
+        else:
+            yield cmd, cmd.anonymous_id, cmd.external_id
+
+
+class Batch:
+    """In-memory state of one batch: the loaded rows, their indexes, and what changed."""
+
+    def __init__(
+        self,
+        now: int,
+        new_user_id: Callable[[], int],
+        new_anonymous_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.now = now
+        self.ids = Identities(self, new_user_id, new_anonymous_id)
+        self.users: dict[int, User] = {}
+        self.by_external: dict[Key, User] = {}
+        self.by_anonymous: dict[Key, User] = {}
+        self.stored_anonymous: dict[Key, int] = {}  # owner in the database, as loaded
+        self.touched_anonymous: dict[Key, None] = {}  # ordered: first id first
+        self.devices_by_id: dict[Key, Device] = {}
+        self.devices_by_token: dict[Key, Device] = {}
+        self.touched_devices: list[Device] = []
+        self.seen_message_ids: set[Key] = set()
+        self.events: list[Event] = []
+        self.event_moves: list[tuple[int, int]] = []
+
+    # -- loading -------------------------------------------------------------------------
+    def add_user(self, user: User, anonymous_ids: Iterable[str] = ()) -> None:
+        self.users[user.id] = user
+        if user.external_id is not None:
+            self.by_external[(user.project_id, user.external_id)] = user
+        for anon in anonymous_ids:
+            key = (user.project_id, anon)
+            self.by_anonymous[key] = user
+            self.stored_anonymous[key] = user.id
+
+    def add_device(self, device: Device) -> None:
+        pid = device.project_id
+        self.devices_by_id[(pid, device.device_id)] = device
+        if device.token is not None:
+            self.devices_by_token[(pid, device.token)] = device
+        owner = device.user
+        if owner.devices is not None and device not in owner.devices:
+            owner.devices.append(device)
+
+    def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
+        """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
+        wanted: set[int] = set()
+        for cmd, anon, ext in identity_items(commands):
+            pid = cmd.project_id
+            owner = self.by_anonymous.get((pid, anon)) if anon else None
+            if owner is not None and ext and owner.external_id is None:
+                wanted.add(owner.id)
+            if isinstance(cmd, RegisterDevice):
+                for user in (owner, self.by_external.get((pid, ext)) if ext else None):
+                    if user is not None:
+                        wanted.add(user.id)
+        return {uid for uid in wanted if self.users[uid].devices is None}
+
+    # -- applying ------------------------------------------------------------------------
+    def apply(self, cmd: Command) -> None:
+        """Apply one command; raises DomainError (and changes nothing) when it is refused."""
+        if isinstance(cmd, TrackEvents):
+            self._track(cmd)
+        elif isinstance(cmd, Identify):
+            user = self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits)
+            self.touch(user, apply_traits(user, cmd.traits))
+        elif isinstance(cmd, Alias):
+            self._alias(cmd)
+        else:
+            register_device(self, cmd)
+
+    def _alias(self, cmd: Alias) -> None:
+        owner = self.by_anonymous.get((cmd.project_id, cmd.anonymous_id))
+        if owner is not None and owner.external_id not in (None, cmd.external_id):
+            raise DomainError(
+                f"anonymous_id {cmd.anonymous_id} is already aliased to another external_id",
+                "/anonymous_id",
+            )
+        self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, None)
+
+    def _track(self, cmd: TrackEvents) -> None:
+        pid = cmd.project_id
+        seen = self.seen_message_ids
+        for ev in cmd.events:
+            if ev.message_id is not None:
+                key = (pid, ev.message_id)
+                if key in seen:
+                    continue  # already stored: a retry
+                seen.add(key)
+            user = self.ids.resolve(pid, ev.anonymous_id, ev.external_id, ev.traits)
+            if ev.traits is not None:
+                self.touch(user, apply_traits(user, ev.traits))
+            created = ev.timestamp if ev.timestamp is not None else self.now
+            self.events.append(Event(user, ev.name, ev.data, created, ev.message_id))
+
+    # -- helpers for the rules -----------------------------------------------------------
+    def touch(self, user: User, changed: bool = True) -> None:
+        if changed:
+            user.dirty = True
+            user.updated_at = self.now
+
+    def record(self, user: User, name: str, data: dict) -> None:
+        self.events.append(Event(user, name, data, self.now))
+
+    def touch_device(self, device: Device) -> None:
+        if not device.dirty:
+            device.dirty = True
+            self.touched_devices.append(device)
+        device.updated_at = self.now
+
+    # -- result --------------------------------------------------------------------------
+    def changes(self) -> ChangeSet:
+        users = list(self.users.values())
+        anon_deletes: list[Key] = []
+        anon_inserts: list[tuple[int, str, int]] = []
+        for key in self.touched_anonymous:
+            owner = self.by_anonymous.get(key)
+            stored = self.stored_anonymous.get(key)
+            if owner is None or owner.id == stored:
+                continue
+            if stored is not None:
+                anon_deletes.append(key)
+            anon_inserts.append((key[0], key[1], owner.id))
+        device_deletes = [d.id for d in self.touched_devices if d.stored and d.id is not None]
+        device_writes = [d for d in self.touched_devices if not d.deleted]
+        return ChangeSet(
+            now=self.now,
+            new_users=[u for u in users if not u.stored and not u.deleted],
+            updated_users=[u for u in users if u.stored and u.dirty and not u.deleted],
+            deleted_users=[u for u in users if u.stored and u.deleted],
+            event_moves=self.event_moves,
+            anonymous_id_deletes=anon_deletes,
+            anonymous_id_inserts=anon_inserts,
+            device_deletes=device_deletes,
+            device_writes=device_writes,
+            events=self.events,
+        )

@@ -1,0 +1,59 @@
+"""Commands: what a valid request asks the domain to do. Plain data, already validated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+
+class Traits(msgspec.Struct, kw_only=True):
+    """The profile fields of identify. UNSET = left out (keep), None = sent as null (clear)."""
+
+    email: str | None | UnsetType = UNSET
+    phone: str | None | UnsetType = UNSET
+    timezone: str | None | UnsetType = UNSET  # already canonical
+    locale: str | None | UnsetType = UNSET
+    data: dict[str, Any] | None | UnsetType = UNSET
+
+
+class Identify(msgspec.Struct, kw_only=True):
+    project_id: int
+    anonymous_id: str | None
+    external_id: str | None
+    traits: Traits
+
+
+class Alias(msgspec.Struct, kw_only=True):
+    project_id: int
+    anonymous_id: str
+    external_id: str
+
+
+class RegisterDevice(msgspec.Struct, kw_only=True):
+    project_id: int
+    anonymous_id: str | None
+    external_id: str | None
+    device_id: str
+    fields: dict[str, Any]  # os, model, app_build, app_version and os_version when sent
+    token: str | None | UnsetType = UNSET
+    extra: dict[str, Any] = {}
+
+
+class EventIn(msgspec.Struct, kw_only=True):
+    anonymous_id: str | None
+    external_id: str | None
+    name: str
+    data: dict[str, Any]
+    traits: Traits | None = None  # the event's `user` object
+    message_id: str | None = None
+    timestamp: int | None = None  # client time, epoch ms, already skew-corrected
+
+
+class TrackEvents(msgspec.Struct, kw_only=True):
+    project_id: int
+    events: list[EventIn]
+
+
+Command = Identify | Alias | RegisterDevice | TrackEvents

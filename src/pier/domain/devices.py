@@ -1,0 +1,84 @@
+"""Device registration (contract section 4, devices): upsert by device_id then token, the token
+follows the latest user, at most 25 devices a user."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from msgspec import UNSET
+
+from .commands import RegisterDevice
+from .errors import NeedsLoad
+from .model import Device, User
+
+if TYPE_CHECKING:
+    from .batch import Batch
+
+MAX_DEVICES_PER_USER = 25
+
+
+def register_device(b: Batch, cmd: RegisterDevice) -> None:
+    pid = cmd.project_id
+    user = b.ids.resolve(pid, cmd.anonymous_id, cmd.external_id, None)
+    if user.devices is None:
+        raise NeedsLoad([user.id])
+    device = b.devices_by_id.get((pid, cmd.device_id))
+    if device is None and cmd.token:
+        device = b.devices_by_token.get((pid, cmd.token))
+    if device is None:
+        device = Device(None, pid, user, cmd.device_id, created_at=b.now)
+        b.devices_by_id[(pid, cmd.device_id)] = device
+        user.devices.append(device)
+    elif device.device_id != cmd.device_id:
+        del b.devices_by_id[(pid, device.device_id)]
+        device.device_id = cmd.device_id
+        b.devices_by_id[(pid, cmd.device_id)] = device
+    if cmd.token is not UNSET and cmd.token != device.token:
+        _set_token(b, device, cmd.token)
+    for field, value in cmd.fields.items():
+        setattr(device, field, value)
+    if cmd.extra:
+        device.extra = {**device.extra, **cmd.extra}
+    _move(device, user)
+    b.touch_device(device)
+    _enforce_cap(b, user, device)
+
+
+def _set_token(b: Batch, device: Device, token: str | None) -> None:
+    pid = device.project_id
+    if device.token is not None:
+        b.devices_by_token.pop((pid, device.token), None)
+    if token is not None:
+        other = b.devices_by_token.get((pid, token))
+        if other is not None and other is not device:
+            other.token = None  # a token lives on one device only
+            b.touch_device(other)
+        b.devices_by_token[(pid, token)] = device
+    device.token = token
+
+
+def _move(device: Device, user: User) -> None:
+    if device.user is user:
+        return
+    old = device.user
+    if old.devices is not None and device in old.devices:
+        old.devices.remove(device)
+    device.user = user
+    assert user.devices is not None
+    user.devices.append(device)
+
+
+def _enforce_cap(b: Batch, user: User, keep: Device) -> None:
+    """Beyond the cap, the least recently updated token-less devices go."""
+    assert user.devices is not None
+    excess = len(user.devices) - MAX_DEVICES_PER_USER
+    if excess <= 0:
+        return
+    tokenless = sorted(
+        (d for d in user.devices if d.token is None and d is not keep), key=lambda d: d.updated_at
+    )
+    for device in tokenless[:excess]:
+        device.deleted = True
+        user.devices.remove(device)
+        del b.devices_by_id[(device.project_id, device.device_id)]
+        b.touch_device(device)

@@ -1,0 +1,20 @@
+"""Errors the domain raises for a command it must refuse."""
+
+from collections.abc import Iterable
+
+
+class DomainError(Exception):
+    """A command breaks a rule of the contract; the request is answered 422."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+class NeedsLoad(Exception):
+    """The batch reached users whose anonymous ids or devices were not loaded; load and replay."""
+
+    def __init__(self, user_ids: Iterable[int]) -> None:
+        super().__init__("more to load")
+        self.user_ids = set(user_ids)

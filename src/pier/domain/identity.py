@@ -1,0 +1,97 @@
+"""Identity resolution (contract section 3): which user an (anonymous_id, external_id) pair means,
+creating and merging users as the table says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .commands import Traits
+from .errors import NeedsLoad
+from .model import PROFILE_FIELDS, User
+from .traits import creation_data
+
+if TYPE_CHECKING:
+    from .batch import Batch
+
+
+class Identities:
+    def __init__(
+        self, batch: Batch, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
+    ) -> None:
+        self.batch = batch
+        self.new_user_id = new_user_id
+        self.new_anonymous_id = new_anonymous_id
+
+    def resolve(self, pid: int, anon: str | None, ext: str | None, traits: Traits | None) -> User:
+        """The user for this pair, per the identity table. Empty ids are absent (validated)."""
+        b = self.batch
+        e = b.by_external.get((pid, ext)) if ext else None
+        a = b.by_anonymous.get((pid, anon)) if anon else None
+        if e is None and a is None:
+            return self.create(pid, ext, anon, traits)
+        if a is None:
+            assert e is not None
+            if anon:
+                self.attach(e, anon)
+            return e
+        if e is None:
+            if not ext:
+                return a
+            if a.external_id is None:
+                a.external_id = ext
+                b.by_external[(pid, ext)] = a
+                b.touch(a)
+                return a
+            return self.create(pid, ext, None, traits)  # the anonymous id stays with A
+        if e is a:
+            return e
+        if a.external_id is None:
+            self.merge(a, e)
+        return e
+
+    def create(self, pid: int, ext: str | None, anon: str | None, traits: Traits | None) -> User:
+        b = self.batch
+        user = User(self.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
+        b.users[user.id] = user
+        if ext:
+            b.by_external[(pid, ext)] = user
+        self.attach(user, anon or self.new_anonymous_id())
+        b.record(user, "user_created", creation_data(traits, ext, anon))
+        return user
+
+    def attach(self, user: User, anon: str) -> None:
+        key = (user.project_id, anon)
+        self.batch.by_anonymous[key] = user
+        self.batch.touched_anonymous[key] = None
+        if user.anonymous_ids is not None:
+            user.anonymous_ids.append(anon)
+
+    def merge(self, a: User, e: User) -> None:
+        """Merge anonymous user A into identified user E (contract section 3)."""
+        b = self.batch
+        if a.anonymous_ids is None or a.devices is None:
+            raise NeedsLoad([a.id])
+        moved = list(a.anonymous_ids)
+        for anon in moved:
+            self.attach(e, anon)
+        a.anonymous_ids = []
+        for device in a.devices:
+            device.user = e
+            if e.devices is not None:
+                e.devices.append(device)
+            b.touch_device(device)
+        a.devices = []
+        for event in b.events:
+            if event.user is a:
+                event.user = e
+        if a.stored:
+            b.event_moves.append((a.id, e.id))
+        for key, value in a.data.items():
+            e.data.setdefault(key, value)
+        for field in PROFILE_FIELDS:
+            if not getattr(e, field):
+                setattr(e, field, getattr(a, field))
+        a.deleted = True
+        b.touch(e)
+        b.record(e, "user_merged", {"merged_user_id": a.id, "anonymous_ids": moved})

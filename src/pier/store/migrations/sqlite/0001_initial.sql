@@ -1,0 +1,80 @@
+-- Pier schema, SQLite. Times are integer milliseconds since the Unix epoch (UTC).
+CREATE TABLE projects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE keys (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    project_id INTEGER NOT NULL REFERENCES projects (id),
+    name TEXT,
+    scope TEXT NOT NULL CHECK (scope IN ('public', 'secret')),
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    value TEXT,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    rate_limit INTEGER
+);
+CREATE INDEX keys_project ON keys (project_id);
+
+CREATE TABLE id_sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO id_sequences (name, value) VALUES ('users', 0);
+
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL REFERENCES projects (id),
+    external_id TEXT,
+    email TEXT,
+    phone TEXT,
+    timezone TEXT,
+    locale TEXT,
+    data TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX users_external_id ON users (project_id, external_id);
+CREATE INDEX users_project ON users (project_id, id);
+
+CREATE TABLE user_anonymous_ids (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    anonymous_id TEXT NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users (id),
+    UNIQUE (project_id, anonymous_id)
+);
+CREATE INDEX user_anonymous_ids_user ON user_anonymous_ids (user_id);
+
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL REFERENCES users (id),
+    device_id TEXT NOT NULL,
+    token TEXT,
+    os TEXT,
+    os_version TEXT,
+    model TEXT,
+    app_build TEXT,
+    app_version TEXT,
+    extra TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (project_id, device_id)
+);
+CREATE UNIQUE INDEX devices_token ON devices (project_id, token);
+CREATE INDEX devices_user ON devices (user_id);
+
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    project_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    message_id TEXT
+);
+CREATE INDEX events_user ON events (user_id, created_at, id);
+CREATE INDEX events_project ON events (project_id, id);
+CREATE UNIQUE INDEX events_message_id ON events (project_id, message_id);

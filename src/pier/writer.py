@@ -1,0 +1,154 @@
+"""Group commit: one writer per process takes the commands of every waiting request, applies them
+in one transaction and answers each request only after its data is committed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from .domain.batch import Batch, identity_items, load_request
+from .domain.commands import Command, TrackEvents
+from .domain.errors import DomainError, NeedsLoad
+from .store.base import Store, StoreUnavailable
+
+log = logging.getLogger("pier.writer")
+
+MAX_BATCH_ITEMS = 5000  # events (or other commands) committed in one transaction at most
+MAX_PENDING_ITEMS = 200_000  # beyond this the writer is behind: new requests get 503
+MAX_RETRIES = 20
+
+
+class Overloaded(Exception):
+    """The writer is too far behind; the request is answered 503 with Retry-After."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _size(cmd: Command) -> int:
+    return len(cmd.events) if isinstance(cmd, TrackEvents) else 1
+
+
+class Writer:
+    def __init__(self, store: Store, *, max_pending: int = MAX_PENDING_ITEMS) -> None:
+        self.store = store
+        self.max_pending = max_pending
+        self.pending = 0
+        self._queue: deque[tuple[Command, asyncio.Future[None]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pier-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def submit(self, cmd: Command) -> None:
+        """Returns once `cmd` is committed; raises DomainError, StoreUnavailable or Overloaded."""
+        size = _size(cmd)
+        if self._closing:
+            raise StoreUnavailable("the server is shutting down")
+        if self.pending + size > self.max_pending:
+            raise Overloaded("the writer is behind")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((cmd, fut))
+        self.pending += size
+        self._wake.set()
+        await fut
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            items = self._take()
+            try:
+                await self._commit(items)
+            except Exception:  # never let the writer die
+                log.exception("writer failed a batch")
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable("the write failed"))
+            finally:
+                self.pending -= sum(_size(cmd) for cmd, _ in items)
+
+    def _take(self) -> list[tuple[Command, asyncio.Future[None]]]:
+        items = []
+        total = 0
+        while self._queue and total < MAX_BATCH_ITEMS:
+            item = self._queue.popleft()
+            items.append(item)
+            total += _size(item[0])
+        return items
+
+    async def _commit(self, items: list[tuple[Command, asyncio.Future[None]]]) -> None:
+        """Commit the batch; when it fails as a whole, commit each command alone."""
+        try:
+            errors = await self.run_batch([cmd for cmd, _ in items])
+        except StoreUnavailable as exc:
+            if len(items) == 1:
+                items[0][1].set_exception(exc)
+                return
+            for item in items:  # isolate the one that fails, if one does
+                await self._commit([item])
+            return
+        for (_, fut), error in zip(items, errors, strict=True):
+            if fut.done():
+                continue
+            if error is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(error)
+
+    async def run_batch(self, commands: list[Command]) -> list[DomainError | None]:
+        """Load, decide and write `commands` in one transaction; the error of each, or None."""
+        need_ids = sum(1 for _ in identity_items(commands))
+        request = load_request(commands)
+        for attempt in range(MAX_RETRIES):
+            try:
+                async with self.store.transaction() as tx:
+                    ids = await tx.reserve_user_ids(need_ids)
+                    full: set[int] = set()
+                    while True:
+                        it = iter(ids)
+                        batch = Batch(now_ms(), it.__next__)
+                        await tx.load(request, batch)
+                        more = full | batch.full_load_candidates(commands)
+                        if more:
+                            await tx.load_full(more, batch)
+                        try:
+                            errors = [_apply(batch, cmd) for cmd in commands]
+                        except NeedsLoad as exc:
+                            full = more | exc.user_ids
+                            continue
+                        break
+                    await tx.write(batch.changes())
+                return errors
+            except Exception as exc:
+                if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
+                    if isinstance(exc, StoreUnavailable):
+                        raise
+                    log.exception("batch of %d commands failed", len(commands))
+                    raise StoreUnavailable(str(exc)) from exc
+                await asyncio.sleep(0.001 * attempt)
+        raise AssertionError("unreachable")
+
+
+def _apply(batch: Batch, cmd: Command) -> DomainError | None:
+    try:
+        batch.apply(cmd)
+    except DomainError as exc:
+        return exc
+    return None
