@@ -41,6 +41,8 @@ class Writer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.batches = 0  # transactions committed
+        self.committed = 0  # commands committed
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pier-writer")
@@ -135,6 +137,8 @@ class Writer:
                             continue
                         break
                     await tx.write(batch.changes())
+                self.batches += 1
+                self.committed += len(commands)
                 return errors
             except Exception as exc:
                 if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -80,4 +80,5 @@ class Store(Protocol):
     ) -> list[EventRow]:
         """Newest first by (created_at, id), strictly before the cursor."""
 
-    async def stats(self, project_id: int) -> dict[str, Any]: ...
+    async def stats(self, project_id: int) -> dict[str, int]:
+        """Row counts of the project's users, user_anonymous_ids, devices and events."""

@@ -31,6 +31,7 @@ _json_list = _encode
 
 USER_COLUMNS = "u.id, u.project_id, u.external_id, u.email, u.phone, u.timezone, u.locale, u.data, u.created_at, u.updated_at"
 DEVICE_COLUMNS = "id, project_id, user_id, device_id, token, os, os_version, model, app_build, app_version, extra, created_at, updated_at"
+STAT_TABLES = ("users", "user_anonymous_ids", "devices", "events")
 KEY_COLUMNS = "id, project_id, name, scope, prefix, created_at, revoked_at, value, rate_limit"
 
 
@@ -276,11 +277,13 @@ class SqliteStore:
             for r in self.ro.execute(sql, args)
         ]
 
-    async def stats(self, project_id: int) -> dict[str, Any]:
-        ro = self.ro
-        users = ro.execute("SELECT count(*) FROM users WHERE project_id = ?", (project_id,))
-        events = ro.execute("SELECT count(*) FROM events WHERE project_id = ?", (project_id,))
-        return {"users": users.fetchone()[0], "events": events.fetchone()[0]}
+    async def stats(self, project_id: int) -> dict[str, int]:
+        return {
+            table: self.ro.execute(
+                f"SELECT count(*) FROM {table} WHERE project_id = ?", (project_id,)
+            ).fetchone()[0]
+            for table in STAT_TABLES
+        }
 
 
 class SqliteTx:

@@ -1,0 +1,91 @@
+"""POST /api/client/devices."""
+
+from __future__ import annotations
+
+from conftest import Tenant
+
+
+def device(**over: object) -> dict:
+    body: dict = {
+        "external_id": "e1",
+        "device_id": "d1",
+        "token": "t1",
+        "os": "iOS",
+        "os_version": "17.4",
+        "model": "iPhone15,2",
+        "app_build": "1",
+        "app_version": "1.0",
+    }
+    body.update(over)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def register(t: Tenant, **over: object) -> None:
+    r = t.post("devices", device(**over))
+    assert r.status_code == 204, r.text
+
+
+def test_unknown_user_is_created_with_the_device(tenant: Tenant) -> None:
+    register(tenant)
+    user = tenant.user("e1")
+    assert [d["device_id"] for d in user["devices"]] == ["d1"]
+    d = user["devices"][0]
+    assert (d["token"], d["os"], d["os_version"], d["model"]) == ("t1", "iOS", "17.4", "iPhone15,2")
+
+
+def test_same_token_new_device_id_updates_one_device(tenant: Tenant) -> None:
+    register(tenant)
+    register(tenant, device_id="d2", app_build="2")
+    devices = tenant.user("e1")["devices"]
+    assert len(devices) == 1
+    assert devices[0]["device_id"] == "d2" and devices[0]["app_build"] == "2"
+    assert tenant.counts()["devices"] == 1
+
+
+def test_token_moves_to_the_latest_user(tenant: Tenant) -> None:
+    register(tenant, external_id="e1")
+    register(tenant, external_id="e2")
+    assert tenant.user("e1")["devices"] == []
+    assert [d["token"] for d in tenant.user("e2")["devices"]] == ["t1"]
+
+
+def test_token_on_another_device_is_taken_from_it(tenant: Tenant) -> None:
+    register(tenant, device_id="d1", token="t1")
+    register(tenant, device_id="d2", token="t2")
+    register(tenant, device_id="d1", token="t2")
+    by_id = {d["device_id"]: d["token"] for d in tenant.user("e1")["devices"]}
+    assert by_id == {"d1": "t2", "d2": None}
+
+
+def test_token_left_out_keeps_and_null_clears(tenant: Tenant) -> None:
+    register(tenant)
+    register(tenant, token=..., app_version="1.1")
+    d = tenant.user("e1")["devices"][0]
+    assert d["token"] == "t1" and d["app_version"] == "1.1"
+    register(tenant, token=None)
+    assert tenant.user("e1")["devices"][0]["token"] is None
+
+
+def test_extra_keys_are_kept_and_merged(tenant: Tenant) -> None:
+    register(tenant, sdk_version="1.0.0", push="on")
+    register(tenant, sdk_version="1.0.1")
+    assert tenant.user("e1")["devices"][0]["extra"] == {"sdk_version": "1.0.1", "push": "on"}
+
+
+def test_at_most_25_devices_per_user(tenant: Tenant) -> None:
+    register(tenant, device_id="with-token", token="tok")
+    for i in range(30):
+        register(tenant, device_id=f"d{i}", token=None)
+    devices = tenant.user("e1")["devices"]
+    ids = {d["device_id"] for d in devices}
+    assert len(devices) == 25
+    assert "with-token" in ids  # devices with a token are kept
+    assert {f"d{i}" for i in range(6, 30)} <= ids  # the least recently updated went
+
+
+def test_required_fields(tenant: Tenant) -> None:
+    r = tenant.post("devices", {"external_id": "e1", "device_id": "", "os": 3})
+    assert r.status_code == 422
+    paths = [e["path"] for e in r.json()["errors"]]
+    assert paths == ["/device_id", "/os", "/model", "/app_build", "/app_version"]
+    assert tenant.counts()["users"] == 0

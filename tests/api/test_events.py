@@ -1,0 +1,93 @@
+"""POST /api/client/events."""
+
+from __future__ import annotations
+
+from conftest import Tenant
+
+
+def test_events_are_stored_with_user_name_data_and_time(tenant: Tenant) -> None:
+    r = tenant.post(
+        "events",
+        [
+            {"name": "Purchased", "external_id": "e1", "data": {"price": 49.99}},
+            {"name": "Viewed", "external_id": "e1"},
+        ],
+    )
+    assert r.status_code == 204
+    events = tenant.events("e1")
+    assert [e["name"] for e in events] == ["Viewed", "Purchased", "user_created"]
+    assert events[1]["data"] == {"price": 49.99}
+    assert events[0]["data"] == {}
+    assert events[0]["created_at"].endswith("Z")
+
+
+def test_properties_is_another_name_for_data(tenant: Tenant) -> None:
+    body = [
+        {"name": "a", "external_id": "e1", "properties": {"screen": "Home"}},
+        {"name": "b", "external_id": "e1", "properties": {"k": 1, "x": 1}, "data": {"k": 2}},
+    ]
+    assert tenant.post("events", body).status_code == 204
+    data = {e["name"]: e["data"] for e in tenant.events("e1")}
+    assert data["a"] == {"screen": "Home"}
+    assert data["b"] == {"k": 2, "x": 1}
+
+
+def test_user_object_is_applied_as_identify(tenant: Tenant) -> None:
+    body = [
+        {
+            "name": "Signed up",
+            "anonymous_id": "a1",
+            "user": {"external_id": "e1", "email": "e1@example.com", "data": {"plan": "pro"}},
+        }
+    ]
+    assert tenant.post("events", body).status_code == 204
+    user = tenant.user("e1")
+    assert user["email"] == "e1@example.com" and user["data"] == {"plan": "pro"}
+    assert user["anonymous_ids"] == ["a1"]
+
+
+def test_a_batch_is_all_or_nothing(tenant: Tenant) -> None:
+    body = [{"name": "ok", "external_id": "e1"}, {"name": "", "external_id": "e2"}]
+    r = tenant.post("events", body)
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"path": "/1/name", "message": "name must not be empty"}]
+    assert tenant.counts() == {"users": 0, "user_anonymous_ids": 0, "devices": 0, "events": 0}
+
+
+def test_between_1_and_1000_events(tenant: Tenant) -> None:
+    assert tenant.post("events", []).status_code == 422
+    many = [{"name": "x", "external_id": "e1"}] * 1001
+    r = tenant.post("events", many)
+    assert r.status_code == 422
+    assert "1000" in r.json()["error"]
+    assert tenant.post("events", many[:1000]).status_code == 204
+    assert tenant.counts()["events"] == 1001  # 1000 + user_created
+
+
+def test_unknown_event_keys_are_ignored(tenant: Tenant) -> None:
+    body = [{"name": "x", "external_id": "e1", "context": {"app": "y"}, "type": "track"}]
+    assert tenant.post("events", body).status_code == 204
+
+
+def test_text_plain_beacon_is_parsed_as_json(tenant: Tenant) -> None:
+    r = tenant.public.post(
+        "/api/client/events",
+        content=b'[{"name": "Page Left", "anonymous_id": "a1"}]',
+        headers={"Content-Type": "text/plain;charset=UTF-8"},
+    )
+    assert r.status_code == 204
+    assert tenant.events("a1", by="anonymous_id")[0]["name"] == "Page Left"
+
+
+def test_gzip_body_is_accepted(tenant: Tenant) -> None:
+    import gzip
+    import json
+
+    raw = gzip.compress(json.dumps([{"name": "zipped", "external_id": "e1"}]).encode())
+    r = tenant.public.post(
+        "/api/client/events",
+        content=raw,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 204, r.text
+    assert tenant.events("e1")[0]["name"] == "zipped"
