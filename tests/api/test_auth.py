@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from conftest import Tenant, db_call
 
+from conftest import Tenant, db_call
 from pier.domain.keys import hash_key
 from pier.writer import now_ms
 

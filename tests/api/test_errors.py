@@ -6,6 +6,7 @@ import gzip
 
 import httpx
 import pytest
+
 from conftest import Tenant
 
 EMPTY = {"users": 0, "user_anonymous_ids": 0, "devices": 0, "events": 0}

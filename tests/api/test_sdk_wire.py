@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+
 from conftest import Tenant
 
 WIRE = json.loads((Path(__file__).parent.parent / "fixtures" / "sdk-wire.json").read_text())
