@@ -22,7 +22,7 @@ from pier.store import make_store
 from pier.writer import now_ms
 from support.postgres import pg_server  # noqa: F401  (fixture)
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 def free_port() -> int:

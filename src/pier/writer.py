@@ -8,10 +8,10 @@ import logging
 import time
 from collections import deque
 
-from .domain.batch import Batch, identity_items, load_request
+from .domain.batch import Batch, LoadRequest, identity_items, load_request
 from .domain.commands import Command, TrackEvents
 from .domain.errors import DomainError, NeedsLoad
-from .store.base import Store, StoreUnavailable
+from .store.base import Store, StoreUnavailable, WriteTx
 
 log = logging.getLogger("pier.writer")
 
@@ -116,27 +116,11 @@ class Writer:
 
     async def run_batch(self, commands: list[Command]) -> list[DomainError | None]:
         """Load, decide and write `commands` in one transaction; the error of each, or None."""
-        need_ids = sum(1 for _ in identity_items(commands))
         request = load_request(commands)
         for attempt in range(MAX_RETRIES):
             try:
                 async with self.store.transaction() as tx:
-                    ids = await tx.reserve_user_ids(need_ids)
-                    full: set[int] = set()
-                    while True:
-                        it = iter(ids)
-                        batch = Batch(now_ms(), it.__next__)
-                        await tx.load(request, batch)
-                        more = full | batch.full_load_candidates(commands)
-                        if more:
-                            await tx.load_full(more, batch)
-                        try:
-                            errors = [_apply(batch, cmd) for cmd in commands]
-                        except NeedsLoad as exc:
-                            full = more | exc.user_ids
-                            continue
-                        break
-                    await tx.write(batch.changes())
+                    errors = await self._decide_and_write(tx, request, commands)
                 self.batches += 1
                 self.committed += len(commands)
                 return errors
@@ -148,6 +132,42 @@ class Writer:
                     raise StoreUnavailable(str(exc)) from exc
                 await asyncio.sleep(0.001 * attempt)
         raise AssertionError("unreachable")
+
+    async def _decide_and_write(
+        self, tx: WriteTx, request: LoadRequest, commands: list[Command]
+    ) -> list[DomainError | None]:
+        ids = UserIds(await tx.reserve_user_ids(sum(1 for _ in identity_items(commands))))
+        full: set[int] = set()
+        while True:
+            ids.used = 0
+            batch = Batch(now_ms(), ids.next)
+            await tx.load(request, batch)
+            more = full | batch.full_load_candidates(commands)
+            if more:
+                await tx.load_full(more, batch)
+            try:
+                errors = [_apply(batch, cmd) for cmd in commands]
+            except NeedsLoad as exc:  # replay with more loaded
+                full = more | exc.user_ids
+                continue
+            await tx.write(batch.changes())
+            await tx.release_user_ids(ids.unused())
+            return errors
+
+
+class UserIds:
+    """The ids reserved for the users a batch may create."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+        self.used = 0
+
+    def next(self) -> int:
+        self.used += 1
+        return self.ids[self.used - 1]
+
+    def unused(self) -> list[int]:
+        return self.ids[self.used :]
 
 
 def _apply(batch: Batch, cmd: Command) -> DomainError | None:
