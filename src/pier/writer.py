@@ -85,6 +85,10 @@ class Writer:
                         fut.set_exception(StoreUnavailable("the write failed"))
             finally:
                 self.pending -= sum(_size(cmd) for cmd, _ in items)
+            try:
+                await self.store.maintain()
+            except Exception:
+                log.exception("store upkeep failed; retrying after the next batch")
 
     def _take(self) -> list[tuple[Command, asyncio.Future[None]]]:
         items = []
@@ -148,6 +152,8 @@ class Writer:
             try:
                 errors = [_apply(batch, cmd) for cmd in commands]
             except NeedsLoad as exc:  # replay with more loaded
+                if exc.user_ids <= more:
+                    raise RuntimeError(f"users {exc.user_ids} incomplete after loading") from exc
                 full = more | exc.user_ids
                 continue
             await tx.write(batch.changes())

@@ -118,7 +118,7 @@ def test_unknown_path_is_json_404_with_or_without_key(tenant: Tenant) -> None:
 
 
 def test_wrong_method_is_json_405_with_allow(tenant: Tenant) -> None:
-    r = tenant.public.get("/api/client/events")
+    r = tenant.public.get("/api/client/identify")
     assert r.status_code == 405
     assert r.headers["allow"] == "POST"
     assert "GET" in r.json()["error"]

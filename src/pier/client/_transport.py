@@ -37,7 +37,7 @@ def _client_options(api_key: str, host: str, timeout: float) -> dict[str, Any]:
 
 
 def _outcome(response: httpx.Response) -> tuple[PierError, float | None]:
-    """The error for a failed response, and its Retry-After (``None`` when not retryable)."""
+    """The error for a failed response and its Retry-After; raised at once if not retryable."""
     error = error_from_response(response)
     if not is_retryable_status(response.status_code):
         raise error
@@ -72,6 +72,8 @@ class SyncSender:
                 error, retry_after = _outcome(response)
             delay = self.retry.delay(retry, retry_after)
             if delay is None:
+                if retry:
+                    error.add_note(f"gave up after {retry} retries")
                 raise error
             log.debug("POST %s failed (%s); retry %d in %.2fs", path, error, retry + 1, delay)
             time.sleep(delay)
@@ -102,6 +104,8 @@ class AsyncSender:
                 error, retry_after = _outcome(response)
             delay = self.retry.delay(retry, retry_after)
             if delay is None:
+                if retry:
+                    error.add_note(f"gave up after {retry} retries")
                 raise error
             log.debug("POST %s failed (%s); retry %d in %.2fs", path, error, retry + 1, delay)
             await asyncio.sleep(delay)

@@ -13,7 +13,7 @@ import msgspec
 
 from .commands import Alias, Command, Identify, RegisterDevice, TrackEvents
 from .devices import register_device
-from .errors import DomainError, NeedsLoad  # noqa: F401  (NeedsLoad re-exported)
+from .errors import DomainError, NeedsLoad
 from .identity import Identities
 from .model import Device, Event, User
 from .traits import apply_traits
@@ -29,6 +29,9 @@ class LoadRequest(msgspec.Struct):
     device_ids: set[Key]
     tokens: set[Key]
     message_ids: set[Key]
+    # the keys whose users the commands will likely patch: loaded whole, the others partial
+    profile_external_ids: set[Key]
+    profile_anonymous_ids: set[Key]
 
 
 class ChangeSet(msgspec.Struct):
@@ -48,22 +51,31 @@ class ChangeSet(msgspec.Struct):
 
 def load_request(commands: Iterable[Command]) -> LoadRequest:
     """Every identity key the commands name."""
-    req = LoadRequest(set(), set(), set(), set(), set())
+    req = LoadRequest(set(), set(), set(), set(), set(), set(), set())
     for cmd in commands:
         pid = cmd.project_id
         if isinstance(cmd, TrackEvents):
             for ev in cmd.events:
                 if ev.external_id:
                     req.external_ids.add((pid, ev.external_id))
+                    if ev.traits is not None:
+                        req.profile_external_ids.add((pid, ev.external_id))
                 if ev.anonymous_id:
                     req.anonymous_ids.add((pid, ev.anonymous_id))
+                    if ev.traits is not None:
+                        req.profile_anonymous_ids.add((pid, ev.anonymous_id))
                 if ev.message_id:
                     req.message_ids.add((pid, ev.message_id))
             continue
+        profile = not isinstance(cmd, RegisterDevice)
         if cmd.external_id:
             req.external_ids.add((pid, cmd.external_id))
+            if profile:
+                req.profile_external_ids.add((pid, cmd.external_id))
         if cmd.anonymous_id:
             req.anonymous_ids.add((pid, cmd.anonymous_id))
+            if profile:
+                req.profile_anonymous_ids.add((pid, cmd.anonymous_id))
         if isinstance(cmd, RegisterDevice):
             req.device_ids.add((pid, cmd.device_id))
             if cmd.token:
@@ -134,7 +146,7 @@ class Batch:
                 for user in (owner, self.by_external.get((pid, ext)) if ext else None):
                     if user is not None:
                         wanted.add(user.id)
-        return {uid for uid in wanted if self.users[uid].devices is None}
+        return {uid for uid in wanted if self.users[uid].devices is None or self.users[uid].partial}
 
     # -- applying ------------------------------------------------------------------------
     def apply(self, cmd: Command) -> None:
@@ -175,6 +187,8 @@ class Batch:
 
     # -- helpers for the rules -----------------------------------------------------------
     def touch(self, user: User, changed: bool = True) -> None:
+        if user.partial:  # its row is written whole: load it first
+            raise NeedsLoad([user.id])
         if changed:
             user.dirty = True
             user.updated_at = self.now

@@ -70,8 +70,8 @@ class Identities:
     def merge(self, a: User, e: User) -> None:
         """Merge anonymous user A into identified user E (contract section 3)."""
         b = self.batch
-        if a.anonymous_ids is None or a.devices is None:
-            raise NeedsLoad([a.id])
+        if a.anonymous_ids is None or a.devices is None or a.partial or e.partial:
+            raise NeedsLoad([a.id, e.id])
         moved = list(a.anonymous_ids)
         for anon in moved:
             self.attach(e, anon)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 PROFILE_FIELDS = ("email", "phone", "timezone", "locale")
 
 
@@ -19,11 +21,13 @@ class User:
         "phone",
         "timezone",
         "locale",
-        "data",
+        "_data",
+        "_raw",
         "created_at",
         "updated_at",
         "devices",
         "stored",
+        "partial",
         "dirty",
         "deleted",
     )
@@ -43,6 +47,8 @@ class User:
         created_at: int = 0,
         updated_at: int = 0,
         stored: bool = False,
+        raw_data: str | bytes | None = None,
+        partial: bool = False,
     ) -> None:
         self.id = id
         self.project_id = project_id
@@ -53,13 +59,36 @@ class User:
         self.phone = phone
         self.timezone = timezone
         self.locale = locale
-        self.data = data if data is not None else {}
+        # `data` is decoded from `raw_data` (JSON) on first use: most batches never read it.
+        self._data = data if data is not None or raw_data is not None else {}
+        self._raw = raw_data
         self.created_at = created_at
         self.updated_at = updated_at
         self.devices: list[Device] | None = None if stored else []
         self.stored = stored
+        # A partial user carries its id and external id only: enough to resolve identities and
+        # record events. Anything that reads or changes the profile asks for the full row.
+        self.partial = partial
         self.dirty = False
         self.deleted = False
+
+    def fill(self, full: User) -> None:
+        """Complete a partial user with the profile of `full` (the same user, loaded whole)."""
+        for name in ("email", "phone", "timezone", "locale", "_data", "_raw"):
+            setattr(self, name, getattr(full, name))
+        self.created_at, self.updated_at = full.created_at, full.updated_at
+        self.partial = False
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = msgspec.json.decode(self._raw or b"{}")
+            self._raw = None
+        return self._data
+
+    @data.setter
+    def data(self, value: dict[str, Any]) -> None:
+        self._data, self._raw = value, None
 
     def __repr__(self) -> str:
         return f"User(id={self.id}, external_id={self.external_id!r})"

@@ -10,6 +10,7 @@ import phonenumbers
 from msgspec import UNSET
 
 from .commands import Traits
+from .errors import NeedsLoad
 from .model import PROFILE_FIELDS, User
 
 TIMEZONE_ERROR = "The timezone value must be in the IANA format."
@@ -45,6 +46,8 @@ def phone_metadata(phone: str | None) -> tuple[str, bool] | None:
 
 def apply_traits(user: User, traits: Traits) -> bool:
     """Patch `user` with `traits`; True when anything changed."""
+    if user.partial:
+        raise NeedsLoad([user.id])
     changed = False
     for field in PROFILE_FIELDS:
         value = getattr(traits, field)

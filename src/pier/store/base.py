@@ -26,10 +26,39 @@ class EventRow(msgspec.Struct):
     user_id: int = 0
 
 
+class FeedEvent(EventRow):
+    """An event of the project feed, with its user's ids as they are when read."""
+
+    external_id: str | None = None
+    anonymous_id: str | None = None  # the user's first anonymous id
+
+
+class Admin(msgspec.Struct):
+    """A portal administrator; `password_hash` is an argon2 hash."""
+
+    id: int
+    email: str
+    password_hash: str
+    created_at: int
+
+
+class AdminSession(msgspec.Struct):
+    """A logged-in portal browser: whose it is, its CSRF token, when it ends."""
+
+    admin_id: int
+    email: str
+    csrf_token: str
+    expires_at: int
+
+
 class WriteTx(Protocol):
     """One write transaction of the writer: load, then write what the domain decided."""
 
-    async def reserve_user_ids(self, n: int) -> list[int]: ...
+    async def reserve_user_ids(self, n: int) -> list[int]:
+        """Ids for up to n new users (a batch creates at most one user per identity item)."""
+
+    async def release_user_ids(self, ids: list[int]) -> None:
+        """Give back the ids the batch did not use."""
 
     async def load(self, request: LoadRequest, batch: Batch) -> None:
         """Add every user, anonymous id, device and seen message id the request names."""
@@ -49,6 +78,9 @@ class Store(Protocol):
         """Apply pending migrations; returns the versions applied."""
 
     def transaction(self) -> AbstractAsyncContextManager[WriteTx]: ...
+    async def maintain(self) -> None:
+        """Called by the writer between batches, for the backend's own upkeep."""
+
     def is_retryable(self, exc: BaseException) -> bool:
         """A conflict with another process: replaying the batch will succeed."""
 
@@ -82,3 +114,42 @@ class Store(Protocol):
 
     async def stats(self, project_id: int) -> dict[str, int]:
         """Row counts of the project's users, user_anonymous_ids, devices and events."""
+
+    # management reads and deletion (read API, export, portal)
+    async def list_users(
+        self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
+    ) -> list[User]:
+        """Newest first by (created_at, id), strictly before the cursor, with anonymous ids and
+        devices; `q` keeps the users whose external id, anonymous id, email or phone equals it."""
+
+    async def get_user_by_id(self, project_id: int, user_id: int) -> User | None:
+        """Like get_user, by Pier's own user id."""
+
+    async def delete_user(self, project_id: int, ref: str, by: str) -> bool:
+        """Delete a user with its anonymous ids, devices and events in one write transaction;
+        `by` is external_id, anonymous_id or id. False when there is no such user."""
+
+    async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:
+        """The project's events in storage order (by id), strictly after the event id `after`."""
+
+    async def latest_events(
+        self, project_id: int, limit: int, after: int | None = None
+    ) -> list[FeedEvent]:
+        """The project's newest events, newest first; only those after `after` when given."""
+
+    async def events_per_minute(self, project_id: int, since: int) -> dict[int, int]:
+        """Events received since `since` (ms), counted by minute: {minute start ms: count}."""
+
+    # portal admins and sessions
+    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin: ...
+    async def find_admin(self, email: str) -> Admin | None: ...
+    async def list_admins(self) -> list[Admin]: ...
+    async def create_session(
+        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
+    ) -> None:
+        """Store a session (and drop the expired ones)."""
+
+    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
+        """The live session with this token hash, or None."""
+
+    async def delete_session(self, token_hash: str) -> None: ...

@@ -7,19 +7,20 @@ batch (`is_retryable`). Events are written with COPY.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
+from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
-from .base import EventRow, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .loading import BatchQueries, device_from_row, user_from_row
 from .migrations import migrations
 
 _encoder = msgspec.json.Encoder()
@@ -51,46 +52,24 @@ def _encode(value: Any) -> str:
 
 
 def _user(row: Any) -> User:
-    return User(
-        row[0],
-        row[1],
-        row[2],
-        None,
-        email=row[3],
-        phone=row[4],
-        timezone=row[5],
-        locale=row[6],
-        data=_decode(row[7]),
-        created_at=row[8],
-        updated_at=row[9],
-        stored=True,
-    )
+    return user_from_row(row)
 
 
 def _device(row: Any, owner: User) -> Device:
-    return Device(
-        row[0],
-        row[1],
-        owner,
-        row[3],
-        token=row[4],
-        os=row[5],
-        os_version=row[6],
-        model=row[7],
-        app_build=row[8],
-        app_version=row[9],
-        extra=_decode(row[10]),
-        created_at=row[11],
-        updated_at=row[12],
-        stored=True,
-    )
+    return device_from_row(row, owner, _decode)
 
 
-def _by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
-    grouped: dict[int, list[str]] = defaultdict(list)
-    for pid, value in keys:
-        grouped[pid].append(value)
-    return grouped
+DELETE_ATTEMPTS = 20  # a user deletion conflicting with batches is replayed this often at most
+FEED_SELECT = (
+    "SELECT e.id, e.name, e.data::text, e.created_at, e.received_at, e.message_id, e.user_id,"
+    " u.external_id, (SELECT a.anonymous_id FROM user_anonymous_ids a WHERE a.user_id = e.user_id"
+    " ORDER BY a.id LIMIT 1) FROM events e"
+    " LEFT JOIN users u ON u.project_id = e.project_id AND u.id = e.user_id"
+)
+
+
+def _feed_event(r: Any) -> FeedEvent:
+    return FeedEvent(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6], r[7], r[8])
 
 
 class PostgresStore:
@@ -149,6 +128,9 @@ class PostgresStore:
                 yield PostgresTx(conn, self)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    async def maintain(self) -> None:
+        """Nothing to do between batches: PostgreSQL keeps its indexes up itself."""
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, RETRYABLE)
@@ -288,8 +270,183 @@ class PostgresStore:
             )
         return result
 
+    # -- management reads and deletion (read API, export, portal) ------------------------
+    async def list_users(
+        self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
+    ) -> list[User]:
+        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1"
+        args: list[Any] = [project_id]
+        if q:
+            sql += (
+                " AND (u.external_id = $2 OR u.email = $2 OR u.phone = $2 OR u.id IN (SELECT"
+                " user_id FROM user_anonymous_ids WHERE project_id = $1 AND anonymous_id = $2))"
+            )
+            args.append(q)
+        if before is not None:
+            sql += f" AND (u.created_at, u.id) < (${len(args) + 1}, ${len(args) + 2})"
+            args += before
+        sql += f" ORDER BY u.created_at DESC, u.id DESC LIMIT ${len(args) + 1}"
+        args.append(limit)
+        return await self._read_users(sql, args)
 
-class PostgresTx:
+    async def get_user_by_id(self, project_id: int, user_id: int) -> User | None:
+        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id = $2"
+        users = await self._read_users(sql, [project_id, user_id])
+        return users[0] if users else None
+
+    async def _read_users(self, sql: str, args: list[Any]) -> list[User]:
+        """Users with all their anonymous ids and devices, read in one snapshot."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            users = {row[0]: _user(row) for row in await conn.fetch(sql, *args)}
+            for user in users.values():
+                user.anonymous_ids = []
+                user.devices = []
+            ids = list(users)
+            for uid, anon in await conn.fetch(
+                "SELECT user_id, anonymous_id FROM user_anonymous_ids"
+                " WHERE user_id = ANY($1::bigint[]) ORDER BY id",
+                ids,
+            ):
+                users[uid].anonymous_ids.append(anon)  # type: ignore[union-attr]
+            for row in await conn.fetch(
+                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY($1::bigint[]) ORDER BY id",
+                ids,
+            ):
+                owner = users[row[2]]
+                owner.devices.append(_device(row, owner))  # type: ignore[union-attr]
+            return list(users.values())
+
+    async def delete_user(self, project_id: int, ref: str, by: str) -> bool:
+        # A SERIALIZABLE transaction like the writer's: a batch of another process that adds an
+        # event for this user conflicts with it (it read the user, this deletes the user and reads
+        # its events), so one of the two is rolled back and replayed: no orphan rows.
+        if by == "id":
+            sql, value = "SELECT id FROM users WHERE project_id = $1 AND id = $2", int(ref)
+        elif by == "anonymous_id":
+            sql = (
+                "SELECT user_id FROM user_anonymous_ids WHERE project_id = $1 AND anonymous_id = $2"
+            )
+            value = ref
+        else:
+            sql, value = "SELECT id FROM users WHERE project_id = $1 AND external_id = $2", ref
+        for attempt in range(DELETE_ATTEMPTS):
+            try:
+                async with self.transaction() as tx:
+                    uid = await tx.conn.fetchval(sql, project_id, value)
+                    if uid is None:
+                        return False
+                    for table in ("events", "devices", "user_anonymous_ids"):
+                        await tx.conn.execute(
+                            f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2",
+                            project_id,
+                            uid,
+                        )
+                    await tx.conn.execute(
+                        "DELETE FROM users WHERE project_id = $1 AND id = $2", project_id, uid
+                    )
+                    return True
+            except RETRYABLE as exc:
+                if attempt == DELETE_ATTEMPTS - 1:
+                    raise StoreUnavailable(f"delete kept conflicting: {exc}") from exc
+                await asyncio.sleep(0.002 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:
+        sql = f"{FEED_SELECT} WHERE e.project_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3"
+        rows = await self.pool.fetch(sql, project_id, after or 0, limit)
+        return [_feed_event(r) for r in rows]
+
+    async def latest_events(
+        self, project_id: int, limit: int, after: int | None = None
+    ) -> list[FeedEvent]:
+        sql = f"{FEED_SELECT} WHERE e.project_id = $1 AND e.id > $2 ORDER BY e.id DESC LIMIT $3"
+        rows = await self.pool.fetch(sql, project_id, after or 0, limit)
+        return [_feed_event(r) for r in rows]
+
+    async def events_per_minute(self, project_id: int, since: int) -> dict[int, int]:
+        # As in SQLite: received_at grows with the id, so the period's first id is found by
+        # bisection over the primary key and only the period's rows are read.
+        async with self.pool.acquire() as conn:
+            lo = await conn.fetchval("SELECT min(id) FROM events WHERE project_id = $1", project_id)
+            hi = await conn.fetchval("SELECT max(id) FROM events WHERE project_id = $1", project_id)
+            if lo is None:
+                return {}
+            probe = (
+                "SELECT id, received_at FROM events WHERE project_id = $1 AND id >= $2"
+                " ORDER BY id LIMIT 1"
+            )
+            start = None
+            hi += 1
+            while lo < hi:
+                mid = (lo + hi) // 2
+                found, received = await conn.fetchrow(probe, project_id, mid)
+                if received >= since:
+                    start, hi = found, mid
+                else:
+                    lo = found + 1
+            if start is None:
+                return {}
+            rows = await conn.fetch(
+                "SELECT received_at / 60000 * 60000, count(*) FROM events"
+                " WHERE project_id = $1 AND id >= $2 AND received_at >= $3 GROUP BY 1",
+                project_id,
+                start,
+                since,
+            )
+            return {r[0]: r[1] for r in rows}
+
+    # -- portal admins and sessions ------------------------------------------------------
+    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
+        admin_id = await self.pool.fetchval(
+            "INSERT INTO admins (email, password_hash, created_at) VALUES ($1, $2, $3)"
+            " RETURNING id",
+            email,
+            password_hash,
+            now,
+        )
+        return Admin(admin_id, email, password_hash, now)
+
+    async def find_admin(self, email: str) -> Admin | None:
+        row = await self.pool.fetchrow(
+            "SELECT id, email, password_hash, created_at FROM admins WHERE email = $1", email
+        )
+        return Admin(*row) if row else None
+
+    async def list_admins(self) -> list[Admin]:
+        rows = await self.pool.fetch(
+            "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
+        )
+        return [Admin(*r) for r in rows]
+
+    async def create_session(
+        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= $1", now)
+            await conn.execute(
+                "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at,"
+                " expires_at) VALUES ($1, $2, $3, $4, $5)",
+                token_hash,
+                admin_id,
+                csrf_token,
+                now,
+                expires_at,
+            )
+
+    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
+        row = await self.pool.fetchrow(
+            "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
+            " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = $1 AND s.expires_at > $2",
+            token_hash,
+            now,
+        )
+        return AdminSession(*row) if row else None
+
+    async def delete_session(self, token_hash: str) -> None:
+        await self.pool.execute("DELETE FROM admin_sessions WHERE token_hash = $1", token_hash)
+
+
+class PostgresTx(BatchQueries):
     def __init__(self, conn: asyncpg.Connection, store: PostgresStore) -> None:
         self.conn = conn
         self.store = store
@@ -300,81 +457,47 @@ class PostgresTx:
     async def release_user_ids(self, ids: list[int]) -> None:
         self.store.give_back(ids)
 
-    async def load(self, request: LoadRequest, batch: Batch) -> None:
-        conn = self.conn
-        for pid, values in _by_project(request.external_ids).items():
-            sql = (
-                f"SELECT {USER_COLUMNS} FROM users u"
-                " WHERE u.project_id = $1 AND u.external_id = ANY($2::text[])"
-            )
-            for row in await conn.fetch(sql, pid, values):
-                if row[0] not in batch.users:
-                    batch.add_user(_user(row))
-        for pid, values in _by_project(request.anonymous_ids).items():
-            sql = (
-                f"SELECT a.anonymous_id, {USER_COLUMNS} FROM user_anonymous_ids a"
-                " JOIN users u ON u.project_id = a.project_id AND u.id = a.user_id"
-                " WHERE a.project_id = $1 AND a.anonymous_id = ANY($2::text[])"
-            )
-            for row in await conn.fetch(sql, pid, values):
-                user = batch.users.get(row[1]) or _user(row[1:])
-                batch.add_user(user, (row[0],))
-        await self._load_devices(request.device_ids, "device_id", batch)
-        await self._load_devices(request.tokens, "token", batch)
-        for pid, values in _by_project(request.message_ids).items():
-            rows = await conn.fetch(
-                "SELECT message_id FROM events WHERE project_id = $1"
-                " AND message_id = ANY($2::text[])",
-                pid,
-                values,
-            )
-            batch.seen_message_ids.update((pid, r[0]) for r in rows)
+    # -- the queries of a batch load (see loading.BatchQueries) -----------------------------
+    def decode(self, raw: Any) -> Any:
+        return _decode(raw)
 
-    async def _load_devices(self, keys: set[Key], column: str, batch: Batch) -> None:
-        for pid, values in _by_project(keys).items():
-            rows = await self.conn.fetch(
-                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = $1"
-                f" AND {column} = ANY($2::text[])",
-                pid,
-                values,
-            )
-            await self._add_devices(rows, batch)
+    async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[Any]:
+        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
+        sql = f"SELECT {columns} FROM users u WHERE u.project_id = $1 AND u.external_id = ANY($2)"
+        return await self.conn.fetch(sql, pid, values)
 
-    async def _add_devices(self, rows: list[Any], batch: Batch) -> None:
-        missing = list({r[2] for r in rows} - batch.users.keys())
-        if missing:
-            sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY($1::bigint[])"
-            for row in await self.conn.fetch(sql, missing):
-                batch.add_user(_user(row))
-        for row in rows:
-            if (row[1], row[3]) not in batch.devices_by_id:
-                batch.add_device(_device(row, batch.users[row[2]]))
-
-    async def load_full(self, user_ids: set[int], batch: Batch) -> None:
-        ids = sorted(user_ids)
-        owned: dict[int, list[str]] = defaultdict(list)
-        rows = await self.conn.fetch(
-            "SELECT user_id, anonymous_id FROM user_anonymous_ids"
-            " WHERE user_id = ANY($1::bigint[]) ORDER BY id",
-            ids,
+    async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[Any]:
+        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
+        sql = (
+            f"SELECT a.anonymous_id, {columns} FROM user_anonymous_ids a"
+            " JOIN users u ON u.project_id = a.project_id AND u.id = a.user_id"
+            " WHERE a.project_id = $1 AND a.anonymous_id = ANY($2)"
         )
-        for uid, anon in rows:
-            owned[uid].append(anon)
-        for uid in user_ids:
-            user = batch.users[uid]
-            user.anonymous_ids = owned[uid]
-            batch.add_user(user, owned[uid])
-            user.devices = []
-        rows = await self.conn.fetch(
-            f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY($1::bigint[])", ids
+        return await self.conn.fetch(sql, pid, values)
+
+    async def users_by_id(self, ids: list[int]) -> list[Any]:
+        return await self.conn.fetch(
+            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY($1)", ids
         )
-        for row in rows:
-            known = batch.devices_by_id.get((row[1], row[3]))
-            if known is not None:
-                if known.user.devices is not None and known not in known.user.devices:
-                    known.user.devices.append(known)
-            else:
-                batch.add_device(_device(row, batch.users[row[2]]))
+
+    async def devices_where(self, pid: int, column: str, values: list[str]) -> list[Any]:
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = $1 AND {column} = ANY($2)"
+        return await self.conn.fetch(sql, pid, values)
+
+    async def devices_of(self, user_ids: list[int]) -> list[Any]:
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY($1) ORDER BY id"
+        return await self.conn.fetch(sql, user_ids)
+
+    async def anonymous_ids_of(self, user_ids: list[int]) -> list[Any]:
+        sql = "SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id = ANY($1) ORDER BY id"
+        return await self.conn.fetch(sql, user_ids)
+
+    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
+        sql = (
+            "SELECT message_id FROM events WHERE project_id = $1 AND message_id IS NOT NULL"
+            " AND message_id = ANY($2)"
+        )
+        return [r[0] for r in await self.conn.fetch(sql, pid, values)]
 
     async def write(self, c: ChangeSet) -> None:
         conn = self.conn

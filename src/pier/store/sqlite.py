@@ -3,20 +3,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+import threading
+import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
 
-from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
+from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
-from .base import EventRow, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .loading import BatchQueries, IdentityCache, device_from_row, user_from_row
 from .migrations import migrations
 
 _encoder = msgspec.json.Encoder()
@@ -36,46 +39,22 @@ KEY_COLUMNS = "id, project_id, name, scope, prefix, created_at, revoked_at, valu
 
 
 def _user(row: tuple) -> User:
-    return User(
-        row[0],
-        row[1],
-        row[2],
-        None,
-        email=row[3],
-        phone=row[4],
-        timezone=row[5],
-        locale=row[6],
-        data=_decode(row[7]),
-        created_at=row[8],
-        updated_at=row[9],
-        stored=True,
-    )
+    return user_from_row(row)
 
 
 def _device(row: tuple, owner: User) -> Device:
-    return Device(
-        row[0],
-        row[1],
-        owner,
-        row[3],
-        token=row[4],
-        os=row[5],
-        os_version=row[6],
-        model=row[7],
-        app_build=row[8],
-        app_version=row[9],
-        extra=_decode(row[10]),
-        created_at=row[11],
-        updated_at=row[12],
-        stored=True,
-    )
+    return device_from_row(row, owner, _decode)
 
 
-def _by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
-    grouped: dict[int, list[str]] = defaultdict(list)
-    for pid, value in keys:
-        grouped[pid].append(value)
-    return grouped
+FEED_SELECT = (
+    "SELECT e.id, e.name, e.data, e.created_at, e.received_at, e.message_id, e.user_id,"
+    " u.external_id, (SELECT a.anonymous_id FROM user_anonymous_ids a WHERE a.user_id = e.user_id"
+    " ORDER BY a.id LIMIT 1) FROM events e LEFT JOIN users u ON u.id = e.user_id"
+)
+
+
+def _feed_event(r: tuple) -> FeedEvent:
+    return FeedEvent(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6], r[7], r[8])
 
 
 class SqliteStore:
@@ -87,6 +66,10 @@ class SqliteStore:
         self.durability = durability
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._last_indexed = 0.0
+        self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
+        self._data_version = -1
 
     # -- connections ---------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -103,10 +86,17 @@ class SqliteStore:
         try:
             self._writer = self._connect()
             self._reader = self._connect()
+            # Checkpoints copy the WAL into the database file: a thread does them, so that
+            # the writer (on the event loop) never stalls on that I/O.
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = Checkpointer(self._connect())
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         for conn in (self._writer, self._reader):
             if conn is not None:
                 conn.close()
@@ -157,8 +147,13 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
+        tx = SqliteTx(db, self._identity)
         try:
-            yield SqliteTx(db)
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection committed: forget
+                self._identity.clear()
+                self._data_version = version
+            yield tx
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:
@@ -166,6 +161,10 @@ class SqliteStore:
             if isinstance(exc, sqlite3.OperationalError):
                 raise StoreUnavailable(str(exc)) from exc
             raise
+        if tx.written is None:
+            self._identity.clear()  # written outside the batch path: the cache can't follow
+        else:
+            self._identity.committed(tx.written)
 
     def is_retryable(self, exc: BaseException) -> bool:
         return False  # one writer at a time: there are no conflicts to replay
@@ -262,20 +261,35 @@ class SqliteStore:
     async def user_events(
         self, user_id: int, limit: int, before: tuple[int, int] | None
     ) -> list[EventRow]:
+        """From user_events up to its watermark, and from a scan of the events past it."""
+        columns = "e.id, e.name, e.data, e.created_at, e.received_at, e.message_id, e.user_id"
+        cursor = "AND (x.created_at, x.event_id) < (:t, :i)" if before is not None else ""
         sql = (
-            "SELECT id, name, data, created_at, received_at, message_id, user_id FROM events"
-            " WHERE user_id = ?"
+            f"SELECT * FROM (SELECT {columns} FROM user_events x JOIN events e ON e.id = x.event_id"
+            f" WHERE x.user_id = :u {cursor} ORDER BY x.created_at DESC, x.event_id DESC LIMIT :n)"
+            f" UNION ALL SELECT {columns} FROM events e WHERE e.id > :upto AND e.user_id = :u"
+            f" {cursor.replace('x.event_id', 'e.id').replace('x.', 'e.')}"
+            " ORDER BY 4 DESC, 1 DESC LIMIT :n"
         )
-        args: list[Any] = [user_id]
-        if before is not None:
-            sql += " AND (created_at, id) < (?, ?)"
-            args += before
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        args.append(limit)
+        ro = self.ro
+        ro.execute("BEGIN")
+        try:
+            args = {"u": user_id, "n": limit, "upto": _indexed_upto(ro)}
+            if before is not None:
+                args["t"], args["i"] = before
+            rows = ro.execute(sql, args).fetchall()
+        finally:
+            ro.execute("COMMIT")
         return [
-            EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6])
-            for r in self.ro.execute(sql, args)
+            EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6]) for r in rows
         ]
+
+    async def maintain(self) -> None:
+        """Between batches: extend user_events about once a second."""
+        now = time.monotonic()
+        if now - self._last_indexed >= INDEX_EVERY:
+            self._last_indexed = now
+            index_user_events(self.db)
 
     async def stats(self, project_id: int) -> dict[str, int]:
         return {
@@ -285,13 +299,256 @@ class SqliteStore:
             for table in STAT_TABLES
         }
 
+    # -- management reads and deletion (read API, export, portal) ------------------------
+    async def list_users(
+        self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
+    ) -> list[User]:
+        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = ?"
+        args: list[Any] = [project_id]
+        if q:  # a union of exact, indexed lookups
+            sql += (
+                " AND u.id IN (SELECT id FROM users WHERE project_id = ? AND external_id = ?"
+                " UNION SELECT id FROM users WHERE project_id = ? AND email = ?"
+                " UNION SELECT id FROM users WHERE project_id = ? AND phone = ?"
+                " UNION SELECT user_id FROM user_anonymous_ids"
+                " WHERE project_id = ? AND anonymous_id = ?)"
+            )
+            args += [project_id, q] * 4
+        if before is not None:
+            sql += " AND (u.created_at, u.id) < (?, ?)"
+            args += before
+        sql += " ORDER BY u.created_at DESC, u.id DESC LIMIT ?"
+        args.append(limit)
+        return self._read_users(sql, args)
 
-class SqliteTx:
+    async def get_user_by_id(self, project_id: int, user_id: int) -> User | None:
+        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = ? AND u.id = ?"
+        users = self._read_users(sql, [project_id, user_id])
+        return users[0] if users else None
+
+    def _read_users(self, sql: str, args: list[Any]) -> list[User]:
+        """Users with all their anonymous ids and devices, read in one snapshot."""
+        ro = self.ro
+        ro.execute("BEGIN")
+        try:
+            users = {row[0]: _user(row) for row in ro.execute(sql, args)}
+            for user in users.values():
+                user.anonymous_ids = []
+                user.devices = []
+            ids = _json_list(list(users))
+            for uid, anon in ro.execute(
+                "SELECT user_id, anonymous_id FROM user_anonymous_ids"
+                " WHERE user_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (ids,),
+            ):
+                users[uid].anonymous_ids.append(anon)  # type: ignore[union-attr]
+            for row in ro.execute(
+                f"SELECT {DEVICE_COLUMNS} FROM devices"
+                " WHERE user_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (ids,),
+            ):
+                owner = users[row[2]]
+                owner.devices.append(_device(row, owner))  # type: ignore[union-attr]
+            return list(users.values())
+        finally:
+            ro.execute("COMMIT")
+
+    async def delete_user(self, project_id: int, ref: str, by: str) -> bool:
+        # Runs as a write transaction of the writer's kind (BEGIN IMMEDIATE on the writer's
+        # connection). SQLite runs one write transaction at a time, and a writer batch never
+        # yields to the event loop inside its transaction, so a concurrent event for this user
+        # either committed before (its rows are deleted here) or is decided after, finds no user
+        # and creates a new one: no row can be left pointing to the deleted user.
+        async with self.transaction():
+            db = self.db
+            if by == "id":
+                sql = "SELECT id FROM users WHERE project_id = ? AND id = ?"
+            elif by == "anonymous_id":
+                sql = "SELECT user_id FROM user_anonymous_ids WHERE project_id = ? AND anonymous_id = ?"
+            else:
+                sql = "SELECT id FROM users WHERE project_id = ? AND external_id = ?"
+            row = db.execute(sql, (project_id, ref)).fetchone()
+            if row is None:
+                return False
+            delete_user_events(db, row[0])
+            for table in ("devices", "user_anonymous_ids"):
+                db.execute(f"DELETE FROM {table} WHERE user_id = ?", (row[0],))
+            db.execute("DELETE FROM users WHERE id = ?", (row[0],))
+            return True
+
+    async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:
+        sql = f"{FEED_SELECT} WHERE e.project_id = ? AND e.id > ? ORDER BY e.id LIMIT ?"
+        return [_feed_event(r) for r in self.ro.execute(sql, (project_id, after or 0, limit))]
+
+    async def latest_events(
+        self, project_id: int, limit: int, after: int | None = None
+    ) -> list[FeedEvent]:
+        sql = f"{FEED_SELECT} WHERE e.project_id = ? AND e.id > ? ORDER BY e.id DESC LIMIT ?"
+        return [_feed_event(r) for r in self.ro.execute(sql, (project_id, after or 0, limit))]
+
+    async def events_per_minute(self, project_id: int, since: int) -> dict[int, int]:
+        # No index on time (it would slow every insert): received_at grows with the id, so the
+        # first id of the period is found by bisection over the (project_id, id) index, and only
+        # the period's rows are read.
+        ro = self.ro
+        ends = "SELECT {}(id) FROM events WHERE project_id = ?"  # one each: both use the index
+        lo = ro.execute(ends.format("min"), (project_id,)).fetchone()[0]
+        hi = ro.execute(ends.format("max"), (project_id,)).fetchone()[0]
+        if lo is None:
+            return {}
+        probe = "SELECT id, received_at FROM events WHERE project_id = ? AND id >= ? ORDER BY id LIMIT 1"
+        start = None
+        hi += 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            found, received = ro.execute(probe, (project_id, mid)).fetchone()
+            if received >= since:
+                start, hi = found, mid
+            else:
+                lo = found + 1
+        if start is None:
+            return {}
+        rows = ro.execute(
+            "SELECT received_at / 60000 * 60000, count(*) FROM events"
+            " WHERE project_id = ? AND id >= ? AND received_at >= ? GROUP BY 1",
+            (project_id, start, since),
+        )
+        return dict(rows.fetchall())
+
+    # -- portal admins and sessions ------------------------------------------------------
+    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
+        cur = self.db.execute(
+            "INSERT INTO admins (email, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+            (email, password_hash, now),
+        )
+        return Admin(cur.fetchone()[0], email, password_hash, now)
+
+    async def find_admin(self, email: str) -> Admin | None:
+        row = self.ro.execute(
+            "SELECT id, email, password_hash, created_at FROM admins WHERE email = ?", (email,)
+        ).fetchone()
+        return Admin(*row) if row else None
+
+    async def list_admins(self) -> list[Admin]:
+        rows = self.ro.execute(
+            "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
+        )
+        return [Admin(*row) for row in rows]
+
+    async def create_session(
+        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
+    ) -> None:
+        db = self.db
+        db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
+        db.execute(
+            "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (token_hash, admin_id, csrf_token, now, expires_at),
+        )
+
+    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
+        row = self.ro.execute(
+            "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
+            " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            (token_hash, now),
+        ).fetchone()
+        return AdminSession(*row) if row else None
+
+    async def delete_session(self, token_hash: str) -> None:
+        self.db.execute("DELETE FROM admin_sessions WHERE token_hash = ?", (token_hash,))
+
+
+class Checkpointer:
+    """Runs PASSIVE WAL checkpoints on its own connection and thread, twice a second."""
+
+    def __init__(self, conn: sqlite3.Connection, interval: float = 0.5) -> None:
+        self.conn = conn
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pier-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            # busy or disk trouble: the writer reports real failures; try again later
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+INDEX_EVERY = 1.0  # seconds between two extensions of user_events
+INDEX_MAX_ROWS = 500_000  # events indexed in one step at most (a long backlog takes several)
+
+
+def _indexed_upto(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+
+
+def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
+    """Add the events past the watermark to user_events in one sorted pass; returns how many."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        upto = _indexed_upto(db)
+        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        last = min(last, upto + max_rows)
+        if last > upto:
+            db.execute(
+                "INSERT INTO user_events (user_id, created_at, event_id) SELECT user_id,"
+                " created_at, id FROM events WHERE id > ? AND id <= ?"
+                " ORDER BY user_id, created_at, id",
+                (upto, last),
+            )
+            db.execute("UPDATE index_state SET upto = ? WHERE name = 'user_events'", (last,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return last - upto
+
+
+def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
+    """Give every event of user `frm` to user `to` (a merge), indexed or not."""
+    upto = _indexed_upto(db)
+    db.execute(
+        "UPDATE events SET user_id = ? WHERE id IN"
+        " (SELECT event_id FROM user_events WHERE user_id = ?)",
+        (to, frm),
+    )
+    db.execute("UPDATE events SET user_id = ? WHERE id > ? AND user_id = ?", (to, upto, frm))
+    db.execute(
+        "INSERT INTO user_events (user_id, created_at, event_id)"
+        " SELECT ?, created_at, event_id FROM user_events WHERE user_id = ?",
+        (to, frm),
+    )
+    db.execute("DELETE FROM user_events WHERE user_id = ?", (frm,))
+
+
+def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
+    upto = _indexed_upto(db)
+    db.execute(
+        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",
+        (user_id,),
+    )
+    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?", (upto, user_id))
+    db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
+
+
+_IN = "(SELECT value FROM json_each(?))"  # one JSON array parameter for a whole IN list
+
+
+class SqliteTx(BatchQueries):
     """The writer's transaction. Runs on the event loop: SQLite calls here are quick and
     handing them to a thread measured slower."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, cache: IdentityCache) -> None:
         self.db = db
+        self.cache = cache
+        self.written: ChangeSet | None = None
 
     async def reserve_user_ids(self, n: int) -> list[int]:
         last = self.db.execute(
@@ -299,82 +556,56 @@ class SqliteTx:
         ).fetchone()[0]
         return list(range(last - n + 1, last + 1))
 
-    async def load(self, request: LoadRequest, batch: Batch) -> None:
-        db = self.db
-        for pid, values in _by_project(request.external_ids).items():
-            sql = (
-                f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = ?"
-                " AND u.external_id IN (SELECT value FROM json_each(?))"
-            )
-            for row in db.execute(sql, (pid, _json_list(values))):
-                if row[0] not in batch.users:
-                    batch.add_user(_user(row))
-        for pid, values in _by_project(request.anonymous_ids).items():
-            sql = (
-                f"SELECT a.anonymous_id, {USER_COLUMNS} FROM user_anonymous_ids a"
-                " JOIN users u ON u.id = a.user_id WHERE a.project_id = ?"
-                " AND a.anonymous_id IN (SELECT value FROM json_each(?))"
-            )
-            for row in db.execute(sql, (pid, _json_list(values))):
-                user = batch.users.get(row[1]) or _user(row[1:])
-                batch.add_user(user, (row[0],))
-        await self._load_devices(request.device_ids, "device_id", batch)
-        await self._load_devices(request.tokens, "token", batch)
-        for pid, values in _by_project(request.message_ids).items():
-            sql = (
-                "SELECT message_id FROM events WHERE project_id = ?"
-                " AND message_id IN (SELECT value FROM json_each(?))"
-            )
-            batch.seen_message_ids.update(
-                (pid, r[0]) for r in db.execute(sql, (pid, _json_list(values)))
-            )
+    async def release_user_ids(self, ids: list[int]) -> None:
+        if ids:  # they are the tail of this transaction's reservation
+            self.db.execute("UPDATE id_sequences SET value = ? WHERE name = 'users'", (ids[0] - 1,))
 
-    async def _load_devices(self, keys: set[Key], column: str, batch: Batch) -> None:
-        for pid, values in _by_project(keys).items():
-            sql = (
-                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = ?"
-                f" AND {column} IN (SELECT value FROM json_each(?))"
-            )
-            rows = self.db.execute(sql, (pid, _json_list(values))).fetchall()
-            self._add_devices(rows, batch)
+    # -- the queries of a batch load (see loading.BatchQueries) -----------------------------
+    def decode(self, raw: Any) -> Any:
+        return _decode(raw)
 
-    def _add_devices(self, rows: list[tuple], batch: Batch) -> None:
-        missing = {r[2] for r in rows} - batch.users.keys()
-        if missing:
-            sql = (
-                f"SELECT {USER_COLUMNS} FROM users u WHERE u.id IN (SELECT value FROM json_each(?))"
-            )
-            for row in self.db.execute(sql, (_json_list(list(missing)),)):
-                batch.add_user(_user(row))
-        for row in rows:
-            if (row[1], row[3]) not in batch.devices_by_id:
-                batch.add_device(_device(row, batch.users[row[2]]))
+    def _rows(self, sql: str, *args: Any) -> list[tuple]:
+        return self.db.execute(sql, args).fetchall()
 
-    async def load_full(self, user_ids: set[int], batch: Batch) -> None:
-        ids = _json_list(sorted(user_ids))
-        owned: dict[int, list[str]] = defaultdict(list)
+    async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[tuple]:
+        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
+        sql = f"SELECT {columns} FROM users u WHERE u.project_id = ? AND u.external_id IN {_IN}"
+        return self._rows(sql, pid, _json_list(values))
+
+    async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[tuple]:
+        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
         sql = (
-            "SELECT user_id, anonymous_id FROM user_anonymous_ids"
-            " WHERE user_id IN (SELECT value FROM json_each(?)) ORDER BY id"
+            f"SELECT a.anonymous_id, {columns} FROM user_anonymous_ids a"
+            f" JOIN users u ON u.id = a.user_id WHERE a.project_id = ? AND a.anonymous_id IN {_IN}"
         )
-        for uid, anon in self.db.execute(sql, (ids,)):
-            owned[uid].append(anon)
-        for uid in user_ids:
-            user = batch.users[uid]
-            user.anonymous_ids = owned[uid]
-            batch.add_user(user, owned[uid])
-            user.devices = []
-        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id IN (SELECT value FROM json_each(?))"
-        rows = self.db.execute(sql, (ids,)).fetchall()
-        for row in rows:
-            known = batch.devices_by_id.get((row[1], row[3]))
-            if known is not None:
-                if known.user.devices is not None and known not in known.user.devices:
-                    known.user.devices.append(known)
-            else:
-                batch.add_device(_device(row, batch.users[row[2]]))
+        return self._rows(sql, pid, _json_list(values))
+
+    async def users_by_id(self, ids: list[int]) -> list[tuple]:
+        return self._rows(
+            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id IN {_IN}", _json_list(ids)
+        )
+
+    async def devices_where(self, pid: int, column: str, values: list[str]) -> list[tuple]:
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = ? AND {column} IN {_IN}"
+        return self._rows(sql, pid, _json_list(values))
+
+    async def devices_of(self, user_ids: list[int]) -> list[tuple]:
+        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id IN {_IN} ORDER BY id"
+        return self._rows(sql, _json_list(user_ids))
+
+    async def anonymous_ids_of(self, user_ids: list[int]) -> list[tuple]:
+        sql = f"SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id IN {_IN} ORDER BY id"
+        return self._rows(sql, _json_list(user_ids))
+
+    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
+        sql = (
+            "SELECT message_id FROM events WHERE project_id = ? AND message_id IS NOT NULL"
+            f" AND message_id IN {_IN}"
+        )
+        return [r[0] for r in self._rows(sql, pid, _json_list(values))]
 
     async def write(self, c: ChangeSet) -> None:
+        self.written = c
         db = self.db
         if c.new_users:
             db.executemany(
@@ -399,11 +630,8 @@ class SqliteTx:
                 f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [_device_values(d) for d in c.device_writes],
             )
-        if c.event_moves:
-            db.executemany(
-                "UPDATE events SET user_id = ? WHERE user_id = ?",
-                [(to, frm) for frm, to in c.event_moves],
-            )
+        for frm, to in c.event_moves:
+            move_user_events(db, frm, to)
         if c.updated_users:
             db.executemany(
                 "UPDATE users SET external_id = ?, email = ?, phone = ?, timezone = ?, locale = ?,"
@@ -478,9 +706,15 @@ def _device_values(d: Device) -> tuple:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (ours contain no semicolons inside literals)."""
-    return [s.strip() for s in sql.split(";") if s.strip() and not _only_comments(s)]
-
-
-def _only_comments(chunk: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in chunk.splitlines())
+    """Split a migration script into statements (SQLite's own tokenizer finds their ends)."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        not ln.strip() or ln.strip().startswith("--") for ln in buffer.splitlines()
+    ):
+        raise ValueError(f"incomplete statement at the end of a migration: {buffer.strip()!r}")
+    return statements

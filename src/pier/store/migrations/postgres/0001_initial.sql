@@ -80,7 +80,8 @@ CREATE TABLE events (
     created_at bigint NOT NULL,
     received_at bigint NOT NULL,
     message_id text,
-    PRIMARY KEY (project_id, id),
-    UNIQUE (project_id, message_id)
+    PRIMARY KEY (project_id, id)
 );
+CREATE UNIQUE INDEX events_message_id ON events (project_id, message_id)
+    WHERE message_id IS NOT NULL;
 CREATE INDEX events_user ON events (user_id, created_at, id);

@@ -65,8 +65,9 @@ CREATE TABLE devices (
 CREATE UNIQUE INDEX devices_token ON devices (project_id, token);
 CREATE INDEX devices_user ON devices (user_id);
 
+-- AUTOINCREMENT: an id is never used twice, so cursors and the user_events watermark hold.
 CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id INTEGER NOT NULL,
     user_id INTEGER NOT NULL,
     name TEXT NOT NULL,
@@ -75,6 +76,19 @@ CREATE TABLE events (
     received_at INTEGER NOT NULL,
     message_id TEXT
 );
-CREATE INDEX events_user ON events (user_id, created_at, id);
 CREATE INDEX events_project ON events (project_id, id);
-CREATE UNIQUE INDEX events_message_id ON events (project_id, message_id);
+CREATE UNIQUE INDEX events_message_id ON events (project_id, message_id)
+    WHERE message_id IS NOT NULL;
+
+-- A user's events, newest first, come from user_events. It is filled in bulk, about once a
+-- second, for the events up to index_state.upto; newer events are found by a short scan of the
+-- events table past that id. An index on events (user_id, ...) kept up on every commit would
+-- write one page a user a commit, which SQLite's WAL pays in full.
+CREATE TABLE user_events (
+    user_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    event_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, created_at, event_id)
+) WITHOUT ROWID;
+CREATE TABLE index_state (name TEXT PRIMARY KEY, upto INTEGER NOT NULL);
+INSERT INTO index_state (name, upto) VALUES ('user_events', 0);

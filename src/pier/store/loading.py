@@ -1,0 +1,224 @@
+"""Loading a batch, shared by the backends: which users, anonymous ids and devices to read, in
+what order, and an identity cache. The backends supply the queries (`BatchQueries`)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
+from ..domain.model import Device, User
+
+Row = Sequence[Any]
+# Column orders the queries return:
+USER_FIELDS = (
+    "id, project_id, external_id, email, phone, timezone, locale, data, created_at, updated_at"
+)
+DEVICE_FIELDS = (
+    "id, project_id, user_id, device_id, token, os, os_version, model, app_build, app_version,"
+    " extra, created_at, updated_at"
+)
+
+
+def user_from_row(row: Row) -> User:
+    """A whole user from a row in USER_FIELDS order (data stays JSON until it is read)."""
+    return User(
+        row[0],
+        row[1],
+        row[2],
+        None,
+        email=row[3],
+        phone=row[4],
+        timezone=row[5],
+        locale=row[6],
+        raw_data=row[7],
+        created_at=row[8],
+        updated_at=row[9],
+        stored=True,
+    )
+
+
+def device_from_row(row: Row, owner: User, decode: Any) -> Device:
+    return Device(
+        row[0],
+        row[1],
+        owner,
+        row[3],
+        token=row[4],
+        os=row[5],
+        os_version=row[6],
+        model=row[7],
+        app_build=row[8],
+        app_version=row[9],
+        extra=decode(row[10]),
+        created_at=row[11],
+        updated_at=row[12],
+        stored=True,
+    )
+
+
+def by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
+    grouped: dict[int, list[str]] = defaultdict(list)
+    for pid, value in keys:
+        grouped[pid].append(value)
+    return grouped
+
+
+class IdentityCache:
+    """Which user owns each external and anonymous id, as committed. Valid only while this
+    process is the only writer: the SQLite store clears it when another connection commits."""
+
+    MAX_ENTRIES = 2_000_000
+
+    def __init__(self) -> None:
+        self.by_external: dict[Key, int] = {}
+        self.by_anonymous: dict[Key, int] = {}
+        self.external_of: dict[int, str | None] = {}
+
+    def clear(self) -> None:
+        self.by_external.clear()
+        self.by_anonymous.clear()
+        self.external_of.clear()
+
+    def remember(self, uid: int, pid: int, ext: str | None, anon: str | None = None) -> None:
+        if len(self.external_of) > self.MAX_ENTRIES:
+            self.clear()
+        self.external_of[uid] = ext
+        if ext is not None:
+            self.by_external[(pid, ext)] = uid
+        if anon is not None:
+            self.by_anonymous[(pid, anon)] = uid
+
+    def committed(self, c: ChangeSet) -> None:
+        """Bring the cache up to date with a committed change set."""
+        for u in c.deleted_users:
+            self.external_of.pop(u.id, None)
+        for u in (*c.new_users, *c.updated_users):
+            self.remember(u.id, u.project_id, u.external_id)
+        for key in c.anonymous_id_deletes:
+            self.by_anonymous.pop(key, None)
+        for pid, anon, uid in c.anonymous_id_inserts:
+            self.by_anonymous[(pid, anon)] = uid
+
+    def lookup(self, keys: set[Key], anonymous: bool, batch: Batch) -> set[Key]:
+        """Add the cached owners of `keys` to the batch as partial users; returns the misses."""
+        index = self.by_anonymous if anonymous else self.by_external
+        misses = set()
+        for key in keys:
+            uid = index.get(key)
+            if uid is None or uid not in self.external_of:
+                misses.add(key)
+                continue
+            user = batch.users.get(uid)
+            if user is None:
+                user = User(uid, key[0], self.external_of[uid], None, stored=True, partial=True)
+            batch.add_user(user, (key[1],) if anonymous else ())
+        return misses
+
+
+class BatchQueries:
+    """The queries a backend runs to load a batch (inside its write transaction)."""
+
+    cache: IdentityCache | None = None
+
+    def decode(self, raw: Any) -> Any:
+        raise NotImplementedError
+
+    async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[Row]:
+        """Rows in USER_FIELDS order when `whole`, else (id, project_id, external_id)."""
+        raise NotImplementedError
+
+    async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[Row]:
+        """(anonymous_id, *user row) with the user row as in users_by_external."""
+        raise NotImplementedError
+
+    async def users_by_id(self, ids: list[int]) -> list[Row]:
+        """Whole rows."""
+        raise NotImplementedError
+
+    async def devices_where(self, pid: int, column: str, values: list[str]) -> list[Row]:
+        raise NotImplementedError
+
+    async def devices_of(self, user_ids: list[int]) -> list[Row]:
+        raise NotImplementedError
+
+    async def anonymous_ids_of(self, user_ids: list[int]) -> list[Row]:
+        """(user_id, anonymous_id), oldest first."""
+        raise NotImplementedError
+
+    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    # -- the shared loading logic ----------------------------------------------------------
+    async def load(self, request: LoadRequest, batch: Batch) -> None:
+        """Add every user, anonymous id, device and seen message id the request names.
+        Whole rows first, so that a user named by several keys is one object."""
+        for pid, values in by_project(request.profile_external_ids).items():
+            self._add_users(await self.users_by_external(pid, values, True), batch, True)
+        for pid, values in by_project(request.profile_anonymous_ids).items():
+            for row in await self.users_by_anonymous(pid, values, True):
+                self._add_user(row[1:], batch, True, row[0])
+        external = request.external_ids - request.profile_external_ids
+        anonymous = request.anonymous_ids - request.profile_anonymous_ids
+        if self.cache is not None:
+            external = self.cache.lookup(external, False, batch)
+            anonymous = self.cache.lookup(anonymous, True, batch)
+        for pid, values in by_project(external).items():
+            self._add_users(await self.users_by_external(pid, values, False), batch, False)
+        for pid, values in by_project(anonymous).items():
+            for row in await self.users_by_anonymous(pid, values, False):
+                self._add_user(row[1:], batch, False, row[0])
+        for column, keys in (("device_id", request.device_ids), ("token", request.tokens)):
+            for pid, values in by_project(keys).items():
+                await self._add_devices(await self.devices_where(pid, column, values), batch)
+        for pid, values in by_project(request.message_ids).items():
+            batch.seen_message_ids.update(
+                (pid, m) for m in await self.seen_message_ids(pid, values)
+            )
+
+    def _add_users(self, rows: list[Row], batch: Batch, whole: bool) -> None:
+        for row in rows:
+            self._add_user(row, batch, whole)
+
+    def _add_user(self, row: Row, batch: Batch, whole: bool, anon: str | None = None) -> None:
+        uid = row[0]
+        user = batch.users.get(uid)
+        if user is None:
+            if whole:
+                user = user_from_row(row)
+            else:
+                user = User(uid, row[1], row[2], None, stored=True, partial=True)
+        batch.add_user(user, (anon,) if anon is not None else ())
+        if self.cache is not None:
+            self.cache.remember(uid, row[1], row[2], anon)
+
+    async def _add_devices(self, rows: list[Row], batch: Batch) -> None:
+        missing = list({r[2] for r in rows} - batch.users.keys())
+        if missing:
+            self._add_users(await self.users_by_id(missing), batch, True)
+        for row in rows:
+            if (row[1], row[3]) not in batch.devices_by_id:
+                batch.add_device(device_from_row(row, batch.users[row[2]], self.decode))
+
+    async def load_full(self, user_ids: set[int], batch: Batch) -> None:
+        """Complete these users: whole rows, every anonymous id, every device."""
+        ids = sorted(uid for uid in user_ids if uid in batch.users)
+        for row in await self.users_by_id(ids):
+            user = batch.users[row[0]]
+            if user.partial:
+                user.fill(user_from_row(row))
+        owned: dict[int, list[str]] = defaultdict(list)
+        for uid, anon in await self.anonymous_ids_of(ids):
+            owned[uid].append(anon)
+        for uid in ids:
+            user = batch.users[uid]
+            user.anonymous_ids = owned[uid]
+            batch.add_user(user, owned[uid])
+            user.devices = []
+        for row in await self.devices_of(ids):
+            known = batch.devices_by_id.get((row[1], row[3]))
+            if known is None:
+                batch.add_device(device_from_row(row, batch.users[row[2]], self.decode))
+            elif known.user.devices is not None and known not in known.user.devices:
+                known.user.devices.append(known)

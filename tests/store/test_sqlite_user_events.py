@@ -1,0 +1,66 @@
+"""SQLite's user_events: a user's events read the same whether they are indexed yet or not,
+and merges and deletions reach both parts."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
+from pier.store.sqlite import SqliteStore, index_user_events
+from pier.writer import Writer, now_ms
+
+
+def track(pid: int, name: str, anon: str | None = None, ext: str | None = None) -> TrackEvents:
+    event = EventIn(anonymous_id=anon, external_id=ext, name=name, data={})
+    return TrackEvents(project_id=pid, events=[event])
+
+
+async def names(store: SqliteStore, pid: int, ref: str, by: str = "external_id") -> list[str]:
+    user = await store.get_user(pid, ref, by)
+    assert user is not None
+    result, cursor = [], None
+    while True:  # pages of 2: the cursor crosses the indexed part and the tail
+        rows = await store.user_events(user.id, 2, cursor)
+        result += [r.name for r in rows]
+        if len(rows) < 2:
+            return result
+        cursor = (rows[-1].created_at, rows[-1].id)
+
+
+def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        for i in range(3):
+            await writer.run_batch(
+                [track(pid, f"old{i}", ext="e1"), track(pid, f"anon{i}", anon="a")]
+            )
+        assert index_user_events(store.db) == 8  # 6 events and 2 user_created
+        for i in range(3):
+            await writer.run_batch(
+                [track(pid, f"new{i}", ext="e1"), track(pid, f"anon-new{i}", anon="a")]
+            )
+        expected = ["new2", "new1", "new0", "old2", "old1", "old0", "user_created"]
+        assert await names(store, pid, "e1") == expected
+
+        # merge the anonymous user (indexed and unindexed events) into e1
+        ident = Identify(project_id=pid, anonymous_id="a", external_id="e1", traits=Traits())
+        await writer.run_batch([ident])
+        merged = await names(store, pid, "e1")
+        assert sorted(merged) == sorted(
+            [*expected, "user_merged", "user_created"]
+            + [f"anon{i}" for i in range(3)]
+            + [f"anon-new{i}" for i in range(3)]
+        )
+        index_user_events(store.db)
+        assert await names(store, pid, "e1") == merged
+
+        assert await store.delete_user(pid, "e1", "external_id")
+        assert (await store.stats(pid))["events"] == 0
+        await store.close()
+
+    asyncio.run(main())
