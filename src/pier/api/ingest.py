@@ -86,7 +86,7 @@ async def devices(request: Request) -> Response:
     if problems:
         raise invalid(problems)
     fields = {k: body[k] for k in validation.DEVICE_REQUIRED if k != "device_id"}
-    if body.get("os_version") is not None:
+    if "os_version" in body:  # null clears it, like the other fields sent
         fields["os_version"] = body["os_version"]
     known = {"anonymous_id", "external_id", "device_id", "token", "os_version", *fields}
     cmd = RegisterDevice(

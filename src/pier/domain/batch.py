@@ -179,7 +179,7 @@ class Batch:
                 if key in seen:
                     continue  # already stored: a retry
                 seen.add(key)
-            user = self.ids.resolve(pid, ev.anonymous_id, ev.external_id, ev.traits)
+            user = self.ids.resolve(pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp)
             if ev.traits is not None:
                 self.touch(user, apply_traits(user, ev.traits))
             created = ev.timestamp if ev.timestamp is not None else self.now
@@ -193,14 +193,23 @@ class Batch:
             user.dirty = True
             user.updated_at = self.now
 
-    def record(self, user: User, name: str, data: dict) -> None:
-        self.events.append(Event(user, name, data, self.now))
+    def record(self, user: User, name: str, data: dict, at: int | None = None) -> None:
+        self.events.append(Event(user, name, data, self.now if at is None else at))
 
-    def touch_device(self, device: Device) -> None:
+    def touch_device(self, device: Device, *, moved_only: bool = False) -> None:
+        """Mark a device changed. The most recently touched goes last in its owner's list, so
+        the cap's "least recently updated" holds within one batch too. A device that only
+        moved (in a merge) keeps its updated_at."""
         if not device.dirty:
             device.dirty = True
             self.touched_devices.append(device)
+        if moved_only:
+            return
         device.updated_at = self.now
+        owned = device.user.devices
+        if owned is not None and device in owned and owned[-1] is not device:
+            owned.remove(device)
+            owned.append(device)
 
     # -- result --------------------------------------------------------------------------
     def changes(self) -> ChangeSet:

@@ -41,7 +41,7 @@ def register_device(b: Batch, cmd: RegisterDevice) -> None:
         device.extra = {**device.extra, **cmd.extra}
     _move(device, user)
     b.touch_device(device)
-    _enforce_cap(b, user, device)
+    enforce_device_cap(b, user, device)
 
 
 def _set_token(b: Batch, device: Device, token: str | None) -> None:
@@ -68,12 +68,13 @@ def _move(device: Device, user: User) -> None:
     user.devices.append(device)
 
 
-def _enforce_cap(b: Batch, user: User, keep: Device) -> None:
-    """Beyond the cap, the least recently updated token-less devices go."""
+def enforce_device_cap(b: Batch, user: User, keep: Device | None = None) -> None:
+    """Beyond the cap, the least recently updated token-less devices go (never `keep`)."""
     assert user.devices is not None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
         return
+    # sorted() is stable and the list ends with the most recently touched: ties keep that order
     tokenless = sorted(
         (d for d in user.devices if d.token is None and d is not keep), key=lambda d: d.updated_at
     )
@@ -81,4 +82,4 @@ def _enforce_cap(b: Batch, user: User, keep: Device) -> None:
         device.deleted = True
         user.devices.remove(device)
         del b.devices_by_id[(device.project_id, device.device_id)]
-        b.touch_device(device)
+        b.touch_device(device, moved_only=True)

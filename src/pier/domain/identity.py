@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .commands import Traits
+from .devices import enforce_device_cap
 from .errors import NeedsLoad
 from .model import PROFILE_FIELDS, User
 from .traits import creation_data
@@ -23,13 +24,21 @@ class Identities:
         self.new_user_id = new_user_id
         self.new_anonymous_id = new_anonymous_id
 
-    def resolve(self, pid: int, anon: str | None, ext: str | None, traits: Traits | None) -> User:
-        """The user for this pair, per the identity table. Empty ids are absent (validated)."""
+    def resolve(
+        self,
+        pid: int,
+        anon: str | None,
+        ext: str | None,
+        traits: Traits | None,
+        at: int | None = None,
+    ) -> User:
+        """The user for this pair, per the identity table. Empty ids are absent (validated).
+        `at`: the time of the event that names them, when it may create the user."""
         b = self.batch
         e = b.by_external.get((pid, ext)) if ext else None
         a = b.by_anonymous.get((pid, anon)) if anon else None
         if e is None and a is None:
-            return self.create(pid, ext, anon, traits)
+            return self.create(pid, ext, anon, traits, at)
         if a is None:
             assert e is not None
             if anon:
@@ -43,26 +52,34 @@ class Identities:
                 b.by_external[(pid, ext)] = a
                 b.touch(a)
                 return a
-            return self.create(pid, ext, None, traits)  # the anonymous id stays with A
+            return self.create(pid, ext, None, traits, at)  # the anonymous id stays with A
         if e is a:
             return e
         if a.external_id is None:
             self.merge(a, e)
         return e
 
-    def create(self, pid: int, ext: str | None, anon: str | None, traits: Traits | None) -> User:
+    def create(
+        self,
+        pid: int,
+        ext: str | None,
+        anon: str | None,
+        traits: Traits | None,
+        at: int | None = None,
+    ) -> User:
         b = self.batch
         user = User(self.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
         b.users[user.id] = user
         if ext:
             b.by_external[(pid, ext)] = user
         self.attach(user, anon or self.new_anonymous_id())
-        b.record(user, "user_created", creation_data(traits, ext, anon))
+        b.record(user, "user_created", creation_data(traits, ext, anon), at)
         return user
 
     def attach(self, user: User, anon: str) -> None:
         key = (user.project_id, anon)
         self.batch.by_anonymous[key] = user
+        self.batch.touched_anonymous.pop(key, None)  # re-added last: rows follow the user's order
         self.batch.touched_anonymous[key] = None
         if user.anonymous_ids is not None:
             user.anonymous_ids.append(anon)
@@ -70,18 +87,24 @@ class Identities:
     def merge(self, a: User, e: User) -> None:
         """Merge anonymous user A into identified user E (contract section 3)."""
         b = self.batch
-        if a.anonymous_ids is None or a.devices is None or a.partial or e.partial:
-            raise NeedsLoad([a.id, e.id])
+        if (
+            a.anonymous_ids is None
+            or a.devices is None
+            or a.partial
+            or e.partial
+            or e.devices is None
+        ):
+            raise NeedsLoad([u.id for u in (a, e) if u.stored])
         moved = list(a.anonymous_ids)
         for anon in moved:
             self.attach(e, anon)
         a.anonymous_ids = []
         for device in a.devices:
             device.user = e
-            if e.devices is not None:
-                e.devices.append(device)
-            b.touch_device(device)
+            e.devices.append(device)
+            b.touch_device(device, moved_only=True)
         a.devices = []
+        enforce_device_cap(b, e)
         for event in b.events:
             if event.user is a:
                 event.user = e

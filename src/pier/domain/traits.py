@@ -18,7 +18,8 @@ TIMEZONE_ERROR = "The timezone value must be in the IANA format."
 
 @cache
 def _zones() -> dict[str, str]:
-    zones = {name.lower(): name for name in zoneinfo.available_timezones()}
+    local_names = {"localtime", "posixrules"}  # files of the system's zone folder, not zones
+    zones = {n.lower(): n for n in zoneinfo.available_timezones() if n not in local_names}
     zones.setdefault("utc", "UTC")
     return zones
 
