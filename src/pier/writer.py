@@ -8,7 +8,7 @@ import logging
 import time
 from collections import deque
 
-from .domain.batch import Batch, LoadRequest, identity_items, load_request
+from .domain.batch import Batch, LoadRequest, load_request
 from .domain.commands import Command, TrackEvents
 from .domain.errors import DomainError, NeedsLoad
 from .store.base import Store, StoreUnavailable, WriteTx
@@ -140,7 +140,7 @@ class Writer:
     async def _decide_and_write(
         self, tx: WriteTx, request: LoadRequest, commands: list[Command]
     ) -> list[DomainError | None]:
-        ids = UserIds(await tx.reserve_user_ids(sum(1 for _ in identity_items(commands))))
+        ids = UserIds(await tx.reserve_user_ids(sum(_size(cmd) for cmd in commands)))
         full: set[int] = set()
         while True:
             ids.used = 0

@@ -138,11 +138,14 @@ class Batch:
         """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
         wanted: set[int] = set()
         for cmd, anon, ext in identity_items(commands):
+            device = isinstance(cmd, RegisterDevice)
+            if not device and not (anon and ext):
+                continue  # only a pair can merge; only a device command needs devices
             pid = cmd.project_id
             owner = self.by_anonymous.get((pid, anon)) if anon else None
             if owner is not None and ext and owner.external_id is None:
                 wanted.add(owner.id)
-            if isinstance(cmd, RegisterDevice):
+            if device:
                 for user in (owner, self.by_external.get((pid, ext)) if ext else None):
                     if user is not None:
                         wanted.add(user.id)

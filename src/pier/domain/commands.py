@@ -41,7 +41,7 @@ class RegisterDevice(msgspec.Struct, kw_only=True):
     extra: dict[str, Any] = {}
 
 
-class EventIn(msgspec.Struct, kw_only=True):
+class EventIn(msgspec.Struct):
     anonymous_id: str | None
     external_id: str | None
     name: str
