@@ -38,7 +38,7 @@ CREATE TABLE users (
     PRIMARY KEY (project_id, id),
     UNIQUE (project_id, external_id)
 );
-CREATE UNIQUE INDEX users_id ON users (id);
+CREATE INDEX users_id ON users (id);  -- ids are unique anyway: they come from one sequence
 
 CREATE TABLE user_anonymous_ids (
     project_id bigint NOT NULL,
