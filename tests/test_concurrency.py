@@ -129,3 +129,32 @@ def test_racing_event_posts_lose_nothing_and_create_one_user(tenant2: Tenant) ->
     names = {e["name"] for e in tenant2.events("fresh", by="anonymous_id")}
     assert names == {f"c{i}-{j}" for i in range(20) for j in range(10)} | {"user_created"}
     assert tenant2.counts()["users"] == 1
+
+
+def test_feed_follower_misses_nothing_while_workers_write(tenant2: Tenant) -> None:
+    """A consumer polling the project feed during racing writes on 2 processes sees every event
+    exactly once: ids become visible in order."""
+    seen: list[int] = []
+    cursor: str | None = None
+
+    def poll() -> None:
+        nonlocal cursor
+        params = {"limit": 1000, **({"after": cursor} if cursor else {})}
+        page = tenant2.secret.get("/api/client/events", params=params).json()
+        seen.extend(e["id"] for e in page["results"])
+        cursor = page["next_cursor"] or cursor
+
+    async def write_and_poll() -> None:
+        calls: list[tuple[str, object]] = [
+            ("events", [{"name": f"n{i}-{j}", "external_id": f"u{i % 7}"} for j in range(20)])
+            for i in range(60)
+        ]
+        writing = asyncio.create_task(race(tenant2.server.url, tenant2.public_key, calls))
+        while not writing.done():
+            await asyncio.to_thread(poll)
+        assert await writing == [204] * 60
+
+    asyncio.run(write_and_poll())
+    for _ in range(3):
+        poll()
+    assert len(seen) == len(set(seen)) == tenant2.counts()["events"]

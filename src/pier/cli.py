@@ -56,14 +56,44 @@ def main() -> None:
     show_default=True,
     help="full: fsync every commit. normal (SQLite): a power loss may lose the last commits.",
 )
-def serve(host: str, port: int, database_url: str | None, workers: int, durability: str) -> None:
-    """Serve the API."""
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
+    default="info",
+    show_default=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="json: one JSON object per line. Bodies and keys are never logged.",
+)
+def serve(
+    host: str,
+    port: int,
+    database_url: str | None,
+    workers: int,
+    durability: str,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """Serve the API. Metrics at /metrics; with --workers N, set PROMETHEUS_MULTIPROC_DIR."""
+    import signal
+
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
+
+    from .api import logs
+
+    # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
+    signal.signal(signal.SIGTERM, _exit_cleanly)
 
     from .store import database_url as resolve
 
     os.environ["PIER_DATABASE_URL"] = resolve(database_url)
     os.environ["PIER_DURABILITY"] = durability
+    _fresh_metrics_dir()
     uvicorn.run(
         "pier.api.app:from_environment",
         factory=True,
@@ -73,9 +103,28 @@ def serve(host: str, port: int, database_url: str | None, workers: int, durabili
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_level="info",
+        log_level=log_level,
+        log_config=logs.config(log_format, LOG_LEVELS[log_level]),
         timeout_graceful_shutdown=10,
     )
+
+
+def _fresh_metrics_dir() -> None:
+    """prometheus_client's multiprocess mode: its directory must start without the files of
+    earlier runs (only those files are removed)."""
+    from pathlib import Path
+
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for kind in ("counter", "gauge", "histogram", "summary"):
+        for stale in Path(folder).glob(f"{kind}_*.db"):
+            stale.unlink(missing_ok=True)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @main.command()
@@ -194,3 +243,94 @@ def demo(database_url: str | None) -> None:
     else:
         click.echo("Secret key:      shown when the demo project was created; make another with")
         click.echo(f"                 pier keys create --project {info['project']} --scope secret")
+
+
+@main.command()
+@click.option("--project", "project_id", required=True, type=int)
+@click.option("--after", default=None, help="A cursor of the event feed: start after it.")
+@click.option("--page-size", default=1000, type=click.IntRange(1, 10_000), hidden=True)
+@database_option
+def export(project_id: int, after: str | None, page_size: int, database_url: str | None) -> None:
+    """Write a project's events to stdout as NDJSON, in storage order (as GET /api/client/events).
+
+    Reads page by page (constant memory) up to the newest event stored when it started, then
+    prints on stderr the cursor to continue from with --after."""
+    import sys
+
+    import msgspec
+
+    from .api.errors import HTTPProblem
+    from .api.manage import decode_feed_cursor, feed_cursor, feed_event
+
+    try:
+        start = decode_feed_cursor(after)
+    except HTTPProblem:
+        raise click.BadParameter("not a cursor of the event feed", param_hint="--after") from None
+    out = sys.stdout.buffer
+    encode = msgspec.json.Encoder().encode
+
+    async def action(store: Store) -> tuple[int, int | None]:
+        if await store.get_project(project_id) is None:
+            raise click.ClickException(f"no project with id {project_id}")
+        newest = await store.latest_events(project_id, 1)
+        last = newest[0].id if newest else 0  # later events are left for the next run
+        cursor, count = start, 0
+        while cursor is None or cursor < last:
+            page = [
+                e for e in await store.event_feed(project_id, cursor, page_size) if e.id <= last
+            ]
+            if not page:
+                break
+            out.write(b"".join(encode(feed_event(e)) + b"\n" for e in page))
+            cursor, count = page[-1].id, count + len(page)
+        out.flush()
+        return count, cursor
+
+    count, cursor = run(database_url, action)
+    resume = f"; continue with --after {feed_cursor(cursor)}" if cursor is not None else ""
+    click.echo(f"exported {count} events{resume}", err=True)
+
+
+@main.group()
+def admins() -> None:
+    """Portal administrators: they log in at /portal and manage every project."""
+
+
+@admins.command("create")
+@click.argument("email")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
+)
+@database_option
+def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
+    """Create a portal administrator; the password is asked for (or read from stdin)."""
+    import sys
+
+    from .portal.auth import MIN_PASSWORD, hash_password, normalize_email
+
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 255:
+        raise click.BadParameter("not an email address", param_hint="EMAIL")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"the password needs at least {MIN_PASSWORD} characters")
+    hashed = hash_password(password)
+
+    async def action(store: Store) -> None:
+        if await store.find_admin(email) is not None:
+            raise click.ClickException(f"an administrator {email} already exists")
+        await store.create_admin(email, hashed, now_ms())
+
+    run(database_url, action)
+    click.echo(f"administrator {email} created: log in at /portal", err=True)
+
+
+@admins.command("list")
+@database_option
+def admins_list(database_url: str | None) -> None:
+    """List portal administrators."""
+    for a in run(database_url, lambda s: s.list_admins()):
+        click.echo(f"{a.id}\t{a.email}\t{iso(a.created_at)}")

@@ -8,8 +8,9 @@ import logging
 import time
 from collections import deque
 
+from .api import metrics
 from .domain.batch import Batch, LoadRequest, load_request
-from .domain.commands import Command, TrackEvents
+from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad
 from .store.base import Store, StoreUnavailable, WriteTx
 
@@ -24,11 +25,20 @@ class Overloaded(Exception):
     """The writer is too far behind; the request is answered 503 with Retry-After."""
 
 
+class KeyReused(Exception):
+    """An Idempotency-Key came back with a different request; answered 409."""
+
+
+RequestKey = tuple[str, str]  # (Idempotency-Key, fingerprint of the request)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 def _size(cmd: Command) -> int:
+    if isinstance(cmd, Sequence):
+        return sum(_size(c) for c in cmd.commands)
     return len(cmd.events) if isinstance(cmd, TrackEvents) else 1
 
 
@@ -37,7 +47,7 @@ class Writer:
         self.store = store
         self.max_pending = max_pending
         self.pending = 0
-        self._queue: deque[tuple[Command, asyncio.Future[None]]] = deque()
+        self._queue: deque[tuple[Command, asyncio.Future[None], RequestKey | None]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -54,15 +64,16 @@ class Writer:
         if self._task is not None:
             await self._task
 
-    async def submit(self, cmd: Command) -> None:
-        """Returns once `cmd` is committed; raises DomainError, StoreUnavailable or Overloaded."""
+    async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
+        """Returns once `cmd` is committed; raises DomainError, KeyReused, StoreUnavailable or
+        Overloaded. With a request key, a repeat of a committed request changes nothing."""
         size = _size(cmd)
         if self._closing:
             raise StoreUnavailable("the server is shutting down")
         if self.pending + size > self.max_pending:
             raise Overloaded("the writer is behind")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((cmd, fut))
+        self._queue.append((cmd, fut, request_key))
         self.pending += size
         self._wake.set()
         await fut
@@ -80,17 +91,18 @@ class Writer:
                 await self._commit(items)
             except Exception:  # never let the writer die
                 log.exception("writer failed a batch")
-                for _, fut in items:
+                for _, fut, _ in items:
                     if not fut.done():
                         fut.set_exception(StoreUnavailable("the write failed"))
             finally:
-                self.pending -= sum(_size(cmd) for cmd, _ in items)
+                self.pending -= sum(_size(cmd) for cmd, _, _ in items)
+                metrics.queue_depth(self.pending)
             try:
                 await self.store.maintain()
             except Exception:
                 log.exception("store upkeep failed; retrying after the next batch")
 
-    def _take(self) -> list[tuple[Command, asyncio.Future[None]]]:
+    def _take(self) -> list[tuple[Command, asyncio.Future[None], RequestKey | None]]:
         items = []
         total = 0
         while self._queue and total < MAX_BATCH_ITEMS:
@@ -99,10 +111,12 @@ class Writer:
             total += _size(item[0])
         return items
 
-    async def _commit(self, items: list[tuple[Command, asyncio.Future[None]]]) -> None:
+    async def _commit(
+        self, items: list[tuple[Command, asyncio.Future[None], RequestKey | None]]
+    ) -> None:
         """Commit the batch; when it fails as a whole, commit each command alone."""
         try:
-            errors = await self.run_batch([cmd for cmd, _ in items])
+            errors = await self.run_batch([i[0] for i in items], [i[2] for i in items])
         except StoreUnavailable as exc:
             if len(items) == 1:
                 items[0][1].set_exception(exc)
@@ -110,7 +124,7 @@ class Writer:
             for item in items:  # isolate the one that fails, if one does
                 await self._commit([item])
             return
-        for (_, fut), error in zip(items, errors, strict=True):
+        for (_, fut, _), error in zip(items, errors, strict=True):
             if fut.done():
                 continue
             if error is None:
@@ -118,15 +132,23 @@ class Writer:
             else:
                 fut.set_exception(error)
 
-    async def run_batch(self, commands: list[Command]) -> list[DomainError | None]:
+    async def run_batch(
+        self, commands: list[Command], keys: list[RequestKey | None] | None = None
+    ) -> list[Exception | None]:
         """Load, decide and write `commands` in one transaction; the error of each, or None."""
+        keys = keys or [None] * len(commands)
         request = load_request(commands)
+        request.request_keys.update(
+            (c.project_id, k[0]) for c, k in zip(commands, keys, strict=True) if k
+        )
+        started = time.perf_counter()
         for attempt in range(MAX_RETRIES):
             try:
                 async with self.store.transaction() as tx:
-                    errors = await self._decide_and_write(tx, request, commands)
+                    errors = await self._decide_and_write(tx, request, commands, keys)
                 self.batches += 1
                 self.committed += len(commands)
+                metrics.observe_batch(commands, time.perf_counter() - started)
                 return errors
             except Exception as exc:
                 if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
@@ -138,8 +160,12 @@ class Writer:
         raise AssertionError("unreachable")
 
     async def _decide_and_write(
-        self, tx: WriteTx, request: LoadRequest, commands: list[Command]
-    ) -> list[DomainError | None]:
+        self,
+        tx: WriteTx,
+        request: LoadRequest,
+        commands: list[Command],
+        keys: list[RequestKey | None],
+    ) -> list[Exception | None]:
         ids = UserIds(await tx.reserve_user_ids(sum(_size(cmd) for cmd in commands)))
         full: set[int] = set()
         while True:
@@ -150,7 +176,7 @@ class Writer:
             if more:
                 await tx.load_full(more, batch)
             try:
-                errors = [_apply(batch, cmd) for cmd in commands]
+                errors = [_apply(batch, cmd, key) for cmd, key in zip(commands, keys, strict=True)]
             except NeedsLoad as exc:  # replay with more loaded
                 if exc.user_ids <= more:
                     raise RuntimeError(f"users {exc.user_ids} incomplete after loading") from exc
@@ -176,9 +202,16 @@ class UserIds:
         return self.ids[self.used :]
 
 
-def _apply(batch: Batch, cmd: Command) -> DomainError | None:
+def _apply(batch: Batch, cmd: Command, key: RequestKey | None = None) -> Exception | None:
+    if key is not None:  # Idempotency-Key: a repeat answers as the first did, and writes nothing
+        seen = batch.request_keys.get((cmd.project_id, key[0]))
+        if seen is not None:
+            return None if seen == key[1] else KeyReused(key[0])
     try:
         batch.apply(cmd)
     except DomainError as exc:
         return exc
+    if key is not None:
+        batch.request_keys[(cmd.project_id, key[0])] = key[1]
+        batch.new_request_keys.append((cmd.project_id, key[0], key[1]))
     return None

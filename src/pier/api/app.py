@@ -9,11 +9,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from ..portal.routes import routes as portal_routes
 from ..store import make_store
 from ..writer import Writer
-from . import ingest, read
+from . import ingest, manage, metrics, openapi, read, segment, track
+from .access import Access
 from .auth import KeyCache
 from .cors import CORS
 from .errors import HTTPProblem, http_exception, problem_handler
@@ -23,19 +25,30 @@ async def health(request: Request) -> Response:
     return read.json({"status": "ok"})
 
 
-def routes() -> list[Route]:
+def routes() -> list[Route | Mount]:
     return [
-        Route("/health", health, methods=["GET"]),
+        # the ingestion routes first: the router tries routes in order
+        Route("/api/client/events", ingest.events, methods=["POST"]),
         Route("/api/client/identify", ingest.identify, methods=["POST"]),
         Route("/api/client/alias", ingest.alias, methods=["POST"]),
         Route("/api/client/devices", ingest.devices, methods=["POST"]),
-        Route("/api/client/events", ingest.events, methods=["POST"]),
+        Route("/api/client/track", track.track, methods=["POST"]),
+        Route("/api/client/segment", segment.batch, methods=["POST"]),
+        Route("/api/client/segment/{call:path}", segment.call, methods=["POST"]),
+        Route("/metrics", metrics.serve, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/api/openapi.json", openapi.serve, methods=["GET"]),
         Route("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         Route("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
+        Route("/api/client/users", manage.list_users, methods=["GET"]),
+        Route("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
+        Route("/api/client/users/{ref}/devices", manage.user_devices, methods=["GET"]),
+        Route("/api/client/events", manage.event_feed, methods=["GET"]),
+        Mount("/portal", routes=portal_routes()),
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full") -> CORS:
+def create_app(database_url: str, *, durability: str = "full") -> Access:
     """Pier as an ASGI app; the store is opened and migrated at start-up."""
     store = make_store(database_url, durability)
 
@@ -59,10 +72,10 @@ def create_app(database_url: str, *, durability: str = "full") -> CORS:
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, HTTPProblem: problem_handler},
     )
-    return CORS(app)
+    return Access(CORS(app))
 
 
-def from_environment() -> CORS:
+def from_environment() -> Access:
     """The app `pier serve` runs in each worker process, configured by the environment."""
     import os
 

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from ..domain.keys import Key, hash_key
 from ..store.base import Store
 from .errors import ACCESS_DENIED_CODE, AUTH_CODE, HTTPProblem
+from .ratelimit import RateLimiter
 
 CACHE_SECONDS = 2.0  # revocation takes effect everywhere within this (contract: 5 s)
 CACHE_ENTRIES = 10_000
@@ -23,17 +24,17 @@ class KeyCache:
         self.store = store
         self.ttl = ttl
         self._entries: dict[str, tuple[float, Key | None]] = {}
+        self.limits = RateLimiter()  # per-key requests a second (keys with --rate-limit)
 
     async def lookup(self, value: str) -> Key | None:
-        digest = hash_key(value)
         now = time.monotonic()
-        hit = self._entries.get(digest)
+        hit = self._entries.get(value)  # keyed by the value itself: no hashing on a hit
         if hit is not None and hit[0] > now:
             return hit[1]
-        key = await self.store.find_key(digest)
+        key = await self.store.find_key(hash_key(value))
         if len(self._entries) >= CACHE_ENTRIES:
             self._entries.clear()
-        self._entries[digest] = (now + self.ttl, key)
+        self._entries[value] = (now + self.ttl, key)
         return key
 
     async def authenticate(self, request: Request, *, secret: bool = False) -> Key:
@@ -54,4 +55,6 @@ class KeyCache:
             raise _unauthorized("This API key has been revoked.")
         if secret and not key.can_read:
             raise HTTPProblem(403, "Access denied.", code=ACCESS_DENIED_CODE)
+        if key.rate_limit:
+            self.limits.check(key.id, key.rate_limit)  # 429 over the limit
         return key

@@ -3,6 +3,7 @@ its data is committed."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -13,7 +14,7 @@ from starlette.responses import Response
 from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
 from ..domain.errors import DomainError
 from ..store.base import StoreUnavailable
-from ..writer import Overloaded, now_ms
+from ..writer import KeyReused, Overloaded, RequestKey, now_ms
 from . import schemas, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
@@ -26,6 +27,39 @@ def _decode(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise HTTPProblem(400, f"The body is not valid JSON: {exc}.") from exc
+    except RecursionError as exc:  # msgspec's nesting limit
+        raise HTTPProblem(400, "The body is nested too deeply.") from exc
+
+
+NUL_ESCAPE = b"\\u0000"  # JSON can carry U+0000 only escaped
+NUL_MESSAGE = "strings must not contain the NUL character (\\u0000)"
+
+
+def _no_nul(raw: bytes) -> bytes:
+    """PostgreSQL cannot store U+0000 in text or jsonb: refuse it with a 422 on every backend."""
+    if NUL_ESCAPE in raw:
+        path = _nul_path(_decode(raw), "")
+        if path is not None:
+            raise invalid([Problem(path, NUL_MESSAGE)])
+    return raw
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The JSON Pointer of the first string (or key) holding U+0000, if any."""
+    if isinstance(value, str):
+        return path if "\0" in value else None
+    if isinstance(value, list):
+        value = dict(enumerate(value))
+    if not isinstance(value, dict):
+        return None
+    for key, item in value.items():
+        inner = validation.pointer(path, key)
+        if isinstance(key, str) and "\0" in key:
+            return inner
+        found = _nul_path(item, inner)
+        if found is not None:
+            return found
+    return None
 
 
 def _rejected(raw: bytes, problems: list[Problem], fallback: str) -> HTTPProblem:
@@ -34,11 +68,28 @@ def _rejected(raw: bytes, problems: list[Problem], fallback: str) -> HTTPProblem
     return invalid(problems)
 
 
-async def _submit(request: Request, cmd: Command) -> Response:
+def _request_key(request: Request, raw: bytes) -> RequestKey | None:
+    """The Idempotency-Key header, with a fingerprint of the request (path and body)."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not key or len(key) > validation.ID_MAX:
+        raise invalid(
+            [Problem("/headers/Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")]
+        )
+    digest = hashlib.sha256(request.url.path.encode() + b"\0" + raw)
+    return key, digest.hexdigest()
+
+
+async def _submit(request: Request, cmd: Command, raw: bytes) -> Response:
     try:
-        await request.app.state.writer.submit(cmd)
+        await request.app.state.writer.submit(cmd, _request_key(request, raw))
     except DomainError as exc:
         raise invalid([Problem(exc.path, exc.message)]) from exc
+    except KeyReused as exc:
+        raise HTTPProblem(
+            409, f"Idempotency-Key {exc} was already used with a different request."
+        ) from exc
     except Overloaded as exc:
         raise HTTPProblem(
             503, "Pier is busy; retry shortly.", headers={"Retry-After": "1"}
@@ -52,7 +103,7 @@ async def _submit(request: Request, cmd: Command) -> Response:
 
 async def identify(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = await read_body(request)
+    raw = _no_nul(await read_body(request))
     try:
         cmd = schemas.identify(raw, key.project_id)
     except schemas.Rejected as exc:
@@ -62,12 +113,13 @@ async def identify(request: Request) -> Response:
             validation.problems_identify(body),
             str(exc.__cause__ or "the body does not match this endpoint"),
         ) from exc
-    return await _submit(request, cmd)
+    return await _submit(request, cmd, raw)
 
 
 async def alias(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    body = _decode(await read_body(request))
+    raw = _no_nul(await read_body(request))
+    body = _decode(raw)
     problems = validation.problems_alias(body)
     if problems:
         raise invalid(problems)
@@ -76,12 +128,13 @@ async def alias(request: Request) -> Response:
         anonymous_id=body["anonymous_id"],
         external_id=body["external_id"],
     )
-    return await _submit(request, cmd)
+    return await _submit(request, cmd, raw)
 
 
 async def devices(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    body = _decode(await read_body(request))
+    raw = _no_nul(await read_body(request))
+    body = _decode(raw)
     problems = validation.problems_device(body)
     if problems:
         raise invalid(problems)
@@ -98,12 +151,12 @@ async def devices(request: Request) -> Response:
         token=body["token"] or None if "token" in body else UNSET,
         extra={k: v for k, v in body.items() if k not in known},
     )
-    return await _submit(request, cmd)
+    return await _submit(request, cmd, raw)
 
 
 async def events(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = await read_body(request)
+    raw = _no_nul(await read_body(request))
     now = now_ms()
     skew = _clock_skew(request, now)
     try:
@@ -114,7 +167,7 @@ async def events(request: Request) -> Response:
         raise _rejected(
             raw, problems, str(exc.__cause__ or "the body does not match this endpoint")
         ) from exc
-    return await _submit(request, TrackEvents(project_id=key.project_id, events=batch))
+    return await _submit(request, TrackEvents(project_id=key.project_id, events=batch), raw)
 
 
 def _clock_skew(request: Request, now: int) -> int:

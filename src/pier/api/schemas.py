@@ -67,7 +67,7 @@ def _traits(w: WireTraits) -> Traits:
 def identify(body: bytes, project_id: int) -> Identify:
     try:
         w = _identify.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # too deep: ingest says 400
         raise Rejected from exc
     if not (w.anonymous_id or w.external_id):
         raise Rejected
@@ -82,7 +82,7 @@ def identify(body: bytes, project_id: int) -> Identify:
 def events(body: bytes, now_ms: int, skew_ms: int) -> list[EventIn]:
     try:
         wire = _events.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:  # too deep: ingest says 400
         raise Rejected from exc
     result = []
     for w in wire:

@@ -6,12 +6,15 @@ and hands `changes()` to the store to write in one transaction.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import msgspec
 
-from .commands import Alias, Command, Identify, RegisterDevice, TrackEvents
+from .commands import Alias, Command, Identify, RegisterDevice, Sequence, TrackEvents, flatten
 from .devices import register_device
 from .errors import DomainError, NeedsLoad
 from .identity import Identities
@@ -29,6 +32,7 @@ class LoadRequest(msgspec.Struct):
     device_ids: set[Key]
     tokens: set[Key]
     message_ids: set[Key]
+    request_keys: set[Key]  # Idempotency-Key headers
     # the keys whose users the commands will likely patch: loaded whole, the others partial
     profile_external_ids: set[Key]
     profile_anonymous_ids: set[Key]
@@ -47,11 +51,13 @@ class ChangeSet(msgspec.Struct):
     device_deletes: list[int]
     device_writes: list[Device]  # inserted whole (stored ones were deleted just before)
     events: list[Event]
+    request_keys: list[tuple[int, str, str]]  # (project, Idempotency-Key, request fingerprint)
 
 
 def load_request(commands: Iterable[Command]) -> LoadRequest:
     """Every identity key the commands name."""
-    req = LoadRequest(set(), set(), set(), set(), set(), set(), set())
+    commands = flatten(commands)
+    req = LoadRequest(set(), set(), set(), set(), set(), set(), set(), set())
     for cmd in commands:
         pid = cmd.project_id
         if isinstance(cmd, TrackEvents):
@@ -84,12 +90,39 @@ def load_request(commands: Iterable[Command]) -> LoadRequest:
 
 
 def identity_items(commands: Iterable[Command]) -> Iterator[tuple[Command, str | None, str | None]]:
-    for cmd in commands:
+    for cmd in flatten(commands):
         if isinstance(cmd, TrackEvents):
             for ev in cmd.events:
                 yield cmd, ev.anonymous_id, ev.external_id
         else:
             yield cmd, cmd.anonymous_id, cmd.external_id
+
+
+_LINKED = (User, Device)
+_ATOMS = frozenset({int, str, bool, bytes, float})
+
+
+def _clone(obj: User | Device, memo: dict[int, User | Device]) -> Any:
+    """A copy of a user or device for a trial batch, with the users and devices it links to
+    (each copied once, through `memo`); lists are copied, dicts (data, extra) deep-copied."""
+    twin = memo.get(id(obj))
+    if twin is not None:
+        return twin
+    twin = memo[id(obj)] = object.__new__(type(obj))
+    for name in type(obj).__slots__:
+        value = getattr(obj, name, _LINKED)  # _LINKED: a slot never set
+        if value is _LINKED:
+            continue
+        if value is None or value.__class__ in _ATOMS:
+            pass
+        elif isinstance(value, _LINKED):
+            value = _clone(value, memo)
+        elif isinstance(value, list):
+            value = [_clone(v, memo) if isinstance(v, _LINKED) else v for v in value]
+        elif isinstance(value, dict):
+            value = copy.deepcopy(value)
+        setattr(twin, name, value)
+    return twin
 
 
 class Batch:
@@ -111,7 +144,10 @@ class Batch:
         self.devices_by_id: dict[Key, Device] = {}
         self.devices_by_token: dict[Key, Device] = {}
         self.touched_devices: list[Device] = []
+        self._device_updates = 0
         self.seen_message_ids: set[Key] = set()
+        self.request_keys: dict[Key, str] = {}  # Idempotency-Key → fingerprint, committed or new
+        self.new_request_keys: list[tuple[int, str, str]] = []
         self.events: list[Event] = []
         self.event_moves: list[tuple[int, int]] = []
 
@@ -161,8 +197,54 @@ class Batch:
             self.touch(user, apply_traits(user, cmd.traits))
         elif isinstance(cmd, Alias):
             self._alias(cmd)
+        elif isinstance(cmd, Sequence):
+            self._sequence(cmd)
         else:
             register_device(self, cmd)
+
+    def _sequence(self, seq: Sequence) -> None:
+        """All or nothing. A refusal (only an alias can be refused) may come after earlier
+        commands of the sequence changed the batch, and the batch has no undo: so a sequence
+        holding an alias is first tried on a trial batch, and applied here only once the trial
+        took it whole (then it cannot fail: the same commands deciding on the same state)."""
+        if any(isinstance(cmd, Alias) for cmd in seq.commands):
+            self._trial(seq)._apply_each(seq)
+        self._apply_each(seq)
+
+    def _apply_each(self, seq: Sequence) -> None:
+        for i, cmd in enumerate(seq.commands):
+            try:
+                self.apply(cmd)
+            except DomainError as exc:
+                path = seq.paths[i] if i < len(seq.paths) else f"/{i}{exc.path}"
+                raise DomainError(exc.message, path) from exc
+
+    def _trial(self, seq: Sequence) -> Batch:
+        """A small batch holding copies of what `seq` can reach: the users and devices behind
+        the keys it names (users with their devices, devices with their users) and the message
+        ids seen. Commands look nothing else up, so they decide there as they would here. The
+        cost grows with the sequence, not with the batch (a deep copy of it all is far slower)."""
+        new_ids = itertools.count(-1, -1)  # never one of a copied user's
+        trial = Batch(self.now, lambda: next(new_ids))
+        trial.seen_message_ids = set(self.seen_message_ids)
+        named = load_request([seq])
+        memo: dict[int, User | Device] = {}
+        for keys, source, target in (
+            (named.external_ids, self.by_external, trial.by_external),
+            (named.anonymous_ids, self.by_anonymous, trial.by_anonymous),
+            (named.device_ids, self.devices_by_id, trial.devices_by_id),
+            (named.tokens, self.devices_by_token, trial.devices_by_token),
+        ):
+            for key in keys & source.keys():
+                target[key] = _clone(source[key], memo)
+        for obj in list(memo.values()):
+            if isinstance(obj, User):
+                trial.users[obj.id] = obj
+            elif isinstance(obj, Device) and not obj.deleted:  # the device cap removes by id
+                trial.devices_by_id.setdefault((obj.project_id, obj.device_id), obj)
+                if obj.token is not None:
+                    trial.devices_by_token.setdefault((obj.project_id, obj.token), obj)
+        return trial
 
     def _alias(self, cmd: Alias) -> None:
         owner = self.by_anonymous.get((cmd.project_id, cmd.anonymous_id))
@@ -200,19 +282,17 @@ class Batch:
         self.events.append(Event(user, name, data, self.now if at is None else at))
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:
-        """Mark a device changed. The most recently touched goes last in its owner's list, so
-        the cap's "least recently updated" holds within one batch too. A device that only
-        moved (in a merge) keeps its updated_at."""
+        """Mark a device changed. `seq` orders the updates of one batch, which share one time,
+        for the cap's "least recently updated". A device that only moved (in a merge) keeps
+        its updated_at."""
         if not device.dirty:
             device.dirty = True
             self.touched_devices.append(device)
         if moved_only:
             return
         device.updated_at = self.now
-        owned = device.user.devices
-        if owned is not None and device in owned and owned[-1] is not device:
-            owned.remove(device)
-            owned.append(device)
+        device.seq = self._device_updates
+        self._device_updates += 1
 
     # -- result --------------------------------------------------------------------------
     def changes(self) -> ChangeSet:
@@ -240,4 +320,5 @@ class Batch:
             device_deletes=device_deletes,
             device_writes=device_writes,
             events=self.events,
+            request_keys=self.new_request_keys,
         )

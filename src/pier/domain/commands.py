@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -56,4 +57,25 @@ class TrackEvents(msgspec.Struct, kw_only=True):
     events: list[EventIn]
 
 
-Command = Identify | Alias | RegisterDevice | TrackEvents
+Single = Identify | Alias | RegisterDevice | TrackEvents
+
+
+class Sequence(msgspec.Struct, kw_only=True):
+    """The commands of one request (a Segment batch), applied in order, all or nothing."""
+
+    project_id: int
+    commands: list[Single]
+    # paths[i]: the JSON Pointer a refusal of commands[i] is reported at (default /i + its own)
+    paths: list[str] = []
+
+
+Command = Single | Sequence
+
+
+def flatten(commands: Iterable[Command]) -> Iterator[Single]:
+    """The commands, with each Sequence replaced by the commands it holds."""
+    for cmd in commands:
+        if isinstance(cmd, Sequence):
+            yield from cmd.commands
+        else:
+            yield cmd

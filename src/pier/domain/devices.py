@@ -74,9 +74,9 @@ def enforce_device_cap(b: Batch, user: User, keep: Device | None = None) -> None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
         return
-    # sorted() is stable and the list ends with the most recently touched: ties keep that order
     tokenless = sorted(
-        (d for d in user.devices if d.token is None and d is not keep), key=lambda d: d.updated_at
+        (d for d in user.devices if d.token is None and d is not keep),
+        key=lambda d: (d.updated_at, d.seq, d.id or 0),
     )
     for device in tokenless[:excess]:
         device.deleted = True

@@ -114,6 +114,7 @@ class Device:
         "stored",
         "dirty",
         "deleted",
+        "seq",
     )
 
     def __init__(
@@ -150,6 +151,7 @@ class Device:
         self.stored = stored
         self.dirty = False
         self.deleted = False
+        self.seq = -1  # order of the last update within the batch (-1: not updated in it)
 
 
 class Event:

@@ -150,6 +150,10 @@ class BatchQueries:
     async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
         raise NotImplementedError
 
+    async def stored_request_keys(self, pid: int, values: list[str]) -> list[Row]:
+        """(key, fingerprint) of the Idempotency-Keys already committed."""
+        raise NotImplementedError
+
     # -- the shared loading logic ----------------------------------------------------------
     async def load(self, request: LoadRequest, batch: Batch) -> None:
         """Add every user, anonymous id, device and seen message id the request names.
@@ -172,6 +176,9 @@ class BatchQueries:
         for column, keys in (("device_id", request.device_ids), ("token", request.tokens)):
             for pid, values in by_project(keys).items():
                 await self._add_devices(await self.devices_where(pid, column, values), batch)
+        for pid, values in by_project(request.request_keys).items():
+            for key, fingerprint in await self.stored_request_keys(pid, values):
+                batch.request_keys[(pid, key)] = fingerprint
         for pid, values in by_project(request.message_ids).items():
             batch.seen_message_ids.update(
                 (pid, m) for m in await self.seen_message_ids(pid, values)

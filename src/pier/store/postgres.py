@@ -8,6 +8,7 @@ batch (`is_retryable`). Events are written with COPY.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,8 +37,11 @@ DEVICE_COLUMNS = (
 )
 KEY_COLUMNS = "id, project_id, name, scope, prefix, created_at, revoked_at, value, rate_limit"
 STAT_TABLES = ("users", "user_anonymous_ids", "devices", "events")
+PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
+KEEP_REQUEST_KEYS_MS = 7 * 86_400_000
 ID_BLOCK = 100  # must match the sequence's INCREMENT BY
 MIGRATION_LOCK = 0x5049455201  # advisory lock: one process migrates at a time
+FEED_LOCK = 0x5049455202  # advisory lock: event ids are taken and committed one batch at a time
 RETRYABLE = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
@@ -78,7 +82,8 @@ class PostgresStore:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
-        self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
+        self._ids: list[int] = []
+        self._last_pruned = 0.0  # user ids this process holds (sequence values never roll back)
 
     async def open(self) -> None:
         try:
@@ -130,7 +135,13 @@ class PostgresStore:
             raise StoreUnavailable(str(exc)) from exc
 
     async def maintain(self) -> None:
-        """Nothing to do between batches: PostgreSQL keeps its indexes up itself."""
+        """Between batches: prune expired Idempotency-Keys now and then (indexes keep up
+        by themselves)."""
+        now = time.monotonic()
+        if now - self._last_pruned >= PRUNE_EVERY:
+            self._last_pruned = now
+            cutoff = time.time_ns() // 1_000_000 - KEEP_REQUEST_KEYS_MS
+            await self.pool.execute("DELETE FROM request_keys WHERE created_at < $1", cutoff)
 
     def is_retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, RETRYABLE)
@@ -275,13 +286,15 @@ class PostgresStore:
         self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
     ) -> list[User]:
         sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1"
-        args: list[Any] = [project_id]
-        if q:
-            sql += (
-                " AND (u.external_id = $2 OR u.email = $2 OR u.phone = $2 OR u.id IN (SELECT"
-                " user_id FROM user_anonymous_ids WHERE project_id = $1 AND anonymous_id = $2))"
+        if q:  # the few matches of exact, indexed lookups first
+            sql = (
+                f"SELECT {USER_COLUMNS} FROM (SELECT id FROM users WHERE project_id = $1"
+                " AND external_id = $2 UNION SELECT id FROM users WHERE project_id = $1"
+                " AND email = $2 UNION SELECT id FROM users WHERE project_id = $1 AND phone = $2"
+                " UNION SELECT user_id FROM user_anonymous_ids WHERE project_id = $1"
+                " AND anonymous_id = $2) AS m JOIN users u ON u.id = m.id WHERE u.project_id = $1"
             )
-            args.append(q)
+        args: list[Any] = [project_id, q] if q else [project_id]
         if before is not None:
             sql += f" AND (u.created_at, u.id) < (${len(args) + 1}, ${len(args) + 2})"
             args += before
@@ -499,8 +512,18 @@ class PostgresTx(BatchQueries):
         )
         return [r[0] for r in await self.conn.fetch(sql, pid, values)]
 
+    async def stored_request_keys(self, pid: int, values: list[str]) -> list[Any]:
+        sql = "SELECT key, fingerprint FROM request_keys WHERE project_id = $1 AND key = ANY($2)"
+        return await self.conn.fetch(sql, pid, values)
+
     async def write(self, c: ChangeSet) -> None:
         conn = self.conn
+        if c.request_keys:
+            await conn.executemany(
+                "INSERT INTO request_keys (project_id, key, fingerprint, created_at)"
+                " VALUES ($1, $2, $3, $4)",
+                [(*k, c.now) for k in c.request_keys],
+            )
         if c.new_users:
             await conn.executemany(
                 "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
@@ -560,6 +583,10 @@ class PostgresTx(BatchQueries):
                 ],
             )
         if c.events:
+            # Event ids must become visible in id order, or a consumer following the feed
+            # (`id > cursor`) could pass an id that another process commits later. Holding this
+            # lock from taking the ids until the commit makes the id order the commit order.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             now = c.now
             await conn.copy_records_to_table(
                 "events",

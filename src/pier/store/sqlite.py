@@ -68,6 +68,7 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._last_indexed = 0.0
+        self._last_pruned = 0.0
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
         self._data_version = -1
 
@@ -290,6 +291,12 @@ class SqliteStore:
         if now - self._last_indexed >= INDEX_EVERY:
             self._last_indexed = now
             index_user_events(self.db)
+        if now - self._last_pruned >= PRUNE_EVERY:
+            self._last_pruned = now
+            self.db.execute(
+                "DELETE FROM request_keys WHERE created_at < ?",
+                (_wall_ms() - KEEP_REQUEST_KEYS_MS,),
+            )
 
     async def stats(self, project_id: int) -> dict[str, int]:
         return {
@@ -303,17 +310,19 @@ class SqliteStore:
     async def list_users(
         self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
     ) -> list[User]:
-        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = ?"
-        args: list[Any] = [project_id]
-        if q:  # a union of exact, indexed lookups
-            sql += (
-                " AND u.id IN (SELECT id FROM users WHERE project_id = ? AND external_id = ?"
-                " UNION SELECT id FROM users WHERE project_id = ? AND email = ?"
+        if q:  # the few matches of exact, indexed lookups first (CROSS JOIN keeps that order)
+            sql = (
+                f"SELECT {USER_COLUMNS} FROM (SELECT id FROM users WHERE project_id = ?"
+                " AND external_id = ? UNION SELECT id FROM users WHERE project_id = ? AND email = ?"
                 " UNION SELECT id FROM users WHERE project_id = ? AND phone = ?"
-                " UNION SELECT user_id FROM user_anonymous_ids"
-                " WHERE project_id = ? AND anonymous_id = ?)"
+                " UNION SELECT user_id FROM user_anonymous_ids WHERE project_id = ?"
+                " AND anonymous_id = ?) AS m CROSS JOIN users u ON u.id = m.id"
+                " WHERE u.project_id = ?"
             )
-            args += [project_id, q] * 4
+            args: list[Any] = [project_id, q] * 4 + [project_id]
+        else:
+            sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = ?"
+            args = [project_id]
         if before is not None:
             sql += " AND (u.created_at, u.id) < (?, ?)"
             args += before
@@ -358,7 +367,8 @@ class SqliteStore:
         # connection). SQLite runs one write transaction at a time, and a writer batch never
         # yields to the event loop inside its transaction, so a concurrent event for this user
         # either committed before (its rows are deleted here) or is decided after, finds no user
-        # and creates a new one: no row can be left pointing to the deleted user.
+        # and creates a new one: no row can be left pointing to the deleted user. (The writer's
+        # identity cache is cleared after a transaction that wrote outside a batch, as this one.)
         async with self.transaction():
             db = self.db
             if by == "id":
@@ -481,6 +491,14 @@ class Checkpointer:
 
 
 INDEX_EVERY = 1.0  # seconds between two extensions of user_events
+PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
+KEEP_REQUEST_KEYS_MS = 7 * 86_400_000
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 INDEX_MAX_ROWS = 500_000  # events indexed in one step at most (a long backlog takes several)
 
 
@@ -604,9 +622,19 @@ class SqliteTx(BatchQueries):
         )
         return [r[0] for r in self._rows(sql, pid, _json_list(values))]
 
+    async def stored_request_keys(self, pid: int, values: list[str]) -> list[tuple]:
+        sql = f"SELECT key, fingerprint FROM request_keys WHERE project_id = ? AND key IN {_IN}"
+        return self._rows(sql, pid, _json_list(values))
+
     async def write(self, c: ChangeSet) -> None:
         self.written = c
         db = self.db
+        if c.request_keys:
+            db.executemany(
+                "INSERT INTO request_keys (project_id, key, fingerprint, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(*k, c.now) for k in c.request_keys],
+            )
         if c.new_users:
             db.executemany(
                 "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"

@@ -1,0 +1,109 @@
+"""The management API (secret keys): the project's users, a user's devices, deleting a user, and
+the project's event feed in storage order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..domain.keys import Key
+from ..store.base import FeedEvent, Store, StoreUnavailable
+from . import read, render
+from .errors import HTTPProblem, Problem, invalid
+
+FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+async def _secret_key(request: Request) -> Key:
+    return await request.app.state.keys.authenticate(request, secret=True)
+
+
+def feed_event(e: FeedEvent) -> dict[str, Any]:
+    """An event of the feed: the read API's event plus its user's ids, as they are now."""
+    return {
+        **render.event(e),
+        "user_id": e.user_id,
+        "external_id": e.external_id,
+        "anonymous_id": e.anonymous_id,
+    }
+
+
+def feed_cursor(event_id: int) -> str:
+    return render.encode_cursor(event_id)
+
+
+def decode_feed_cursor(value: str | None, name: str = "after") -> int | None:
+    """The event id inside a feed cursor; 422 naming the parameter when it is not one of ours."""
+    try:
+        parts = render.decode_cursor(value, 1)
+    except HTTPProblem:
+        raise invalid([Problem(f"/{name}", f"{name} is not a cursor this API returned")]) from None
+    return parts[0] if parts else None
+
+
+async def list_users(request: Request) -> Response:
+    """GET /api/client/users?limit=&cursor=&q=: newest first; q matches an id, email or phone."""
+    key = await _secret_key(request)
+    params = request.query_params
+    limit = render.limit(params.get("limit"))
+    before = render.decode_cursor(params.get("cursor"), 2)
+    q = params.get("q") or None
+    rows = await _store(request).list_users(key.project_id, limit + 1, before, q)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = render.encode_cursor(page[-1].created_at, page[-1].id)
+    return read.json({"results": [render.user(u) for u in page], "next_cursor": next_cursor})
+
+
+async def user_devices(request: Request) -> Response:
+    """GET /api/client/users/{ref}/devices."""
+    user = await read.find_user(request)
+    return read.json({"results": [render.device(d) for d in user.devices or []]})
+
+
+async def delete_user(request: Request) -> Response:
+    """DELETE /api/client/users/{ref}: the user, its anonymous ids, devices and events, in one
+    transaction (a person's right to be forgotten)."""
+    key = await _secret_key(request)
+    by = request.query_params.get("by", "external_id")
+    if by not in read.BY:
+        raise invalid([Problem("/by", "by must be external_id or anonymous_id")])
+    ref = request.path_params["ref"]
+    try:
+        deleted = await _store(request).delete_user(key.project_id, ref, by)
+    except StoreUnavailable as exc:
+        raise HTTPProblem(
+            503, "The database is unavailable; nothing was deleted.", headers={"Retry-After": "2"}
+        ) from exc
+    if not deleted:
+        raise render.not_found(f"No user with {by} {ref!r} in this project.")
+    return Response(status_code=204)
+
+
+async def event_feed(request: Request) -> Response:
+    """GET /api/client/events?after=&limit=: every event of the project in storage order.
+
+    `next_cursor` is where to continue: after the last event returned, or the `after` given when
+    there is nothing new yet (null only when the project has no events and no `after` was given),
+    so a consumer can keep polling with it. `has_more` says whether another page is ready now."""
+    key = await _secret_key(request)
+    given = request.query_params.get("after") or None
+    after = decode_feed_cursor(given)
+    limit = render.limit(request.query_params.get("limit"), default=FEED_LIMIT)
+    rows = await _store(request).event_feed(key.project_id, after, limit + 1)
+    page = rows[:limit]
+    next_cursor = feed_cursor(page[-1].id) if page else given
+    return read.json(
+        {
+            "results": [feed_event(e) for e in page],
+            "next_cursor": next_cursor,
+            "has_more": len(rows) > limit,
+        }
+    )

@@ -1,0 +1,445 @@
+"""The OpenAPI 3.1 description of the Client API, served at GET /api/openapi.json (no key).
+
+Written by hand from docs/client-api.md and the validators (api/validation.py, api/schemas.py);
+tests/faults/test_fuzz.py generates requests from these schemas and checks the server's answers
+against them, and tests/faults/test_openapi.py checks that every /api/client route is here.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .validation import ID_MAX, LIMITS, MAX_EVENTS
+
+JSON = "application/json"
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def string(max_len: int = ID_MAX, *, nullable: bool = True, min_len: int = 0) -> Schema:
+    s: Schema = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
+    if min_len:
+        s["minLength"] = min_len
+    return s
+
+
+def one_id(extra: list[Schema] | None = None) -> list[Schema]:
+    """anyOf: a non-empty anonymous_id or external_id (contract section 3)."""
+    return [
+        {"required": [k], "properties": {k: {"type": "string", "minLength": 1}}}
+        for k in ("anonymous_id", "external_id")
+    ] + (extra or [])
+
+
+TIME = "ISO-8601 UTC with milliseconds, e.g. 2026-11-26T08:39:35.123Z"
+
+
+def _traits_properties() -> dict[str, Schema]:
+    return {
+        "anonymous_id": string(),
+        "external_id": string(),
+        "email": string(LIMITS["email"]),
+        "phone": {**string(LIMITS["phone"]), "description": "Stored as sent; parsed for data."},
+        "timezone": {
+            **string(LIMITS["timezone"]),
+            "description": "An IANA zone, matched case-insensitively and stored canonically.",
+        },
+        "locale": string(LIMITS["locale"]),
+        "data": {
+            "type": ["object", "null"],
+            "description": "Merged one level deep; null leaves data as it is.",
+        },
+    }
+
+
+def schemas() -> dict[str, Schema]:
+    traits = _traits_properties()
+    nullable_time = {"type": ["string", "null"], "format": "date-time", "description": TIME}
+    return {
+        "Identify": {
+            "type": "object",
+            "description": "A field sent as null is cleared; a field left out is kept.",
+            "properties": traits,
+            "additionalProperties": False,
+            "anyOf": one_id(),
+        },
+        "Traits": {
+            "type": "object",
+            "description": "An identify applied before the event; unknown keys are ignored.",
+            "properties": traits,
+        },
+        "Alias": {
+            "type": "object",
+            "required": ["anonymous_id", "external_id"],
+            "properties": {
+                "anonymous_id": string(nullable=False, min_len=1),
+                "external_id": string(nullable=False, min_len=1),
+            },
+        },
+        "Device": {
+            "type": "object",
+            "description": "Other keys (such as sdk_version) are kept in the device's extra.",
+            "required": ["device_id", "os", "model", "app_build", "app_version"],
+            "properties": {
+                "anonymous_id": string(),
+                "external_id": string(),
+                "device_id": string(nullable=False, min_len=1),
+                "token": {**string(), "description": "Left out: kept; null: cleared."},
+                "os": string(nullable=False),
+                "os_version": string(),
+                "model": string(nullable=False),
+                "app_build": string(nullable=False),
+                "app_version": string(nullable=False),
+            },
+            "anyOf": one_id(),
+        },
+        "Event": {
+            "type": "object",
+            "description": "Unknown keys are ignored.",
+            "required": ["name"],
+            "properties": {
+                "name": string(nullable=False, min_len=1),
+                "anonymous_id": string(),
+                "external_id": string(),
+                "data": {"type": ["object", "null"]},
+                "properties": {
+                    "type": ["object", "null"],
+                    "description": "Another name for data (Android SDK); data wins on conflicts.",
+                },
+                "user": {"anyOf": [ref("Traits"), {"type": "null"}]},
+                "message_id": {
+                    **string(),
+                    "description": "Deduplicates: an event whose message_id the project already"
+                    " has is not stored again (forever), and the request still succeeds.",
+                },
+                "timestamp": {
+                    "description": "The event's time: ISO-8601 with a UTC offset, or epoch"
+                    " milliseconds; corrected by X-Sent-At; at most 1 day ahead, not before 2000.",
+                    "anyOf": [
+                        {"type": "string", "format": "date-time"},
+                        {"type": "integer"},
+                        {"type": "null"},
+                    ],
+                },
+            },
+            "anyOf": one_id(
+                [
+                    {
+                        "required": ["user"],
+                        "properties": {"user": {"type": "object", "anyOf": one_id()}},
+                    }
+                ]
+            ),
+        },
+        "Events": {
+            "type": "array",
+            "items": ref("Event"),
+            "minItems": 1,
+            "maxItems": MAX_EVENTS,
+            "description": "All-or-nothing: one bad event is a 422 and nothing is stored.",
+        },
+        "Error": {
+            "type": "object",
+            "required": ["status", "error"],
+            "properties": {
+                "status": {"const": "error"},
+                "error": {"type": "string", "description": "The first problem."},
+                "code": {"type": "integer", "description": "1000: bad key; 1007: denied."},
+                "errors": {"type": "array", "items": ref("Problem")},
+            },
+        },
+        "Problem": {
+            "type": "object",
+            "required": ["path", "message"],
+            "properties": {
+                "path": {"type": "string", "description": "A JSON Pointer into the request."},
+                "message": {"type": "string"},
+            },
+        },
+        "StoredDevice": {
+            "type": "object",
+            "properties": {
+                "device_id": {"type": "string"},
+                "token": {"type": ["string", "null"]},
+                "os": {"type": ["string", "null"]},
+                "os_version": {"type": ["string", "null"]},
+                "model": {"type": ["string", "null"]},
+                "app_build": {"type": ["string", "null"]},
+                "app_version": {"type": ["string", "null"]},
+                "extra": {"type": "object"},
+                "created_at": {"type": "string", "description": TIME},
+                "updated_at": {"type": "string", "description": TIME},
+            },
+        },
+        "User": {
+            "type": "object",
+            "required": ["id", "anonymous_ids", "data", "devices", "created_at"],
+            "properties": {
+                "id": {"type": "integer"},
+                "anonymous_id": {"type": ["string", "null"], "description": "The first one."},
+                "anonymous_ids": {"type": "array", "items": {"type": "string"}},
+                "external_id": {"type": ["string", "null"]},
+                "email": {"type": ["string", "null"]},
+                "phone": {"type": ["string", "null"]},
+                "timezone": {"type": ["string", "null"]},
+                "locale": {"type": ["string", "null"]},
+                "data": {"type": "object"},
+                "devices": {"type": "array", "items": ref("StoredDevice")},
+                "created_at": {"type": "string", "description": TIME},
+                "updated_at": {"type": "string", "description": TIME},
+            },
+        },
+        "StoredEvent": {
+            "type": "object",
+            "required": ["id", "name", "data", "created_at", "received_at", "message_id"],
+            "properties": {
+                "id": {"type": "integer"},
+                "name": {"type": "string"},
+                "data": {"type": "object"},
+                "created_at": {"type": "string", "description": "The event's time. " + TIME},
+                "received_at": nullable_time,
+                "message_id": {"type": ["string", "null"]},
+            },
+        },
+        "FeedEvent": {
+            "allOf": [ref("StoredEvent")],
+            "type": "object",
+            "properties": {
+                "user_id": {"type": ["integer", "null"]},
+                "external_id": {"type": ["string", "null"]},
+                "anonymous_id": {"type": ["string", "null"]},
+            },
+        },
+        "Page": {
+            "type": "object",
+            "required": ["results", "next_cursor"],
+            "properties": {
+                "results": {"type": "array"},
+                "next_cursor": {"type": ["string", "null"], "description": "null: last page."},
+            },
+        },
+    }
+
+
+# -- responses and parameters ----------------------------------------------------------------
+def _error(description: str, headers: dict[str, Schema] | None = None) -> Schema:
+    out: Schema = {"description": description, "content": {JSON: {"schema": ref("Error")}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _header(description: str) -> Schema:
+    return {"description": description, "schema": {"type": "integer"}}
+
+
+RETRY_AFTER = {"Retry-After": _header("Seconds to wait before retrying.")}
+RATE_HEADERS = {
+    **RETRY_AFTER,
+    "RateLimit-Limit": _header("The key's requests a second."),
+    "RateLimit-Remaining": _header("Requests left now (0)."),
+    "RateLimit-Reset": _header("Seconds until a request is accepted again."),
+    "RateLimit-Policy": {"description": "N;w=1", "schema": {"type": "string"}},
+}
+
+COMMON_ERRORS = {
+    "401": _error("Missing, malformed, unknown or revoked key."),
+    "429": _error("The key's rate limit is exceeded.", RATE_HEADERS),
+}
+WRITE_ERRORS = {
+    "400": _error("The body is not valid JSON, or a gzip body is corrupt."),
+    "413": _error("The body is over 1 MiB (after decompression)."),
+    "415": _error("A Content-Type other than JSON or text/plain, or an encoding other than gzip."),
+    "422": _error("Validation failed: errors lists every problem; nothing was stored."),
+    "503": _error(
+        "The database is unavailable, the server is busy or shutting down: nothing was"
+        " stored; retry after Retry-After.",
+        RETRY_AFTER,
+    ),
+}
+SECRET_ERRORS = {"403": _error("A public key on a secret route (code 1007).")}
+
+
+def _query(name: str, description: str, schema: Schema) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+BY = _query(
+    "by",
+    "How the path value is looked up (default external_id).",
+    {"type": "string", "enum": ["external_id", "anonymous_id"]},
+)
+REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}}
+CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
+
+
+def _ingest(summary: str, body: str) -> Schema:
+    return {
+        "summary": summary,
+        "x-pier-scope": "public",
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Repeating a request with the same key returns the first answer.",
+                "schema": {"type": "string", "maxLength": 255},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": ref(body)}, "text/plain": {"schema": ref(body)}},
+        },
+        "responses": {
+            "204": {"description": "Committed to the database."},
+            **COMMON_ERRORS,
+            **WRITE_ERRORS,
+        },
+    }
+
+
+def _read(summary: str, params: list[Schema], schema: Schema, *, found: bool = True) -> Schema:
+    responses: Schema = {
+        "200": {"description": "OK", "content": {JSON: {"schema": schema}}},
+        **COMMON_ERRORS,
+        **SECRET_ERRORS,
+        "422": _error("A query parameter is invalid."),
+        "503": _error("The database is unavailable.", RETRY_AFTER),
+    }
+    if found:
+        responses["404"] = _error("No such user in this project.")
+    return {
+        "summary": summary,
+        "x-pier-scope": "secret",
+        "parameters": params,
+        "responses": responses,
+    }
+
+
+def _page(item: str, extra: dict[str, Schema] | None = None) -> Schema:
+    return {
+        "allOf": [ref("Page")],
+        "type": "object",
+        "properties": {"results": {"type": "array", "items": ref(item)}, **(extra or {})},
+    }
+
+
+def paths() -> dict[str, Schema]:
+    events_post = _ingest("Track events (1..1000, all-or-nothing).", "Events")
+    events_post["parameters"].append(
+        {
+            "name": "X-Sent-At",
+            "in": "header",
+            "required": False,
+            "description": "When the client sent the request, by its clock: corrects timestamps.",
+            "schema": {"type": "string"},
+        }
+    )
+    feed = _read(
+        "The project's events in storage order, for export and polling.",
+        [
+            _query("after", "Continue after this cursor.", {"type": "string"}),
+            _query("limit", "Page size (default 100).", LIMIT),
+        ],
+        _page("FeedEvent", {"has_more": {"type": "boolean"}}),
+        found=False,
+    )
+    delete = _read("Delete a user with its ids, devices and events.", [REF, BY], {}, found=True)
+    delete["responses"].pop("200")
+    delete["responses"]["204"] = {"description": "Deleted (committed)."}
+    return {
+        "/api/client/identify": {
+            "post": _ingest("Identify a user and patch its fields.", "Identify")
+        },
+        "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
+        "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
+        "/api/client/events": {"post": events_post, "get": feed},
+        "/api/client/users": {
+            "get": _read(
+                "The project's users, newest first.",
+                [
+                    _query("limit", "Page size (default 25).", LIMIT),
+                    CURSOR,
+                    _query(
+                        "q", "An external id, anonymous id, email or phone.", {"type": "string"}
+                    ),
+                ],
+                _page("User"),
+                found=False,
+            )
+        },
+        "/api/client/users/{ref}": {
+            "get": _read("A user.", [REF, BY], ref("User")),
+            "delete": delete,
+        },
+        "/api/client/users/{ref}/events": {
+            "get": _read(
+                "A user's events, newest first (by created_at).",
+                [REF, BY, _query("limit", "Page size (default 25).", LIMIT), CURSOR],
+                _page("StoredEvent"),
+            )
+        },
+        "/api/client/users/{ref}/devices": {
+            "get": _read(
+                "A user's devices.",
+                [REF, BY],
+                {
+                    "type": "object",
+                    "required": ["results"],
+                    "properties": {"results": {"type": "array", "items": ref("StoredDevice")}},
+                },
+            )
+        },
+    }
+
+
+def document() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Pier Client API",
+            "version": "1",
+            "description": "Customer-data ingestion speaking the Parcelvoy Client API."
+            " A 204 is sent only after the data is committed.",
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths(),
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Public keys (pk_) may call the four POST ingestion endpoints;"
+                    " secret keys (sk_) also the read and management routes.",
+                }
+            },
+        },
+    }
+
+
+@functools.cache
+def encoded() -> bytes:
+    return msgspec.json.encode(document())
+
+
+async def serve(request: Request) -> Response:
+    """GET /api/openapi.json: no key needed."""
+    return Response(encoded(), media_type=JSON)

@@ -1,0 +1,350 @@
+"""POST /api/client/segment: Segment-format calls mapped onto Pier's commands.
+
+A batch (`{"batch": [...]}` or a bare array, 1 to 1,000 calls) of identify, track, page, screen
+and alias calls; `group` calls are accepted and ignored (Pier has no groups). The sub-paths the
+Segment libraries append to a configured host are served too: `/b` and `/v1/batch` (batches),
+`/t` `/i` `/p` `/s` `/a` `/g` and `/v1/track` ... (one call each).
+
+- userId → external_id, anonymousId → anonymous_id (strings; numbers are taken as strings)
+- identify: traits.email/phone/timezone/locale → the profile fields (context.timezone and
+  context.locale when the traits lack them and they are valid), the other traits → data
+- track: event → the name, properties → data; page → `Page Viewed`, screen → `Screen
+  Viewed`, with properties plus the call's name and category as data
+- timestamp and messageId → the event's time and message_id, the time corrected by the
+  client's clock skew when the call or the batch carries `sentAt` (else X-Sent-At)
+- alias: previousId (else anonymousId) → anonymous_id, userId → external_id
+
+Every call is validated before anything is written (422 with JSON Pointers); then the whole
+batch is one Sequence command, committed all or nothing: an alias the domain refuses fails the
+batch with a 422 and nothing stored. The key: `Authorization: Bearer` or `Basic` (the write key
+as user name, as the Segment server libraries send it), or the body's `writeKey` (analytics.js).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from msgspec import UNSET
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..domain.commands import Alias, EventIn, Identify, Sequence, Single, TrackEvents, Traits
+from ..domain.keys import Key
+from ..domain.model import PROFILE_FIELDS
+from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
+from ..writer import now_ms
+from . import ingest, validation
+from .body import read_body
+from .errors import HTTPProblem, Problem, invalid
+from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
+
+NO_CONTENT = 204
+TYPES = ("identify", "track", "page", "screen", "alias", "group")
+EVENT_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
+# sub-path → the call type its body holds, or "batch"
+SUB_PATHS = {
+    "b": "batch",
+    "batch": "batch",
+    "v1/batch": "batch",
+    "v1/import": "batch",
+    **{t[0]: t for t in TYPES},
+    **{t: t for t in TYPES},
+    **{f"v1/{t}": t for t in TYPES},
+}
+FAR_FUTURE = 2**62  # sentAt is the client's clock: checked for form, not for being in the future
+
+
+# -- routes ------------------------------------------------------------------------------
+async def batch(request: Request) -> Response:
+    return await _handle(request, "batch")
+
+
+async def call(request: Request) -> Response:
+    """POST /api/client/segment/{call}: the paths the Segment libraries append to a host."""
+    kind = SUB_PATHS.get(request.path_params["call"].strip("/"))
+    if kind is None:
+        raise HTTPProblem(404, f"No such endpoint: {request.url.path}")
+    return await _handle(request, kind)
+
+
+async def _handle(request: Request, kind: str) -> Response:
+    # with a header, refuse a bad key before reading the body; analytics.js sends it inside
+    has_header = "authorization" in request.headers
+    key = await authenticate(request, None) if has_header else None
+    raw = ingest._no_nul(await read_body(request))
+    body = ingest._decode(raw)
+    if key is None:
+        key = await authenticate(request, _write_key(body))
+    now = now_ms()
+    calls, base, sent_at, problems = _calls(body, kind)
+    if problems:
+        raise invalid(problems)
+    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), sent_at, body)
+    for i, item in enumerate(calls):
+        parser.add(item, pointer(base, i) if kind == "batch" else "", kind)
+    if parser.problems:
+        raise invalid(parser.problems)
+    cmd = parser.command()
+    if cmd is None:  # only group calls
+        return Response(status_code=NO_CONTENT)
+    return await ingest._submit(request, cmd, raw)
+
+
+# -- authentication ----------------------------------------------------------------------
+async def authenticate(request: Request, write_key: str | None) -> Key:
+    """Bearer as everywhere; Basic with the key as user name (or password); or, without an
+    Authorization header, the body's writeKey. All go through the same key checks."""
+    header = request.headers.get("authorization")
+    if header is None and write_key is None:
+        return await request.app.state.keys.authenticate(request)  # the usual 401
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return await request.app.state.keys.authenticate(request)
+        write_key = _basic_user(value.strip())
+    return await request.app.state.keys.authenticate(_as_bearer(request, write_key or ""))
+
+
+def _basic_user(value: str) -> str:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise HTTPProblem(401, "The Basic credentials are not valid base64.", code=1000) from None
+    user, _, password = decoded.partition(":")
+    return user or password
+
+
+def _as_bearer(request: Request, value: str) -> Request:
+    """The same request with `Authorization: Bearer <value>`, for KeyCache.authenticate."""
+    headers = [(k, v) for k, v in request.scope["headers"] if k != b"authorization"]
+    headers.append((b"authorization", b"Bearer " + value.encode("latin-1", "replace")))
+    return Request({**request.scope, "headers": headers})
+
+
+def _write_key(body: Any) -> str | None:
+    """analytics.js puts the write key in the body: the batch's, or the (first) call's."""
+    holder = body
+    if isinstance(body, list):
+        holder = body[0] if body else None
+    elif isinstance(body, dict) and "writeKey" not in body and isinstance(body.get("batch"), list):
+        holder = body["batch"][0] if body["batch"] else None
+    value = holder.get("writeKey") if isinstance(holder, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+# -- parsing -----------------------------------------------------------------------------
+def _calls(body: Any, kind: str) -> tuple[list[Any], str, Any, list[Problem]]:
+    """(the calls, the pointer of their array, the batch's sentAt, problems of the shape)."""
+    if kind != "batch":
+        if not isinstance(body, dict):
+            return [], "", None, [Problem("", "the body must be a JSON object (one call)")]
+        return [body], "", None, []
+    if isinstance(body, list):
+        calls, base, sent_at = body, "", None
+    elif isinstance(body, dict):
+        if not isinstance(body.get("batch"), list):
+            return [], "", None, [Problem("/batch", "batch must be an array of calls")]
+        calls, base, sent_at = body["batch"], "/batch", body.get("sentAt")
+    else:
+        return [], "", None, [Problem("", 'the body must be {"batch": [...]} or an array')]
+    if not calls:
+        return [], base, None, [Problem(base, "at least one call is required")]
+    if len(calls) > MAX_EVENTS:
+        return [], base, None, [Problem(base, f"at most {MAX_EVENTS} calls are accepted")]
+    return calls, base, sent_at, []
+
+
+class _Parser:
+    """Validates calls one by one and builds their commands; consecutive events share one
+    TrackEvents."""
+
+    def __init__(self, pid: int, now: int, header_skew: int, sent_at: Any, body: Any) -> None:
+        self.pid = pid
+        self.now = now
+        self.problems: list[Problem] = []
+        self.commands: list[Single] = []
+        self.paths: list[str] = []
+        self.context = body.get("context") if isinstance(body, dict) else None
+        self.skew = header_skew
+        if sent_at is not None:
+            self.skew = self._skew(sent_at, "/sentAt", header_skew)
+
+    def add(self, item: Any, at: str, kind: str) -> None:
+        if not isinstance(item, dict):
+            self.problems.append(Problem(at, "a call must be a JSON object"))
+            return
+        kind = item.get("type", kind if kind != "batch" else None)
+        if kind not in TYPES:
+            self.problems.append(
+                Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")
+            )
+            return
+        before = len(self.problems)
+        user = self._id(item, "userId", at)
+        anon = self._id(item, "anonymousId", at)
+        if kind == "alias":
+            self._alias(item, at, user, anon, before)
+            return
+        if user is None and anon is None and len(self.problems) == before:
+            self.problems.append(Problem(at, "userId or anonymousId is required"))
+        if kind == "identify":
+            traits = self._traits(item, at)
+            if len(self.problems) == before:
+                self._push(
+                    Identify(
+                        project_id=self.pid, anonymous_id=anon, external_id=user, traits=traits
+                    ),
+                    at,
+                )
+        elif kind != "group":  # group: validated, then ignored
+            event = self._event(item, at, kind, user, anon)
+            if event is not None and len(self.problems) == before:
+                self._push_event(event, at)
+
+    # -- one call --------------------------------------------------------------------------
+    def _alias(self, item: dict, at: str, user: str | None, anon: str | None, before: int) -> None:
+        previous = self._id(item, "previousId", at)
+        field = "previousId" if previous is not None or "previousId" in item else "anonymousId"
+        previous = previous if field == "previousId" else anon
+        if user is None:
+            self.problems.append(Problem(pointer(at, "userId"), "userId is required for an alias"))
+        if previous is None:
+            self.problems.append(
+                Problem(pointer(at, "previousId"), "previousId is required for an alias")
+            )
+        if len(self.problems) > before or previous == user:  # aliasing an id to itself: no-op
+            return
+        assert user is not None and previous is not None
+        self._push(
+            Alias(project_id=self.pid, anonymous_id=previous, external_id=user),
+            pointer(at, field),
+        )
+
+    def _event(
+        self, item: dict, at: str, kind: str, user: str | None, anon: str | None
+    ) -> EventIn | None:
+        data = self._object(item, "properties", at)
+        if kind == "track":
+            name = item.get("event")
+            if not isinstance(name, str) or not name or len(name) > ID_MAX:
+                self.problems.append(
+                    Problem(
+                        pointer(at, "event"),
+                        f"event must be a non-empty string of at most {ID_MAX} characters",
+                    )
+                )
+                return None
+        else:
+            name = EVENT_NAMES[kind]
+            data = dict(data)
+            for field in ("name", "category"):
+                value = item.get(field)
+                if value is None:
+                    continue
+                if not isinstance(value, str) or len(value) > ID_MAX:
+                    self.problems.append(
+                        Problem(
+                            pointer(at, field),
+                            f"{field} must be a string of at most {ID_MAX} characters",
+                        )
+                    )
+                else:
+                    data[field] = value
+        message_id = self._id(item, "messageId", at)
+        timestamp = None
+        if item.get("timestamp") is not None:
+            skew = self.skew
+            if item.get("sentAt") is not None:
+                skew = self._skew(item["sentAt"], pointer(at, "sentAt"), skew)
+            timestamp, problem = validation.event_time(item["timestamp"], self.now, skew)
+            if problem:
+                self.problems.append(Problem(pointer(at, "timestamp"), problem))
+        return EventIn(anon, user, name, data, None, message_id, timestamp)
+
+    def _traits(self, item: dict, at: str) -> Traits:
+        traits = self._object(item, "traits", at)
+        base = pointer(at, "traits")
+        fields: dict[str, Any] = {}
+        for field in PROFILE_FIELDS:
+            if field not in traits:
+                continue
+            value = traits[field]
+            limit = LIMITS[field]
+            if value is not None and (not isinstance(value, str) or len(value) > limit):
+                self.problems.append(
+                    Problem(
+                        pointer(base, field),
+                        f"{field} must be a string of at most {limit} characters, or null",
+                    )
+                )
+            elif field == "timezone" and value is not None:
+                value = canonical_timezone(value)
+                if value is None:
+                    self.problems.append(Problem(pointer(base, field), TIMEZONE_ERROR))
+            fields[field] = value
+        context = {**(self.context or {}), **self._object(item, "context", at)}
+        for field in ("timezone", "locale"):  # the device's, when the traits say nothing
+            value = context.get(field)
+            if field not in fields and isinstance(value, str) and len(value) <= LIMITS[field]:
+                value = canonical_timezone(value) if field == "timezone" else value
+                if value:
+                    fields[field] = value
+        data = {k: v for k, v in traits.items() if k not in PROFILE_FIELDS}
+        return Traits(**fields, data=data if data else UNSET)
+
+    # -- fields ------------------------------------------------------------------------------
+    def _id(self, item: dict, field: str, at: str) -> str | None:
+        """A string id (a number is taken as its decimal string); empty and null are absent."""
+        value = item.get(field)
+        if value is None or value == "":
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > ID_MAX:
+            self.problems.append(
+                Problem(
+                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
+                )
+            )
+            return None
+        return value
+
+    def _object(self, item: dict, field: str, at: str) -> dict[str, Any]:
+        value = item.get(field)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problems.append(Problem(pointer(at, field), f"{field} must be an object"))
+            return {}
+        return value
+
+    def _skew(self, sent_at: Any, at: str, default: int) -> int:
+        """now - sentAt: the client's clock error, added to its timestamps."""
+        sent, problem = validation.event_time(sent_at, FAR_FUTURE)
+        if problem or sent is None:
+            self.problems.append(Problem(at, f"sentAt: {problem}"))
+            return default
+        return self.now - sent
+
+    # -- commands ----------------------------------------------------------------------------
+    def _push(self, cmd: Single, at: str) -> None:
+        self.commands.append(cmd)
+        self.paths.append(at)
+
+    def _push_event(self, event: EventIn, at: str) -> None:
+        last = self.commands[-1] if self.commands else None
+        if isinstance(last, TrackEvents):
+            last.events.append(event)
+        else:
+            self._push(TrackEvents(project_id=self.pid, events=[event]), at)
+
+    def command(self) -> Single | Sequence | None:
+        """One command when one will do (the common all-events batch), else a Sequence (an
+        alias too, for its refusal to point into the body)."""
+        if not self.commands:
+            return None
+        if len(self.commands) == 1 and not isinstance(self.commands[0], Alias):
+            return self.commands[0]
+        return Sequence(project_id=self.pid, commands=self.commands, paths=self.paths)

@@ -1,0 +1,179 @@
+"""Portal accounts: argon2 passwords, server-side sessions behind an HttpOnly cookie, CSRF tokens.
+
+- The session cookie holds a random token; the database keeps only its SHA-256, so a copy of the
+  database does not log anyone in. Logging out deletes the row.
+- Every form carries the session's CSRF token (synchronizer token). The login form, which has no
+  session yet, carries a token that must match a short-lived cookie (double submit).
+- Cookies are HttpOnly, SameSite=Lax, limited to the portal's path, and Secure over HTTPS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..store.base import Admin, AdminSession, Store
+from ..writer import now_ms
+
+SESSION_COOKIE = "pier_session"
+LOGIN_COOKIE = "pier_login_csrf"
+SESSION_SECONDS = 12 * 3600
+MIN_PASSWORD = 10
+LOGIN_FAILURES = 10  # failed logins from one address within LOGIN_WINDOW before a pause
+LOGIN_WINDOW = 15 * 60.0
+
+hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile (64 MiB, 3 passes)
+_dummy_hash: str | None = None
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def hash_password(password: str) -> str:
+    return hasher.hash(password)
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same(a: str | None, b: str | None) -> bool:
+    """Constant-time equality of two non-empty tokens."""
+    return bool(a) and bool(b) and hmac.compare_digest(str(a), str(b))
+
+
+async def check_password(store: Store, email: str, password: str) -> Admin | None:
+    """The admin when the password is right. Takes as long for an unknown email (a dummy hash is
+    verified), so response times do not tell which emails exist. Runs argon2 off the event loop."""
+    global _dummy_hash
+    admin = await store.find_admin(normalize_email(email))
+    if _dummy_hash is None:
+        _dummy_hash = await run_in_threadpool(hasher.hash, secrets.token_hex(16))
+    try:
+        await run_in_threadpool(
+            hasher.verify, admin.password_hash if admin else _dummy_hash, password
+        )
+    except (VerificationError, InvalidHashError):
+        return None
+    return admin
+
+
+class LoginThrottle:
+    """At most LOGIN_FAILURES failed logins per client address in LOGIN_WINDOW (per process)."""
+
+    def __init__(self) -> None:
+        self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, who: str) -> deque[float]:
+        failures = self._failures[who]
+        while failures and failures[0] < time.monotonic() - LOGIN_WINDOW:
+            failures.popleft()
+        return failures
+
+    def blocked(self, who: str) -> bool:
+        return len(self._recent(who)) >= LOGIN_FAILURES
+
+    def failed(self, who: str) -> None:
+        if len(self._failures) > 10_000:
+            self._failures.clear()
+        self._recent(who).append(time.monotonic())
+
+    def succeeded(self, who: str) -> None:
+        self._failures.pop(who, None)
+
+
+throttle = LoginThrottle()
+
+
+async def start_session(store: Store, admin: Admin, response: Response, request: Request) -> None:
+    """Create a session for `admin` and set its cookie on `response` (a new token every login)."""
+    token = new_token()
+    now = now_ms()
+    await store.create_session(
+        token_hash(token), admin.id, new_token(), now, now + SESSION_SECONDS * 1000
+    )
+    set_cookie(response, request, SESSION_COOKIE, token, SESSION_SECONDS)
+
+
+async def end_session(store: Store, request: Request, response: Response) -> None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        await store.delete_session(token_hash(token))
+    response.delete_cookie(SESSION_COOKIE, path=base_path(request))
+
+
+async def current_session(request: Request) -> AdminSession | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    return await request.app.state.store.get_session(token_hash(token), now_ms())
+
+
+def base_path(request: Request) -> str:
+    """Where the portal is mounted (/portal, behind any root path)."""
+    return request.scope.get("root_path", "").rstrip("/") or "/portal"
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str, seconds: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=seconds,
+        path=base_path(request),
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the form came from another site (Origin header)."""
+    origin = request.headers.get("origin")
+    if origin is None:  # not sent by every client; SameSite and the CSRF token still apply
+        return True
+    return origin.split("://", 1)[-1] == request.headers.get("host", "")
+
+
+def admin_only(
+    *, denied: Callable[[Request, bool], Awaitable[Response]]
+) -> Callable[[Handler], Handler]:
+    """Decorate a portal endpoint: a session is required, and a POST must carry its CSRF token.
+    `denied(request, logged_in)` answers otherwise (to the login page, or 403)."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            session = await current_session(request)
+            if session is None:
+                return await denied(request, False)
+            if request.method == "POST":
+                form = await request.form()
+                csrf = form.get("csrf")
+                if not same_origin(request) or not same(
+                    csrf if isinstance(csrf, str) else None, session.csrf_token
+                ):
+                    return await denied(request, True)
+            request.state.session = session
+            return await handler(request)
+
+        return endpoint
+
+    return decorate

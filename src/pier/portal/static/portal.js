@@ -1,0 +1,117 @@
+// Pier portal: copy buttons, confirmations, and the live view that updates by itself.
+// Plain JavaScript, no dependencies; the pages work without it (except live updates).
+(function () {
+  "use strict";
+
+  function copyText(field, done) {
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(done, function () {
+        field.select();
+        document.execCommand("copy");
+        done();
+      });
+    } else {
+      field.select();
+      document.execCommand("copy");
+      done();
+    }
+  }
+
+  document.querySelectorAll("button[data-copy]").forEach(function (button) {
+    var label = button.textContent;
+    button.addEventListener("click", function () {
+      copyText(document.getElementById(button.dataset.copy), function () {
+        button.textContent = "Copied";
+        setTimeout(function () { button.textContent = label; }, 1500);
+      });
+    });
+  });
+
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+
+  // -- live view: poll the portal's JSON endpoint for events after the newest one shown --------
+  var live = document.getElementById("live");
+  if (!live) return;
+  var POLL_MS = 1500;
+  var HIDDEN_POLL_MS = 10000;
+  var CHART_MS = 15000;
+  var MAX_ROWS = 100;
+  var body = live.querySelector("tbody");
+  var status = live.querySelector("[data-status]");
+  var lastId = Number(live.dataset.lastId || 0);
+
+  function cell(row, className, child) {
+    var td = row.insertCell();
+    if (className) td.className = className;
+    td.appendChild(child);
+  }
+
+  function element(tag, className, text) {
+    var el = document.createElement(tag);
+    if (className) el.className = className;
+    el.textContent = text;
+    return el;
+  }
+
+  function addRow(event) {
+    var row = body.insertRow(0);
+    row.className = "fresh";
+    row.dataset.id = event.id;
+    cell(row, "time muted", document.createTextNode(event.time));
+    cell(row, "", element("span", "event-name", event.name));
+    var link = element("a", "", event.user);
+    link.href = event.user_url;
+    cell(row, "", link);
+    cell(row, "", element("code", "data", event.data));
+  }
+
+  function show(text, className) {
+    status.textContent = text;
+    status.className = "status " + className;
+  }
+
+  function poll() {
+    fetch(live.dataset.url + "?after=" + lastId, { headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.status === 401) {
+          window.location.href = live.dataset.login;
+          throw new Error("logged out");
+        }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (data) {
+        data.events.slice().reverse().forEach(addRow); // oldest first, so the newest ends on top
+        if (data.events.length) {
+          var firstSteps = live.querySelector("[data-first-steps]");
+          if (firstSteps) firstSteps.remove();
+        }
+        while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
+        lastId = data.last_id;
+        show("Live · checked " + new Date().toLocaleTimeString(), "on");
+      })
+      .catch(function () {
+        show("Reconnecting…", "off");
+      })
+      .then(function () {
+        setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
+      });
+  }
+
+  function refreshChart() {
+    var box = document.getElementById("chart");
+    if (!box || document.hidden) return;
+    fetch(box.dataset.url)
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (svg) { if (svg) box.innerHTML = svg; })
+      .catch(function () {});
+  }
+
+  show("Live", "on");
+  setTimeout(poll, POLL_MS);
+  setInterval(refreshChart, CHART_MS);
+})();

@@ -1,0 +1,121 @@
+"""GET /metrics: the Prometheus text format, with requests by route template and status, events
+stored, batch sizes, commit latency and the writer's queue depth; and prometheus_client's
+multiprocess mode under `pier serve --workers 2`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import Tenant
+from faults.pierproc import PierProcess, new_project
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics: (name, sorted labels) → value."""
+    r = httpx.get(f"{url}/metrics", timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def requests(samples: dict, route: str, status: int, method: str = "POST") -> float:
+    labels = (("method", method), ("route", route), ("status", str(status)))
+    return samples.get(("pier_http_requests_total", labels), 0.0)
+
+
+def value(samples: dict, name: str) -> float:
+    return samples.get((name, ()), 0.0)
+
+
+def test_requests_events_batches_and_latency_are_counted(tenant: Tenant) -> None:
+    url = tenant.server.url
+    before = scrape(url)
+    for i in range(3):
+        r = tenant.post("events", [{"name": "m", "external_id": f"met-{i}"}] * 4)
+        assert r.status_code == 204
+    assert tenant.post("events", [{"name": ""}]).status_code == 422
+    tenant.user("met-1")
+    assert tenant.public.get("/no/such/path").status_code == 404
+    after = scrape(url)
+
+    assert (
+        requests(after, "/api/client/events", 204) - requests(before, "/api/client/events", 204)
+        == 3
+    )
+    assert (
+        requests(after, "/api/client/events", 422) - requests(before, "/api/client/events", 422)
+        == 1
+    )
+    route = "/api/client/users/{ref}"
+    assert requests(after, route, 200, "GET") - requests(before, route, 200, "GET") == 1
+    assert requests(after, "unmatched", 404, "GET") - requests(before, "unmatched", 404, "GET") == 1
+    assert not [k for k in after if "met-1" in str(k)]  # route templates, never raw paths
+
+    assert (
+        value(after, "pier_events_stored_total") - value(before, "pier_events_stored_total") >= 12
+    )
+    batches = value(after, "pier_writer_batch_items_count") - value(
+        before, "pier_writer_batch_items_count"
+    )
+    assert batches >= 3
+    items = value(after, "pier_writer_batch_items_sum") - value(
+        before, "pier_writer_batch_items_sum"
+    )
+    assert items >= 12
+    latency = value(after, "pier_writer_commit_seconds_count") - value(
+        before, "pier_writer_commit_seconds_count"
+    )
+    assert latency == batches
+    assert value(after, "pier_writer_commit_seconds_sum") > 0
+    assert ("pier_writer_queue_depth", ()) in after
+
+
+def test_mounted_and_templated_routes_are_labelled_by_template(tenant: Tenant) -> None:
+    tenant.public.get("/portal/login")
+    tenant.public.get("/portal/projects/12345")
+    tenant.public.get("/portal/static/nope.css")
+    labels = {
+        dict(k[1]).get("route") for k in scrape(tenant.server.url) if k[0].startswith("pier_http")
+    }
+    assert {"/portal/login", "/portal/projects/{pid:int}", "/portal/static/*"} <= labels
+    assert not [label for label in labels if label and "12345" in label]
+
+
+def test_multiprocess_mode_adds_up_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    (folder / "counter_999999.db").write_bytes(b"stale")  # a previous run's: removed at start
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))
+    url = f"sqlite:///{tmp_path}/pier.db"
+    project = new_project(url)
+    server = PierProcess(url, tmp_path / "server.log", "--workers", "2")
+    try:
+        assert not (folder / "counter_999999.db").exists()
+        headers = {"Authorization": f"Bearer {project.public_key}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            for i in range(40):  # new connections: the workers share them out
+                body = [{"name": "mp", "external_id": f"mp-{i}"}]
+                assert (
+                    http.post(
+                        "/api/client/events", json=body, headers={"Connection": "close"}
+                    ).status_code
+                    == 204
+                )
+        pids = {p.name.rsplit("_", 1)[1] for p in folder.glob("counter_*.db")}
+        assert len(pids) >= 2, pids  # both workers wrote their counters there
+        for _ in range(6):  # whichever worker answers, it answers for both
+            samples = scrape(server.url)
+            assert requests(samples, "/api/client/events", 204) == 40
+            assert value(samples, "pier_events_stored_total") == 40
+    finally:
+        server.terminate()
