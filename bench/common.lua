@@ -1,0 +1,43 @@
+-- Helpers shared by the wrk scripts: a pool of pre-formatted requests and the JSON report.
+local M = {}
+
+-- Seed each wrk thread differently so threads draw different users.
+function M.seed(salt)
+  salt = tonumber(salt) or 0
+  math.randomseed(os.time() * 1000 + salt)
+  for _ = 1, 10 do math.random() end
+end
+
+-- Build `size` requests with make_body() and return a request() that cycles through them.
+function M.pool(path, key, size, make_body)
+  local headers = {
+    ["Authorization"] = "Bearer " .. key,
+    ["Content-Type"] = "application/json",
+  }
+  local reqs = {}
+  for i = 1, size do
+    reqs[i] = wrk.format("POST", path, headers, make_body())
+  end
+  local i = 0
+  return function()
+    i = i % size + 1
+    return reqs[i]
+  end
+end
+
+-- Print one machine-readable line that bench/run.py parses (latencies in microseconds).
+function M.report(summary, latency)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"duration_us":%.0f,"requests":%.0f,"bytes":%.0f,'
+      .. '"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f},'
+      .. '"latency_us":{"min":%.0f,"mean":%.1f,"max":%.0f,"p50":%.0f,"p90":%.0f,"p95":%.0f,'
+      .. '"p99":%.0f,"p999":%.0f}}\n',
+    summary.duration, summary.requests, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency:percentile(99.9)))
+end
+
+return M

@@ -1,0 +1,26 @@
+-- POST /api/client/events with a JSON array of events for random users.
+-- wrk args: KEY [EVENTS_PER_BODY=10] [USERS=10000] [POOL=4000]
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local common = dofile(dir .. "common.lua")
+local gen = dofile(dir .. "gen.lua")
+
+local thread_no = 0
+function setup(thread)
+  thread_no = thread_no + 1
+  thread:set("seed", thread_no)
+end
+
+function init(args)
+  common.seed(seed)
+  local key = assert(args[1], "usage: events.lua KEY [EVENTS] [USERS] [POOL]")
+  local per_body = tonumber(args[2]) or 10
+  local users = tonumber(args[3]) or 10000
+  local size = tonumber(args[4]) or 4000
+  request = common.pool("/api/client/events", key, size, function()
+    return gen.events_body(per_body, users)
+  end)
+end
+
+function done(summary, latency, requests)
+  common.report(summary, latency)
+end

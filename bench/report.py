@@ -1,0 +1,194 @@
+"""The results table, the informational targets, and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wrkrun import WrkResult
+
+
+@dataclass
+class Row:
+    """One measured scenario."""
+
+    key: str  # "a", "b", "c", "a@scale"
+    label: str
+    result: WrkResult
+    events_per_request: int  # 0 when the scenario commits no events
+    rss_kb: int | None  # peak summed VmRSS of the server tree, sampled
+    other_cpu_pct: float = 0.0  # CPU used by other processes on the machine meanwhile
+    server_cpu_s: float = 0.0  # CPU time of the server's processes during the run
+    db_cpu_s: float | None = None  # CPU time of a local PostgreSQL meanwhile (None: SQLite)
+
+    @property
+    def events_per_s(self) -> float | None:
+        if not self.events_per_request:
+            return None
+        return self.result.ok_rps * self.events_per_request
+
+    @property
+    def server_cpu_pct(self) -> float:
+        """Server CPU as a percentage of one core (100 = one core busy all the time)."""
+        d = self.result.duration_s
+        return self.server_cpu_s / d * 100 if d else 0.0
+
+    @property
+    def db_cpu_pct(self) -> float | None:
+        d = self.result.duration_s
+        return None if self.db_cpu_s is None or not d else self.db_cpu_s / d * 100
+
+    @property
+    def server_us_per_request(self) -> float | None:
+        r = self.result.requests
+        return self.server_cpu_s / r * 1e6 if r else None
+
+    def ms(self, pct: str) -> float:
+        return self.result.latency_us[pct] / 1000.0
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "label": self.label,
+            "duration_s": round(r.duration_s, 3),
+            "requests": r.requests,
+            "requests_per_s": round(r.rps, 1),
+            "ok_requests": r.ok,
+            "ok_requests_per_s": round(r.ok_rps, 1),
+            "events_per_request": self.events_per_request,
+            "events_per_s": None if self.events_per_s is None else round(self.events_per_s, 1),
+            "latency_ms": {k: round(v / 1000.0, 3) for k, v in r.latency_us.items()},
+            "non_2xx": r.non_2xx,
+            "socket_errors": r.socket_errors,
+            "rss_peak_mb": None if self.rss_kb is None else round(self.rss_kb / 1024, 1),
+            "other_cpu_pct": round(self.other_cpu_pct, 1),
+            "server_cpu_pct_of_one_core": round(self.server_cpu_pct, 1),
+            "server_cpu_us_per_request": _round(self.server_us_per_request),
+            "db_cpu_pct_of_one_core": _round(self.db_cpu_pct),
+        }
+
+
+COLUMNS = (
+    ("scenario", "<22"),
+    ("req/s", ">10"),
+    ("events/s", ">12"),
+    ("p50 ms", ">9"),
+    ("p95 ms", ">9"),
+    ("p99 ms", ">9"),
+    ("non-2xx", ">9"),
+    ("sock err", ">10"),
+    ("RSS MB", ">9"),
+    ("srv CPU", ">9"),
+    ("us/req", ">8"),
+    ("db CPU", ">8"),
+    ("other CPU", ">11"),
+)
+
+
+def table(rows: list[Row]) -> str:
+    """The results table; the db CPU column only when a local PostgreSQL was measured."""
+    with_db = any(row.db_cpu_s is not None for row in rows)
+    cols = [(name, spec) for name, spec in COLUMNS if with_db or name != "db CPU"]
+    header = "".join(f"{name:{spec}}" for name, spec in cols)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = _cells(row)
+        lines.append("".join(f"{cells[name]:{spec}}" for name, spec in cols))
+    return "\n".join(lines)
+
+
+def _cells(row: Row) -> dict[str, str]:
+    r = row.result
+    db = row.db_cpu_pct
+    return {
+        "scenario": row.label,
+        "req/s": f"{r.rps:,.0f}",
+        "events/s": "-" if row.events_per_s is None else f"{row.events_per_s:,.0f}",
+        "p50 ms": f"{row.ms('p50'):.2f}",
+        "p95 ms": f"{row.ms('p95'):.2f}",
+        "p99 ms": f"{row.ms('p99'):.2f}",
+        "non-2xx": f"{r.non_2xx:,}",
+        "sock err": f"{r.errors:,}",
+        "RSS MB": "-" if row.rss_kb is None else f"{row.rss_kb / 1024:.1f}",
+        "srv CPU": f"{row.server_cpu_pct:.0f}%",
+        "us/req": "-" if row.server_us_per_request is None else f"{row.server_us_per_request:.0f}",
+        "db CPU": "-" if db is None else f"{db:.0f}%",
+        "other CPU": f"{row.other_cpu_pct:.0f}%",
+    }
+
+
+@dataclass
+class Target:
+    scenario: str
+    what: str
+    op: str  # ">=", "<=" or "=="
+    goal: float
+    value: float | None
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return OPS[self.op](self.value, self.goal)
+
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+}
+
+
+def ratio_to_bare(rows: dict[str, Row]) -> float | None:
+    """Pier's 2xx requests/s in (a) over the bare ASGI app's requests/s in (c)."""
+    a, c = rows.get("a"), rows.get("c")
+    return a.result.ok_rps / c.result.rps if a and c and c.result.rps else None
+
+
+def targets(rows: dict[str, Row]) -> list[Target]:
+    """The targets, with the measured value each is read against (None: not measured)."""
+    a, b = rows.get("a"), rows.get("b")
+    ratio = ratio_to_bare(rows)
+    pier_rss = [r.rss_kb for k, r in rows.items() if k != "c" and r.rss_kb is not None]
+    return [
+        Target("a", "events/s", ">=", 100_000, a.events_per_s if a else None),
+        Target("a", "2xx req/s", ">=", 10_000, a.result.ok_rps if a else None),
+        Target("a", "req/s ratio to (c)", ">=", 0.16, ratio),
+        Target("a", "p99 ms", "<=", 25, a.ms("p99") if a else None),
+        Target("a", "non-2xx + socket errors", "==", 0, _failures(a)),
+        Target("b", "identify/s (2xx)", ">=", 8_000, b.result.ok_rps if b else None),
+        Target("pier", "peak RSS MB", "<=", 200, max(pier_rss) / 1024 if pier_rss else None),
+    ]
+
+
+def _failures(row: Row | None) -> float | None:
+    return None if row is None else row.result.non_2xx + row.result.errors
+
+
+def targets_text(items: list[Target]) -> str:
+    lines = ["targets (information only, not asserted):"]
+    for t in items:
+        value = "not run" if t.value is None else _num(t.value)
+        verdict = {True: "met", False: "MISSED", None: ""}[t.met]
+        goal = f"{t.op} {_num(t.goal)}"
+        lines.append(f"  ({t.scenario}) {t.what:<26}{goal:>12}{value:>14}   {verdict}")
+    return "\n".join(lines)
+
+
+def _num(x: float) -> str:
+    if abs(x) >= 100 or x == int(x):
+        return f"{x:,.0f}"
+    return f"{x:,.1f}" if abs(x) >= 1 else f"{x:.3f}"
+
+
+def _round(x: float | None, digits: int = 1) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")

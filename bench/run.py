@@ -1,0 +1,551 @@
+"""Pier benchmark: start Pier on a fresh database, load it with wrk over loopback, report.
+
+Usage: .venv/bin/python bench/run.py [--database-url URL] [--workers N] [--scale] ...
+See bench/README.md for the scenarios and what the figures mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import database
+import report
+from procs import CpuWatch, RssSampler, Server, free_port, pin_prefix, tree_kb
+from report import Row
+from wrkrun import BENCH_DIR, WrkResult, require_wrk, run_wrk
+
+ROOT = BENCH_DIR.parent
+PIER = ROOT / ".venv" / "bin" / "pier"
+SERVER_CPU, WRK_CPU = 0, 1
+EVENT_USERS, IDENTIFY_USERS, POOL = 10_000, 100_000, 4000
+PRELOAD_BODY_EVENTS, PRELOAD_POOL, PRELOAD_CONNECTIONS = 1000, 32, 16
+PRELOAD_MAX_CHUNK_S, PRELOAD_MAX_S = 60, 3 * 3600  # bounds: one wrk run, the whole preload
+OTHER_CPU_WARN_PCT = 20  # ~10% is loopback network work in the kernel on a quiet machine
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    label: str
+    script: str
+    events_per_request: int  # events committed by one 2xx response (0: none)
+
+    def script_args(self, api_key: str) -> list[str]:
+        if self.script == "identify.lua":
+            return [api_key, str(IDENTIFY_USERS), str(POOL)]
+        return [api_key, "10", str(EVENT_USERS), str(POOL)]
+
+
+SCENARIOS = {
+    "a": Scenario("a", "(a) events x10", "events.lua", 10),
+    "b": Scenario("b", "(b) identify", "identify.lua", 0),
+    "c": Scenario("c", "(c) bare ASGI", "events.lua", 0),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Benchmark Pier with wrk over loopback.")
+    p.add_argument("--database-url", help="default: a temporary SQLite file")
+    p.add_argument(
+        "--reuse-database",
+        action="store_true",
+        help="with a PostgreSQL URL, use that database as is instead of a temporary one",
+    )
+    p.add_argument("--workers", type=int, default=1, help="pier serve --workers (default 1)")
+    p.add_argument("--durability", choices=["full", "normal"], help="pier serve --durability")
+    p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each (default 2)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
+    p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
+    p.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = p.parse_args(argv)
+    keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if not keys or any(k not in SCENARIOS for k in keys):
+        p.error(f"--scenarios: expected a subset of a,b,c, got {args.scenarios!r}")
+    if args.scale and "a" not in keys:
+        keys.insert(0, "a")  # the scale figure is read against (a) on the empty database
+    args.scenario_keys = [k for k in SCENARIOS if k in keys]
+    if args.workers < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
+        p.error("--workers, --duration and --connections must be >= 1, --warmup >= 0")
+    return args
+
+
+class Bench:
+    """One benchmark run: owns the temporary directory, the servers and the results."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.pin = args.workers == 1 and not args.no_pin and (os.cpu_count() or 1) >= 2
+        self.rows: dict[str, Row] = {}
+        self.servers: list[Server] = []
+        self.db: database.BenchDatabase | None = None
+        self.committed = 0  # events acknowledged with a 2xx, warm-ups and preload included
+        self.in_flight = 0  # at most this many more may be committed unacknowledged (wrk stops)
+        self.db_events: int | None = None
+        self.pier_hwm_kb: int | None = None
+        self.notes: list[str] = []
+        self.idle_other_pct: float | None = None
+        self.preloaded = 0  # events stored before the scale run of (a)
+
+    # -- orchestration ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        print(self.setup_text(), flush=True)
+        self.check_idle()
+        if {"a", "b"} & set(self.args.scenario_keys):
+            self.run_pier()
+        if "c" in self.args.scenario_keys:
+            self.run_bare()
+
+    def run_pier(self) -> None:
+        if not PIER.exists():
+            raise RuntimeError(f"{PIER} not found: install the project (pip install -e .)")
+        self.db = database.prepare(
+            self.args.database_url, self.workdir, fresh=not self.args.reuse_database
+        )
+        print(f"database: {self.db.url}", flush=True)
+        api_key = create_key(self.db.url)
+        server = self.start_server("pier", self.pier_argv(self.db.url))
+        self.smoke_test(server, api_key)
+        for key in ("a", "b"):
+            if key in self.args.scenario_keys:
+                self.measure(server, SCENARIOS[key], api_key)
+        if self.args.scale:
+            self.preload(server, api_key)
+            self.preloaded = self.committed
+            label = f"(a) @{human(self.preloaded)} events"
+            self.measure(server, SCENARIOS["a"], api_key, row_key="a@scale", label=label)
+        self.pier_hwm_kb = tree_kb(server.pids(), "VmHWM")
+        self.stop_server(server)
+        self.db_events = database.count_events(self.db)
+
+    def run_bare(self) -> None:
+        server = self.start_server("bare ASGI", self.bare_argv())
+        self.measure(server, SCENARIOS["c"], "unused")
+        self.stop_server(server)
+
+    def check_idle(self) -> None:
+        """Warn when other processes are busy: they take CPU from the server and wrk."""
+        with CpuWatch() as cpu:
+            time.sleep(1.0)
+        self.idle_other_pct = cpu.other_pct
+        if cpu.other_pct > OTHER_CPU_WARN_PCT:
+            note = (
+                f"other processes used {cpu.other_pct:.0f}% of the CPUs just before the run: "
+                "figures will be low and noisy"
+            )
+            self.notes.append(note)
+            print("warning: " + note, file=sys.stderr, flush=True)
+
+    # -- servers ---------------------------------------------------------------------------
+
+    def pier_argv(self, url: str) -> list[str]:
+        argv = [str(PIER), "serve", "--host", "127.0.0.1", "--database-url", url]
+        argv += ["--workers", str(self.args.workers)]
+        if self.args.durability:
+            argv += ["--durability", self.args.durability]
+        return argv
+
+    def bare_argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "bare_asgi:app"]
+        argv += ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
+        argv += ["--no-access-log", "--log-level", "warning"]
+        if self.args.workers > 1:
+            argv += ["--workers", str(self.args.workers)]
+        return argv
+
+    def start_server(self, name: str, argv: list[str]) -> Server:
+        port = free_port()
+        cmd = [*pin_prefix(SERVER_CPU if self.pin else None), *argv, "--port", str(port)]
+        log = self.workdir / f"{name.replace(' ', '_')}.log"
+        server = Server(name, cmd, port, log)
+        self.servers.append(server)
+        server.start()
+        server.wait_healthy()
+        print(f"{name} up on {server.url} (pid {server.proc.pid}, log {log})", flush=True)
+        return server
+
+    def stop_server(self, server: Server) -> None:
+        server.stop()
+        if server in self.servers:
+            self.servers.remove(server)
+
+    def cleanup(self) -> None:
+        """Stop whatever is still running, drop the temporary database, remove the directory."""
+        for server in list(self.servers):
+            self.stop_server(server)
+        if self.db and not self.args.keep:
+            try:
+                database.drop(self.db)
+            except Exception as exc:  # noqa: BLE001 - report and go on cleaning
+                print(f"warning: could not drop {self.db.name}: {exc}", file=sys.stderr)
+        if self.args.keep:
+            print(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- load ------------------------------------------------------------------------------
+
+    def wrk(self, server: Server, scenario: Scenario, api_key: str, seconds: int) -> WrkResult:
+        result = run_wrk(
+            server.url,
+            scenario.script,
+            scenario.script_args(api_key),
+            duration_s=seconds,
+            connections=self.args.connections,
+            prefix=pin_prefix(WRK_CPU if self.pin else None),
+        )
+        if scenario.key != "c":
+            self.count(result, scenario.events_per_request, self.args.connections)
+        return result
+
+    def count(self, result: WrkResult, events_per_request: int, connections: int) -> None:
+        """Track acknowledged events; requests in flight when wrk stops are not acknowledged."""
+        self.committed += result.ok * events_per_request
+        self.in_flight += (connections + result.errors) * events_per_request
+
+    def measure(
+        self,
+        server: Server,
+        scenario: Scenario,
+        api_key: str,
+        row_key: str | None = None,
+        label: str | None = None,
+    ) -> None:
+        label = label or scenario.label
+        if self.args.warmup:
+            print(f"{label}: warm-up {self.args.warmup} s", flush=True)
+            self.wrk(server, scenario, api_key, self.args.warmup)
+        print(f"{label}: {self.args.duration} s, {self.args.connections} connections", flush=True)
+        # A local PostgreSQL's CPU is counted apart from "other CPU" (it serves Pier).
+        pg = self.db is not None and self.db.kind == "postgresql" and scenario.key != "c"
+        db_comm = "postgres" if pg else None
+        with RssSampler(server) as rss, CpuWatch(server, db_comm) as cpu:
+            result = self.wrk(server, scenario, api_key, self.args.duration)
+        key = row_key or scenario.key
+        row = Row(
+            key,
+            label,
+            result,
+            scenario.events_per_request,
+            rss.peak_kb,
+            other_cpu_pct=cpu.other_pct,
+            server_cpu_s=cpu.server_cpu_s,
+            db_cpu_s=cpu.db_cpu_s if db_comm else None,
+        )
+        self.rows[row.key] = row
+        print("  " + brief(row), flush=True)
+
+    def preload(self, server: Server, api_key: str) -> None:
+        """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged."""
+        target, start_count = self.args.preload_events, self.committed
+        rate: float | None = None
+        started = time.monotonic()
+        while self.committed < target:
+            elapsed = time.monotonic() - started
+            if elapsed > PRELOAD_MAX_S:
+                raise RuntimeError(f"preload: only {self.committed:,} events after {elapsed:.0f} s")
+            result = self.preload_chunk(server, api_key, target - self.committed, rate)
+            if result.ok == 0:
+                raise RuntimeError(f"preload made no progress: {brief_result(result)}")
+            if result.non_2xx or result.errors:
+                self.notes.append(f"preload chunk: {brief_result(result)}")
+            # Average over the whole preload: a chunk may stop early (the Lua limit) and idle.
+            rate = (self.committed - start_count) / (time.monotonic() - started)
+            print(
+                f"preload: {self.committed:,} / {target:,} events, {rate:,.0f} events/s on "
+                f"average (non-2xx {result.non_2xx}, socket errors {result.errors})",
+                flush=True,
+            )
+        print(f"preload done in {time.monotonic() - started:.0f} s", flush=True)
+
+    def preload_chunk(
+        self, server: Server, api_key: str, remaining: int, rate: float | None
+    ) -> WrkResult:
+        """One wrk run, long enough for the remaining events at the rate seen so far."""
+        seconds = 5 if rate is None else int(min(PRELOAD_MAX_CHUNK_S, remaining / rate + 2))
+        requests = math.ceil(remaining / PRELOAD_BODY_EVENTS)
+        args = [api_key, str(PRELOAD_BODY_EVENTS), str(EVENT_USERS), str(PRELOAD_POOL)]
+        result = run_wrk(
+            server.url,
+            "preload.lua",
+            [*args, str(requests)],  # each wrk thread stops after this many 2xx
+            duration_s=max(seconds, 2),
+            connections=PRELOAD_CONNECTIONS,
+            prefix=pin_prefix(WRK_CPU if self.pin else None),
+            timeout_s=30,
+        )
+        self.count(result, PRELOAD_BODY_EVENTS, PRELOAD_CONNECTIONS)
+        return result
+
+    def smoke_test(self, server: Server, api_key: str) -> None:
+        """One request per endpoint before measuring, so a broken setup shows its error."""
+        event = {"name": "bench_smoke", "external_id": "u1", "data": {"n": 1}}
+        identify = {"external_id": "u1", "email": "u1@example.com", "data": {"plan": "pro"}}
+        for path, body in (("/api/client/events", [event]), ("/api/client/identify", identify)):
+            status, text = post_json(server.url + path, body, api_key)
+            if 200 <= status < 300:
+                self.committed += 1 if path.endswith("events") else 0
+                continue
+            note = f"smoke test: POST {path} answered {status}: {text[:300]}"
+            self.notes.append(note)
+            print("warning: " + note, file=sys.stderr, flush=True)
+
+    # -- text ------------------------------------------------------------------------------
+
+    def setup_text(self) -> str:
+        a = self.args
+        pin = f"server pinned to CPU {SERVER_CPU}, wrk (1 thread) to CPU {WRK_CPU} with taskset"
+        if not self.pin:
+            why = "--no-pin" if a.no_pin else "--workers > 1" if a.workers > 1 else "< 2 CPUs"
+            pin = f"not pinned ({why}): server and wrk share the CPUs"
+        return "\n".join(
+            [
+                f"Pier benchmark: {machine_text()}",
+                f"commit {git_commit()}, python {platform.python_version()}",
+                f"server: pier serve --workers {a.workers}"
+                + (f" --durability {a.durability}" if a.durability else "")
+                + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
+                + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
+                f"CPU: {pin}",
+                f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
+                " per scenario, 127.0.0.1 only",
+                "RSS: peak of the summed VmRSS of the server process and its children, "
+                "sampled every 0.2 s during the measured run",
+                "",
+            ]
+        )
+
+    def scale_ratio(self) -> float | None:
+        """(a) with the preloaded database against (a) on the empty one, in events/s."""
+        a, scaled = self.rows.get("a"), self.rows.get("a@scale")
+        if not (a and scaled and a.events_per_s and scaled.events_per_s is not None):
+            return None
+        return scaled.events_per_s / a.events_per_s
+
+    def report_text(self) -> str:
+        rows = list(self.rows.values())
+        if not rows:
+            return "no results"
+        parts = [report.table(rows), ""]
+        a, c, scaled = self.rows.get("a"), self.rows.get("c"), self.rows.get("a@scale")
+        ratio = report.ratio_to_bare(self.rows)
+        if a and c and ratio is not None:
+            parts.append(
+                f"(a)/(c) request ratio: {ratio:.3f} "
+                f"(Pier {a.result.ok_rps:,.0f} 2xx req/s, bare ASGI {c.result.rps:,.0f} req/s)"
+            )
+        scale_ratio = self.scale_ratio()
+        if a and scaled and scale_ratio is not None:
+            parts.append(
+                f"scale: (a) with {self.preloaded:,} events stored: "
+                f"{scaled.events_per_s:,.0f} events/s vs {a.events_per_s:,.0f} on the empty "
+                f"database (ratio {scale_ratio:.3f})"
+            )
+        if self.pier_hwm_kb:
+            parts.append(
+                f"Pier VmHWM at the end, summed over its processes: "
+                f"{self.pier_hwm_kb / 1024:.1f} MB"
+            )
+        parts.append(self.db_check_text())
+        parts += [f"note: {n}" for n in self.notes]
+        parts += ["", report.targets_text(report.targets(self.rows))]
+        return "\n".join(p for p in parts if p is not None)
+
+    def db_check_text(self) -> str | None:
+        if self.db is None:
+            return None
+        if self.db_events is None:
+            return "database check: could not count the events table"
+        extra = self.db_events - self.committed
+        if extra < 0:
+            verdict = f"LOST: {-extra:,} acknowledged events are missing"
+        elif extra <= self.in_flight:
+            verdict = f"ok ({extra:,} more, sent in requests in flight when wrk stopped)"
+        else:
+            verdict = f"UNEXPECTED: {extra:,} more than acknowledged (> {self.in_flight:,})"
+        return (
+            f"database check: {self.db_events:,} bench events stored (user_created not counted), "
+            f"{self.committed:,} acknowledged with 2xx: {verdict}"
+        )
+
+    def payload(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "machine": machine_text(),
+            "commit": git_commit(),
+            "config": {
+                "database": self.db.kind if self.db else None,
+                "workers": a.workers,
+                "durability": a.durability,
+                "duration_s": a.duration,
+                "warmup_s": a.warmup,
+                "connections": a.connections,
+                "pinned": self.pin,
+                "scale_preload_events": a.preload_events if a.scale else None,
+                "scale_events_stored": self.preloaded if a.scale else None,
+            },
+            "results": {k: r.as_dict() for k, r in self.rows.items()},
+            "ratio_a_to_c": report.ratio_to_bare(self.rows),
+            "scale_ratio": self.scale_ratio(),
+            "pier_vmhwm_mb": None if not self.pier_hwm_kb else round(self.pier_hwm_kb / 1024, 1),
+            "other_cpu_pct_before_run": self.idle_other_pct,
+            "events_acknowledged": self.committed,
+            "events_in_database": self.db_events,
+            "targets": [
+                {
+                    "scenario": t.scenario,
+                    "what": t.what,
+                    "op": t.op,
+                    "goal": t.goal,
+                    "value": t.value,
+                    "met": t.met,
+                }
+                for t in report.targets(self.rows)
+            ],
+            "notes": self.notes,
+        }
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def create_key(url: str) -> str:
+    """A project and a public key through the pier CLI."""
+    project = pier_cli("projects", "create", "bench", "--database-url", url)
+    return pier_cli(
+        "keys", "create", "--project", project, "--scope", "public", "--database-url", url
+    )
+
+
+def pier_cli(*args: str) -> str:
+    proc = subprocess.run([str(PIER), *args], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"pier {' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stderr.strip()}"
+        )
+    out = proc.stdout.strip()
+    if not out or len(out.split()) != 1:
+        raise RuntimeError(f"pier {' '.join(args[:2])}: expected one value, got {out!r}")
+    return out
+
+
+def post_json(url: str, body: object, api_key: str) -> tuple[int, str]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def brief(row: Row) -> str:
+    eps = f", {row.events_per_s:,.0f} events/s" if row.events_per_s else ""
+    return brief_result(row.result) + eps
+
+
+def brief_result(r: WrkResult) -> str:
+    lat = r.latency_us
+    return (
+        f"{r.rps:,.0f} req/s, p50 {lat['p50'] / 1000:.2f} ms, p99 {lat['p99'] / 1000:.2f} ms, "
+        f"non-2xx {r.non_2xx}, socket errors {r.errors}"
+    )
+
+
+def human(n: int) -> str:
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}".replace(".0" + unit, unit)
+    return str(n)
+
+
+def machine_text() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model or platform.machine()}), {platform.system()}"
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha or 'unknown'}{' (dirty)' if dirty else ''}"
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    require_wrk()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
+    bench = Bench(args, Path(tempfile.mkdtemp(prefix="pier-bench-")))
+    status = 0
+    try:
+        bench.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping servers", file=sys.stderr)
+        status = 130
+    except Exception as exc:  # noqa: BLE001 - report it, clean up, show what was measured
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        # Ignore a second Ctrl-C while the servers stop.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        bench.cleanup()
+    print()
+    print(bench.report_text())
+    if args.json:
+        report.write_json(args.json, bench.payload())
+        print(f"\nwrote {args.json}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
