@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -69,6 +70,7 @@ class SqliteStore:
         self._checkpointer: Checkpointer | None = None
         self._last_indexed = 0.0
         self._last_pruned = 0.0
+        self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
         self._data_version = -1
 
@@ -143,6 +145,12 @@ class SqliteStore:
     # -- write path ----------------------------------------------------------------------
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
+        # one transaction at a time on the writer's connection
+        async with self._tx_lock, self._transaction() as tx:
+            yield tx
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[SqliteTx]:
         db = self.db
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -155,7 +163,9 @@ class SqliteStore:
                 self._identity.clear()
                 self._data_version = version
             yield tx
-            db.execute("COMMIT")
+            # The commit waits for the disk (fsync): in a thread, so that the event loop
+            # goes on reading and parsing the next requests meanwhile.
+            await asyncio.to_thread(db.execute, "COMMIT")
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -172,10 +182,11 @@ class SqliteStore:
 
     # -- projects and keys ---------------------------------------------------------------
     async def create_project(self, name: str, now: int) -> Project:
-        cur = self.db.execute(
-            "INSERT INTO projects (name, created_at) VALUES (?, ?) RETURNING id", (name, now)
-        )
-        return Project(cur.fetchone()[0], name, now)
+        async with self._tx_lock:  # never inside a batch that is committing
+            cur = self.db.execute(
+                "INSERT INTO projects (name, created_at) VALUES (?, ?) RETURNING id", (name, now)
+            )
+            return Project(cur.fetchone()[0], name, now)
 
     async def list_projects(self) -> list[Project]:
         rows = self.ro.execute("SELECT id, name, created_at FROM projects ORDER BY id")
@@ -198,13 +209,14 @@ class SqliteStore:
         now: int,
         rate_limit: int | None = None,
     ) -> ApiKey:
-        cur = self.db.execute(
-            "INSERT INTO keys (project_id, name, scope, key_hash, prefix, value, created_at,"
-            " rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (project_id, name, scope, key_hash, prefix, value, now, rate_limit),
-        )
-        key_id = cur.fetchone()[0]
-        return ApiKey(key_id, project_id, name, scope, prefix, now, None, value, rate_limit)
+        async with self._tx_lock:  # never inside a batch that is committing
+            cur = self.db.execute(
+                "INSERT INTO keys (project_id, name, scope, key_hash, prefix, value, created_at,"
+                " rate_limit) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (project_id, name, scope, key_hash, prefix, value, now, rate_limit),
+            )
+            key_id = cur.fetchone()[0]
+            return ApiKey(key_id, project_id, name, scope, prefix, now, None, value, rate_limit)
 
     async def list_keys(self, project_id: int) -> list[ApiKey]:
         rows = self.ro.execute(
@@ -219,13 +231,15 @@ class SqliteStore:
         return ApiKey(*row) if row else None
 
     async def revoke_key(self, key_id: int | None, key_hash: str | None, now: int) -> bool:
-        cur = self.db.execute(
-            "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? OR key_hash = ?",
-            (now, key_id, key_hash),
-        )
-        return cur.rowcount > 0
+        async with self._tx_lock:  # never inside a batch that is committing
+            cur = self.db.execute(
+                "UPDATE keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? OR key_hash = ?",
+                (now, key_id, key_hash),
+            )
+            return cur.rowcount > 0
 
-    # -- reads ---------------------------------------------------------------------------
+        # -- reads ---------------------------------------------------------------------------
+
     async def get_user(self, project_id: int, ref: str, by: str) -> User | None:
         ro = self.ro
         ro.execute("BEGIN")
@@ -290,13 +304,16 @@ class SqliteStore:
         now = time.monotonic()
         if now - self._last_indexed >= INDEX_EVERY:
             self._last_indexed = now
-            index_user_events(self.db)
+            # in a thread (SQLite lets go of the GIL): requests are read meanwhile
+            async with self._tx_lock:
+                await asyncio.to_thread(index_user_events, self.db)
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
-            self.db.execute(
-                "DELETE FROM request_keys WHERE created_at < ?",
-                (_wall_ms() - KEEP_REQUEST_KEYS_MS,),
-            )
+            async with self._tx_lock:
+                self.db.execute(
+                    "DELETE FROM request_keys WHERE created_at < ?",
+                    (_wall_ms() - KEEP_REQUEST_KEYS_MS,),
+                )
 
     async def stats(self, project_id: int) -> dict[str, int]:
         return {
@@ -427,11 +444,12 @@ class SqliteStore:
 
     # -- portal admins and sessions ------------------------------------------------------
     async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
-        cur = self.db.execute(
-            "INSERT INTO admins (email, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
-            (email, password_hash, now),
-        )
-        return Admin(cur.fetchone()[0], email, password_hash, now)
+        async with self._tx_lock:  # never inside a batch that is committing
+            cur = self.db.execute(
+                "INSERT INTO admins (email, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
+                (email, password_hash, now),
+            )
+            return Admin(cur.fetchone()[0], email, password_hash, now)
 
     async def find_admin(self, email: str) -> Admin | None:
         row = self.ro.execute(
@@ -448,13 +466,14 @@ class SqliteStore:
     async def create_session(
         self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
     ) -> None:
-        db = self.db
-        db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
-        db.execute(
-            "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (token_hash, admin_id, csrf_token, now, expires_at),
-        )
+        async with self._tx_lock:  # never inside a batch that is committing
+            db = self.db
+            db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
+            db.execute(
+                "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (token_hash, admin_id, csrf_token, now, expires_at),
+            )
 
     async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
         row = self.ro.execute(
@@ -465,7 +484,8 @@ class SqliteStore:
         return AdminSession(*row) if row else None
 
     async def delete_session(self, token_hash: str) -> None:
-        self.db.execute("DELETE FROM admin_sessions WHERE token_hash = ?", (token_hash,))
+        async with self._tx_lock:  # never inside a batch that is committing
+            self.db.execute("DELETE FROM admin_sessions WHERE token_hash = ?", (token_hash,))
 
 
 class Checkpointer:
