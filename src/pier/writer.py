@@ -119,7 +119,9 @@ class Writer:
             errors = await self.run_batch([i[0] for i in items], [i[2] for i in items])
         except StoreUnavailable as exc:
             if len(items) == 1:
-                items[0][1].set_exception(exc)
+                log.warning("write failed, answered 503: %s", exc)
+                if not items[0][1].done():  # its request may have been cancelled meanwhile
+                    items[0][1].set_exception(exc)
                 return
             for item in items:  # isolate the one that fails, if one does
                 await self._commit([item])

@@ -67,3 +67,13 @@ def test_user_fields(tenant: Tenant) -> None:
     }
     event = tenant.events("e1")[0]
     assert {"id", "name", "data", "created_at"} <= set(event)
+
+
+def test_ids_with_a_slash_can_be_read_and_deleted(tenant: Tenant) -> None:
+    tenant.post("identify", {"external_id": "team/a", "anonymous_id": "x/y"})
+    assert tenant.user("team%2Fa")["external_id"] == "team/a"
+    assert tenant.events("team%2Fa")[0]["name"] == "user_created"
+    assert tenant.user("x%2Fy", by="anonymous_id")["external_id"] == "team/a"
+    assert tenant.secret.get("/api/client/users/team%2Fa/devices").json() is not None
+    assert tenant.secret.delete("/api/client/users/team%2Fa").status_code == 204
+    assert tenant.secret.get("/api/client/users/team%2Fa").status_code == 404

@@ -38,11 +38,12 @@ def routes() -> list[Route | Mount]:
         Route("/metrics", metrics.serve, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi.serve, methods=["GET"]),
-        Route("/api/client/users/{ref}", read.get_user, methods=["GET"]),
-        Route("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
         Route("/api/client/users", manage.list_users, methods=["GET"]),
-        Route("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
-        Route("/api/client/users/{ref}/devices", manage.user_devices, methods=["GET"]),
+        # {ref:path}: external and anonymous ids may hold "/" (send it as %2F or as is)
+        Route("/api/client/users/{ref:path}/events", read.user_events, methods=["GET"]),
+        Route("/api/client/users/{ref:path}/devices", manage.user_devices, methods=["GET"]),
+        Route("/api/client/users/{ref:path}", read.get_user, methods=["GET"]),
+        Route("/api/client/users/{ref:path}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         Mount("/portal", routes=portal_routes()),
     ]

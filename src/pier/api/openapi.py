@@ -14,6 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .segment import SUB_PATHS, TYPES
 from .validation import ID_MAX, LIMITS, MAX_EVENTS
 
 JSON = "application/json"
@@ -58,6 +59,15 @@ def _traits_properties() -> dict[str, Schema]:
             "description": "Merged one level deep; null leaves data as it is.",
         },
     }
+
+
+SEGMENT_ID = {"type": ["string", "integer", "null"], "maxLength": ID_MAX}
+SEGMENT_CALLS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_EVENTS,
+    "items": {"allOf": [ref("SegmentCall")], "required": ["type"]},
+}
 
 
 def schemas() -> dict[str, Schema]:
@@ -138,6 +148,54 @@ def schemas() -> dict[str, Schema]:
                     }
                 ]
             ),
+        },
+        "Track": {
+            "type": "object",
+            "description": "One event, as the Parcelvoy JS SDK's track() sends it. Other keys"
+            " are ignored.",
+            "required": ["event"],
+            "properties": {
+                "event": string(nullable=False, min_len=1),
+                "anonymous_id": string(),
+                "external_id": string(),
+                "data": {"type": ["object", "null"]},
+                "properties": {"type": ["object", "null"], "description": "Merged under data."},
+                "message_id": string(),
+                "timestamp": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
+            },
+            "anyOf": one_id(),
+        },
+        "SegmentCall": {
+            "type": "object",
+            "description": "A Segment call: identify, track, page, screen, alias or group"
+            " (accepted and ignored). userId is the external id, anonymousId the anonymous id"
+            " (numbers are taken as strings). The other fields are checked as the call's type"
+            " uses them (422 with a pointer): event (track: 1-255 characters), name and category"
+            " (page, screen: at most 255), properties and traits (objects), previousId (alias),"
+            " messageId (events: deduplicates), timestamp and sentAt (as on /events), context"
+            " (an object; its timezone and locale fill an identify's). Other keys are ignored.",
+            "properties": {
+                "type": {"enum": list(TYPES)},
+                "userId": SEGMENT_ID,
+                "anonymousId": SEGMENT_ID,
+                "writeKey": {"description": "The key, for analytics.js (without a header)."},
+            },
+        },
+        "SegmentBatch": {
+            "description": "1..1000 calls, each with its type; all-or-nothing.",
+            "anyOf": [
+                SEGMENT_CALLS,
+                {
+                    "type": "object",
+                    "required": ["batch"],
+                    "properties": {
+                        "batch": SEGMENT_CALLS,
+                        "sentAt": {"type": ["string", "integer", "null"]},
+                        "context": {"description": "An object: the calls' default context."},
+                        "writeKey": {"description": "The key, for analytics.js."},
+                    },
+                },
+            ],
         },
         "Events": {
             "type": "array",
@@ -255,6 +313,7 @@ COMMON_ERRORS = {
     "429": _error("The key's rate limit is exceeded.", RATE_HEADERS),
 }
 WRITE_ERRORS = {
+    "409": _error("The Idempotency-Key was already used with a different request."),
     "400": _error("The body is not valid JSON, or a gzip body is corrupt."),
     "413": _error("The body is over 1 MiB (after decompression)."),
     "415": _error("A Content-Type other than JSON or text/plain, or an encoding other than gzip."),
@@ -297,7 +356,9 @@ def _ingest(summary: str, body: str) -> Schema:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "description": "Repeating a request with the same key returns the first answer.",
+                "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
+                " 204 and writes nothing; the same key with another request is a 409. Kept 7"
+                " days.",
                 "schema": {"type": "string", "maxLength": 255},
             }
         ],
@@ -311,6 +372,23 @@ def _ingest(summary: str, body: str) -> Schema:
             **WRITE_ERRORS,
         },
     }
+
+
+def _body(name: str) -> Schema:
+    return {
+        "required": True,
+        "content": {JSON: {"schema": ref(name)}, "text/plain": {"schema": ref(name)}},
+    }
+
+
+def _segment(summary: str) -> Schema:
+    op = _ingest(summary, "SegmentBatch")
+    op["security"] = [{"bearer": []}, {"basic": []}, {}]
+    op["description"] = (
+        "The key: Authorization Bearer, Basic with the key as user name (the Segment server"
+        " libraries), or the body's writeKey (analytics.js)."
+    )
+    return op
 
 
 def _read(summary: str, params: list[Schema], schema: Schema, *, found: bool = True) -> Schema:
@@ -359,6 +437,20 @@ def paths() -> dict[str, Schema]:
         _page("FeedEvent", {"has_more": {"type": "boolean"}}),
         found=False,
     )
+    segment_batch = _segment("Segment calls in a batch (analytics.js, the server libraries).")
+    segment_batch["requestBody"] = _body("SegmentBatch")
+    segment_call = _segment("The paths the Segment libraries append to a host.")
+    segment_call["parameters"].append(
+        {
+            "name": "call",
+            "in": "path",
+            "required": True,
+            "description": "b, batch, v1/batch, v1/import: a batch; else one call of that type.",
+            "schema": {"enum": sorted(SUB_PATHS)},
+        }
+    )
+    segment_call["requestBody"] = _body("SegmentCall")
+    segment_call["responses"]["404"] = _error("Not a path of the Segment libraries.")
     delete = _read("Delete a user with its ids, devices and events.", [REF, BY], {}, found=True)
     delete["responses"].pop("200")
     delete["responses"]["204"] = {"description": "Deleted (committed)."}
@@ -369,6 +461,9 @@ def paths() -> dict[str, Schema]:
         "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
         "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
         "/api/client/events": {"post": events_post, "get": feed},
+        "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
+        "/api/client/segment": {"post": segment_batch},
+        "/api/client/segment/{call}": {"post": segment_call},
         "/api/client/users": {
             "get": _read(
                 "The project's users, newest first.",
@@ -424,12 +519,17 @@ def document() -> Schema:
         "components": {
             "schemas": schemas(),
             "securitySchemes": {
+                "basic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Segment routes only: the key as the user name.",
+                },
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "Public keys (pk_) may call the four POST ingestion endpoints;"
                     " secret keys (sk_) also the read and management routes.",
-                }
+                },
             },
         },
     }
