@@ -69,6 +69,13 @@ def main() -> None:
     show_default=True,
     help="json: one JSON object per line. Bodies and keys are never logged.",
 )
+@click.option(
+    "--access-log",
+    type=click.Choice(["errors", "all"]),
+    default="errors",
+    show_default=True,
+    help="errors: a line for each 4xx/5xx answer. all: a line for every request.",
+)
 def serve(
     host: str,
     port: int,
@@ -77,6 +84,7 @@ def serve(
     durability: str,
     log_level: str,
     log_format: str,
+    access_log: str,
 ) -> None:
     """Serve the API. Metrics at /metrics; with --workers N, set PROMETHEUS_MULTIPROC_DIR."""
     import signal
@@ -93,6 +101,7 @@ def serve(
 
     os.environ["PIER_DATABASE_URL"] = resolve(database_url)
     os.environ["PIER_DURABILITY"] = durability
+    os.environ["PIER_ACCESS_LOG"] = access_log
     _fresh_metrics_dir()
     uvicorn.run(
         "pier.api.app:from_environment",

@@ -65,7 +65,7 @@ def serve(tmp_path: Path, *args: str) -> tuple[PierProcess, str, dict[str, str]]
 
 
 def test_json_lines_with_request_ids(tmp_path: Path) -> None:
-    server, key, auth = serve(tmp_path)
+    server, key, auth = serve(tmp_path, "--access-log", "all")
     try:
         with httpx.Client(base_url=server.url, headers=auth, timeout=30) as http:
             ok = http.post(
@@ -75,6 +75,7 @@ def test_json_lines_with_request_ids(tmp_path: Path) -> None:
             )
             refused = http.post("/api/client/events", json=[{"name": "", "external_id": "x"}])
             read = http.get("/api/client/users/log-1", params={"by": "external_id", "q": "QSMARK"})
+            pasted = http.get(f"/api/client/users/{key}")  # a key pasted into a path
     finally:
         server.terminate()
     assert (ok.status_code, refused.status_code, read.status_code) == (204, 422, 200)
@@ -94,13 +95,14 @@ def test_json_lines_with_request_ids(tmp_path: Path) -> None:
     assert isinstance(first["duration_ms"], float | int) and first["duration_ms"] >= 0
     assert by_id[refused.headers["x-request-id"]]["status"] == 422
     assert by_id[read.headers["x-request-id"]]["path"] == "/api/client/users/log-1"
+    assert by_id[pasted.headers["x-request-id"]]["path"] == "/api/client/users/sk_…"
     text = server.log()
     for never in ("QSMARK", "secret-mail", key, key[3:]):  # no query string, body or key
         assert never not in text
 
 
 def test_text_format(tmp_path: Path) -> None:
-    server, _, auth = serve(tmp_path, "--log-format", "text")
+    server, _, auth = serve(tmp_path, "--log-format", "text", "--access-log", "all")
     try:
         r = httpx.get(f"{server.url}/health", headers={"X-Request-ID": "text-1"}, timeout=30)
     finally:
@@ -110,3 +112,14 @@ def test_text_format(tmp_path: Path) -> None:
     assert " INFO pier.access: GET /health 200 " in line
     assert "status=200" in line and "duration_ms=" in line
     assert not server.log().lstrip().startswith("{")
+
+
+def test_default_access_log_keeps_errors_only(tmp_path: Path) -> None:
+    server, _, auth = serve(tmp_path)
+    try:
+        httpx.get(f"{server.url}/health")
+        httpx.post(f"{server.url}/api/client/identify", json={}, headers=auth)
+    finally:
+        server.terminate()
+    access = [line for line in server.log().splitlines() if '"pier.access"' in line]
+    assert len(access) == 1 and '"status":422' in access[0]

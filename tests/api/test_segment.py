@@ -218,6 +218,32 @@ def test_shapes_and_limits(tenant: Tenant) -> None:
     assert tenant.counts()["events"] - before == 1001  # and user_created
 
 
+def test_every_field_is_checked_on_every_call(tenant: Tenant) -> None:
+    # fields a call does not use are still checked against the format (as the OpenAPI says)
+    body = {
+        "writeKey": 7,
+        "context": "web",
+        "batch": [
+            {"type": "identify", "userId": "fc-1", "name": "n" * 256, "timestamp": "soon"},
+            {"type": "group", "userId": "fc-1", "traits": [], "sentAt": {}},
+            {"type": "alias", "userId": "fc-1", "previousId": "fc-a", "properties": 1},
+            {"type": "track", "userId": "fc-1", "event": "E", "writeKey": 1, "category": 2},
+        ],
+    }
+    assert set(errors(post(tenant, body))) == {
+        "/writeKey",
+        "/context",
+        "/batch/0/name",
+        "/batch/0/timestamp",
+        "/batch/1/traits",
+        "/batch/1/sentAt",
+        "/batch/2/properties",
+        "/batch/3/writeKey",
+        "/batch/3/category",
+    }
+    assert tenant.secret.get("/api/client/users/fc-1").status_code == 404
+
+
 def test_a_refused_alias_fails_the_whole_batch(tenant: Tenant) -> None:
     r = tenant.post("identify", {"anonymous_id": "ra-anon", "external_id": "ra-1"})
     assert r.status_code == 204

@@ -207,9 +207,6 @@ def test_events_are_sent_at_interpreter_exit(pier_server: Any, uid: str, kind: s
     assert sorted(e["data"]["i"] for e in pier_server.events(uid, "Exit")) == list(range(20))
 
 
-@pytest.mark.xfail(
-    reason="the server does not enforce `keys create --rate-limit` yet", strict=False
-)
 def test_rate_limited_requests_wait_for_retry_after(
     make_client: Any, pier_server: Any, uid: str, request_log: Any
 ) -> None:

@@ -22,10 +22,17 @@ FORMATS = ("json", "text")
 _encode = msgspec.json.Encoder().encode
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
 def _time(created: float) -> str:
+    """ISO-8601 UTC with milliseconds; the date and time of day are formatted once a second."""
+    global _second
     seconds = int(created)
-    millis = int((created - seconds) * 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

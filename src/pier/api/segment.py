@@ -14,9 +14,10 @@ Segment libraries append to a configured host are served too: `/b` and `/v1/batc
   client's clock skew when the call or the batch carries `sentAt` (else X-Sent-At)
 - alias: previousId (else anonymousId) → anonymous_id, userId → external_id
 
-Every call is validated before anything is written (422 with JSON Pointers); then the whole
-batch is one Sequence command, committed all or nothing: an alias the domain refuses fails the
-batch with a 422 and nothing stored. The key: `Authorization: Bearer` or `Basic` (the write key
+Every call is validated before anything is written (422 with JSON Pointers; each field the
+format defines is checked on every call, used by that call or not, as the OpenAPI says); then
+the whole batch is one Sequence command, committed all or nothing: an alias the domain refuses
+fails the batch with a 422 and nothing stored. The key: `Authorization: Bearer` or `Basic` (the write key
 as user name, as the Segment server libraries send it), or the body's `writeKey` (analytics.js).
 """
 
@@ -78,10 +79,11 @@ async def _handle(request: Request, kind: str) -> Response:
     if key is None:
         key = await authenticate(request, _write_key(body))
     now = now_ms()
-    calls, base, sent_at, problems = _calls(body, kind)
+    calls, base, problems = _calls(body, kind)
     if problems:
         raise invalid(problems)
-    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), sent_at, body)
+    envelope = body if base == "/batch" else {}  # {"batch": [...], "sentAt", "context", ...}
+    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), envelope)
     for i, item in enumerate(calls):
         parser.add(item, pointer(base, i) if kind == "batch" else "", kind)
     if parser.problems:
@@ -135,41 +137,44 @@ def _write_key(body: Any) -> str | None:
 
 
 # -- parsing -----------------------------------------------------------------------------
-def _calls(body: Any, kind: str) -> tuple[list[Any], str, Any, list[Problem]]:
-    """(the calls, the pointer of their array, the batch's sentAt, problems of the shape)."""
+def _calls(body: Any, kind: str) -> tuple[list[Any], str, list[Problem]]:
+    """(the calls, the pointer of their array, problems of the shape)."""
     if kind != "batch":
         if not isinstance(body, dict):
-            return [], "", None, [Problem("", "the body must be a JSON object (one call)")]
-        return [body], "", None, []
+            return [], "", [Problem("", "the body must be a JSON object (one call)")]
+        return [body], "", []
     if isinstance(body, list):
-        calls, base, sent_at = body, "", None
+        calls, base = body, ""
     elif isinstance(body, dict):
         if not isinstance(body.get("batch"), list):
-            return [], "", None, [Problem("/batch", "batch must be an array of calls")]
-        calls, base, sent_at = body["batch"], "/batch", body.get("sentAt")
+            return [], "", [Problem("/batch", "batch must be an array of calls")]
+        calls, base = body["batch"], "/batch"
     else:
-        return [], "", None, [Problem("", 'the body must be {"batch": [...]} or an array')]
+        return [], "", [Problem("", 'the body must be {"batch": [...]} or an array')]
     if not calls:
-        return [], base, None, [Problem(base, "at least one call is required")]
+        return [], base, [Problem(base, "at least one call is required")]
     if len(calls) > MAX_EVENTS:
-        return [], base, None, [Problem(base, f"at most {MAX_EVENTS} calls are accepted")]
-    return calls, base, sent_at, []
+        return [], base, [Problem(base, f"at most {MAX_EVENTS} calls are accepted")]
+    return calls, base, []
 
 
 class _Parser:
     """Validates calls one by one and builds their commands; consecutive events share one
     TrackEvents."""
 
-    def __init__(self, pid: int, now: int, header_skew: int, sent_at: Any, body: Any) -> None:
+    def __init__(self, pid: int, now: int, header_skew: int, envelope: dict[str, Any]) -> None:
         self.pid = pid
         self.now = now
         self.problems: list[Problem] = []
         self.commands: list[Single] = []
         self.paths: list[str] = []
-        self.context = body.get("context") if isinstance(body, dict) else None
+        # the batch's own fields: its context applies to every call, its sentAt to their times
+        self.context = self._object(envelope, "context", "")
         self.skew = header_skew
-        if sent_at is not None:
-            self.skew = self._skew(sent_at, "/sentAt", header_skew)
+        if envelope.get("sentAt") is not None:
+            self.skew = self._skew(envelope["sentAt"], "/sentAt", header_skew)
+        if "writeKey" in envelope and not isinstance(envelope["writeKey"], str):
+            self.problems.append(Problem("/writeKey", "writeKey must be a string"))
 
     def add(self, item: Any, at: str, kind: str) -> None:
         if not isinstance(item, dict):
@@ -181,39 +186,63 @@ class _Parser:
                 Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")
             )
             return
+        # every field the format defines is checked on every call, used by the call or not
         before = len(self.problems)
-        user = self._id(item, "userId", at)
-        anon = self._id(item, "anonymousId", at)
+        user, anon, previous, message_id = (
+            self._id(item, field, at)
+            for field in ("userId", "anonymousId", "previousId", "messageId")
+        )
+        name, category, event = (
+            self._text(item, field, at) for field in ("name", "category", "event")
+        )
+        properties, traits, context = (
+            self._object(item, field, at) for field in ("properties", "traits", "context")
+        )
+        timestamp = self._timestamp(item, at)
+        if "writeKey" in item and not isinstance(item["writeKey"], str):
+            self.problems.append(Problem(pointer(at, "writeKey"), "writeKey must be a string"))
         if kind == "alias":
-            self._alias(item, at, user, anon, before)
+            self._alias(at, user, anon, previous, before)
             return
         if user is None and anon is None and len(self.problems) == before:
             self.problems.append(Problem(at, "userId or anonymousId is required"))
+        if kind == "track" and not event and pointer(at, "event") not in self._reported(before):
+            self.problems.append(
+                Problem(pointer(at, "event"), "event is required for a track call")
+            )
+        if len(self.problems) > before or kind == "group":  # group: checked, then ignored
+            return
         if kind == "identify":
-            traits = self._traits(item, at)
+            cmd = Identify(
+                project_id=self.pid,
+                anonymous_id=anon,
+                external_id=user,
+                traits=self._traits(traits, context, pointer(at, "traits")),
+            )
             if len(self.problems) == before:
-                self._push(
-                    Identify(
-                        project_id=self.pid, anonymous_id=anon, external_id=user, traits=traits
-                    ),
-                    at,
-                )
-        elif kind != "group":  # group: validated, then ignored
-            event = self._event(item, at, kind, user, anon)
-            if event is not None and len(self.problems) == before:
-                self._push_event(event, at)
+                self._push(cmd, at)
+            return
+        if kind == "track":
+            assert event is not None
+            data = properties
+        else:  # page, screen: properties plus the call's name and category
+            event = EVENT_NAMES[kind]
+            data = {**properties, **({"name": name} if name is not None else {})}
+            if category is not None:
+                data["category"] = category
+        self._push_event(EventIn(anon, user, event, data, None, message_id, timestamp), at)
 
     # -- one call --------------------------------------------------------------------------
-    def _alias(self, item: dict, at: str, user: str | None, anon: str | None, before: int) -> None:
-        previous = self._id(item, "previousId", at)
-        field = "previousId" if previous is not None or "previousId" in item else "anonymousId"
-        previous = previous if field == "previousId" else anon
-        if user is None:
-            self.problems.append(Problem(pointer(at, "userId"), "userId is required for an alias"))
-        if previous is None:
-            self.problems.append(
-                Problem(pointer(at, "previousId"), "previousId is required for an alias")
-            )
+    def _alias(
+        self, at: str, user: str | None, anon: str | None, previous: str | None, before: int
+    ) -> None:
+        field = "previousId"
+        if previous is None and anon is not None:  # analytics.js fills previousId; others may not
+            field, previous = "anonymousId", anon
+        reported = self._reported(before)  # a bad id is not also reported missing
+        for name, value in (("userId", user), ("previousId", previous)):
+            if value is None and pointer(at, name) not in reported:
+                self.problems.append(Problem(pointer(at, name), f"{name} is required for an alias"))
         if len(self.problems) > before or previous == user:  # aliasing an id to itself: no-op
             return
         assert user is not None and previous is not None
@@ -222,50 +251,7 @@ class _Parser:
             pointer(at, field),
         )
 
-    def _event(
-        self, item: dict, at: str, kind: str, user: str | None, anon: str | None
-    ) -> EventIn | None:
-        data = self._object(item, "properties", at)
-        if kind == "track":
-            name = item.get("event")
-            if not isinstance(name, str) or not name or len(name) > ID_MAX:
-                self.problems.append(
-                    Problem(
-                        pointer(at, "event"),
-                        f"event must be a non-empty string of at most {ID_MAX} characters",
-                    )
-                )
-                return None
-        else:
-            name = EVENT_NAMES[kind]
-            data = dict(data)
-            for field in ("name", "category"):
-                value = item.get(field)
-                if value is None:
-                    continue
-                if not isinstance(value, str) or len(value) > ID_MAX:
-                    self.problems.append(
-                        Problem(
-                            pointer(at, field),
-                            f"{field} must be a string of at most {ID_MAX} characters",
-                        )
-                    )
-                else:
-                    data[field] = value
-        message_id = self._id(item, "messageId", at)
-        timestamp = None
-        if item.get("timestamp") is not None:
-            skew = self.skew
-            if item.get("sentAt") is not None:
-                skew = self._skew(item["sentAt"], pointer(at, "sentAt"), skew)
-            timestamp, problem = validation.event_time(item["timestamp"], self.now, skew)
-            if problem:
-                self.problems.append(Problem(pointer(at, "timestamp"), problem))
-        return EventIn(anon, user, name, data, None, message_id, timestamp)
-
-    def _traits(self, item: dict, at: str) -> Traits:
-        traits = self._object(item, "traits", at)
-        base = pointer(at, "traits")
+    def _traits(self, traits: dict[str, Any], context: dict[str, Any], base: str) -> Traits:
         fields: dict[str, Any] = {}
         for field in PROFILE_FIELDS:
             if field not in traits:
@@ -284,7 +270,7 @@ class _Parser:
                 if value is None:
                     self.problems.append(Problem(pointer(base, field), TIMEZONE_ERROR))
             fields[field] = value
-        context = {**(self.context or {}), **self._object(item, "context", at)}
+        context = {**self.context, **context}
         for field in ("timezone", "locale"):  # the device's, when the traits say nothing
             value = context.get(field)
             if field not in fields and isinstance(value, str) and len(value) <= LIMITS[field]:
@@ -293,6 +279,19 @@ class _Parser:
                     fields[field] = value
         data = {k: v for k, v in traits.items() if k not in PROFILE_FIELDS}
         return Traits(**fields, data=data if data else UNSET)
+
+    def _timestamp(self, item: dict, at: str) -> int | None:
+        """The call's time in epoch ms, moved by the client's clock skew (its own sentAt, else
+        the batch's, else X-Sent-At)."""
+        skew = self.skew
+        if item.get("sentAt") is not None:
+            skew = self._skew(item["sentAt"], pointer(at, "sentAt"), skew)
+        if item.get("timestamp") is None:
+            return None
+        timestamp, problem = validation.event_time(item["timestamp"], self.now, skew)
+        if problem:
+            self.problems.append(Problem(pointer(at, "timestamp"), problem))
+        return timestamp
 
     # -- fields ------------------------------------------------------------------------------
     def _id(self, item: dict, field: str, at: str) -> str | None:
@@ -310,6 +309,20 @@ class _Parser:
             )
             return None
         return value
+
+    def _text(self, item: dict, field: str, at: str) -> str | None:
+        value = item.get(field)
+        if value is not None and (not isinstance(value, str) or len(value) > ID_MAX):
+            self.problems.append(
+                Problem(
+                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
+                )
+            )
+            return None
+        return value or None
+
+    def _reported(self, since: int) -> set[str]:
+        return {p.path for p in self.problems[since:]}
 
     def _object(self, item: dict, field: str, at: str) -> dict[str, Any]:
         value = item.get(field)
