@@ -19,6 +19,7 @@ from .access import Access
 from .auth import KeyCache
 from .cors import CORS
 from .errors import HTTPProblem, http_exception, problem_handler
+from .gctune import periodic_collection
 
 
 async def health(request: Request) -> Response:
@@ -49,8 +50,9 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full") -> Access:
-    """Pier as an ASGI app; the store is opened and migrated at start-up."""
+def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Access:
+    """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
+    garbage on a timer (see gctune); for a process that serves only Pier."""
     store = make_store(database_url, durability)
 
     @contextlib.asynccontextmanager
@@ -62,8 +64,10 @@ def create_app(database_url: str, *, durability: str = "full") -> Access:
         app.state.store = store
         app.state.writer = writer
         app.state.keys = KeyCache(store)
+        gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
         try:
-            yield
+            async with gc_mode:
+                yield
         finally:
             await writer.stop()
             await store.close()
@@ -82,4 +86,5 @@ def from_environment() -> Access:
 
     from ..store import database_url
 
-    return create_app(database_url(None), durability=os.environ.get("PIER_DURABILITY", "full"))
+    durability = os.environ.get("PIER_DURABILITY", "full")
+    return create_app(database_url(None), durability=durability, tune_gc=True)

@@ -1,0 +1,40 @@
+"""Garbage collection for `pier serve`. Python's cycle collector runs every 700 allocations and
+walks every young object still alive: while a batch is in flight that is thousands of users,
+events and dicts, walked again and again. Measured under load it took about a quarter of the
+CPU. Pier's objects are freed by reference counting as soon as a batch is answered; the few
+cycles (a device and its user, say) are collected here once a second, between batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+from collections.abc import AsyncIterator
+
+INTERVAL = 1.0  # seconds between two collections of the young generations
+FULL_EVERY = 60  # a full collection every this many young ones
+
+
+async def _collect(interval: float) -> None:
+    rounds = 0
+    while True:
+        await asyncio.sleep(interval)
+        rounds += 1
+        gc.collect(2 if rounds % FULL_EVERY == 0 else 1)
+
+
+@contextlib.asynccontextmanager
+async def periodic_collection(interval: float = INTERVAL) -> AsyncIterator[None]:
+    """Freeze what start-up made, collect on a timer instead of on allocation counts."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    task = asyncio.create_task(_collect(interval), name="pier-gc")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gc.enable()
+        gc.unfreeze()
