@@ -3,6 +3,7 @@ creating and merging users as the table says."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ class Identities:
     def __init__(
         self, batch: Batch, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
     ) -> None:
-        self.batch = batch
+        self.batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
         self.new_user_id = new_user_id
         self.new_anonymous_id = new_anonymous_id
 
