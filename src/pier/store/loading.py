@@ -7,10 +7,13 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
+
 from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
 from ..domain.model import Device, User
 
 Row = Sequence[Any]
+_encoder = msgspec.json.Encoder()
 # Column orders the queries return:
 USER_FIELDS = (
     "id, project_id, external_id, email, phone, timezone, locale, data, created_at, updated_at"
@@ -55,6 +58,43 @@ def device_from_row(row: Row, owner: User, decode: Any) -> Device:
         created_at=row[11],
         updated_at=row[12],
         stored=True,
+    )
+
+
+def user_values(u: User) -> tuple[Any, ...]:
+    """A user as a row in USER_FIELDS order, data encoded as JSON text."""
+    data = _encoder.encode(u.data).decode()
+    return (
+        u.id,
+        u.project_id,
+        u.external_id,
+        u.email,
+        u.phone,
+        u.timezone,
+        u.locale,
+        data,
+        u.created_at,
+        u.updated_at,
+    )
+
+
+def device_values(d: Device) -> tuple[Any, ...]:
+    """A device as a row in DEVICE_FIELDS order, extra encoded as JSON text."""
+    extra = _encoder.encode(d.extra).decode()
+    return (
+        d.id,
+        d.project_id,
+        d.user.id,
+        d.device_id,
+        d.token,
+        d.os,
+        d.os_version,
+        d.model,
+        d.app_build,
+        d.app_version,
+        extra,
+        d.created_at,
+        d.updated_at,
     )
 
 

@@ -21,7 +21,7 @@ from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
 from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
-from .loading import BatchQueries, device_from_row, user_from_row
+from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .migrations import migrations
 
 _encoder = msgspec.json.Encoder()
@@ -535,7 +535,7 @@ class PostgresTx(BatchQueries):
                 "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
                 " data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
                 " $10)",
-                [_user_values(u) for u in c.new_users],
+                [user_values(u) for u in c.new_users],
             )
         if c.device_deletes:
             await conn.execute("DELETE FROM devices WHERE id = ANY($1::bigint[])", c.device_deletes)
@@ -551,7 +551,7 @@ class PostgresTx(BatchQueries):
                 c.anonymous_id_inserts,
             )
         for d in c.device_writes:
-            values = _device_values(d)
+            values = device_values(d)
             if d.id is None:
                 d.id = await conn.fetchval(
                     "INSERT INTO devices (project_id, user_id, device_id, token, os, os_version,"
@@ -622,36 +622,3 @@ class PostgresTx(BatchQueries):
             await conn.execute(
                 "DELETE FROM users WHERE id = ANY($1::bigint[])", [u.id for u in c.deleted_users]
             )
-
-
-def _user_values(u: User) -> tuple:
-    return (
-        u.id,
-        u.project_id,
-        u.external_id,
-        u.email,
-        u.phone,
-        u.timezone,
-        u.locale,
-        _encode(u.data),
-        u.created_at,
-        u.updated_at,
-    )
-
-
-def _device_values(d: Device) -> tuple:
-    return (
-        d.id,
-        d.project_id,
-        d.user.id,
-        d.device_id,
-        d.token,
-        d.os,
-        d.os_version,
-        d.model,
-        d.app_build,
-        d.app_version,
-        _encode(d.extra),
-        d.created_at,
-        d.updated_at,
-    )

@@ -20,7 +20,14 @@ from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
 from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
-from .loading import BatchQueries, IdentityCache, device_from_row, user_from_row
+from .loading import (
+    BatchQueries,
+    IdentityCache,
+    device_from_row,
+    device_values,
+    user_from_row,
+    user_values,
+)
 from .migrations import migrations
 
 _encoder = msgspec.json.Encoder()
@@ -659,7 +666,7 @@ class SqliteTx(BatchQueries):
             db.executemany(
                 "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
                 " data, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_user_values(u) for u in c.new_users],
+                [user_values(u) for u in c.new_users],
             )
         if c.device_deletes:
             db.executemany("DELETE FROM devices WHERE id = ?", [(i,) for i in c.device_deletes])
@@ -676,7 +683,7 @@ class SqliteTx(BatchQueries):
         if c.device_writes:
             db.executemany(
                 f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_device_values(d) for d in c.device_writes],
+                [device_values(d) for d in c.device_writes],
             )
         for frm, to in c.event_moves:
             move_user_events(db, frm, to)
@@ -718,39 +725,6 @@ class SqliteTx(BatchQueries):
             )
         if c.deleted_users:
             db.executemany("DELETE FROM users WHERE id = ?", [(u.id,) for u in c.deleted_users])
-
-
-def _user_values(u: User) -> tuple:
-    return (
-        u.id,
-        u.project_id,
-        u.external_id,
-        u.email,
-        u.phone,
-        u.timezone,
-        u.locale,
-        _encode(u.data),
-        u.created_at,
-        u.updated_at,
-    )
-
-
-def _device_values(d: Device) -> tuple:
-    return (
-        d.id,
-        d.project_id,
-        d.user.id,
-        d.device_id,
-        d.token,
-        d.os,
-        d.os_version,
-        d.model,
-        d.app_build,
-        d.app_version,
-        _encode(d.extra),
-        d.created_at,
-        d.updated_at,
-    )
 
 
 def _statements(sql: str) -> list[str]:
