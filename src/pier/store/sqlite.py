@@ -82,19 +82,19 @@ class SqliteStore:
         self._data_version = -1
 
     # -- connections ---------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, cache_mib: int = 8) -> sqlite3.Connection:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'full' else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # each connection has its own
         return conn
 
     async def open(self) -> None:
         try:
-            self._writer = self._connect()
+            self._writer = self._connect(cache_mib=64)  # the one that loads and writes batches
             self._reader = self._connect()
             # Checkpoints copy the WAL into the database file: a thread does them, so that
             # the writer (on the event loop) never stalls on that I/O.
