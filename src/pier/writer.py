@@ -9,6 +9,7 @@ import time
 from collections import deque
 
 from .api import metrics
+from .clock import now_ms
 from .domain.batch import Batch, LoadRequest, load_request
 from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad
@@ -30,10 +31,6 @@ class KeyReused(Exception):
 
 
 RequestKey = tuple[str, str]  # (Idempotency-Key, fingerprint of the request)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _size(cmd: Command) -> int:

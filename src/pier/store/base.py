@@ -7,9 +7,18 @@ from typing import Protocol
 
 import msgspec
 
+from ..clock import now_ms
 from ..domain.batch import Batch, ChangeSet, LoadRequest
 from ..domain.keys import Key, Project
 from ..domain.model import User
+
+PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
+KEEP_REQUEST_KEYS_MS = 7 * 86_400_000  # an Idempotency-Key is honoured for 7 days
+
+
+def request_keys_cutoff() -> int:
+    """Idempotency-Keys recorded before this time (epoch ms) may be pruned."""
+    return now_ms() - KEEP_REQUEST_KEYS_MS
 
 
 class StoreUnavailable(Exception):

@@ -20,7 +20,15 @@ from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
-from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .base import (
+    PRUNE_EVERY,
+    Admin,
+    AdminSession,
+    EventRow,
+    FeedEvent,
+    StoreUnavailable,
+    request_keys_cutoff,
+)
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .migrations import migrations
 
@@ -37,8 +45,6 @@ DEVICE_COLUMNS = (
 )
 KEY_COLUMNS = "id, project_id, name, scope, prefix, created_at, revoked_at, value, rate_limit"
 STAT_TABLES = ("users", "user_anonymous_ids", "devices", "events")
-PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
-KEEP_REQUEST_KEYS_MS = 7 * 86_400_000
 ID_BLOCK = 100  # must match the sequence's INCREMENT BY
 MIGRATION_LOCK = 0x5049455201  # advisory lock: one process migrates at a time
 FEED_LOCK = 0x5049455202  # advisory lock: event ids are taken and committed one batch at a time
@@ -146,7 +152,7 @@ class PostgresStore:
         now = time.monotonic()
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
-            cutoff = time.time_ns() // 1_000_000 - KEEP_REQUEST_KEYS_MS
+            cutoff = request_keys_cutoff()
             await self.pool.execute("DELETE FROM request_keys WHERE created_at < $1", cutoff)
 
     def is_retryable(self, exc: BaseException) -> bool:

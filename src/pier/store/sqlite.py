@@ -19,7 +19,15 @@ from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, User
-from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .base import (
+    PRUNE_EVERY,
+    Admin,
+    AdminSession,
+    EventRow,
+    FeedEvent,
+    StoreUnavailable,
+    request_keys_cutoff,
+)
 from .loading import (
     BatchQueries,
     IdentityCache,
@@ -319,7 +327,7 @@ class SqliteStore:
             async with self._tx_lock:
                 self.db.execute(
                     "DELETE FROM request_keys WHERE created_at < ?",
-                    (_wall_ms() - KEEP_REQUEST_KEYS_MS,),
+                    (request_keys_cutoff(),),
                 )
 
     async def stats(self, project_id: int) -> dict[str, int]:
@@ -518,13 +526,6 @@ class Checkpointer:
 
 
 INDEX_EVERY = 1.0  # seconds between two extensions of user_events
-PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
-KEEP_REQUEST_KEYS_MS = 7 * 86_400_000
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 INDEX_MAX_ROWS = 500_000  # events indexed in one step at most (a long backlog takes several)
 
