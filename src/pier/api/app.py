@@ -15,9 +15,8 @@ from ..portal.routes import routes as portal_routes
 from ..store import make_store
 from ..writer import Writer
 from . import ingest, manage, metrics, openapi, read, segment, track
-from .access import Access
 from .auth import KeyCache
-from .cors import CORS
+from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler
 from .gctune import periodic_collection
 
@@ -26,15 +25,21 @@ async def health(request: Request) -> Response:
     return read.json({"status": "ok"})
 
 
+# The ingestion routes: Edge calls these endpoints directly, without the router (the Routes
+# below stay for the router's 405 on other methods)
+INGESTION = {
+    "/api/client/events": ingest.events,
+    "/api/client/identify": ingest.identify,
+    "/api/client/alias": ingest.alias,
+    "/api/client/devices": ingest.devices,
+    "/api/client/track": track.track,
+    "/api/client/segment": segment.batch,
+}
+
+
 def routes() -> list[Route | Mount]:
     return [
-        # the ingestion routes first: the router tries routes in order
-        Route("/api/client/events", ingest.events, methods=["POST"]),
-        Route("/api/client/identify", ingest.identify, methods=["POST"]),
-        Route("/api/client/alias", ingest.alias, methods=["POST"]),
-        Route("/api/client/devices", ingest.devices, methods=["POST"]),
-        Route("/api/client/track", track.track, methods=["POST"]),
-        Route("/api/client/segment", segment.batch, methods=["POST"]),
+        *(Route(path, endpoint, methods=["POST"]) for path, endpoint in INGESTION.items()),
         Route("/api/client/segment/{call:path}", segment.call, methods=["POST"]),
         Route("/metrics", metrics.serve, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
@@ -50,7 +55,7 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Access:
+def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
     garbage on a timer (see gctune); for a process that serves only Pier."""
     store = make_store(database_url, durability)
@@ -77,10 +82,10 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, HTTPProblem: problem_handler},
     )
-    return Access(CORS(app))
+    return Edge(app, INGESTION)
 
 
-def from_environment() -> Access:
+def from_environment() -> Edge:
     """The app `pier serve` runs in each worker process, configured by the environment."""
     import os
 

@@ -17,9 +17,8 @@ from ..store.base import StoreUnavailable
 from ..writer import KeyReused, Overloaded, RequestKey, now_ms
 from . import schemas, validation
 from .body import read_body
+from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
-
-NO_CONTENT = 204
 
 
 def _decode(raw: bytes) -> Any:
@@ -98,7 +97,7 @@ async def _submit(request: Request, cmd: Command, raw: bytes) -> Response:
         raise HTTPProblem(
             503, "The database is unavailable; nothing was stored.", headers={"Retry-After": "2"}
         ) from exc
-    return Response(status_code=NO_CONTENT)
+    return NO_CONTENT
 
 
 async def identify(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """Logging for `pier serve`: one JSON object per line (or plain text), each line of a request
 carrying its request id. Nothing here ever logs a body, a header or a key: the access line
-(api/access.py) has the method, the path without its query string, the status and the time."""
+(api/edge.py) has the method, the path without its query string, the status and the time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-# Set per request by api/access.py; each request runs in a task of its own, so lines logged
+# Set per request by api/edge.py; each request runs in a task of its own, so lines logged
 # while it runs (by Pier, Starlette or uvicorn) carry its id.
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "pier_request_id", default=None

@@ -1,4 +1,4 @@
-"""Prometheus metrics: `GET /metrics`, the request counter (fed by api/access.py) and the
+"""Prometheus metrics: `GET /metrics`, the request counter (fed by api/edge.py) and the
 writer's hooks (batch sizes, commit latency, events, queue depth).
 
 With several worker processes (`pier serve --workers N`), set PROMETHEUS_MULTIPROC_DIR to an

@@ -38,10 +38,10 @@ from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
+from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
 from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
 
-NO_CONTENT = 204
 TYPES = ("identify", "track", "page", "screen", "alias", "group")
 EVENT_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
 # sub-path → the call type its body holds, or "batch"
@@ -90,7 +90,7 @@ async def _handle(request: Request, kind: str) -> Response:
         raise invalid(parser.problems)
     cmd = parser.command()
     if cmd is None:  # only group calls
-        return Response(status_code=NO_CONTENT)
+        return NO_CONTENT
     return await ingest._submit(request, cmd, raw)
 
 
