@@ -7,7 +7,8 @@ import asyncio
 from pathlib import Path
 
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
-from pier.store.sqlite import SqliteStore, index_user_events
+from pier.store.sqlite import SqliteStore
+from pier.store.sqlite_index import index_user_events
 from pier.writer import Writer, now_ms
 
 

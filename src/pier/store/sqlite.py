@@ -37,6 +37,13 @@ from .loading import (
     user_values,
 )
 from .migrations import migrations
+from .sqlite_index import (
+    UserEventsIndexer,
+    create_pending,
+    delete_user_events,
+    indexed_upto,
+    move_user_events,
+)
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
@@ -83,7 +90,7 @@ class SqliteStore:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
-        self._last_indexed = 0.0
+        self._indexer: UserEventsIndexer | None = None  # made once migrated
         self._last_pruned = 0.0
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
@@ -108,6 +115,8 @@ class SqliteStore:
             # Checkpoints copy the WAL into the database file: a thread does them, so that
             # the writer (on the event loop) never stalls on that I/O.
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._indexer = None
+            create_pending(self._writer)  # merges and deletions update it (sqlite_index.py)
             self._checkpointer = Checkpointer(self._connect())
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
@@ -300,12 +309,15 @@ class SqliteStore:
             f" WHERE x.user_id = :u {cursor} ORDER BY x.created_at DESC, x.event_id DESC LIMIT :n)"
             f" UNION ALL SELECT {columns} FROM events e WHERE e.id > :upto AND e.user_id = :u"
             f" {cursor.replace('x.event_id', 'e.id').replace('x.', 'e.')}"
+            # past the watermark, an indexer pass may have indexed some already
+            " AND NOT EXISTS (SELECT 1 FROM user_events y WHERE y.user_id = e.user_id"
+            " AND y.created_at = e.created_at AND y.event_id = e.id)"
             " ORDER BY 4 DESC, 1 DESC LIMIT :n"
         )
         ro = self.ro
         ro.execute("BEGIN")
         try:
-            args = {"u": user_id, "n": limit, "upto": _indexed_upto(ro)}
+            args = {"u": user_id, "n": limit, "upto": indexed_upto(ro)}
             if before is not None:
                 args["t"], args["i"] = before
             rows = ro.execute(sql, args).fetchall()
@@ -316,13 +328,11 @@ class SqliteStore:
         ]
 
     async def maintain(self) -> None:
-        """Between batches: extend user_events about once a second."""
+        """Between batches: a step of the user_events indexer (sqlite_index.py)."""
         now = time.monotonic()
-        if now - self._last_indexed >= INDEX_EVERY:
-            self._last_indexed = now
-            # in a thread (SQLite lets go of the GIL): requests are read meanwhile
-            async with self._tx_lock:
-                await asyncio.to_thread(self._index_step)
+        # in a thread (SQLite lets go of the GIL): requests are read meanwhile
+        async with self._tx_lock:
+            await asyncio.to_thread(self._index_step)
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
             async with self._tx_lock:
@@ -336,9 +346,11 @@ class SqliteStore:
         events, and the next batch's commit syncs the WAL, these pages with it. A crash before
         that loses the step whole (WAL frames are checksummed), and the next step redoes it."""
         db = self.db
+        if self._indexer is None:
+            self._indexer = UserEventsIndexer(db)
         db.execute("PRAGMA synchronous=OFF")
         try:
-            index_user_events(db)
+            self._indexer.step()
         finally:
             db.execute(f"PRAGMA synchronous={self._synchronous}")
 
@@ -535,65 +547,6 @@ class Checkpointer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-INDEX_EVERY = 1.0  # seconds between two extensions of user_events
-
-INDEX_MAX_ROWS = 500_000  # events indexed in one step at most (a long backlog takes several)
-
-
-def _indexed_upto(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
-
-
-def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
-    """Add the events past the watermark to user_events in one sorted pass; returns how many."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        upto = _indexed_upto(db)
-        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-        last = min(last, upto + max_rows)
-        if last > upto:
-            db.execute(
-                "INSERT INTO user_events (user_id, created_at, event_id) SELECT user_id,"
-                " created_at, id FROM events WHERE id > ? AND id <= ?"
-                " ORDER BY user_id, created_at, id",
-                (upto, last),
-            )
-            db.execute("UPDATE index_state SET upto = ? WHERE name = 'user_events'", (last,))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return last - upto
-
-
-def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
-    """Give every event of user `frm` to user `to` (a merge), indexed or not."""
-    upto = _indexed_upto(db)
-    db.execute(
-        "UPDATE events SET user_id = ? WHERE id IN"
-        " (SELECT event_id FROM user_events WHERE user_id = ?)",
-        (to, frm),
-    )
-    db.execute("UPDATE events SET user_id = ? WHERE id > ? AND user_id = ?", (to, upto, frm))
-    db.execute(
-        "INSERT INTO user_events (user_id, created_at, event_id)"
-        " SELECT ?, created_at, event_id FROM user_events WHERE user_id = ?",
-        (to, frm),
-    )
-    db.execute("DELETE FROM user_events WHERE user_id = ?", (frm,))
-
-
-def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
-    upto = _indexed_upto(db)
-    db.execute(
-        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",
-        (user_id,),
-    )
-    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?", (upto, user_id))
-    db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
 
 
 _IN = "(SELECT value FROM json_each(?))"  # one JSON array parameter for a whole IN list

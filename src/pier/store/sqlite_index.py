@@ -1,0 +1,214 @@
+"""SQLite's per-user event index, `user_events` (user_id, created_at, event_id), kept apart from
+the writer's commits.
+
+Events are appended in id order for random users, so indexing them as they are written would
+touch a leaf page per user on every commit. Instead the table is extended in the background,
+up to a watermark (`index_state.upto`): every event with an id at or below it is in
+user_events, and readers scan the events past it (see SqliteStore.user_events).
+
+The indexer does this in small steps, run by the writer between batches so that no step holds
+the write lock for long (one large step per second was the whole p99 of the events benchmark):
+
+1. fill: copy the events written since the last step into `pending`, an in-memory table of
+   the connection, sorted by (user_id, created_at, event_id);
+2. once enough is pending, a pass walks `pending` in key order, a chunk per step, and moves
+   each chunk into user_events; a chunk covers a narrow range of users, so it touches few
+   leaves, and many rows per leaf. At the end of a pass the watermark moves to the last event
+   filled before the pass began: all of those were moved.
+
+Merges and deletions by this process update `pending` too (move_user_events,
+delete_user_events). Another process writing the same file (`--workers` on SQLite, or a CLI)
+cannot: for a while after one is seen (PRAGMA data_version), chunks take each event's owner
+from `events` instead, which costs more. Rows are inserted with OR IGNORE: after a crash,
+`pending` is gone and the events past the watermark are filled again, some already indexed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
+PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
+CHUNK_ROWS = 2_000  # rows moved per step at least (a few ms of the write lock)
+FILL_MAX = 50_000  # events copied per step at most (a long backlog after a restart)
+INDEX_MAX_ROWS = 500_000  # events indexed in one go by index_user_events at most
+
+COLUMNS = "user_id, created_at, event_id"  # the key of pending and of user_events
+KEY = f"({COLUMNS})"  # as a row value, for comparisons
+SHARED_FOR = 60.0  # seconds after another process's commit during which chunks join events
+# a chunk's rows as pending holds them, or with each event's owner as events holds it now
+FROM_PENDING = "SELECT p.user_id, p.created_at, p.event_id FROM temp.pending p"
+FROM_EVENTS = (
+    "SELECT e.user_id, e.created_at, e.id FROM temp.pending p JOIN events e ON e.id = p.event_id"
+)
+
+
+def create_pending(db: sqlite3.Connection) -> None:
+    """The writer connection's in-memory table of events waiting for user_events."""
+    db.execute("PRAGMA temp_store=MEMORY")
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS pending (user_id INTEGER NOT NULL,"
+        " created_at INTEGER NOT NULL, event_id INTEGER NOT NULL,"
+        f" PRIMARY KEY ({COLUMNS})) WITHOUT ROWID"
+    )
+
+
+def indexed_upto(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+
+
+class UserEventsIndexer:
+    """Runs on the writer's connection, between batches, under the writer's lock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        create_pending(db)
+        db.execute("DELETE FROM temp.pending")
+        self.filled = indexed_upto(db)  # every event up to here is indexed or pending
+        self.pending = 0
+        self.pass_upto: int | None = None  # the watermark the pass in progress will set
+        self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
+        self.last_pass = time.monotonic()
+        self.data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        self.shared_until = 0.0  # until then, another process may have changed owners
+
+    def step(self) -> None:
+        """One bounded piece of work: fill, then move one chunk if a pass is due."""
+        self._fill()
+        if self.pass_upto is None:
+            due = time.monotonic() - self.last_pass >= PASS_EVERY
+            if self.pending < PASS_ROWS and not (due and self.pending):
+                return
+            self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
+        self._move_chunk(max(CHUNK_ROWS, self.pending // 32))
+
+    def _fill(self) -> None:
+        db = self.db
+        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        if last <= self.filled:
+            return
+        upto = min(last, self.filled + FILL_MAX)
+        cur = db.execute(
+            "INSERT OR IGNORE INTO temp.pending SELECT user_id, created_at, id FROM events"
+            " WHERE id > ? AND id <= ?",
+            (self.filled, upto),
+        )
+        self.pending += cur.rowcount
+        self.filled = upto
+
+    def _move_chunk(self, rows: int) -> None:
+        db = self.db
+        assert self.cursor is not None and self.pass_upto is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self.data_version:  # another connection committed
+                self.data_version = version
+                self.shared_until = time.monotonic() + SHARED_FOR
+            source = FROM_EVENTS if time.monotonic() < self.shared_until else FROM_PENDING
+            end = db.execute(
+                f"SELECT {COLUMNS} FROM temp.pending WHERE {KEY} > (?, ?, ?)"
+                f" ORDER BY {COLUMNS} LIMIT 1 OFFSET ?",
+                (*self.cursor, rows - 1),
+            ).fetchone()
+            last_chunk = end is None
+            if end is None:
+                end = db.execute(
+                    "SELECT user_id, created_at, event_id FROM temp.pending"
+                    " ORDER BY user_id DESC, created_at DESC, event_id DESC LIMIT 1"
+                ).fetchone()
+            if end is not None and end > self.cursor:
+                span = (*self.cursor, *end)
+                db.execute(
+                    f"INSERT OR IGNORE INTO user_events (user_id, created_at, event_id) {source}"
+                    " WHERE (p.user_id, p.created_at, p.event_id) > (?, ?, ?)"
+                    " AND (p.user_id, p.created_at, p.event_id) <= (?, ?, ?) ORDER BY 1, 2, 3",
+                    span,
+                )
+                cur = db.execute(
+                    f"DELETE FROM temp.pending WHERE {KEY} > (?, ?, ?) AND {KEY} <= (?, ?, ?)",
+                    span,
+                )
+                moved = cur.rowcount
+                self.cursor = end
+            else:
+                moved = 0
+            if last_chunk:
+                # nothing left pending: all that was filled is indexed, not just the pass
+                # (counted again: merges and deletions take rows out of pending too)
+                left = db.execute("SELECT count(*) FROM temp.pending").fetchone()[0]
+                upto = self.filled if left == 0 else self.pass_upto
+                db.execute(
+                    "UPDATE index_state SET upto = max(upto, ?) WHERE name = 'user_events'",
+                    (upto,),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.pending -= moved
+        if last_chunk:
+            self.pending = left
+            self.pass_upto = self.cursor = None
+            self.last_pass = time.monotonic()
+
+
+def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
+    """Index every event past the watermark now, in one transaction; returns how many events
+    the watermark moved over. (Tests, and tools; the server uses UserEventsIndexer.)"""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        upto = indexed_upto(db)
+        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        last = min(last, upto + max_rows)
+        if last > upto:
+            db.execute(
+                "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id) SELECT"
+                " user_id, created_at, id FROM events WHERE id > ? AND id <= ?"
+                " ORDER BY user_id, created_at, id",
+                (upto, last),
+            )
+            db.execute("UPDATE index_state SET upto = ? WHERE name = 'user_events'", (last,))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return last - upto
+
+
+def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
+    """Give every event of user `frm` to user `to` (a merge), indexed or not."""
+    upto = indexed_upto(db)
+    db.execute(
+        "UPDATE events SET user_id = ? WHERE id IN"
+        " (SELECT event_id FROM user_events WHERE user_id = ?)",
+        (to, frm),
+    )
+    db.execute("UPDATE events SET user_id = ? WHERE id > ? AND user_id = ?", (to, upto, frm))
+    db.execute(
+        "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id)"
+        " SELECT ?, created_at, event_id FROM user_events WHERE user_id = ?",
+        (to, frm),
+    )
+    db.execute("DELETE FROM user_events WHERE user_id = ?", (frm,))
+    # pending rows of `frm` go straight in, as `to`'s: a pass past `to` would miss them
+    db.execute(
+        "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id)"
+        " SELECT ?, created_at, event_id FROM temp.pending WHERE user_id = ?",
+        (to, frm),
+    )
+    db.execute("DELETE FROM temp.pending WHERE user_id = ?", (frm,))
+
+
+def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
+    upto = indexed_upto(db)
+    db.execute(
+        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",
+        (user_id,),
+    )
+    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?", (upto, user_id))
+    db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
+    db.execute("DELETE FROM temp.pending WHERE user_id = ?", (user_id,))

@@ -1,0 +1,126 @@
+"""The user_events indexer (store/sqlite_index.py): whatever the interleaving of writes, merges,
+deletions and indexer steps, a user's events read back exactly as the events table holds them,
+and user_events never holds a row the events table contradicts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
+from pier.store import sqlite_index
+from pier.store.sqlite import SqliteStore
+from pier.writer import Writer, now_ms
+
+ANONS = ["a0", "a1", "a2"]
+EXTS = ["e0", "e1", "e2"]
+
+WRITERS = st.sampled_from([0, 0, 1])  # 1: another connection (as another worker would be)
+operation = st.one_of(
+    st.tuples(st.just("track"), WRITERS, st.sampled_from(ANONS + EXTS), st.integers(1, 6)),
+    st.tuples(st.just("merge"), WRITERS, st.sampled_from(ANONS), st.sampled_from(EXTS)),
+    st.tuples(st.just("delete"), WRITERS, st.sampled_from(ANONS + EXTS)),
+    st.tuples(st.just("step"), st.integers(1, 3)),
+)
+
+
+async def read_all(store: SqliteStore, user_id: int) -> list[int]:
+    """A user's event ids through the read path, in pages of 3 (the cursor crosses parts)."""
+    ids: list[int] = []
+    cursor = None
+    while True:
+        rows = await store.user_events(user_id, 3, cursor)
+        ids += [r.id for r in rows]
+        if len(rows) < 3:
+            return ids
+        cursor = (rows[-1].created_at, rows[-1].id)
+
+
+def check(db: sqlite3.Connection) -> None:
+    stale = db.execute(
+        "SELECT count(*) FROM user_events x LEFT JOIN events e ON e.id = x.event_id"
+        " WHERE e.id IS NULL OR e.user_id != x.user_id OR e.created_at != x.created_at"
+    ).fetchone()[0]
+    assert stale == 0, "user_events holds rows the events table contradicts"
+    upto = sqlite_index.indexed_upto(db)
+    missing = db.execute(
+        "SELECT count(*) FROM events e WHERE e.id <= ? AND NOT EXISTS (SELECT 1 FROM"
+        " user_events x WHERE x.user_id = e.user_id AND x.event_id = e.id)",
+        (upto,),
+    ).fetchone()[0]
+    assert missing == 0, "an event at or below the watermark is not indexed"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=st.lists(operation, min_size=1, max_size=25))
+# a merge (by this connection, then by another) while the source user has rows pending
+@example(ops=[("track", 0, "a0", 2), ("track", 0, "e0", 1), ("step", 1), ("merge", 0, "a0", "e0")])
+@example(ops=[("track", 0, "a0", 2), ("track", 0, "e0", 1), ("step", 1), ("merge", 1, "a0", "e0")])
+@example(ops=[("track", 0, "a0", 3), ("step", 1), ("delete", 1, "a0"), ("track", 0, "a0", 1)])
+def test_reads_match_the_events_table_through_any_interleaving(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, ops: list[tuple]
+) -> None:
+    # tiny passes and chunks, so that a few events cross every state of the indexer
+    monkeypatch.setattr(sqlite_index, "PASS_ROWS", 3)
+    monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+    path: Path = tmp_path_factory.mktemp("index") / "p.db"
+
+    async def main() -> None:
+        stores = [SqliteStore("sqlite://", str(path)) for _ in range(2)]
+        for one in stores:
+            await one.open()
+            await one.migrate()
+        store = stores[0]  # the one whose indexer runs
+        pid = (await store.create_project("p", now_ms())).id
+        writers = [Writer(one) for one in stores]
+        indexer = sqlite_index.UserEventsIndexer(store.db)
+        n = 0
+        for op in ops:
+            if op[0] == "step":
+                for _ in range(op[1]):
+                    indexer.step()
+            elif op[0] == "track":
+                ref, count = op[2], op[3]
+                anon, ext = (ref, None) if ref in ANONS else (None, ref)
+                events = [EventIn(anon, ext, f"ev{n + i}", {}) for i in range(count)]
+                n += count
+                await writers[op[1]].run_batch([TrackEvents(project_id=pid, events=events)])
+            elif op[0] == "merge":
+                ident = Identify(
+                    project_id=pid, anonymous_id=op[2], external_id=op[3], traits=Traits()
+                )
+                await writers[op[1]].run_batch([ident])
+            else:
+                by = "anonymous_id" if op[2] in ANONS else "external_id"
+                await stores[op[1]].delete_user(pid, op[2], by)
+            check(store.db)
+            for (uid,) in store.db.execute("SELECT id FROM users").fetchall():
+                truth = [
+                    r[0]
+                    for r in store.db.execute(
+                        "SELECT id FROM events WHERE user_id = ? ORDER BY created_at DESC, id DESC",
+                        (uid,),
+                    )
+                ]
+                assert await read_all(store, uid) == truth
+        monkeypatch.setattr(sqlite_index, "PASS_EVERY", 0.0)  # idle: what is left goes too
+        last = store.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        for _ in range(100):
+            indexer.step()
+            check(store.db)
+            if indexer.filled >= last and not indexer.pending and indexer.pass_upto is None:
+                break
+        assert indexer.pending == 0
+        assert sqlite_index.indexed_upto(store.db) >= last  # the watermark caught up
+        for one in stores:
+            await one.close()
+
+    asyncio.run(main())
