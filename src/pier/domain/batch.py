@@ -61,9 +61,10 @@ def load_request(commands: Iterable[Command]) -> LoadRequest:
     for cmd in commands:
         pid = cmd.project_id
         if isinstance(cmd, TrackEvents):
+            external, message_ids = req.external_ids.add, req.message_ids.add
             for ev in cmd.events:
                 if ev.external_id:
-                    req.external_ids.add((pid, ev.external_id))
+                    external((pid, ev.external_id))
                     if ev.traits is not None:
                         req.profile_external_ids.add((pid, ev.external_id))
                 if ev.anonymous_id:
@@ -71,7 +72,7 @@ def load_request(commands: Iterable[Command]) -> LoadRequest:
                     if ev.traits is not None:
                         req.profile_anonymous_ids.add((pid, ev.anonymous_id))
                 if ev.message_id:
-                    req.message_ids.add((pid, ev.message_id))
+                    message_ids((pid, ev.message_id))
             continue
         profile = not isinstance(cmd, RegisterDevice)
         if cmd.external_id:
@@ -94,6 +95,19 @@ def identity_items(commands: Iterable[Command]) -> Iterator[tuple[Command, str |
         if isinstance(cmd, TrackEvents):
             for ev in cmd.events:
                 yield cmd, ev.anonymous_id, ev.external_id
+        else:
+            yield cmd, cmd.anonymous_id, cmd.external_id
+
+
+def _merge_or_device_items(
+    commands: Iterable[Command],
+) -> Iterator[tuple[Command, str | None, str | None]]:
+    """identity_items, less the events naming one id only (most): they cannot merge."""
+    for cmd in flatten(commands):
+        if isinstance(cmd, TrackEvents):
+            for ev in cmd.events:
+                if ev.anonymous_id and ev.external_id:
+                    yield cmd, ev.anonymous_id, ev.external_id
         else:
             yield cmd, cmd.anonymous_id, cmd.external_id
 
@@ -173,7 +187,7 @@ class Batch:
     def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
         """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
         wanted: set[int] = set()
-        for cmd, anon, ext in identity_items(commands):
+        for cmd, anon, ext in _merge_or_device_items(commands):
             device = isinstance(cmd, RegisterDevice)
             if not device and not (anon and ext):
                 continue  # only a pair can merge; only a device command needs devices
@@ -258,17 +272,26 @@ class Batch:
     def _track(self, cmd: TrackEvents) -> None:
         pid = cmd.project_id
         seen = self.seen_message_ids
+        by_external = self.by_external
+        append = self.events.append
         for ev in cmd.events:
             if ev.message_id is not None:
                 key = (pid, ev.message_id)
                 if key in seen:
                     continue  # already stored: a retry
                 seen.add(key)
-            user = self.ids.resolve(pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp)
-            if ev.traits is not None:
-                self.touch(user, apply_traits(user, ev.traits))
+            # the common case, without the identity table: a known user named by external id
+            user = None
+            if ev.anonymous_id is None and ev.traits is None and ev.external_id:
+                user = by_external.get((pid, ev.external_id))
+            if user is None:
+                user = self.ids.resolve(
+                    pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp
+                )
+                if ev.traits is not None:
+                    self.touch(user, apply_traits(user, ev.traits))
             created = ev.timestamp if ev.timestamp is not None else self.now
-            self.events.append(Event(user, ev.name, ev.data, created, ev.message_id))
+            append(Event(user, ev.name, ev.data, created, ev.message_id))
 
     # -- helpers for the rules -----------------------------------------------------------
     def touch(self, user: User, changed: bool = True) -> None:

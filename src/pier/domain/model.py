@@ -72,6 +72,20 @@ class User:
         self.dirty = False
         self.deleted = False
 
+    @classmethod
+    def partial_of(cls, id: int, project_id: int, external_id: str | None) -> User:
+        """A stored user known by its ids only (see `partial`); the loaders' hot path, so
+        built without __init__'s keyword handling."""
+        user = object.__new__(cls)
+        user.id, user.project_id, user.external_id = id, project_id, external_id
+        user.anonymous_ids = user.devices = None
+        user.email = user.phone = user.timezone = user.locale = user._raw = None
+        user._data = None
+        user.created_at = user.updated_at = 0
+        user.stored = user.partial = True
+        user.dirty = user.deleted = False
+        return user
+
     def fill(self, full: User) -> None:
         """Complete a partial user with the profile of `full` (the same user, loaded whole)."""
         for name in ("email", "phone", "timezone", "locale", "_data", "_raw"):

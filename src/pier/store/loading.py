@@ -105,6 +105,9 @@ def by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
     return grouped
 
 
+_UNKNOWN = object()  # not in the cache (None is a cached "no external id")
+
+
 class IdentityCache:
     """Which user owns each external and anonymous id, as committed. Valid only while this
     process is the only writer: the SQLite store clears it when another connection commits."""
@@ -144,16 +147,23 @@ class IdentityCache:
     def lookup(self, keys: set[Key], anonymous: bool, batch: Batch) -> set[Key]:
         """Add the cached owners of `keys` to the batch as partial users; returns the misses."""
         index = self.by_anonymous if anonymous else self.by_external
+        external_of = self.external_of
+        users = batch.users
         misses = set()
-        for key in keys:
+        for key in keys:  # Batch.add_user, inlined: this runs for every user of every batch
             uid = index.get(key)
-            if uid is None or uid not in self.external_of:
+            ext = external_of.get(uid, _UNKNOWN) if uid is not None else _UNKNOWN
+            if ext is _UNKNOWN:
                 misses.add(key)
                 continue
-            user = batch.users.get(uid)
+            user = users.get(uid)
             if user is None:
-                user = User(uid, key[0], self.external_of[uid], None, stored=True, partial=True)
-            batch.add_user(user, (key[1],) if anonymous else ())
+                user = users[uid] = User.partial_of(uid, key[0], ext)
+                if ext is not None:
+                    batch.by_external[(key[0], ext)] = user
+            if anonymous:
+                batch.by_anonymous[key] = user
+                batch.stored_anonymous[key] = uid
         return misses
 
 
@@ -232,10 +242,7 @@ class BatchQueries:
         uid = row[0]
         user = batch.users.get(uid)
         if user is None:
-            if whole:
-                user = user_from_row(row)
-            else:
-                user = User(uid, row[1], row[2], None, stored=True, partial=True)
+            user = user_from_row(row) if whole else User.partial_of(uid, row[1], row[2])
         batch.add_user(user, (anon,) if anon is not None else ())
         if self.cache is not None:
             self.cache.remember(uid, row[1], row[2], anon)

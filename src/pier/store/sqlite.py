@@ -673,6 +673,7 @@ class SqliteTx(BatchQueries):
             )
         if c.events:
             now = c.now
+            encode = _encoder.encode
             db.executemany(
                 "INSERT INTO events (project_id, user_id, name, data, created_at, received_at,"
                 " message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -681,7 +682,7 @@ class SqliteTx(BatchQueries):
                         e.user.project_id,
                         e.user.id,
                         e.name,
-                        _encode(e.data),
+                        encode(e.data).decode(),
                         e.created_at,
                         now,
                         e.message_id,
