@@ -54,6 +54,8 @@ RETRYABLE = (
     asyncpg.UniqueViolationError,
     asyncpg.ForeignKeyViolationError,
 )
+BATCH_LOCK = 0x5049455203  # advisory lock (session): contended batches take turns
+CONTENDED_FOR = 1.0  # seconds after a conflict during which this process's batches take turns
 UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
 
@@ -82,14 +84,25 @@ def _feed_event(r: Any) -> FeedEvent:
     return FeedEvent(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6], r[7], r[8])
 
 
+@asynccontextmanager
+async def _holding(conn: asyncpg.Connection, lock: int) -> AsyncIterator[None]:
+    """A session advisory lock around a transaction: taken before its snapshot is."""
+    await conn.execute("SELECT pg_advisory_lock($1)", lock)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock)
+
+
 class PostgresStore:
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self.url = url
         self.min_size = min_size
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
-        self._ids: list[int] = []
-        self._last_pruned = 0.0  # user ids this process holds (sequence values never roll back)
+        self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
+        self._last_pruned = 0.0
+        self._contended_until = 0.0  # see is_retryable
 
     async def open(self) -> None:
         try:
@@ -141,8 +154,16 @@ class PostgresStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTx]:
         try:
-            async with self.pool.acquire() as conn, conn.transaction(isolation="serializable"):
-                yield PostgresTx(conn, self)
+            async with self.pool.acquire() as conn:
+                if time.monotonic() < self._contended_until:
+                    async with (
+                        _holding(conn, BATCH_LOCK),
+                        conn.transaction(isolation="serializable"),
+                    ):
+                        yield PostgresTx(conn, self)
+                else:
+                    async with conn.transaction(isolation="serializable"):
+                        yield PostgresTx(conn, self)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -156,7 +177,13 @@ class PostgresStore:
             await self.pool.execute("DELETE FROM request_keys WHERE created_at < $1", cutoff)
 
     def is_retryable(self, exc: BaseException) -> bool:
-        return isinstance(exc, RETRYABLE)
+        if isinstance(exc, RETRYABLE):
+            # Batches of several processes are conflicting (most often: creating the same new
+            # users). For a while this process's batches take turns with the other contended
+            # ones: a replay then starts after the batch it lost to has committed, and sees it.
+            self._contended_until = time.monotonic() + CONTENDED_FOR
+            return True
+        return False
 
     async def take_user_ids(self, conn: asyncpg.Connection, n: int) -> list[int]:
         while len(self._ids) < n:
