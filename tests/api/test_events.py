@@ -91,3 +91,31 @@ def test_gzip_body_is_accepted(tenant: Tenant) -> None:
     )
     assert r.status_code == 204, r.text
     assert tenant.events("e1")[0]["name"] == "zipped"
+
+
+def test_data_is_stored_as_sent_and_must_be_an_object(tenant: Tenant) -> None:
+    raw = b'[{"name": "a", "external_id": "raw1", "data": {"k" : [1, {"n": null}], "big": 1e999}}]'
+    r = tenant.public.post("/api/client/events", content=raw)
+    assert r.status_code == 204
+    (event, _) = tenant.events("raw1")
+    assert event["data"]["k"] == [1, {"n": None}]
+    assert event["data"]["big"] > 1e308  # beyond a double: kept, not refused
+    for bad in (b"[1]", b'"x"', b"3"):
+        body = b'[{"name": "a", "external_id": "raw2", "data": ' + bad + b"}]"
+        r = tenant.public.post("/api/client/events", content=body)
+        assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/0/data"
+    assert tenant.public.get("/api/client/users/raw2").status_code in (403, 404)
+
+
+def test_data_that_is_not_utf8_is_refused(tenant: Tenant) -> None:
+    body = b'[{"name": "a", "external_id": "utf1", "data": {"k": "\xff"}}]'
+    r = tenant.public.post("/api/client/events", content=body)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    assert tenant.counts()["events"] == 0
+
+
+def test_a_body_that_is_not_utf8_is_400_on_every_endpoint(tenant: Tenant) -> None:
+    for path in ("identify", "alias", "devices", "track", "segment"):
+        r = tenant.public.post(f"/api/client/{path}", content=b'{"external_id": "\xff"}')
+        assert r.status_code == 400, path
+    assert tenant.counts()["users"] == 0

@@ -26,6 +26,8 @@ def _decode(raw: bytes) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise HTTPProblem(400, f"The body is not valid JSON: {exc}.") from exc
+    except UnicodeDecodeError as exc:  # msgspec's own error for a string that is not UTF-8
+        raise HTTPProblem(400, f"The body is not valid JSON: not UTF-8 ({exc.reason}).") from exc
     except RecursionError as exc:  # msgspec's nesting limit
         raise HTTPProblem(400, "The body is nested too deeply.") from exc
 

@@ -42,11 +42,14 @@ class RegisterDevice(msgspec.Struct, kw_only=True):
     extra: dict[str, Any] = {}
 
 
+EventData = dict[str, Any] | msgspec.Raw  # Raw: a JSON object as the client sent it
+
+
 class EventIn(msgspec.Struct):
     anonymous_id: str | None
     external_id: str | None
     name: str
-    data: dict[str, Any]
+    data: EventData  # stored as is; the domain never reads an event's data
     traits: Traits | None = None  # the event's `user` object
     message_id: str | None = None
     timestamp: int | None = None  # client time, epoch ms, already skew-corrected

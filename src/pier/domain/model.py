@@ -177,7 +177,7 @@ class Event:
         self,
         user: User,
         name: str,
-        data: dict[str, Any],
+        data: dict[str, Any] | msgspec.Raw,
         created_at: int,
         message_id: str | None = None,
     ) -> None:

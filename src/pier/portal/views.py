@@ -40,9 +40,8 @@ def when(ms: int | None) -> str:
 
 def pretty(value: Any) -> str:
     """Indented JSON of a value or of raw JSON bytes."""
-    if isinstance(value, msgspec.Raw):
-        value = msgspec.json.decode(value)
-    return msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+    raw = bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value)
+    return msgspec.json.format(raw, indent=2).decode()  # numbers kept as written
 
 
 def compact(raw: msgspec.Raw, limit: int = 140) -> str:
