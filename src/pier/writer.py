@@ -155,6 +155,7 @@ class Writer:
                         raise
                     log.exception("batch of %d commands failed", len(commands))
                     raise StoreUnavailable(str(exc)) from exc
+                metrics.replayed()
                 await asyncio.sleep(0.001 * attempt)
         raise AssertionError("unreachable")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 
+from prometheus_client import REGISTRY
+
 from pier.domain.commands import EventIn, TrackEvents
 from pier.store.postgres import PostgresStore
 from pier.writer import Writer, now_ms
@@ -26,6 +28,7 @@ def test_racing_creators_all_commit_once(pg_server: PostgresServer) -> None:
         pid = (await stores[0].create_project("p", now_ms())).id
         writers = [Writer(store) for store in stores]
         rng = random.Random(7)
+        replays_before = REGISTRY.get_sample_value("pier_writer_replays_total") or 0.0
 
         def batch(round_no: int) -> list[TrackEvents]:
             ids = rng.sample(range(USERS), 20)
@@ -55,6 +58,7 @@ def test_racing_creators_all_commit_once(pg_server: PostgresServer) -> None:
         assert sent == ROUNDS * 2 * 20  # every event of every batch
         # the race was real: some batch lost, and its process took turns afterwards
         assert any(store._contended_until > 0 for store in stores)
+        assert (REGISTRY.get_sample_value("pier_writer_replays_total") or 0.0) > replays_before
         for store in stores:
             await store.close()
 

@@ -40,6 +40,10 @@ COMMIT_SECONDS = Histogram(
     "Time to load, decide, write and commit one batch, retries included.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+REPLAYS = Counter(
+    "pier_writer_replays",
+    "Batch attempts rolled back by a conflict with another process, and replayed.",
+)
 QUEUE_DEPTH = Gauge(
     "pier_writer_queue_depth",
     "Items submitted to the writer and not yet answered.",
@@ -75,6 +79,10 @@ def observe_batch(commands: Iterable[Command], seconds: float) -> None:
     COMMIT_SECONDS.observe(seconds)
     if events:
         EVENTS.inc(events)
+
+
+def replayed() -> None:
+    REPLAYS.inc()
 
 
 def queue_depth(items: int) -> None:
