@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from pier.domain.batch import Batch, identity_items, load_request
+from pier.domain.batch import Batch, load_request, merge_or_device_items
 from pier.domain.commands import Alias, EventIn, Identify, Sequence, TrackEvents, Traits
 from pier.domain.errors import DomainError
 from pier.domain.model import Device, User
@@ -127,4 +127,7 @@ def test_loading_sees_inside_a_sequence() -> None:
     req = load_request([seq, track("u3", "x")])
     assert req.external_ids == {(PID, "u1"), (PID, "u2"), (PID, "u3")}
     assert req.anonymous_ids == {(PID, "a1"), (PID, "a2")}
-    assert [(anon, ext) for _, anon, ext in identity_items([seq])] == [("a1", "u1"), ("a2", "u2")]
+    assert [(anon, ext) for _, anon, ext in merge_or_device_items([seq])] == [
+        ("a1", "u1"),
+        ("a2", "u2"),
+    ]

@@ -90,19 +90,11 @@ def load_request(commands: Iterable[Command]) -> LoadRequest:
     return req
 
 
-def identity_items(commands: Iterable[Command]) -> Iterator[tuple[Command, str | None, str | None]]:
-    for cmd in flatten(commands):
-        if isinstance(cmd, TrackEvents):
-            for ev in cmd.events:
-                yield cmd, ev.anonymous_id, ev.external_id
-        else:
-            yield cmd, cmd.anonymous_id, cmd.external_id
-
-
-def _merge_or_device_items(
+def merge_or_device_items(
     commands: Iterable[Command],
 ) -> Iterator[tuple[Command, str | None, str | None]]:
-    """identity_items, less the events naming one id only (most): they cannot merge."""
+    """(command, anonymous id, external id) of every command that may merge users or move a
+    device, inside sequences too. Events naming one id only (most) cannot, and are skipped."""
     for cmd in flatten(commands):
         if isinstance(cmd, TrackEvents):
             for ev in cmd.events:
@@ -175,6 +167,19 @@ class Batch:
             self.by_anonymous[key] = user
             self.stored_anonymous[key] = user.id
 
+    def add_partial(self, uid: int, pid: int, ext: str | None, anon: str | None = None) -> None:
+        """A stored user known by its ids only (the loaders' hot path: add_user, without
+        building a user that the batch already holds)."""
+        user = self.users.get(uid)
+        if user is None:
+            user = self.users[uid] = User.partial_of(uid, pid, ext)
+            if ext is not None:
+                self.by_external[(pid, ext)] = user
+        if anon is not None:
+            key = (pid, anon)
+            self.by_anonymous[key] = user
+            self.stored_anonymous[key] = uid
+
     def add_device(self, device: Device) -> None:
         pid = device.project_id
         self.devices_by_id[(pid, device.device_id)] = device
@@ -187,7 +192,7 @@ class Batch:
     def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
         """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
         wanted: set[int] = set()
-        for cmd, anon, ext in _merge_or_device_items(commands):
+        for cmd, anon, ext in merge_or_device_items(commands):
             device = isinstance(cmd, RegisterDevice)
             if not device and not (anon and ext):
                 continue  # only a pair can merge; only a device command needs devices

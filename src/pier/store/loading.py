@@ -148,22 +148,14 @@ class IdentityCache:
         """Add the cached owners of `keys` to the batch as partial users; returns the misses."""
         index = self.by_anonymous if anonymous else self.by_external
         external_of = self.external_of
-        users = batch.users
         misses = set()
-        for key in keys:  # Batch.add_user, inlined: this runs for every user of every batch
+        for key in keys:
             uid = index.get(key)
             ext = external_of.get(uid, _UNKNOWN) if uid is not None else _UNKNOWN
             if ext is _UNKNOWN:
                 misses.add(key)
                 continue
-            user = users.get(uid)
-            if user is None:
-                user = users[uid] = User.partial_of(uid, key[0], ext)
-                if ext is not None:
-                    batch.by_external[(key[0], ext)] = user
-            if anonymous:
-                batch.by_anonymous[key] = user
-                batch.stored_anonymous[key] = uid
+            batch.add_partial(uid, key[0], ext, key[1] if anonymous else None)
         return misses
 
 
@@ -240,10 +232,11 @@ class BatchQueries:
 
     def _add_user(self, row: Row, batch: Batch, whole: bool, anon: str | None = None) -> None:
         uid = row[0]
-        user = batch.users.get(uid)
-        if user is None:
-            user = user_from_row(row) if whole else User.partial_of(uid, row[1], row[2])
-        batch.add_user(user, (anon,) if anon is not None else ())
+        if not whole:
+            batch.add_partial(uid, row[1], row[2], anon)
+        else:
+            user = batch.users.get(uid) or user_from_row(row)
+            batch.add_user(user, (anon,) if anon is not None else ())
         if self.cache is not None:
             self.cache.remember(uid, row[1], row[2], anon)
 

@@ -8,6 +8,7 @@ batch (`is_retryable`). Events are written with COPY.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -155,15 +156,12 @@ class PostgresStore:
     async def transaction(self) -> AsyncIterator[PostgresTx]:
         try:
             async with self.pool.acquire() as conn:
-                if time.monotonic() < self._contended_until:
-                    async with (
-                        _holding(conn, BATCH_LOCK),
-                        conn.transaction(isolation="serializable"),
-                    ):
-                        yield PostgresTx(conn, self)
-                else:
-                    async with conn.transaction(isolation="serializable"):
-                        yield PostgresTx(conn, self)
+                contended = time.monotonic() < self._contended_until
+                async with (
+                    _holding(conn, BATCH_LOCK) if contended else contextlib.nullcontext(),
+                    conn.transaction(isolation="serializable"),
+                ):
+                    yield PostgresTx(conn, self)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 

@@ -90,7 +90,7 @@ class SqliteStore:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
-        self._indexer: UserEventsIndexer | None = None  # made once migrated
+        self._indexer: UserEventsIndexer | None = None  # made by the first step, once migrated
         self._last_pruned = 0.0
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
