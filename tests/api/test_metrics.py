@@ -78,6 +78,25 @@ def test_requests_events_batches_and_latency_are_counted(tenant: Tenant) -> None
     assert ("pier_writer_queue_depth", ()) in after
 
 
+def test_duplicates_are_counted_apart_from_stored_events(tenant: Tenant) -> None:
+    url = tenant.server.url
+    body = [{"name": "dup", "external_id": "dup-1", "message_id": f"dup-{i}"} for i in range(5)]
+    before = scrape(url)
+    assert tenant.post("events", body).status_code == 204  # 5 stored
+    assert tenant.post("events", body).status_code == 204  # a retry: 5 duplicates
+    assert (
+        tenant.post("events", body[:2] + [body[0] | {"message_id": "dup-new"}]).status_code == 204
+    )
+    after = scrape(url)
+
+    assert [e["name"] for e in tenant.events("dup-1")].count("dup") == 6
+    stored = value(after, "pier_events_stored_total") - value(before, "pier_events_stored_total")
+    dropped = value(after, "pier_events_duplicate_total") - value(
+        before, "pier_events_duplicate_total"
+    )
+    assert (stored, dropped) == (6, 7)
+
+
 def test_mounted_and_templated_routes_are_labelled_by_template(tenant: Tenant) -> None:
     tenant.public.get("/portal/login")
     tenant.public.get("/portal/projects/12345")
