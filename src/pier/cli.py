@@ -305,28 +305,38 @@ def admins() -> None:
     """Portal administrators: they log in at /portal and manage every project."""
 
 
-@admins.command("create")
-@click.argument("email")
-@click.option(
+password_stdin_option = click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
 )
-@database_option
-def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
-    """Create a portal administrator; the password is asked for (or read from stdin)."""
+
+
+def _password_hash(password_stdin: bool) -> str:
+    """A new password, asked for (or read from stdin), checked and hashed."""
     import sys
 
-    from .portal.auth import MIN_PASSWORD, hash_password, normalize_email
+    from .portal.auth import MIN_PASSWORD, hash_password
 
-    email = normalize_email(email)
-    if "@" not in email or len(email) > 255:
-        raise click.BadParameter("not an email address", param_hint="EMAIL")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD:
         raise click.ClickException(f"the password needs at least {MIN_PASSWORD} characters")
-    hashed = hash_password(password)
+    return hash_password(password)
+
+
+@admins.command("create")
+@click.argument("email")
+@password_stdin_option
+@database_option
+def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
+    """Create a portal administrator; the password is asked for (or read from stdin)."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 255:
+        raise click.BadParameter("not an email address", param_hint="EMAIL")
+    hashed = _password_hash(password_stdin)
 
     async def action(store: Store) -> None:
         if await store.find_admin(email) is not None:
@@ -340,6 +350,36 @@ def admins_create(email: str, password_stdin: bool, database_url: str | None) ->
 @admins.command("list")
 @database_option
 def admins_list(database_url: str | None) -> None:
-    """List portal administrators."""
+    """List portal administrators: id, email, created_at."""
     for a in run(database_url, lambda s: s.list_admins()):
         click.echo(f"{a.id}\t{a.email}\t{iso(a.created_at)}")
+
+
+@admins.command("password")
+@click.argument("email")
+@password_stdin_option
+@database_option
+def admins_password(email: str, password_stdin: bool, database_url: str | None) -> None:
+    """Set an administrator's password (asked for, or read from stdin); logs them out."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if run(database_url, lambda s: s.find_admin(email)) is None:
+        raise click.ClickException(f"no administrator {email}")
+    hashed = _password_hash(password_stdin)
+    if not run(database_url, lambda s: s.set_admin_password(email, hashed)):
+        raise click.ClickException(f"no administrator {email}")  # removed meanwhile
+    click.echo(f"password of {email} changed; their portal sessions are ended", err=True)
+
+
+@admins.command("remove")
+@click.argument("email")
+@database_option
+def admins_remove(email: str, database_url: str | None) -> None:
+    """Remove an administrator; logs them out."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if not run(database_url, lambda s: s.delete_admin(email)):
+        raise click.ClickException(f"no administrator {email}")
+    click.echo(f"administrator {email} removed; their portal sessions are ended", err=True)

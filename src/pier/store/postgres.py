@@ -468,6 +468,27 @@ class PostgresStore:
         )
         return [Admin(*r) for r in rows]
 
+    async def set_admin_password(self, email: str, password_hash: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            admin_id = await conn.fetchval(
+                "UPDATE admins SET password_hash = $1 WHERE email = $2 RETURNING id",
+                password_hash,
+                email,
+            )
+            if admin_id is None:
+                return False
+            await conn.execute("DELETE FROM admin_sessions WHERE admin_id = $1", admin_id)
+            return True
+
+    async def delete_admin(self, email: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM admin_sessions WHERE admin_id IN"
+                " (SELECT id FROM admins WHERE email = $1)",
+                email,
+            )
+            return await conn.execute("DELETE FROM admins WHERE email = $1", email) != "DELETE 0"
+
     async def create_session(
         self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
     ) -> None:
