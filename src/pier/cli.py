@@ -86,7 +86,7 @@ def serve(
     log_format: str,
     access_log: str,
 ) -> None:
-    """Serve the API. Metrics at /metrics; with --workers N, set PROMETHEUS_MULTIPROC_DIR."""
+    """Serve the API. Metrics at /metrics, for all the workers together."""
     import signal
 
     import uvicorn
@@ -102,7 +102,7 @@ def serve(
     os.environ["PIER_DATABASE_URL"] = resolve(database_url)
     os.environ["PIER_DURABILITY"] = durability
     os.environ["PIER_ACCESS_LOG"] = access_log
-    _fresh_metrics_dir()
+    _metrics_dir(workers)
     uvicorn.run(
         "pier.api.app:from_environment",
         factory=True,
@@ -118,18 +118,27 @@ def serve(
     )
 
 
-def _fresh_metrics_dir() -> None:
-    """prometheus_client's multiprocess mode: its directory must start without the files of
-    earlier runs (only those files are removed)."""
+def _metrics_dir(workers: int) -> None:
+    """prometheus_client's multiprocess mode, so that any worker's /metrics answers for all:
+    every worker writes its values to files in one directory. PROMETHEUS_MULTIPROC_DIR names
+    it when set (the files of earlier runs are removed, only those). Otherwise, with several
+    workers, a private directory is made for this run (the workers inherit the variable), and
+    removed when `pier serve` exits."""
+    import atexit
+    import shutil
+    import tempfile
     from pathlib import Path
 
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for kind in ("counter", "gauge", "histogram", "summary"):
-        for stale in Path(folder).glob(f"{kind}_*.db"):
-            stale.unlink(missing_ok=True)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for kind in ("counter", "gauge", "histogram", "summary"):
+            for stale in Path(folder).glob(f"{kind}_*.db"):
+                stale.unlink(missing_ok=True)
+    elif workers > 1:  # one process needs nothing: its own registry is the whole server's
+        private = tempfile.mkdtemp(prefix="pier-metrics-")  # mode 0700, in $TMPDIR or /tmp
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = private
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

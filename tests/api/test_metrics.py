@@ -138,3 +138,32 @@ def test_multiprocess_mode_adds_up_every_worker(
             assert value(samples, "pier_events_stored_total") == 40
     finally:
         server.terminate()
+
+
+def test_several_workers_add_up_without_any_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    temp = tmp_path / "tmp"  # where `pier serve` makes its private metrics directory
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    url = f"sqlite:///{tmp_path}/pier.db"
+    project = new_project(url)
+    server = PierProcess(url, tmp_path / "server.log", "--workers", "2")
+    try:
+        headers = {"Authorization": f"Bearer {project.public_key}", "Connection": "close"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            for i in range(20):  # new connections: the workers share them out
+                body = [{"name": "mp", "external_id": f"mp-{i}"}]
+                assert http.post("/api/client/events", json=body).status_code == 204
+        for _ in range(8):  # whichever worker answers (a connection each), it answers for both
+            samples = scrape(server.url)
+            assert requests(samples, "/api/client/events", 204) == 20
+            assert value(samples, "pier_events_stored_total") == 20
+        (private,) = temp.glob("pier-metrics-*")
+        pids = {p.name.rsplit("_", 1)[1] for p in private.glob("counter_*.db")}
+        assert len(pids) == 2, pids  # both workers answered, and wrote their counters there
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert not private.exists()  # removed at exit

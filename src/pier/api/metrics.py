@@ -1,10 +1,11 @@
 """Prometheus metrics: `GET /metrics`, the request counter (fed by api/edge.py) and the
 writer's hooks (batch sizes, commit latency, events, queue depth).
 
-With several worker processes (`pier serve --workers N`), set PROMETHEUS_MULTIPROC_DIR to an
-empty directory: every worker then writes its values there and any worker's /metrics answers
-for all of them (prometheus_client's multiprocess mode; `pier serve` empties the directory at
-start). Without it, /metrics shows the process that answered only."""
+With several worker processes (`pier serve --workers N`), every worker writes its values to
+files in the directory PROMETHEUS_MULTIPROC_DIR names, and any worker's /metrics answers for all
+of them (prometheus_client's multiprocess mode). `pier serve` sets that up (cli._metrics_dir): a
+private directory of its own, unless the variable is set. Without the variable (a single
+process), /metrics shows this process."""
 
 from __future__ import annotations
 
