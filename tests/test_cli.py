@@ -1,13 +1,17 @@
-"""The `pier` command line, on a real SQLite file."""
+"""The `pier` command line, on a real SQLite file (and PostgreSQL where the backend matters)."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
+from conftest import BACKENDS, db_call
 from pier.cli import main
+from pier.portal.auth import check_password, new_token, token_hash
+from pier.writer import now_ms
 
 
 def pier(url: str, *args: str) -> str:
@@ -59,3 +63,77 @@ def test_demo_is_idempotent(tmp_path: Path) -> None:
     public = [line for line in first.splitlines() if line.startswith("Public key")]
     assert public and public[0] in second
     assert "Secret key:      sk_" in first and "sk_" not in second.split("Secret key:")[1][:30]
+
+
+# -- pier admins ----------------------------------------------------------------------------------
+@pytest.fixture(params=BACKENDS)
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/pier.db"
+    return request.getfixturevalue("pg_server").create_database()
+
+
+def admins(url: str, *args: str, password: str | None = None):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(main, ["admins", *args, "--database-url", url], input=password)
+
+
+def login(url: str, email: str) -> str:
+    """A session of the admin, as the portal makes one at login; returns its token hash."""
+
+    async def action(store):  # type: ignore[no-untyped-def]
+        admin = await store.find_admin(email)
+        token = token_hash(new_token())
+        await store.create_session(token, admin.id, new_token(), now_ms(), now_ms() + 60_000)
+        return token
+
+    return db_call(url, action)
+
+
+def session_alive(url: str, token: str) -> bool:
+    return db_call(url, lambda s: s.get_session(token, now_ms())) is not None
+
+
+def password_ok(url: str, email: str, password: str) -> bool:
+    return db_call(url, lambda s: check_password(s, email, password)) is not None
+
+
+def test_admins_password_sets_a_new_one_and_ends_their_sessions(any_url: str) -> None:
+    for email in ("ann@example.com", "bob@example.com"):
+        r = admins(any_url, "create", email, "--password-stdin", password="first password\n")
+        assert r.exit_code == 0, r.output
+    ann, bob = login(any_url, "ann@example.com"), login(any_url, "bob@example.com")
+
+    r = admins(any_url, "password", "Ann@Example.com", "--password-stdin", password="second one\n")
+    assert r.exit_code == 0, r.output
+    assert password_ok(any_url, "ann@example.com", "second one")
+    assert not password_ok(any_url, "ann@example.com", "first password")
+    assert not session_alive(any_url, ann)
+    assert session_alive(any_url, bob)  # only that admin's sessions end
+    assert password_ok(any_url, "bob@example.com", "first password")
+
+    r = admins(any_url, "password", "ann@example.com", "--password-stdin", password="short\n")
+    assert r.exit_code != 0 and "at least 10 characters" in r.output
+    assert password_ok(any_url, "ann@example.com", "second one")
+    r = admins(any_url, "password", "nobody@example.com", "--password-stdin", password="x" * 12)
+    assert r.exit_code != 0 and "no administrator nobody@example.com" in r.output
+
+
+def test_admins_list_and_remove(any_url: str) -> None:
+    for email in ("ann@example.com", "bob@example.com"):
+        r = admins(any_url, "create", email, "--password-stdin", password="first password\n")
+        assert r.exit_code == 0, r.output
+    ann = login(any_url, "ann@example.com")
+    listed = admins(any_url, "list").stdout.splitlines()
+    assert [line.split("\t")[1] for line in listed] == ["ann@example.com", "bob@example.com"]
+
+    r = admins(any_url, "remove", "ann@example.com")
+    assert r.exit_code == 0, r.output
+    assert not session_alive(any_url, ann)
+    assert not password_ok(any_url, "ann@example.com", "first password")
+    listed = admins(any_url, "list").stdout.splitlines()
+    assert [line.split("\t")[1] for line in listed] == ["bob@example.com"]
+
+    r = admins(any_url, "remove", "ann@example.com")
+    assert r.exit_code != 0 and "no administrator ann@example.com" in r.output
+    assert len(admins(any_url, "list").stdout.splitlines()) == 1

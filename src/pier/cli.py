@@ -86,7 +86,7 @@ def serve(
     log_format: str,
     access_log: str,
 ) -> None:
-    """Serve the API. Metrics at /metrics; with --workers N, set PROMETHEUS_MULTIPROC_DIR."""
+    """Serve the API. Metrics at /metrics, for all the workers together."""
     import signal
 
     import uvicorn
@@ -102,7 +102,7 @@ def serve(
     os.environ["PIER_DATABASE_URL"] = resolve(database_url)
     os.environ["PIER_DURABILITY"] = durability
     os.environ["PIER_ACCESS_LOG"] = access_log
-    _fresh_metrics_dir()
+    _metrics_dir(workers)
     uvicorn.run(
         "pier.api.app:from_environment",
         factory=True,
@@ -118,18 +118,27 @@ def serve(
     )
 
 
-def _fresh_metrics_dir() -> None:
-    """prometheus_client's multiprocess mode: its directory must start without the files of
-    earlier runs (only those files are removed)."""
+def _metrics_dir(workers: int) -> None:
+    """prometheus_client's multiprocess mode, so that any worker's /metrics answers for all:
+    every worker writes its values to files in one directory. PROMETHEUS_MULTIPROC_DIR names
+    it when set (the files of earlier runs are removed, only those). Otherwise, with several
+    workers, a private directory is made for this run (the workers inherit the variable), and
+    removed when `pier serve` exits."""
+    import atexit
+    import shutil
+    import tempfile
     from pathlib import Path
 
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not folder:
-        return
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    for kind in ("counter", "gauge", "histogram", "summary"):
-        for stale in Path(folder).glob(f"{kind}_*.db"):
-            stale.unlink(missing_ok=True)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for kind in ("counter", "gauge", "histogram", "summary"):
+            for stale in Path(folder).glob(f"{kind}_*.db"):
+                stale.unlink(missing_ok=True)
+    elif workers > 1:  # one process needs nothing: its own registry is the whole server's
+        private = tempfile.mkdtemp(prefix="pier-metrics-")  # mode 0700, in $TMPDIR or /tmp
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = private
+        atexit.register(shutil.rmtree, private, ignore_errors=True)
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -305,28 +314,38 @@ def admins() -> None:
     """Portal administrators: they log in at /portal and manage every project."""
 
 
-@admins.command("create")
-@click.argument("email")
-@click.option(
+password_stdin_option = click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of stdin."
 )
-@database_option
-def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
-    """Create a portal administrator; the password is asked for (or read from stdin)."""
+
+
+def _password_hash(password_stdin: bool) -> str:
+    """A new password, asked for (or read from stdin), checked and hashed."""
     import sys
 
-    from .portal.auth import MIN_PASSWORD, hash_password, normalize_email
+    from .portal.auth import MIN_PASSWORD, hash_password
 
-    email = normalize_email(email)
-    if "@" not in email or len(email) > 255:
-        raise click.BadParameter("not an email address", param_hint="EMAIL")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < MIN_PASSWORD:
         raise click.ClickException(f"the password needs at least {MIN_PASSWORD} characters")
-    hashed = hash_password(password)
+    return hash_password(password)
+
+
+@admins.command("create")
+@click.argument("email")
+@password_stdin_option
+@database_option
+def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
+    """Create a portal administrator; the password is asked for (or read from stdin)."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if "@" not in email or len(email) > 255:
+        raise click.BadParameter("not an email address", param_hint="EMAIL")
+    hashed = _password_hash(password_stdin)
 
     async def action(store: Store) -> None:
         if await store.find_admin(email) is not None:
@@ -340,6 +359,36 @@ def admins_create(email: str, password_stdin: bool, database_url: str | None) ->
 @admins.command("list")
 @database_option
 def admins_list(database_url: str | None) -> None:
-    """List portal administrators."""
+    """List portal administrators: id, email, created_at."""
     for a in run(database_url, lambda s: s.list_admins()):
         click.echo(f"{a.id}\t{a.email}\t{iso(a.created_at)}")
+
+
+@admins.command("password")
+@click.argument("email")
+@password_stdin_option
+@database_option
+def admins_password(email: str, password_stdin: bool, database_url: str | None) -> None:
+    """Set an administrator's password (asked for, or read from stdin); logs them out."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if run(database_url, lambda s: s.find_admin(email)) is None:
+        raise click.ClickException(f"no administrator {email}")
+    hashed = _password_hash(password_stdin)
+    if not run(database_url, lambda s: s.set_admin_password(email, hashed)):
+        raise click.ClickException(f"no administrator {email}")  # removed meanwhile
+    click.echo(f"password of {email} changed; their portal sessions are ended", err=True)
+
+
+@admins.command("remove")
+@click.argument("email")
+@database_option
+def admins_remove(email: str, database_url: str | None) -> None:
+    """Remove an administrator; logs them out."""
+    from .portal.auth import normalize_email
+
+    email = normalize_email(email)
+    if not run(database_url, lambda s: s.delete_admin(email)):
+        raise click.ClickException(f"no administrator {email}")
+    click.echo(f"administrator {email} removed; their portal sessions are ended", err=True)

@@ -10,7 +10,7 @@ from collections import deque
 
 from .api import metrics
 from .clock import now_ms
-from .domain.batch import Batch, LoadRequest, load_request
+from .domain.batch import Batch, ChangeSet, LoadRequest, load_request
 from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad
 from .store.base import Store, StoreUnavailable, WriteTx
@@ -144,10 +144,10 @@ class Writer:
         for attempt in range(MAX_RETRIES):
             try:
                 async with self.store.transaction() as tx:
-                    errors = await self._decide_and_write(tx, request, commands, keys)
+                    errors, changes = await self._decide_and_write(tx, request, commands, keys)
                 self.batches += 1
                 self.committed += len(commands)
-                metrics.observe_batch(commands, time.perf_counter() - started)
+                metrics.observe_batch(commands, time.perf_counter() - started, changes)
                 return errors
             except Exception as exc:
                 if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
@@ -165,7 +165,7 @@ class Writer:
         request: LoadRequest,
         commands: list[Command],
         keys: list[RequestKey | None],
-    ) -> list[Exception | None]:
+    ) -> tuple[list[Exception | None], ChangeSet]:
         ids = UserIds(await tx.reserve_user_ids(sum(_size(cmd) for cmd in commands)))
         full: set[int] = set()
         while True:
@@ -182,9 +182,10 @@ class Writer:
                     raise RuntimeError(f"users {exc.user_ids} incomplete after loading") from exc
                 full = more | exc.user_ids
                 continue
-            await tx.write(batch.changes())
+            changes = batch.changes()
+            await tx.write(changes)
             await tx.release_user_ids(ids.unused())
-            return errors
+            return errors, changes
 
 
 class UserIds:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from click.testing import CliRunner
+
 from conftest import Tenant
+from pier.cli import main
 
 
 def test_events_are_stored_with_user_name_data_and_time(tenant: Tenant) -> None:
@@ -105,6 +108,41 @@ def test_data_is_stored_as_sent_and_must_be_an_object(tenant: Tenant) -> None:
         r = tenant.public.post("/api/client/events", content=body)
         assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/0/data"
     assert tenant.public.get("/api/client/users/raw2").status_code in (403, 404)
+
+
+def test_numbers_in_data_come_back_spelled_as_sent_everywhere(tenant: Tenant) -> None:
+    # PostgreSQL's jsonb would give back 1e+308, 0, 100000 and drop the exponent spellings
+    data = b'{"a": 1e308, "b": -0.0, "c": 1.0, "d": 100000000000000000000, "e": 1E5, "f": [1.50]}'
+    body = b'[{"name": "n", "external_id": "num1", "data": ' + data + b"}]"
+    assert tenant.public.post("/api/client/events", content=body).status_code == 204
+
+    r = tenant.secret.get("/api/client/users/num1/events")
+    assert r.status_code == 200 and r.content.count(data) == 1, r.text
+    r = tenant.secret.get("/api/client/events")
+    assert r.status_code == 200 and r.content.count(data) == 1, r.text
+    url = tenant.server.database_url
+    result = CliRunner().invoke(
+        main, ["export", "--project", str(tenant.id), "--database-url", url]
+    )
+    assert result.exit_code == 0 and result.stdout_bytes.count(data) == 1, result.output
+
+
+def test_numbers_in_user_and_device_data_are_written_alike_on_every_backend(
+    tenant: Tenant,
+) -> None:
+    # Identify data and device fields are decoded, merged and encoded again: the same spelling
+    # on both backends (jsonb would turn 1e308 into 309 digits and -0.0 into 0).
+    data = b'{"a": 1e308, "b": -0.0, "c": 1.0, "d": 100000000000000000000, "e": 1E5}'
+    body = b'{"external_id": "num2", "data": ' + data + b"}"
+    assert tenant.public.post("/api/client/identify", content=body).status_code == 204
+    device = (
+        b'{"external_id": "num2", "device_id": "d1", "os": "iOS", "model": "m", "app_build": "1"'
+    )
+    body = device + b', "app_version": "1", "n": ' + data + b"}"
+    assert tenant.public.post("/api/client/devices", content=body).status_code == 204
+    written = b'{"a":1e308,"b":-0.0,"c":1.0,"d":100000000000000000000,"e":100000.0}'
+    r = tenant.secret.get("/api/client/users/num2")
+    assert r.status_code == 200 and r.content.count(written) == 2, r.text
 
 
 def test_data_that_is_not_utf8_is_refused(tenant: Tenant) -> None:

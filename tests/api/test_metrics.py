@@ -78,6 +78,25 @@ def test_requests_events_batches_and_latency_are_counted(tenant: Tenant) -> None
     assert ("pier_writer_queue_depth", ()) in after
 
 
+def test_duplicates_are_counted_apart_from_stored_events(tenant: Tenant) -> None:
+    url = tenant.server.url
+    body = [{"name": "dup", "external_id": "dup-1", "message_id": f"dup-{i}"} for i in range(5)]
+    before = scrape(url)
+    assert tenant.post("events", body).status_code == 204  # 5 stored
+    assert tenant.post("events", body).status_code == 204  # a retry: 5 duplicates
+    assert (
+        tenant.post("events", body[:2] + [body[0] | {"message_id": "dup-new"}]).status_code == 204
+    )
+    after = scrape(url)
+
+    assert [e["name"] for e in tenant.events("dup-1")].count("dup") == 6
+    stored = value(after, "pier_events_stored_total") - value(before, "pier_events_stored_total")
+    dropped = value(after, "pier_events_duplicate_total") - value(
+        before, "pier_events_duplicate_total"
+    )
+    assert (stored, dropped) == (6, 7)
+
+
 def test_mounted_and_templated_routes_are_labelled_by_template(tenant: Tenant) -> None:
     tenant.public.get("/portal/login")
     tenant.public.get("/portal/projects/12345")
@@ -119,3 +138,32 @@ def test_multiprocess_mode_adds_up_every_worker(
             assert value(samples, "pier_events_stored_total") == 40
     finally:
         server.terminate()
+
+
+def test_several_workers_add_up_without_any_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    temp = tmp_path / "tmp"  # where `pier serve` makes its private metrics directory
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    url = f"sqlite:///{tmp_path}/pier.db"
+    project = new_project(url)
+    server = PierProcess(url, tmp_path / "server.log", "--workers", "2")
+    try:
+        headers = {"Authorization": f"Bearer {project.public_key}", "Connection": "close"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            for i in range(20):  # new connections: the workers share them out
+                body = [{"name": "mp", "external_id": f"mp-{i}"}]
+                assert http.post("/api/client/events", json=body).status_code == 204
+        for _ in range(8):  # whichever worker answers (a connection each), it answers for both
+            samples = scrape(server.url)
+            assert requests(samples, "/api/client/events", 204) == 20
+            assert value(samples, "pier_events_stored_total") == 20
+        (private,) = temp.glob("pier-metrics-*")
+        pids = {p.name.rsplit("_", 1)[1] for p in private.glob("counter_*.db")}
+        assert len(pids) == 2, pids  # both workers answered, and wrote their counters there
+        assert server.terminate() == 0
+    finally:
+        server.kill()
+    assert not private.exists()  # removed at exit

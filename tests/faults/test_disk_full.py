@@ -3,8 +3,8 @@ Retry-After (never a 204 for data not stored), nothing answered 204 is lost, and
 writes again once the disk does, without a restart.
 
 Two real faults, seen by SQLite as different errors:
-- a full disk (ENOSPC, SQLITE_FULL): the database lives on a small tmpfs that is shrunk to what
-  it holds, then grown back (needs root to mount: skipped otherwise);
+- a full disk (ENOSPC, SQLITE_FULL): the database lives on a small tmpfs that a file fills to
+  the last block, then is deleted (needs root to mount: skipped otherwise);
 - a write error (EFBIG, SQLITE_IOERR): the server's RLIMIT_FSIZE is lowered with prlimit, so
   no file of the process may grow, then raised back.
 A read-only file does not work as a fault here: the server keeps its file open, and root (as CI
@@ -14,6 +14,7 @@ runs) ignores permission bits.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import resource
 import subprocess
@@ -29,10 +30,16 @@ from faults.pierproc import PierProcess, Sent, new_project, stored_message_ids
 
 
 class Tmpfs:
-    """A tmpfs that can be shrunk to what it holds (disk full) and grown back."""
+    """A small tmpfs that is filled up (disk full), then freed.
+
+    Filled by a file that takes every free block, written until the kernel says ENOSPC: the
+    disk is then full whatever the server wrote meanwhile. (Shrinking the mount to what it holds
+    raced with the server: the WAL grew between measuring and remounting, and the kernel
+    refuses to shrink a tmpfs below its contents.)"""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.filler = path / "filler"
         path.mkdir()
         done = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(path)], capture_output=True
@@ -40,16 +47,24 @@ class Tmpfs:
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
 
-    def _resize(self, size: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={size}", str(self.path)], check=True)
-
     def fill(self, server: PierProcess) -> None:
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            for chunk in (1 << 20, 4096):  # big writes first, then the last blocks one by one
+                block = bytes(chunk)
+                try:
+                    while os.write(fd, block) == chunk:
+                        pass
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+        finally:
+            os.close(fd)
         st = os.statvfs(self.path)
-        used = (st.f_blocks - st.f_bfree) * st.f_frsize
-        self._resize(str(used + 64 * 1024))  # room for a few pages: the next commits fill it
+        assert st.f_bavail == 0, f"the tmpfs still has {st.f_bavail} free blocks"
 
     def free(self, server: PierProcess) -> None:
-        self._resize("64m")
+        self.filler.unlink()
 
     def remove(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], check=False)

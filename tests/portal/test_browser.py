@@ -102,3 +102,28 @@ def test_log_in_make_a_key_watch_events_arrive_and_revoke_it(server: LiveServer,
         finally:
             browser.close()
     assert problems == []
+
+
+def test_an_unknown_page_shows_the_portal_with_a_way_back(server: LiveServer, admin) -> None:
+    executable = chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{server.url}/portal/login")
+            page.get_by_label("Email").fill(admin.email)
+            page.get_by_label("Password").fill(admin.password)
+            page.get_by_role("button", name="Log in").click()
+            expect(page).to_have_url(f"{server.url}/portal/projects")
+
+            response = page.goto(f"{server.url}/portal/no/such/page")
+            assert response is not None and response.status == 404
+            expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+            expect(page.locator("header .who")).to_have_text(admin.email)  # the portal's layout
+            page.get_by_role("link", name="Back to the projects").click()
+            expect(page).to_have_url(f"{server.url}/portal/projects")
+            expect(page.get_by_role("button", name="Create project")).to_be_visible()
+        finally:
+            browser.close()

@@ -232,6 +232,23 @@ def test_unknown_projects_users_and_keys_are_404(portal) -> None:
     assert r.status_code == 422 and "1 to 100 characters" in r.text
 
 
+def test_an_unknown_portal_page_is_an_html_page_with_a_way_back(anonymous, portal, admin) -> None:
+    paths = ("/nope", "/projects/abc", "/projects/1/nope/deeper", "/login/extra")
+    for client, who in ((anonymous, None), (portal, admin.email)):
+        for path in paths:
+            r = client.get(path)
+            assert r.status_code == 404, path
+            assert r.headers["content-type"].startswith("text/html"), path
+            assert r.headers["content-security-policy"].startswith("default-src 'self'")
+            assert "Page not found" in r.text and 'href="/portal/projects"' in r.text, path
+            assert 'href="/portal/static/portal.css"' in r.text  # the portal's layout
+            assert (who is not None) == ("Log out" in r.text), path  # who is logged in
+            assert who is None or who in r.text
+    r = anonymous.http.post("/nope", data={"x": "1"})
+    assert r.status_code == 404 and "Page not found" in r.text
+    assert anonymous.http.post("/projects/1/chart.svg").status_code == 405  # a known path
+
+
 # -- pier admins ----------------------------------------------------------------------------------
 def test_admins_create_from_the_command_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/pier.db"

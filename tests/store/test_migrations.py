@@ -6,8 +6,13 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import asyncpg
+import pytest
+
 from pier.store import make_store
 from pier.store.migrations import migrations
+from pier.store.postgres import PostgresStore
+from support.postgres import PostgresServer
 
 
 def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
@@ -25,3 +30,50 @@ def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "nested/dir/pier.db")
     assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == versions
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_postgres_json_columns_migrate_with_their_rows(
+    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0004 turns jsonb into json on a database that holds rows: they keep their values."""
+    url = pg_server.create_database()
+    every = migrations("postgres")
+
+    async def scenario() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            monkeypatch.setattr("pier.store.postgres.migrations", lambda _: every[:3])
+            assert await store.migrate() == [1, 2, 3]
+            conn: asyncpg.Connection
+            async with store.pool.acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO projects (name, created_at) VALUES ('p', 0);"
+                    " INSERT INTO users (project_id, id, external_id, data, created_at, updated_at)"
+                    ' VALUES (1, 1, \'u\', \'{"plan": "pro", "n": 1.5}\', 0, 0);'
+                    " INSERT INTO devices (project_id, user_id, device_id, created_at, updated_at)"
+                    " VALUES (1, 1, 'd', 0, 0);"
+                    " INSERT INTO events (project_id, user_id, name, data, created_at, received_at)"
+                    " VALUES (1, 1, 'e', '{\"b\": 2, \"a\": [1]}', 0, 0)"
+                )
+            monkeypatch.setattr("pier.store.postgres.migrations", lambda _: every)
+            assert await store.migrate() == [4]
+            user = await store.get_user(1, "u", "external_id")
+            assert user is not None and user.data == {"plan": "pro", "n": 1.5}
+            assert user.devices is not None and user.devices[0].extra == {}
+            (event,) = await store.event_feed(1, None, 10)
+            assert bytes(event.data) == b'{"a": [1], "b": 2}'  # as jsonb had written it
+            async with store.pool.acquire() as conn:
+                types = await conn.fetch(
+                    "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                    " WHERE table_schema = 'public' AND column_name IN ('data', 'extra') ORDER BY 1"
+                )
+            assert [tuple(r) for r in types] == [
+                ("devices", "extra", "json"),
+                ("events", "data", "json"),
+                ("users", "data", "json"),
+            ]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())

@@ -1,10 +1,11 @@
 """Prometheus metrics: `GET /metrics`, the request counter (fed by api/edge.py) and the
 writer's hooks (batch sizes, commit latency, events, queue depth).
 
-With several worker processes (`pier serve --workers N`), set PROMETHEUS_MULTIPROC_DIR to an
-empty directory: every worker then writes its values there and any worker's /metrics answers
-for all of them (prometheus_client's multiprocess mode; `pier serve` empties the directory at
-start). Without it, /metrics shows the process that answered only."""
+With several worker processes (`pier serve --workers N`), every worker writes its values to
+files in the directory PROMETHEUS_MULTIPROC_DIR names, and any worker's /metrics answers for all
+of them (prometheus_client's multiprocess mode). `pier serve` sets that up (cli._metrics_dir): a
+private directory of its own, unless the variable is set. Without the variable (a single
+process), /metrics shows this process."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..domain.batch import ChangeSet
 from ..domain.commands import Command, TrackEvents, flatten
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -28,7 +30,11 @@ REQUESTS = Counter(
 )
 EVENTS = Counter(
     "pier_events_stored",
-    "Client events in committed batches (a retry dropped by its message_id counts too).",
+    "Client events stored (committed); a retry dropped by its message_id is not counted.",
+)
+DUPLICATES = Counter(
+    "pier_events_duplicate",
+    "Client events dropped because an event with their message_id was stored already.",
 )
 BATCH_ITEMS = Histogram(
     "pier_writer_batch_items",
@@ -66,19 +72,17 @@ def count_request(method: str, route: str, status: int) -> None:
 
 
 # -- the writer's hooks ------------------------------------------------------------------
-def observe_batch(commands: Iterable[Command], seconds: float) -> None:
-    """A committed transaction: its commands and how long it took."""
-    items = events = 0
+def observe_batch(commands: Iterable[Command], seconds: float, changes: ChangeSet) -> None:
+    """A committed transaction: its commands, how long it took and what it stored."""
+    items = 0
     for cmd in flatten(commands):
-        if isinstance(cmd, TrackEvents):
-            items += len(cmd.events)
-            events += len(cmd.events)
-        else:
-            items += 1
+        items += len(cmd.events) if isinstance(cmd, TrackEvents) else 1
     BATCH_ITEMS.observe(items)
     COMMIT_SECONDS.observe(seconds)
-    if events:
-        EVENTS.inc(events)
+    if changes.client_events:
+        EVENTS.inc(changes.client_events)
+    if changes.duplicates:
+        DUPLICATES.inc(changes.duplicates)
 
 
 def replayed() -> None:

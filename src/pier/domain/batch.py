@@ -52,6 +52,8 @@ class ChangeSet(msgspec.Struct):
     device_writes: list[Device]  # inserted whole (stored ones were deleted just before)
     events: list[Event]
     request_keys: list[tuple[int, str, str]]  # (project, Idempotency-Key, request fingerprint)
+    client_events: int = 0  # of `events`, those the clients sent (the others: user_created...)
+    duplicates: int = 0  # client events dropped: their message_id was stored already
 
 
 def load_request(commands: Iterable[Command]) -> LoadRequest:
@@ -155,6 +157,8 @@ class Batch:
         self.request_keys: dict[Key, str] = {}  # Idempotency-Key → fingerprint, committed or new
         self.new_request_keys: list[tuple[int, str, str]] = []
         self.events: list[Event] = []
+        self.recorded = 0  # events of Pier's own (user_created, user_merged) in `events`
+        self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
 
     # -- loading -------------------------------------------------------------------------
@@ -283,6 +287,7 @@ class Batch:
             if ev.message_id is not None:
                 key = (pid, ev.message_id)
                 if key in seen:
+                    self.duplicates += 1
                     continue  # already stored: a retry
                 seen.add(key)
             # the common case, without the identity table: a known user named by external id
@@ -307,6 +312,7 @@ class Batch:
             user.updated_at = self.now
 
     def record(self, user: User, name: str, data: dict, at: int | None = None) -> None:
+        self.recorded += 1
         self.events.append(Event(user, name, data, self.now if at is None else at))
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:
@@ -349,4 +355,6 @@ class Batch:
             device_writes=device_writes,
             events=self.events,
             request_keys=self.new_request_keys,
+            client_events=len(self.events) - self.recorded,
+            duplicates=self.duplicates,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.middleware import Middleware
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -45,27 +45,26 @@ class SecurityHeaders:
 
 def routes() -> list[Route | Mount]:
     project = "/projects/{pid:int}"
-    return [
-        Mount(
-            "",
-            middleware=[Middleware(SecurityHeaders)],
-            routes=[
-                Route("/", views.home, methods=["GET"]),
-                Route("/login", views.login_form, methods=["GET"]),
-                Route("/login", views.login, methods=["POST"]),
-                Route("/logout", views.logout, methods=["POST"]),
-                Route("/projects", views.projects, methods=["GET"]),
-                Route("/projects", views.create_project, methods=["POST"]),
-                Route(project, views.live, methods=["GET"]),
-                Route(project + "/live.json", views.live_json, methods=["GET"]),
-                Route(project + "/chart.svg", views.chart_svg, methods=["GET"]),
-                Route(project + "/keys", views.keys, methods=["GET"]),
-                Route(project + "/keys", views.create_key, methods=["POST"]),
-                Route(project + "/keys/{kid:int}/revoke", views.revoke_key, methods=["POST"]),
-                Route(project + "/users", views.users, methods=["GET"]),
-                Route(project + "/users/{uid:int}", views.user, methods=["GET"]),
-                Route(project + "/users/{uid:int}/delete", views.delete_user, methods=["POST"]),
-                Mount("/static", StaticFiles(directory=STATIC), name="portal-static"),
-            ],
-        )
-    ]
+    pages = Router(
+        # a path no route has: the portal's own 404 page, not the API's JSON
+        default=views.not_found,
+        routes=[
+            Route("/", views.home, methods=["GET"]),
+            Route("/login", views.login_form, methods=["GET"]),
+            Route("/login", views.login, methods=["POST"]),
+            Route("/logout", views.logout, methods=["POST"]),
+            Route("/projects", views.projects, methods=["GET"]),
+            Route("/projects", views.create_project, methods=["POST"]),
+            Route(project, views.live, methods=["GET"]),
+            Route(project + "/live.json", views.live_json, methods=["GET"]),
+            Route(project + "/chart.svg", views.chart_svg, methods=["GET"]),
+            Route(project + "/keys", views.keys, methods=["GET"]),
+            Route(project + "/keys", views.create_key, methods=["POST"]),
+            Route(project + "/keys/{kid:int}/revoke", views.revoke_key, methods=["POST"]),
+            Route(project + "/users", views.users, methods=["GET"]),
+            Route(project + "/users/{uid:int}", views.user, methods=["GET"]),
+            Route(project + "/users/{uid:int}/delete", views.delete_user, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=STATIC), name="portal-static"),
+        ],
+    )
+    return [Mount("", app=pages, middleware=[Middleware(SecurityHeaders)])]

@@ -10,6 +10,7 @@ import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from ..api.errors import HTTPProblem
 from ..api.render import decode_cursor, encode_cursor
@@ -78,6 +79,15 @@ def redirect(request: Request, path: str) -> RedirectResponse:
 
 def error(request: Request, status: int, title: str, message: str) -> HTMLResponse:
     return page(request, "error.html", status, title=title, message=message)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """A path under the portal that no route has (any method): a 404 page in the portal's
+    layout, with the way back to the projects."""
+    request = Request(scope, receive)
+    request.state.session = await auth.current_session(request)  # the layout shows who it is
+    response = error(request, 404, "Page not found", "There is no such page in the portal.")
+    await response(scope, receive, send)
 
 
 async def denied(request: Request, logged_in: bool) -> Response:

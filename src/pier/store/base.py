@@ -153,6 +153,13 @@ class Store(Protocol):
     async def create_admin(self, email: str, password_hash: str, now: int) -> Admin: ...
     async def find_admin(self, email: str) -> Admin | None: ...
     async def list_admins(self) -> list[Admin]: ...
+    async def set_admin_password(self, email: str, password_hash: str) -> bool:
+        """A new password hash, and every session of that admin ended, in one transaction.
+        False when there is no such admin."""
+
+    async def delete_admin(self, email: str) -> bool:
+        """Remove the admin and end their sessions, in one transaction. False when unknown."""
+
     async def create_session(
         self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
     ) -> None:

@@ -468,6 +468,27 @@ class PostgresStore:
         )
         return [Admin(*r) for r in rows]
 
+    async def set_admin_password(self, email: str, password_hash: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            admin_id = await conn.fetchval(
+                "UPDATE admins SET password_hash = $1 WHERE email = $2 RETURNING id",
+                password_hash,
+                email,
+            )
+            if admin_id is None:
+                return False
+            await conn.execute("DELETE FROM admin_sessions WHERE admin_id = $1", admin_id)
+            return True
+
+    async def delete_admin(self, email: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "DELETE FROM admin_sessions WHERE admin_id IN"
+                " (SELECT id FROM admins WHERE email = $1)",
+                email,
+            )
+            return await conn.execute("DELETE FROM admins WHERE email = $1", email) != "DELETE 0"
+
     async def create_session(
         self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
     ) -> None:
@@ -564,7 +585,7 @@ class PostgresTx(BatchQueries):
         if c.new_users:
             await conn.executemany(
                 "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
-                " data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
+                " data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9,"
                 " $10)",
                 [user_values(u) for u in c.new_users],
             )
@@ -587,13 +608,13 @@ class PostgresTx(BatchQueries):
                 d.id = await conn.fetchval(
                     "INSERT INTO devices (project_id, user_id, device_id, token, os, os_version,"
                     " model, app_build, app_version, extra, created_at, updated_at) VALUES ($1, $2,"
-                    " $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12) RETURNING id",
+                    " $3, $4, $5, $6, $7, $8, $9, $10::json, $11, $12) RETURNING id",
                     *values[1:],
                 )
             else:
                 await conn.execute(
                     f"INSERT INTO devices ({DEVICE_COLUMNS.replace('::text', '')}) VALUES ($1, $2,"
-                    " $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)",
+                    " $3, $4, $5, $6, $7, $8, $9, $10, $11::json, $12, $13)",
                     *values,
                 )
         if c.event_moves:
@@ -604,7 +625,7 @@ class PostgresTx(BatchQueries):
         if c.updated_users:
             await conn.executemany(
                 "UPDATE users SET external_id = $1, email = $2, phone = $3, timezone = $4,"
-                " locale = $5, data = $6::jsonb, updated_at = $7 WHERE id = $8",
+                " locale = $5, data = $6::json, updated_at = $7 WHERE id = $8",
                 [
                     (
                         u.external_id,

@@ -502,6 +502,26 @@ class SqliteStore:
         )
         return [Admin(*row) for row in rows]
 
+    async def set_admin_password(self, email: str, password_hash: str) -> bool:
+        async with self.transaction():
+            row = self.db.execute(
+                "UPDATE admins SET password_hash = ? WHERE email = ? RETURNING id",
+                (password_hash, email),
+            ).fetchone()
+            if row is None:
+                return False
+            self.db.execute("DELETE FROM admin_sessions WHERE admin_id = ?", (row[0],))
+            return True
+
+    async def delete_admin(self, email: str) -> bool:
+        async with self.transaction():
+            self.db.execute(
+                "DELETE FROM admin_sessions WHERE admin_id IN"
+                " (SELECT id FROM admins WHERE email = ?)",
+                (email,),
+            )
+            return self.db.execute("DELETE FROM admins WHERE email = ?", (email,)).rowcount > 0
+
     async def create_session(
         self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
     ) -> None:
