@@ -17,10 +17,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
-from ..domain.model import Device, User
+from ..domain.model import Device, Event, User
 from .base import (
     PRUNE_EVERY,
     Admin,
@@ -30,8 +29,10 @@ from .base import (
     StoreUnavailable,
     request_keys_cutoff,
 )
-from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
+from .common import SqlTx, event_values
+from .loading import device_from_row, device_values, user_from_row
 from .migrations import migrations
+from .queries import EVENT_FIELDS, POSTGRES, Queries
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
@@ -58,6 +59,7 @@ RETRYABLE = (
 BATCH_LOCK = 0x5049455203  # advisory lock (session): contended batches take turns
 CONTENDED_FOR = 1.0  # seconds after a conflict during which this process's batches take turns
 UNAVAILABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+QUERIES = Queries(POSTGRES)
 
 
 def _encode(value: Any) -> str:
@@ -496,8 +498,29 @@ class PostgresStore:
         await self.pool.execute("DELETE FROM admin_sessions WHERE token_hash = $1", token_hash)
 
 
-class PostgresTx(BatchQueries):
+class PgRun:
+    """Statements on a connection (or the pool, for one statement)."""
+
+    def __init__(self, conn: asyncpg.Connection | asyncpg.Pool) -> None:
+        self.conn = conn
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return await self.conn.fetch(sql, *args)
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self.conn.execute(sql, *args)  # e.g. "UPDATE 3"
+        return int(status.rpartition(" ")[2])
+
+    async def many(self, sql: str, rows: Any) -> None:
+        await self.conn.executemany(sql, rows)
+
+
+class PostgresTx(SqlTx):
     def __init__(self, conn: asyncpg.Connection, store: PostgresStore) -> None:
+        super().__init__(PgRun(conn), QUERIES)
         self.conn = conn
         self.store = store
 
@@ -507,149 +530,20 @@ class PostgresTx(BatchQueries):
     async def release_user_ids(self, ids: list[int]) -> None:
         self.store.give_back(ids)
 
-    # -- the queries of a batch load (see loading.BatchQueries) -----------------------------
-    def decode(self, raw: Any) -> Any:
-        return _decode(raw)
-
-    async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[Any]:
-        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
-        sql = f"SELECT {columns} FROM users u WHERE u.project_id = $1 AND u.external_id = ANY($2)"
-        return await self.conn.fetch(sql, pid, values)
-
-    async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[Any]:
-        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
-        sql = (
-            f"SELECT a.anonymous_id, {columns} FROM user_anonymous_ids a"
-            " JOIN users u ON u.project_id = a.project_id AND u.id = a.user_id"
-            " WHERE a.project_id = $1 AND a.anonymous_id = ANY($2)"
-        )
-        return await self.conn.fetch(sql, pid, values)
-
-    async def users_by_id(self, ids: list[int]) -> list[Any]:
-        return await self.conn.fetch(
-            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY($1)", ids
-        )
-
-    async def devices_where(self, pid: int, column: str, values: list[str]) -> list[Any]:
-        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = $1 AND {column} = ANY($2)"
-        return await self.conn.fetch(sql, pid, values)
-
-    async def devices_of(self, user_ids: list[int]) -> list[Any]:
-        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY($1) ORDER BY id"
-        return await self.conn.fetch(sql, user_ids)
-
-    async def anonymous_ids_of(self, user_ids: list[int]) -> list[Any]:
-        sql = "SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id = ANY($1) ORDER BY id"
-        return await self.conn.fetch(sql, user_ids)
-
-    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
-        sql = (
-            "SELECT message_id FROM events WHERE project_id = $1 AND message_id IS NOT NULL"
-            " AND message_id = ANY($2)"
-        )
-        return [r[0] for r in await self.conn.fetch(sql, pid, values)]
-
-    async def stored_request_keys(self, pid: int, values: list[str]) -> list[Any]:
-        sql = "SELECT key, fingerprint FROM request_keys WHERE project_id = $1 AND key = ANY($2)"
-        return await self.conn.fetch(sql, pid, values)
-
-    async def write(self, c: ChangeSet) -> None:
-        conn = self.conn
-        if c.request_keys:
-            await conn.executemany(
-                "INSERT INTO request_keys (project_id, key, fingerprint, created_at)"
-                " VALUES ($1, $2, $3, $4)",
-                [(*k, c.now) for k in c.request_keys],
-            )
-        if c.new_users:
-            await conn.executemany(
-                "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
-                " data, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9,"
-                " $10)",
-                [user_values(u) for u in c.new_users],
-            )
-        if c.device_deletes:
-            await conn.execute("DELETE FROM devices WHERE id = ANY($1::bigint[])", c.device_deletes)
-        if c.anonymous_id_deletes:
-            await conn.executemany(
-                "DELETE FROM user_anonymous_ids WHERE project_id = $1 AND anonymous_id = $2",
-                c.anonymous_id_deletes,
-            )
-        if c.anonymous_id_inserts:
-            await conn.executemany(
-                "INSERT INTO user_anonymous_ids (project_id, anonymous_id, user_id)"
-                " VALUES ($1, $2, $3)",
-                c.anonymous_id_inserts,
-            )
-        for d in c.device_writes:
+    async def write_devices(self, devices: list[Device]) -> None:
+        conn, q = self.conn, self.q
+        for d in devices:  # a new device gets its id from the database
             values = device_values(d)
             if d.id is None:
-                d.id = await conn.fetchval(
-                    "INSERT INTO devices (project_id, user_id, device_id, token, os, os_version,"
-                    " model, app_build, app_version, extra, created_at, updated_at) VALUES ($1, $2,"
-                    " $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12) RETURNING id",
-                    *values[1:],
-                )
+                d.id = await conn.fetchval(q.insert_new_device, *values[1:])
             else:
-                await conn.execute(
-                    f"INSERT INTO devices ({DEVICE_COLUMNS.replace('::text', '')}) VALUES ($1, $2,"
-                    " $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)",
-                    *values,
-                )
-        if c.event_moves:
-            await conn.executemany(
-                "UPDATE events SET user_id = $1 WHERE user_id = $2",
-                [(to, frm) for frm, to in c.event_moves],
-            )
-        if c.updated_users:
-            await conn.executemany(
-                "UPDATE users SET external_id = $1, email = $2, phone = $3, timezone = $4,"
-                " locale = $5, data = $6::jsonb, updated_at = $7 WHERE id = $8",
-                [
-                    (
-                        u.external_id,
-                        u.email,
-                        u.phone,
-                        u.timezone,
-                        u.locale,
-                        _encode(u.data),
-                        u.updated_at,
-                        u.id,
-                    )
-                    for u in c.updated_users
-                ],
-            )
-        if c.events:
-            # Event ids must become visible in id order, or a consumer following the feed
-            # (`id > cursor`) could pass an id that another process commits later. Holding this
-            # lock from taking the ids until the commit makes the id order the commit order.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
-            now = c.now
-            await conn.copy_records_to_table(
-                "events",
-                columns=(
-                    "project_id",
-                    "user_id",
-                    "name",
-                    "data",
-                    "created_at",
-                    "received_at",
-                    "message_id",
-                ),
-                records=[
-                    (
-                        e.user.project_id,
-                        e.user.id,
-                        e.name,
-                        _encode(e.data),
-                        e.created_at,
-                        now,
-                        e.message_id,
-                    )
-                    for e in c.events
-                ],
-            )
-        if c.deleted_users:
-            await conn.execute(
-                "DELETE FROM users WHERE id = ANY($1::bigint[])", [u.id for u in c.deleted_users]
-            )
+                await conn.execute(q.insert_device, *values)
+
+    async def insert_events(self, events: list[Event], now: int) -> None:
+        # Event ids must become visible in id order, or a consumer following the feed
+        # (`id > cursor`) could pass an id that another process commits later. Holding this
+        # lock from taking the ids until the commit makes the id order the commit order.
+        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+        await self.conn.copy_records_to_table(
+            "events", columns=EVENT_FIELDS, records=event_values(events, now)
+        )

@@ -28,15 +28,10 @@ from .base import (
     StoreUnavailable,
     request_keys_cutoff,
 )
-from .loading import (
-    BatchQueries,
-    IdentityCache,
-    device_from_row,
-    device_values,
-    user_from_row,
-    user_values,
-)
+from .common import SqlTx
+from .loading import IdentityCache, device_from_row, user_from_row
 from .migrations import migrations
+from .queries import SQLITE, Queries
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -54,6 +49,7 @@ def _encode(value: Any) -> str:
 
 
 _json_list = _encode
+QUERIES = Queries(SQLITE)
 
 USER_COLUMNS = "u.id, u.project_id, u.external_id, u.email, u.phone, u.timezone, u.locale, u.data, u.created_at, u.updated_at"
 DEVICE_COLUMNS = "id, project_id, user_id, device_id, token, os, os_version, model, app_build, app_version, extra, created_at, updated_at"
@@ -549,14 +545,31 @@ class Checkpointer:
         self._thread.join()
 
 
-_IN = "(SELECT value FROM json_each(?))"  # one JSON array parameter for a whole IN list
+class SqliteRun:
+    """Statements on one connection, called directly: each is quick, and handing them to a
+    thread measured slower."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    async def all(self, sql: str, *args: Any) -> list[Any]:
+        return self.db.execute(sql, args).fetchall()
+
+    async def one(self, sql: str, *args: Any) -> Any:
+        return self.db.execute(sql, args).fetchone()
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return self.db.execute(sql, args).rowcount
+
+    async def many(self, sql: str, rows: Any) -> None:
+        self.db.executemany(sql, rows)
 
 
-class SqliteTx(BatchQueries):
-    """The writer's transaction. Runs on the event loop: SQLite calls here are quick and
-    handing them to a thread measured slower."""
+class SqliteTx(SqlTx):
+    """The writer's transaction, on the event loop (see SqliteRun)."""
 
     def __init__(self, db: sqlite3.Connection, cache: IdentityCache) -> None:
+        super().__init__(SqliteRun(db), QUERIES)
         self.db = db
         self.cache = cache
         self.written: ChangeSet | None = None
@@ -571,127 +584,13 @@ class SqliteTx(BatchQueries):
         if ids:  # they are the tail of this transaction's reservation
             self.db.execute("UPDATE id_sequences SET value = ? WHERE name = 'users'", (ids[0] - 1,))
 
-    # -- the queries of a batch load (see loading.BatchQueries) -----------------------------
-    def decode(self, raw: Any) -> Any:
-        return _decode(raw)
-
-    def _rows(self, sql: str, *args: Any) -> list[tuple]:
-        return self.db.execute(sql, args).fetchall()
-
-    async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[tuple]:
-        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
-        sql = f"SELECT {columns} FROM users u WHERE u.project_id = ? AND u.external_id IN {_IN}"
-        return self._rows(sql, pid, _json_list(values))
-
-    async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[tuple]:
-        columns = USER_COLUMNS if whole else "u.id, u.project_id, u.external_id"
-        sql = (
-            f"SELECT a.anonymous_id, {columns} FROM user_anonymous_ids a"
-            f" JOIN users u ON u.id = a.user_id WHERE a.project_id = ? AND a.anonymous_id IN {_IN}"
-        )
-        return self._rows(sql, pid, _json_list(values))
-
-    async def users_by_id(self, ids: list[int]) -> list[tuple]:
-        return self._rows(
-            f"SELECT {USER_COLUMNS} FROM users u WHERE u.id IN {_IN}", _json_list(ids)
-        )
-
-    async def devices_where(self, pid: int, column: str, values: list[str]) -> list[tuple]:
-        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = ? AND {column} IN {_IN}"
-        return self._rows(sql, pid, _json_list(values))
-
-    async def devices_of(self, user_ids: list[int]) -> list[tuple]:
-        sql = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id IN {_IN} ORDER BY id"
-        return self._rows(sql, _json_list(user_ids))
-
-    async def anonymous_ids_of(self, user_ids: list[int]) -> list[tuple]:
-        sql = f"SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id IN {_IN} ORDER BY id"
-        return self._rows(sql, _json_list(user_ids))
-
-    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
-        sql = (
-            "SELECT message_id FROM events WHERE project_id = ? AND message_id IS NOT NULL"
-            f" AND message_id IN {_IN}"
-        )
-        return [r[0] for r in self._rows(sql, pid, _json_list(values))]
-
-    async def stored_request_keys(self, pid: int, values: list[str]) -> list[tuple]:
-        sql = f"SELECT key, fingerprint FROM request_keys WHERE project_id = ? AND key IN {_IN}"
-        return self._rows(sql, pid, _json_list(values))
-
     async def write(self, c: ChangeSet) -> None:
-        self.written = c
-        db = self.db
-        if c.request_keys:
-            db.executemany(
-                "INSERT INTO request_keys (project_id, key, fingerprint, created_at)"
-                " VALUES (?, ?, ?, ?)",
-                [(*k, c.now) for k in c.request_keys],
-            )
-        if c.new_users:
-            db.executemany(
-                "INSERT INTO users (id, project_id, external_id, email, phone, timezone, locale,"
-                " data, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [user_values(u) for u in c.new_users],
-            )
-        if c.device_deletes:
-            db.executemany("DELETE FROM devices WHERE id = ?", [(i,) for i in c.device_deletes])
-        if c.anonymous_id_deletes:
-            db.executemany(
-                "DELETE FROM user_anonymous_ids WHERE project_id = ? AND anonymous_id = ?",
-                c.anonymous_id_deletes,
-            )
-        if c.anonymous_id_inserts:
-            db.executemany(
-                "INSERT INTO user_anonymous_ids (project_id, anonymous_id, user_id) VALUES (?, ?, ?)",
-                c.anonymous_id_inserts,
-            )
-        if c.device_writes:
-            db.executemany(
-                f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [device_values(d) for d in c.device_writes],
-            )
-        for frm, to in c.event_moves:
-            move_user_events(db, frm, to)
-        if c.updated_users:
-            db.executemany(
-                "UPDATE users SET external_id = ?, email = ?, phone = ?, timezone = ?, locale = ?,"
-                " data = ?, updated_at = ? WHERE id = ?",
-                [
-                    (
-                        u.external_id,
-                        u.email,
-                        u.phone,
-                        u.timezone,
-                        u.locale,
-                        _encode(u.data),
-                        u.updated_at,
-                        u.id,
-                    )
-                    for u in c.updated_users
-                ],
-            )
-        if c.events:
-            now = c.now
-            encode = _encoder.encode
-            db.executemany(
-                "INSERT INTO events (project_id, user_id, name, data, created_at, received_at,"
-                " message_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.user.project_id,
-                        e.user.id,
-                        e.name,
-                        encode(e.data).decode(),
-                        e.created_at,
-                        now,
-                        e.message_id,
-                    )
-                    for e in c.events
-                ],
-            )
-        if c.deleted_users:
-            db.executemany("DELETE FROM users WHERE id = ?", [(u.id,) for u in c.deleted_users])
+        self.written = c  # for the identity cache, once committed
+        await super().write(c)
+
+    async def move_events(self, moves: list[tuple[int, int]]) -> None:
+        for frm, to in moves:
+            move_user_events(self.db, frm, to)  # and user_events (sqlite_index.py)
 
 
 def _statements(sql: str) -> list[str]:
