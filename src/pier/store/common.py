@@ -15,7 +15,7 @@ from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
-from .base import EventRow, FeedEvent, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
 
@@ -268,3 +268,34 @@ class SqlStore:
                 return {}
             rows = await run.all(q.per_minute, project_id, start, since)
         return {r[0]: r[1] for r in rows}
+
+    # -- portal admins and sessions ------------------------------------------------------
+    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
+        async with self.writing() as run:
+            row = await run.one(self.q.insert_admin, email, password_hash, now)
+        assert row is not None
+        return Admin(row[0], email, password_hash, now)
+
+    async def find_admin(self, email: str) -> Admin | None:
+        row = await self.reader.one(self.q.admin_by_email, email)
+        return Admin(*row) if row else None
+
+    async def list_admins(self) -> list[Admin]:
+        return [Admin(*r) for r in await self.reader.all(self.q.admins)]
+
+    async def create_session(
+        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
+    ) -> None:
+        async with self.writing() as run:
+            await run.execute(self.q.delete_expired_sessions, now)
+            await run.execute(
+                self.q.insert_session, token_hash, admin_id, csrf_token, now, expires_at
+            )
+
+    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
+        row = await self.reader.one(self.q.live_session, token_hash, now)
+        return AdminSession(*row) if row else None
+
+    async def delete_session(self, token_hash: str) -> None:
+        async with self.writing() as run:
+            await run.execute(self.q.delete_session, token_hash)

@@ -19,8 +19,6 @@ import asyncpg
 from ..domain.model import Device, Event
 from .base import (
     PRUNE_EVERY,
-    Admin,
-    AdminSession,
     EventRow,
     StoreUnavailable,
     request_keys_cutoff,
@@ -201,56 +199,6 @@ class PostgresStore(SqlStore):
                     raise StoreUnavailable(f"delete kept conflicting: {exc}") from exc
                 await asyncio.sleep(0.002 * (attempt + 1))
         raise AssertionError("unreachable")
-
-    # -- portal admins and sessions ------------------------------------------------------
-    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
-        admin_id = await self.pool.fetchval(
-            "INSERT INTO admins (email, password_hash, created_at) VALUES ($1, $2, $3)"
-            " RETURNING id",
-            email,
-            password_hash,
-            now,
-        )
-        return Admin(admin_id, email, password_hash, now)
-
-    async def find_admin(self, email: str) -> Admin | None:
-        row = await self.pool.fetchrow(
-            "SELECT id, email, password_hash, created_at FROM admins WHERE email = $1", email
-        )
-        return Admin(*row) if row else None
-
-    async def list_admins(self) -> list[Admin]:
-        rows = await self.pool.fetch(
-            "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
-        )
-        return [Admin(*r) for r in rows]
-
-    async def create_session(
-        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
-    ) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= $1", now)
-            await conn.execute(
-                "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at,"
-                " expires_at) VALUES ($1, $2, $3, $4, $5)",
-                token_hash,
-                admin_id,
-                csrf_token,
-                now,
-                expires_at,
-            )
-
-    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
-        row = await self.pool.fetchrow(
-            "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
-            " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = $1 AND s.expires_at > $2",
-            token_hash,
-            now,
-        )
-        return AdminSession(*row) if row else None
-
-    async def delete_session(self, token_hash: str) -> None:
-        await self.pool.execute("DELETE FROM admin_sessions WHERE token_hash = $1", token_hash)
 
 
 class PgRun:

@@ -161,6 +161,23 @@ class Queries:
         "UPDATE keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 OR key_hash = $3"
     )
 
+    # -- portal admins and sessions
+    insert_admin = (
+        "INSERT INTO admins (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id"
+    )
+    admin_by_email = "SELECT id, email, password_hash, created_at FROM admins WHERE email = $1"
+    admins = "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
+    delete_expired_sessions = "DELETE FROM admin_sessions WHERE expires_at <= $1"
+    insert_session = (
+        "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5)"
+    )
+    live_session = (
+        "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
+        " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = $1 AND s.expires_at > $2"
+    )
+    delete_session = "DELETE FROM admin_sessions WHERE token_hash = $1"
+
     # -- reads
     user_of = USERS_OF  # by external_id or anonymous_id
     user_by_id = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id = $2"

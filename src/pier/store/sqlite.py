@@ -16,8 +16,6 @@ from typing import Any
 from ..domain.batch import ChangeSet
 from .base import (
     PRUNE_EVERY,
-    Admin,
-    AdminSession,
     EventRow,
     StoreUnavailable,
     request_keys_cutoff,
@@ -264,51 +262,6 @@ class SqliteStore(SqlStore):
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         delete_user_events(self.db, user_id)  # and their user_events rows (sqlite_index.py)
-
-    # -- portal admins and sessions ------------------------------------------------------
-    async def create_admin(self, email: str, password_hash: str, now: int) -> Admin:
-        async with self._tx_lock:  # never inside a batch that is committing
-            cur = self.db.execute(
-                "INSERT INTO admins (email, password_hash, created_at) VALUES (?, ?, ?) RETURNING id",
-                (email, password_hash, now),
-            )
-            return Admin(cur.fetchone()[0], email, password_hash, now)
-
-    async def find_admin(self, email: str) -> Admin | None:
-        row = self.ro.execute(
-            "SELECT id, email, password_hash, created_at FROM admins WHERE email = ?", (email,)
-        ).fetchone()
-        return Admin(*row) if row else None
-
-    async def list_admins(self) -> list[Admin]:
-        rows = self.ro.execute(
-            "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
-        )
-        return [Admin(*row) for row in rows]
-
-    async def create_session(
-        self, token_hash: str, admin_id: int, csrf_token: str, now: int, expires_at: int
-    ) -> None:
-        async with self._tx_lock:  # never inside a batch that is committing
-            db = self.db
-            db.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
-            db.execute(
-                "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (token_hash, admin_id, csrf_token, now, expires_at),
-            )
-
-    async def get_session(self, token_hash: str, now: int) -> AdminSession | None:
-        row = self.ro.execute(
-            "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
-            " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = ? AND s.expires_at > ?",
-            (token_hash, now),
-        ).fetchone()
-        return AdminSession(*row) if row else None
-
-    async def delete_session(self, token_hash: str) -> None:
-        async with self._tx_lock:  # never inside a batch that is committing
-            self.db.execute("DELETE FROM admin_sessions WHERE token_hash = ?", (token_hash,))
 
 
 class Checkpointer:
