@@ -216,8 +216,8 @@ _dec = msgspec.json.decode
 
 
 class MemoryStore:
-    """Rows as the SQLite store keeps them, loaded into a Batch the way SqliteTx loads them, and
-    written from a ChangeSet in SqliteTx.write's order with its unique constraints checked."""
+    """Rows as the SQLite store keeps them, loaded into a Batch the way the stores load them, and
+    written from a ChangeSet in SqlTx.write's order with its unique constraints checked."""
 
     USER_FIELDS = ("external_id", "email", "phone", "timezone", "locale")
     DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")

@@ -1,31 +1,24 @@
 """Loading a batch, shared by the backends: which users, anonymous ids and devices to read, in
-what order, and an identity cache. The backends supply the queries (`BatchQueries`)."""
+what order, with which queries (queries.py), and an identity cache."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
 from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
 from ..domain.model import Device, User
+from .queries import Queries, Row, Run
 
-Row = Sequence[Any]
 _encoder = msgspec.json.Encoder()
-# Column orders the queries return:
-USER_FIELDS = (
-    "id, project_id, external_id, email, phone, timezone, locale, data, created_at, updated_at"
-)
-DEVICE_FIELDS = (
-    "id, project_id, user_id, device_id, token, os, os_version, model, app_build, app_version,"
-    " extra, created_at, updated_at"
-)
+_decode = msgspec.json.decode
 
 
 def user_from_row(row: Row) -> User:
-    """A whole user from a row in USER_FIELDS order (data stays JSON until it is read)."""
+    """A whole user from a row in queries.USER_FIELDS order (data stays JSON until it is read)."""
     return User(
         row[0],
         row[1],
@@ -62,7 +55,7 @@ def device_from_row(row: Row, owner: User, decode: Any) -> Device:
 
 
 def user_values(u: User) -> tuple[Any, ...]:
-    """A user as a row in USER_FIELDS order, data encoded as JSON text."""
+    """A user as a row in queries.USER_FIELDS order, data encoded as JSON text."""
     data = _encoder.encode(u.data).decode()
     return (
         u.id,
@@ -79,7 +72,7 @@ def user_values(u: User) -> tuple[Any, ...]:
 
 
 def device_values(d: Device) -> tuple[Any, ...]:
-    """A device as a row in DEVICE_FIELDS order, extra encoded as JSON text."""
+    """A device as a row in queries.DEVICE_FIELDS order, extra encoded as JSON text."""
     extra = _encoder.encode(d.extra).decode()
     return (
         d.id,
@@ -160,41 +153,47 @@ class IdentityCache:
 
 
 class BatchQueries:
-    """The queries a backend runs to load a batch (inside its write transaction)."""
+    """The queries that load a batch, run inside the backend's write transaction."""
 
     cache: IdentityCache | None = None
 
+    def __init__(self, run: Run, q: Queries) -> None:
+        self.run = run
+        self.q = q
+        self.array = q.dialect.array
+
     def decode(self, raw: Any) -> Any:
-        raise NotImplementedError
+        return _decode(raw)
 
     async def users_by_external(self, pid: int, values: list[str], whole: bool) -> list[Row]:
-        """Rows in USER_FIELDS order when `whole`, else (id, project_id, external_id)."""
-        raise NotImplementedError
+        """Rows in queries.USER_FIELDS order when `whole`, else (id, project_id, external_id)."""
+        return await self.run.all(self.q.users_by_external[whole], pid, self.array(values))
 
     async def users_by_anonymous(self, pid: int, values: list[str], whole: bool) -> list[Row]:
         """(anonymous_id, *user row) with the user row as in users_by_external."""
-        raise NotImplementedError
+        return await self.run.all(self.q.users_by_anonymous[whole], pid, self.array(values))
 
     async def users_by_id(self, ids: list[int]) -> list[Row]:
         """Whole rows."""
-        raise NotImplementedError
+        return await self.run.all(self.q.users_by_id, self.array(ids))
 
     async def devices_where(self, pid: int, column: str, values: list[str]) -> list[Row]:
-        raise NotImplementedError
+        return await self.run.all(self.q.devices_where[column], pid, self.array(values))
 
     async def devices_of(self, user_ids: list[int]) -> list[Row]:
-        raise NotImplementedError
+        return await self.run.all(self.q.devices_of, self.array(user_ids))
 
     async def anonymous_ids_of(self, user_ids: list[int]) -> list[Row]:
         """(user_id, anonymous_id), oldest first."""
-        raise NotImplementedError
+        return await self.run.all(self.q.anonymous_ids_of, self.array(user_ids))
 
     async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
-        raise NotImplementedError
+        rows = await self.run.all(self.q.seen_message_ids, pid, self.array(values))
+        return [r[0] for r in rows]
 
     async def stored_request_keys(self, pid: int, values: list[str]) -> list[Row]:
         """(key, fingerprint) of the Idempotency-Keys already committed."""
-        raise NotImplementedError
+        return await self.run.all(self.q.stored_request_keys, pid, self.array(values))
 
     # -- the shared loading logic ----------------------------------------------------------
     async def load(self, request: LoadRequest, batch: Batch) -> None:

@@ -1,0 +1,288 @@
+"""Every statement the two backends share, written once. A `Dialect` renders them for SQLite or
+PostgreSQL when the module is imported (`Queries(dialect)`), so no SQL is built per call.
+
+Templates spell parameters as PostgreSQL does (`$1`, `$2`...), and use four fields:
+
+- `{any[n]}`: `column {any[2]}` holds when the column equals an item of the list parameter $2
+  (pass the list through `Dialect.array`);
+- `{text}`: after a JSON column that is read, gives its text;
+- `{json}`: after a parameter that is written to a JSON column;
+- `{cross}`: a join whose order the planner must keep (SQLite's CROSS JOIN).
+
+To add a table: its statements go here, as templates; the shared store (common.py) runs them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+_encoder = msgspec.json.Encoder()
+_PARAM = re.compile(r"\$(\d+)")
+
+
+def json_text(value: Any) -> str:
+    return _encoder.encode(value).decode()
+
+
+Row = Sequence[Any]
+
+
+class Run(Protocol):
+    """A backend's driver behind four calls, for statements rendered by its dialect."""
+
+    async def all(self, sql: str, *args: Any) -> list[Row]: ...
+    async def one(self, sql: str, *args: Any) -> Row | None: ...
+    async def execute(self, sql: str, *args: Any) -> int:
+        """The number of rows changed."""
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class _Lists:
+    def __init__(self, spelling: str) -> None:
+        self.spelling = spelling
+
+    def __getitem__(self, n: int) -> str:
+        return self.spelling.format(n=n)
+
+
+class Dialect:
+    """How one backend spells what differs between the two."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        any_list: str,
+        array: Callable[[list[Any]], Any],
+        text: str = "",
+        json: str = "",
+        cross: str = "JOIN",
+        qmark: bool = False,
+    ) -> None:
+        self.name = name
+        self.array = array  # a Python list as the driver takes a list parameter
+        self._fields = {"any": _Lists(any_list), "text": text, "json": json, "cross": cross}
+        self._qmark = qmark
+
+    def render(self, template: str) -> str:
+        sql = template.format(**self._fields)
+        if not self._qmark:
+            return sql
+        # SQLite: plain `?` when each parameter comes once and in order, else `?NNN`
+        numbers = [int(n) for n in _PARAM.findall(sql)]
+        if numbers == list(range(1, len(numbers) + 1)):
+            return _PARAM.sub("?", sql)
+        return _PARAM.sub(r"?\1", sql)
+
+
+SQLITE = Dialect(
+    "sqlite",
+    # one JSON array parameter for a whole IN list
+    any_list="IN (SELECT value FROM json_each(${n}))",
+    array=json_text,
+    cross="CROSS JOIN",
+    qmark=True,
+)
+POSTGRES = Dialect("postgres", any_list="= ANY(${n})", array=list, text="::text", json="::json")
+
+# Column orders of the rows the loaders and reads get (see loading.user_from_row, device_from_row)
+USER_FIELDS = (
+    "id, project_id, external_id, email, phone, timezone, locale, data, created_at, updated_at"
+)
+DEVICE_FIELDS = (
+    "id, project_id, user_id, device_id, token, os, os_version, model, app_build, app_version,"
+    " extra, created_at, updated_at"
+)
+USER_COLUMNS = (
+    "u.id, u.project_id, u.external_id, u.email, u.phone, u.timezone, u.locale, u.data{text},"
+    " u.created_at, u.updated_at"
+)
+PARTIAL_USER = "u.id, u.project_id, u.external_id"
+DEVICE_COLUMNS = DEVICE_FIELDS.replace("extra", "extra{text}")
+KEY_COLUMNS = "id, project_id, name, scope, prefix, created_at, revoked_at, value, rate_limit"
+EVENT_FIELDS = ("project_id", "user_id", "name", "data", "created_at", "received_at", "message_id")
+STAT_TABLES = ("users", "user_anonymous_ids", "devices", "events")
+USERS_OF = {
+    "external_id": f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1"
+    " AND u.external_id = $2",
+    "anonymous_id": f"SELECT {USER_COLUMNS} FROM user_anonymous_ids a JOIN users u"
+    " ON u.project_id = a.project_id AND u.id = a.user_id"
+    " WHERE a.project_id = $1 AND a.anonymous_id = $2",
+}
+FEED = (
+    "SELECT e.id, e.name, e.data{text}, e.created_at, e.received_at, e.message_id, e.user_id,"
+    " u.external_id, (SELECT a.anonymous_id FROM user_anonymous_ids a WHERE a.user_id = e.user_id"
+    " ORDER BY a.id LIMIT 1) FROM events e"
+    " LEFT JOIN users u ON u.project_id = e.project_id AND u.id = e.user_id"
+    " WHERE e.project_id = $1 AND e.id > $2"
+)
+
+
+def _list_users(q: bool, before: bool) -> str:
+    """Newest users first, from a cursor; with `q`, the few exact, indexed matches first (the
+    join keeps that order)."""
+    if q:
+        sql = (
+            f"SELECT {USER_COLUMNS} FROM (SELECT id FROM users WHERE project_id = $1"
+            " AND external_id = $2 UNION SELECT id FROM users WHERE project_id = $1"
+            " AND email = $2 UNION SELECT id FROM users WHERE project_id = $1 AND phone = $2"
+            " UNION SELECT user_id FROM user_anonymous_ids WHERE project_id = $1"
+            " AND anonymous_id = $2) AS m {cross} users u ON u.id = m.id WHERE u.project_id = $1"
+        )
+    else:
+        sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1"
+    n = 3 if q else 2
+    if before:
+        sql += f" AND (u.created_at, u.id) < (${n}, ${n + 1})"
+        n += 2
+    return sql + f" ORDER BY u.created_at DESC, u.id DESC LIMIT ${n}"
+
+
+class Queries:
+    """The statements as templates (class attributes); an instance holds them rendered for one
+    dialect, under the same names (dicts of templates become dicts of statements)."""
+
+    # -- projects and keys
+    insert_project = "INSERT INTO projects (name, created_at) VALUES ($1, $2) RETURNING id"
+    projects = "SELECT id, name, created_at FROM projects ORDER BY id"
+    project = "SELECT id, name, created_at FROM projects WHERE id = $1"
+    insert_key = (
+        "INSERT INTO keys (project_id, name, scope, key_hash, prefix, value, created_at,"
+        " rate_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id"
+    )
+    keys = f"SELECT {KEY_COLUMNS} FROM keys WHERE project_id = $1 ORDER BY id"
+    key_by_hash = f"SELECT {KEY_COLUMNS} FROM keys WHERE key_hash = $1"
+    revoke_key = (
+        "UPDATE keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 OR key_hash = $3"
+    )
+
+    # -- portal admins and sessions
+    insert_admin = (
+        "INSERT INTO admins (email, password_hash, created_at) VALUES ($1, $2, $3) RETURNING id"
+    )
+    admin_by_email = "SELECT id, email, password_hash, created_at FROM admins WHERE email = $1"
+    admins = "SELECT id, email, password_hash, created_at FROM admins ORDER BY id"
+    set_admin_password = "UPDATE admins SET password_hash = $1 WHERE email = $2 RETURNING id"
+    delete_admin = "DELETE FROM admins WHERE email = $1"
+    delete_admin_sessions = "DELETE FROM admin_sessions WHERE admin_id = $1"
+    delete_expired_sessions = "DELETE FROM admin_sessions WHERE expires_at <= $1"
+    insert_session = (
+        "INSERT INTO admin_sessions (token_hash, admin_id, csrf_token, created_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5)"
+    )
+    live_session = (
+        "SELECT s.admin_id, a.email, s.csrf_token, s.expires_at FROM admin_sessions s"
+        " JOIN admins a ON a.id = s.admin_id WHERE s.token_hash = $1 AND s.expires_at > $2"
+    )
+    delete_session = "DELETE FROM admin_sessions WHERE token_hash = $1"
+
+    # -- reads
+    user_of = USERS_OF  # by external_id or anonymous_id
+    user_by_id = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id = $2"
+    user_id_of = {
+        "id": "SELECT id FROM users WHERE project_id = $1 AND id = $2",
+        "external_id": "SELECT id FROM users WHERE project_id = $1 AND external_id = $2",
+        "anonymous_id": "SELECT user_id FROM user_anonymous_ids"
+        " WHERE project_id = $1 AND anonymous_id = $2",
+    }
+    list_users = {(q, b): _list_users(q, b) for q in (False, True) for b in (False, True)}
+    counts = {t: f"SELECT count(*) FROM {t} WHERE project_id = $1" for t in STAT_TABLES}
+    feed = FEED + " ORDER BY e.id LIMIT $3"
+    latest = FEED + " ORDER BY e.id DESC LIMIT $3"
+    first_event = "SELECT min(id) FROM events WHERE project_id = $1"  # one each: both use
+    last_event = "SELECT max(id) FROM events WHERE project_id = $1"  # the (project, id) index
+    event_from = (
+        "SELECT id, received_at FROM events WHERE project_id = $1 AND id >= $2 ORDER BY id LIMIT 1"
+    )
+    per_minute = (
+        "SELECT received_at / 60000 * 60000, count(*) FROM events"
+        " WHERE project_id = $1 AND id >= $2 AND received_at >= $3 GROUP BY 1"
+    )
+
+    # -- the loaders of a batch (loading.BatchQueries)
+    users_by_external = {
+        whole: f"SELECT {columns} FROM users u WHERE u.project_id = $1 AND u.external_id {{any[2]}}"
+        for whole, columns in ((True, USER_COLUMNS), (False, PARTIAL_USER))
+    }
+    users_by_anonymous = {
+        whole: f"SELECT a.anonymous_id, {columns} FROM user_anonymous_ids a"
+        " JOIN users u ON u.project_id = a.project_id AND u.id = a.user_id"
+        " WHERE a.project_id = $1 AND a.anonymous_id {any[2]}"
+        for whole, columns in ((True, USER_COLUMNS), (False, PARTIAL_USER))
+    }
+    users_by_id = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id {{any[1]}}"
+    devices_where = {
+        column: f"SELECT {DEVICE_COLUMNS} FROM devices WHERE project_id = $1 AND {column}"
+        " {any[2]}"
+        for column in ("device_id", "token")
+    }
+    devices_of = f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id {{any[1]}} ORDER BY id"
+    anonymous_ids_of = (
+        "SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id {any[1]} ORDER BY id"
+    )
+    seen_message_ids = (
+        "SELECT message_id FROM events WHERE project_id = $1 AND message_id IS NOT NULL"
+        " AND message_id {any[2]}"
+    )
+    stored_request_keys = (
+        "SELECT key, fingerprint FROM request_keys WHERE project_id = $1 AND key {any[2]}"
+    )
+
+    # -- the writes of a batch (common.SqlTx.write), in its order
+    insert_request_key = (
+        "INSERT INTO request_keys (project_id, key, fingerprint, created_at)"
+        " VALUES ($1, $2, $3, $4)"
+    )
+    insert_user = (
+        f"INSERT INTO users ({USER_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8{{json}}, $9,"
+        " $10)"
+    )
+    delete_devices = "DELETE FROM devices WHERE id {any[1]}"
+    delete_anonymous_id = (
+        "DELETE FROM user_anonymous_ids WHERE project_id = $1 AND anonymous_id = $2"
+    )
+    insert_anonymous_id = (
+        "INSERT INTO user_anonymous_ids (project_id, anonymous_id, user_id) VALUES ($1, $2, $3)"
+    )
+    insert_device = (
+        f"INSERT INTO devices ({DEVICE_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+        " $11{json}, $12, $13)"
+    )
+    insert_new_device = (  # with an id of the database's
+        "INSERT INTO devices (project_id, user_id, device_id, token, os, os_version, model,"
+        " app_build, app_version, extra, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6,"
+        " $7, $8, $9, $10{json}, $11, $12) RETURNING id"
+    )
+    move_events = "UPDATE events SET user_id = $1 WHERE user_id = $2"
+    update_user = (
+        "UPDATE users SET external_id = $1, email = $2, phone = $3, timezone = $4, locale = $5,"
+        " data = $6{json}, updated_at = $7 WHERE id = $8"
+    )
+    insert_events = (  # SQLite's; PostgreSQL copies the same EVENT_FIELDS
+        f"INSERT INTO events ({', '.join(EVENT_FIELDS)}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    delete_users = "DELETE FROM users WHERE id {any[1]}"
+    delete_user_rows = tuple(  # a deleted user's rows, its events apart (sqlite_index.py)
+        f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
+        for table in ("devices", "user_anonymous_ids")
+    )
+    delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
+    delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
+    prune_request_keys = "DELETE FROM request_keys WHERE created_at < $1"
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        for name, template in vars(Queries).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(template, str):
+                setattr(self, name, dialect.render(template))
+            elif isinstance(template, dict):
+                setattr(self, name, {k: dialect.render(t) for k, t in template.items()})
+            elif isinstance(template, tuple):
+                setattr(self, name, tuple(dialect.render(t) for t in template))
