@@ -231,7 +231,9 @@ def test_cap_holds_when_every_device_has_a_token() -> None:
     b.apply(register("fresh", ext="e1", token="t-fresh"))
     assert u.devices is not None and len(u.devices) == MAX_DEVICES_PER_USER
     last = f"d{MAX_DEVICES_PER_USER - 1}"  # updated_at 76: the least recently updated
-    assert last not in {d.device_id for d in u.devices} and "fresh" in {d.device_id for d in u.devices}
+    assert last not in {d.device_id for d in u.devices} and "fresh" in {
+        d.device_id for d in u.devices
+    }
     assert (PID, f"t{MAX_DEVICES_PER_USER - 1}") not in b.devices_by_token
     assert b.changes().device_deletes == [1000 + MAX_DEVICES_PER_USER - 1]
 
@@ -316,5 +318,6 @@ def test_merge_keeps_the_cap_for_tokened_devices() -> None:
     kept = {d.device_id for d in e.devices}
     assert kept == {f"a{i}" for i in range(20)} | {f"e{i}" for i in range(15, 20)}
     assert sorted(b.changes().device_deletes) == [1000 + i for i in range(15)] + [
-        2000 + i for i in range(20)  # moved: rewritten under their new owner
+        2000 + i
+        for i in range(20)  # moved: rewritten under their new owner
     ]
