@@ -3,8 +3,8 @@ in one transaction and answers each request only after its data is committed.
 
 Fair between projects: each project's requests wait in a lane of their own, in arrival order, and
 a batch takes one request from each lane in turn until it holds a budget of work (events, and
-merges weighed more). A project's backlog therefore delays another project's request by at most
-one batch in flight and one bounded batch, however long the backlog is."""
+merges weighed more). However long a project's backlog, another project's request waits only
+for the batch in flight and at most one request of each other project with work queued."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .store.base import Store, StoreUnavailable, WriteTx
 log = logging.getLogger("pier.writer")
 
 BATCH_WORK = 5000  # units of work (see _work) one transaction takes, beyond its first request
-MERGE_WEIGHT = 10  # a merge costs about as much as this many events (docs/performance.md)
+MERGE_WEIGHT = 40  # a merge costs about as much as this many events (docs/performance.md)
 MAX_PENDING_ITEMS = 200_000  # beyond this the writer is behind: new requests get 503
 MAX_RETRIES = 20
 

@@ -651,8 +651,8 @@ class SqliteTx(BatchQueries):
                 f"INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [device_values(d) for d in c.device_writes],
             )
-        for frm, to in c.event_moves:
-            move_user_events(db, frm, to)
+        if c.event_moves:
+            move_user_events(db, c.event_moves)
         if c.updated_users:
             db.executemany(
                 "UPDATE users SET external_id = ?, email = ?, phone = ?, timezone = ?, locale = ?,"
