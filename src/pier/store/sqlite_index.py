@@ -180,9 +180,9 @@ def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) ->
 
 
 def move_user_events(db: sqlite3.Connection, moves: list[tuple[int, int]]) -> None:
-    """Give every event of user `from` to user `to` for each (from, to) of a batch's merges,
-    indexed or not, a statement for them all (a scan of the events past the index per merge
-    made a batch of merges cost seconds)."""
+    """Give every event of user `from` to user `to`, indexed or not, for each (from, to) of a
+    batch's merges: each statement serves them all (one scan of the events past the index per
+    merge made a batch of merges cost seconds)."""
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS moves (frm INTEGER PRIMARY KEY, dst INTEGER NOT NULL)"
     )
