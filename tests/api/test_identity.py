@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import Tenant
+from pier.domain.identity import MAX_MERGES_PER_REQUEST
 
 
 def identify(t: Tenant, **body: object) -> None:
@@ -158,3 +159,28 @@ def test_events_create_and_merge_within_one_request(tenant: Tenant) -> None:
         "second",
     ]
     assert tenant.counts()["users"] == 1
+
+
+def test_one_request_merges_at_most_100_users(tenant: Tenant) -> None:
+    # 101 anonymous users and 101 identified ones; one events request linking all the pairs
+    # would merge 101 users: refused whole, with a 422 that says why, and nothing written.
+    n = MAX_MERGES_PER_REQUEST + 1
+    for ids in (
+        [{"external_id": f"e{i}"} for i in range(n)],
+        [{"anonymous_id": f"a{i}"} for i in range(n)],
+    ):
+        r = tenant.post("events", [{"name": "seen", **i} for i in ids])
+        assert r.status_code == 204, r.text
+    before = tenant.counts()
+    pairs = [{"name": "login", "anonymous_id": f"a{i}", "external_id": f"e{i}"} for i in range(n)]
+    r = tenant.post("events", pairs)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["status"] == "error" and f"at most {MAX_MERGES_PER_REQUEST} " in body["error"]
+    assert body["errors"][0]["path"] == ""
+    assert tenant.counts() == before
+    assert tenant.user("a0", by="anonymous_id")["external_id"] is None
+    # Within the bound, the same request is taken: 100 merges.
+    r = tenant.post("events", pairs[:-1])
+    assert r.status_code == 204, r.text
+    assert tenant.counts()["users"] == before["users"] - MAX_MERGES_PER_REQUEST

@@ -16,10 +16,12 @@ from pier.domain.commands import (
     EventIn,
     Identify,
     RegisterDevice,
+    Sequence,
     TrackEvents,
     Traits,
 )
-from pier.domain.errors import DomainError
+from pier.domain.errors import DomainError, TooManyMerges
+from pier.domain.identity import MAX_MERGES_PER_REQUEST
 from pier.domain.model import Device, Event, User
 
 PID = 1
@@ -502,3 +504,50 @@ def test_the_same_ids_in_two_projects_are_two_users() -> None:
     assert sorted(u.project_id for u in c.new_users) == [1, 2]
     assert sorted(c.anonymous_id_inserts) == [(1, "a1", 100), (2, "a1", 101)]
     assert named(c.events, "user_merged") == []
+
+
+# -- the merge bound -----------------------------------------------------------------------
+def pairs_batch(n: int) -> Batch:
+    """n stored anonymous users a{i} and n stored identified users e{i}, not yet linked."""
+    b = make_batch()
+    for i in range(n):
+        stored_user(b, 1 + i, f"e{i}", [])
+        stored_user(b, 10_000 + i, None, [f"a{i}"])
+    return b
+
+
+def linking(n: int, repeat: int = 1) -> TrackEvents:
+    events = [
+        EventIn(anonymous_id=f"a{i}", external_id=f"e{i}", name="login", data={})
+        for _ in range(repeat)
+        for i in range(n)
+    ]
+    return TrackEvents(project_id=PID, events=events)
+
+
+def test_one_request_may_merge_the_bound_and_no_more() -> None:
+    b = pairs_batch(MAX_MERGES_PER_REQUEST + 1)
+    b.apply(linking(MAX_MERGES_PER_REQUEST, repeat=3))  # pairs met again merge nothing more
+    assert sum(u.deleted for u in b.users.values()) == MAX_MERGES_PER_REQUEST
+    b.apply(linking(MAX_MERGES_PER_REQUEST + 1))  # a new request: one merge left to make
+    assert sum(u.deleted for u in b.users.values()) == MAX_MERGES_PER_REQUEST + 1
+
+    with pytest.raises(TooManyMerges) as refused:
+        pairs_batch(MAX_MERGES_PER_REQUEST + 1).apply(linking(MAX_MERGES_PER_REQUEST + 1))
+    assert refused.value.error.path == ""
+    assert f"at most {MAX_MERGES_PER_REQUEST} " in refused.value.error.message
+
+
+def test_a_sequence_counts_its_merges_together() -> None:
+    n = MAX_MERGES_PER_REQUEST + 1
+    seq = Sequence(project_id=PID, commands=[identify(f"a{i}", f"e{i}") for i in range(n)])
+    with pytest.raises(TooManyMerges):
+        pairs_batch(n).apply(seq)
+    with_alias = Sequence(
+        project_id=PID,
+        commands=[*seq.commands, Alias(project_id=PID, anonymous_id="x", external_id="y")],
+    )
+    b = pairs_batch(n)
+    with pytest.raises(TooManyMerges):  # refused by the trial batch, before this one changed
+        b.apply(with_alias)
+    assert not any(u.deleted for u in b.users.values())

@@ -180,15 +180,16 @@ def check_batch(b: Batch) -> None:
         assert u.devices is not None
         for d in u.devices:
             assert d.user is u and b.devices_by_id[(PID, d.device_id)] is d
-        assert len(u.devices) <= MAX_DEVICES_PER_USER or all(d.token for d in u.devices)
-    # Events belong to live users; every created user got its user_created.
-    for ev in b.events:
+        assert len(u.devices) <= MAX_DEVICES_PER_USER
+    # Events belong to live users (those of a merged user go to the user it went into);
+    # every created user got its user_created.
+    c = b.changes()
+    for ev in c.events:
         assert not ev.user.deleted, f"event {ev.name} on deleted {ev.user}"
-    assert sum(ev.name == "user_created" for ev in b.events) == len(b.users)
-    created = {id(ev.user) for ev in b.events if ev.name == "user_created"}
+    assert sum(ev.name == "user_created" for ev in c.events) == len(b.users)
+    created = {id(ev.user) for ev in c.events if ev.name == "user_created"}
     assert all(id(u) in created for u in live)
     # The change set says the same (a fresh batch: every user is new).
-    c = b.changes()
     assert {u.id for u in c.new_users} == {u.id for u in live}
     assert c.updated_users == c.deleted_users == c.event_moves == c.anonymous_id_deletes == []
     inserts = [(anon, uid) for _, anon, uid in c.anonymous_id_inserts]

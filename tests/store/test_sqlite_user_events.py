@@ -65,3 +65,36 @@ def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(main())
+
+
+def test_merges_of_one_batch_move_indexed_and_unindexed_events(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        users = range(3)
+        for phase in ("old", "new"):  # "old" indexed, "new" past the index
+            await writer.run_batch(
+                [track(pid, f"{phase}-e{i}", ext=f"e{i}") for i in users]
+                + [track(pid, f"{phase}-a{i}", anon=f"a{i}") for i in users]
+            )
+            if phase == "old":
+                index_user_events(store.db)
+        await writer.run_batch(  # three merges in one batch
+            [
+                Identify(project_id=pid, anonymous_id=f"a{i}", external_id=f"e{i}", traits=Traits())
+                for i in users
+            ]
+        )
+        for i in users:
+            expected = {f"{p}-{x}{i}" for p in ("old", "new") for x in "ea"} | {"user_merged"}
+            got = await names(store, pid, f"e{i}")
+            assert sorted(got) == sorted([*expected, "user_created", "user_created"])
+            index_user_events(store.db)
+            assert await names(store, pid, f"e{i}") == got
+        assert (await store.stats(pid))["users"] == 3
+        await store.close()
+
+    asyncio.run(main())

@@ -17,7 +17,7 @@ import msgspec
 from .commands import Alias, Command, Identify, RegisterDevice, Sequence, TrackEvents, flatten
 from .devices import register_device
 from .errors import DomainError, NeedsLoad
-from .identity import Identities
+from .identity import MAX_MERGES_PER_REQUEST, Identities
 from .model import Device, Event, User
 from .traits import apply_traits
 
@@ -160,6 +160,8 @@ class Batch:
         self.recorded = 0  # events of Pier's own (user_created, user_merged) in `events`
         self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
+        self.merged_into: dict[int, User] = {}  # merged-away user id → the user it went into
+        self.merges_left = MAX_MERGES_PER_REQUEST  # of the request being applied
 
     # -- loading -------------------------------------------------------------------------
     def add_user(self, user: User, anonymous_ids: Iterable[str] = ()) -> None:
@@ -202,17 +204,25 @@ class Batch:
                 continue  # only a pair can merge; only a device command needs devices
             pid = cmd.project_id
             owner = self.by_anonymous.get((pid, anon)) if anon else None
+            target = self.by_external.get((pid, ext)) if ext else None
             if owner is not None and ext and owner.external_id is None:
                 wanted.add(owner.id)
+                if target is not None:  # a merge: both users, else a replay per merge
+                    wanted.add(target.id)
             if device:
-                for user in (owner, self.by_external.get((pid, ext)) if ext else None):
+                for user in (owner, target):
                     if user is not None:
                         wanted.add(user.id)
         return {uid for uid in wanted if self.users[uid].devices is None or self.users[uid].partial}
 
     # -- applying ------------------------------------------------------------------------
     def apply(self, cmd: Command) -> None:
-        """Apply one command; raises DomainError (and changes nothing) when it is refused."""
+        """Apply one request's command; raises DomainError (and changes nothing) when it is
+        refused, TooManyMerges (having changed the batch) when it merges too many users."""
+        self.merges_left = MAX_MERGES_PER_REQUEST
+        self._apply(cmd)
+
+    def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, TrackEvents):
             self._track(cmd)
         elif isinstance(cmd, Identify):
@@ -237,7 +247,7 @@ class Batch:
     def _apply_each(self, seq: Sequence) -> None:
         for i, cmd in enumerate(seq.commands):
             try:
-                self.apply(cmd)
+                self._apply(cmd)
             except DomainError as exc:
                 path = seq.paths[i] if i < len(seq.paths) else f"/{i}{exc.path}"
                 raise DomainError(exc.message, path) from exc
@@ -341,6 +351,10 @@ class Batch:
             if stored is not None:
                 anon_deletes.append(key)
             anon_inserts.append((key[0], key[1], owner.id))
+        if self.merged_into:
+            for event in self.events:
+                if event.user.deleted:
+                    event.user = self.merged_into[event.user.id]
         device_deletes = [d.id for d in self.touched_devices if d.stored and d.id is not None]
         device_writes = [d for d in self.touched_devices if not d.deleted]
         return ChangeSet(

@@ -69,17 +69,21 @@ def _move(device: Device, user: User) -> None:
 
 
 def enforce_device_cap(b: Batch, user: User, keep: Device | None = None) -> None:
-    """Beyond the cap, the least recently updated token-less devices go (never `keep`)."""
+    """Beyond the cap, devices go least recently updated first, token-less ones before those
+    with a token (a token is what a device is kept for); never `keep`, the one registering."""
     assert user.devices is not None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
         return
-    tokenless = sorted(
-        (d for d in user.devices if d.token is None and d is not keep),
-        key=lambda d: (d.updated_at, d.seq, d.id or 0),
+    oldest = sorted(
+        (d for d in user.devices if d is not keep),
+        key=lambda d: (d.token is not None, d.updated_at, d.seq, d.id or 0),
     )
-    for device in tokenless[:excess]:
+    for device in oldest[:excess]:
         device.deleted = True
         user.devices.remove(device)
-        del b.devices_by_id[(device.project_id, device.device_id)]
+        pid = device.project_id
+        del b.devices_by_id[(pid, device.device_id)]
+        if b.devices_by_token.get((pid, device.token)) is device:
+            del b.devices_by_token[(pid, device.token)]
         b.touch_device(device, moved_only=True)

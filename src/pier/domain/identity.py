@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING
 
 from .commands import Traits
 from .devices import enforce_device_cap
-from .errors import NeedsLoad
+from .errors import NeedsLoad, TooManyMerges
 from .model import PROFILE_FIELDS, User
 from .traits import creation_data
 
 if TYPE_CHECKING:
     from .batch import Batch
+
+# A merge moves a user's ids, devices and events: the costliest thing a request can ask for.
+# One request may make this many (the writer's work budget counts them); more is a 422.
+MAX_MERGES_PER_REQUEST = 100
 
 
 class Identities:
@@ -96,6 +100,9 @@ class Identities:
             or e.devices is None
         ):
             raise NeedsLoad([u.id for u in (a, e) if u.stored])
+        if b.merges_left <= 0:
+            raise TooManyMerges(MAX_MERGES_PER_REQUEST)
+        b.merges_left -= 1
         moved = list(a.anonymous_ids)
         for anon in moved:
             self.attach(e, anon)
@@ -106,9 +113,7 @@ class Identities:
             b.touch_device(device, moved_only=True)
         a.devices = []
         enforce_device_cap(b, e)
-        for event in b.events:
-            if event.user is a:
-                event.user = e
+        b.merged_into[a.id] = e  # its events of this batch go to E (Batch.changes)
         if a.stored:
             b.event_moves.append((a.id, e.id))
         for key, value in a.data.items():

@@ -330,8 +330,7 @@ class SqliteTx(SqlTx):
         await super().write(c)
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        for frm, to in moves:
-            move_user_events(self.db, frm, to)  # and user_events (sqlite_index.py)
+        move_user_events(self.db, moves)  # and user_events (sqlite_index.py)
 
 
 def _statements(sql: str) -> list[str]:
