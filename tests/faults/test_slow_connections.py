@@ -10,7 +10,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -105,12 +104,8 @@ def test_a_body_dripped_slowly_is_closed_at_the_deadline(served) -> None:
             time.sleep(0.25)
     except (BrokenPipeError, ConnectionResetError):
         pass
+    sock.close()
     assert sent < 40, "the dripping connection was never closed"
-    sock.settimeout(WAIT)
-    try:
-        assert sock.recv(65536) == b""
-    except ConnectionResetError:
-        pass
 
 
 def test_past_the_cap_the_longest_idle_connection_makes_room(served) -> None:
