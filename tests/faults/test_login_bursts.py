@@ -134,3 +134,48 @@ def test_per_account_throttle_holds_across_addresses(behind_proxy: PierProcess) 
     )
     assert r.status_code == 303
     assert "secure" in r.headers["set-cookie"].lower()  # the trusted proxy said https
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_counts_per_address_and_per_account_in_a_window() -> None:
+    clock = Clock()
+    throttle = auth.LoginThrottle(clock)
+    for i in range(auth.LOGIN_FAILURES):
+        throttle.admit("10.0.0.1", f"u{i}@x")
+    with pytest.raises(auth.Throttled) as refused:
+        throttle.admit("10.0.0.1", "new@x")
+    assert refused.value.retry_after == auth.LOGIN_WINDOW
+    for i in range(auth.LOGIN_FAILURES):
+        throttle.admit(f"10.0.1.{i}", "target@x")
+    with pytest.raises(auth.Throttled):
+        throttle.admit("10.0.2.1", "target@x")
+    clock.now += auth.LOGIN_WINDOW
+    throttle.admit("10.0.0.1", "target@x")  # the window has passed for both
+
+
+def test_refused_attempts_record_nothing_and_memory_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(auth, "MAX_TRACKED", 50)
+    clock = Clock()
+    throttle = auth.LoginThrottle(clock)
+    for _ in range(auth.LOGIN_FAILURES):
+        throttle.admit("10.0.0.1", "a@x")
+    size = len(throttle)
+    for i in range(500):  # a paused address trying new accounts adds no account
+        with pytest.raises(auth.Throttled):
+            throttle.admit("10.0.0.1", f"other-{i}@x")
+    assert len(throttle) == size
+    for i in range(500):  # many others: bounded, and the paused address, still trying, stays
+        clock.now += 0.01
+        throttle.admit(f"10.1.{i // 250}.{i % 250}", f"v{i}@x")
+        with pytest.raises(auth.Throttled):
+            throttle.admit("10.0.0.1", "a@x")
+        assert len(throttle) <= 50

@@ -94,48 +94,56 @@ class LoginThrottle:
     """At most LOGIN_FAILURES attempts per client address and per account (email, from any
     address) in LOGIN_WINDOW, per process. An attempt is counted before its password is
     checked, so concurrent guesses cannot all get past the check; a right password clears the
-    address's and the account's count. At most MAX_TRACKED addresses and
-    accounts are remembered (the oldest are forgotten first)."""
+    address's and the account's count. A refused attempt records nothing. At most MAX_TRACKED
+    addresses and accounts are remembered: past that, those whose attempts have all expired
+    go first, then those attempted least recently."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._attempts: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
-    def _recent(self, who: tuple[str, str], now: float) -> deque[float]:
-        attempts = self._attempts.get(who)
-        if attempts is None:
-            if len(self._attempts) >= MAX_TRACKED:
-                self._forget_expired(now)
-            while len(self._attempts) >= MAX_TRACKED:
-                self._attempts.popitem(last=False)
-            attempts = self._attempts[who] = deque()
-        while attempts and attempts[0] <= now - LOGIN_WINDOW:
-            attempts.popleft()
-        return attempts
-
-    def _forget_expired(self, now: float) -> None:
-        for who in [w for w, a in self._attempts.items() if not a or a[-1] <= now - LOGIN_WINDOW]:
-            del self._attempts[who]
+    @staticmethod
+    def _keys(address: str, email: str) -> tuple[tuple[str, str], ...]:
+        return ("address", address), ("account", email[:MAX_EMAIL])
 
     def admit(self, address: str, email: str) -> None:
-        """Count an attempt for the address and the account. Raises Throttled when either has had LOGIN_FAILURES attempts in the window."""
+        """Count an attempt for the address and the account. Raises Throttled, recording
+        nothing, when either has had LOGIN_FAILURES attempts in the window."""
         now = self.clock()
-        keys = (("address", address), ("account", email[:MAX_EMAIL]))
-        counts = [self._recent(who, now) for who in keys]
-        for attempts in counts:
-            if len(attempts) >= LOGIN_FAILURES:
+        keys = self._keys(address, email)
+        for who in keys:
+            attempts = self._attempts.get(who)
+            while attempts and attempts[0] <= now - LOGIN_WINDOW:
+                attempts.popleft()
+            if attempts and len(attempts) >= LOGIN_FAILURES:
+                self._attempts.move_to_end(who)  # still active: the last to be forgotten
                 wait = max(1, math.ceil(attempts[0] + LOGIN_WINDOW - now))
                 raise Throttled("Too many failed logins. Wait a few minutes and try again.", wait)
-        for attempts in counts:
-            attempts.append(now)
+        for who in keys:
+            if who not in self._attempts:
+                self._make_room(now)
+                self._attempts[who] = deque()
+            self._attempts.move_to_end(who)
+            self._attempts[who].append(now)
+
+    def _make_room(self, now: float) -> None:
+        if len(self._attempts) < MAX_TRACKED:
+            return
+        for who in [w for w, a in self._attempts.items() if not a or a[-1] <= now - LOGIN_WINDOW]:
+            del self._attempts[who]
+        while len(self._attempts) >= MAX_TRACKED:
+            self._attempts.popitem(last=False)
 
     def succeeded(self, address: str, email: str) -> None:
         """The password was right: the address and the account start afresh."""
-        for who in (("address", address), ("account", email[:MAX_EMAIL])):
+        for who in self._keys(address, email):
             self._attempts.pop(who, None)
 
     def clear(self) -> None:
         self._attempts.clear()
+
+    def __len__(self) -> int:
+        return len(self._attempts)
 
 
 class HashSlots:
