@@ -91,6 +91,13 @@ def main() -> None:
     help="Seconds a request has to send its whole body after its head; then closed.",
 )
 @click.option(
+    "--keep-alive-timeout",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept between requests.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(1),
     default=1000,
@@ -114,6 +121,7 @@ def serve(
     access_log: str,
     header_timeout: float,
     body_timeout: float,
+    keep_alive_timeout: int,
     max_connections: int,
     forwarded_allow_ips: str,
 ) -> None:
@@ -146,6 +154,7 @@ def serve(
         loop="uvloop",
         http="pier.api.connections:Connection",  # httptools, with header limits and timeouts
         ws="none",
+        timeout_keep_alive=keep_alive_timeout,
         # uvicorn trusts X-Forwarded-* from 127.0.0.1 unless told otherwise: trust only these
         proxy_headers=bool(forwarded_allow_ips.strip()),
         forwarded_allow_ips=forwarded_allow_ips.strip() or None,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -133,3 +135,24 @@ def test_with_every_slot_busy_a_new_client_gets_503_then_an_answer_once_they_clo
     for sock in busy:  # the body timeout closes them
         assert read_all(sock) == b""
     assert health(server) == 200
+
+
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [((100, 5000), "1000 1064"), ((200, 200), "136 200")],
+    ids=["raised", "lowered"],
+)
+def test_the_cap_fits_the_open_file_limit(limits: tuple[int, int], expected: str) -> None:
+    """Connections past `ulimit -n` could not even be accepted: serve raises the soft limit to
+    fit --max-connections, or lowers the cap to what the hard limit allows (in a child process:
+    a lowered hard limit cannot be raised again)."""
+    script = (
+        "import resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, {limits})\n"
+        "from pier.cli import _room_for_connections\n"
+        "cap = _room_for_connections(1000)\n"
+        "print(cap, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == expected.split(), done.stderr
+    assert ("lowered to 136" in done.stderr) == (expected == "136 200")

@@ -226,10 +226,15 @@ class Connection(HttpToolsProtocol):
         self.transport.close()  # the app's receive() sees the disconnect
 
     def refuse(self, status: int, message: str) -> None:
-        """Answer `status` with a JSON error and close, draining the client's data for a while."""
+        """Answer `status` with a JSON error and close, draining the client's data for a while.
+        (With an answer to a pipelined request still being written: just close.)"""
+        answering = not self.idle
         self.refused = True
         self.disarm()
         self.idle_order.pop(self, None)
+        if answering:
+            self.transport.close()
+            return
         body = error_body(HTTPProblem(status, message))
         head = [
             STATUS_LINE[status],
