@@ -6,7 +6,10 @@ that is not key-shaped is a 401 before any lookup; unknown keys are never cached
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -84,6 +87,23 @@ def test_a_head_too_large_is_431_json_and_closes_the_connection(tmp_path: Path) 
             assert r.json()["status"] == "error" and "too large" in r.json()["error"]
         within = {f"x-h{i}": "v" * 100 for i in range(MAX_HEADERS - 10)}
         assert httpx.get(f"{server.url}/health", headers=within).status_code == 200
+        # a head sent in small pieces is counted as it comes, though no header is complete
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nX-Long: ")
+            with contextlib.suppress(OSError):  # the server may close while we still send
+                for _ in range(MAX_HEAD // 1024 + 8):
+                    sock.sendall(b"v" * 1024)
+                    time.sleep(0.002)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
+        # a large body and the next request in one write: the body is not taken for a head
+        body = b"x" * (4 * MAX_HEAD)
+        post = b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(post + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(65536)):
+                answers += chunk
+        assert [a[:3] for a in answers.split(b"HTTP/1.1 ")[1:]] == [b"405", b"200"]
     finally:
         server.terminate()
 

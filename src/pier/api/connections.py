@@ -94,11 +94,8 @@ class Connection(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits: Limits = type(self).limits or configured()
         self.in_head = True  # waiting for a request head, or reading one
-        self.begun = False  # a request's first byte has come and its last not yet
-        self.head_size = 0  # bytes of the current head that the parser has reported
-        self.head_chunks = 0  # bytes received while a head stays incomplete (see data_received)
-        self.header_count = 0
-        self.heads_done = 0
+        self.begun = False  # a request's first byte has come and its head not yet
+        self.since_head = 0  # bytes received since a head or a message last ended (see below)
         self.timer: asyncio.TimerHandle | None = None
         self.refused = False  # answered with an error: what arrives now is dropped
         self.idle_order = _by_idleness.setdefault(self.server_state, OrderedDict())
@@ -132,14 +129,19 @@ class Connection(HttpToolsProtocol):
             self.idle_order.move_to_end(self)  # idle from now: the last to be closed for a newcomer
 
     # -- reading -----------------------------------------------------------------------------
+    # Head size: the parser keeps a header it has not finished in its own buffers, unreported,
+    # so `since_head` counts what arrives in whole reads: past MAX_HEAD with the head still
+    # incomplete, 431. A read that also ends a head or a message is not counted (the count
+    # starts again there), so a body is never taken for a head; at most one read of a head can
+    # go uncounted. When a head completes and more than MAX_HEAD bytes arrived since the last
+    # one, its exact size is checked. Timers are armed only for a read that leaves a head or a
+    # body incomplete: a request that arrives whole costs none.
     def data_received(self, data: bytes) -> None:
-        """uvicorn's, with the head limits (431) and the head timer."""
+        """uvicorn's, with the head limits (431) and the timers."""
         if self.refused:
             return
         self._unset_keepalive_if_required()
-        if self.in_head and self.timer is None:
-            self.arm(self.limits.head_timeout, self.head_timed_out)
-        started_in_head, heads_done = self.in_head, self.heads_done
+        self.since_head += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -153,13 +155,14 @@ class Connection(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:  # Pier serves no upgrades: as uvicorn does
             self._unsupported_upgrade_warning()
-        # The parser keeps a header it has not finished in its own buffers, unreported: count
-        # what arrives while the same head stays incomplete. A chunk that also ends a body or
-        # a head is not counted, so a pipelined body is never taken for a head.
-        if started_in_head and self.in_head and heads_done == self.heads_done:
-            self.head_chunks += len(data)
-            if self.head_chunks > MAX_HEAD:
-                self.refuse(431, _too_large())
+        if self.in_head and self.since_head > MAX_HEAD:
+            self.refuse(431, _too_large())
+        elif self.timer is not None:
+            return
+        elif not self.in_head:
+            self.timer = self.loop.call_later(self.limits.body_timeout, self.body_timed_out)
+        elif self.idle:  # (with an answer in progress, uvicorn's keep-alive timer comes next)
+            self.timer = self.loop.call_later(self.limits.head_timeout, self.head_timed_out)
 
     def invalid_request(self) -> None:
         self.logger.warning("Invalid HTTP request received.")
@@ -167,36 +170,23 @@ class Connection(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_head = self.begun = True
-        self.head_size = self.header_count = 0
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self.grow_head(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        self.grow_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def grow_head(self, size: int) -> None:
-        self.head_size += size
-        if self.head_size > MAX_HEAD or self.header_count > MAX_HEADERS:
-            raise HeadTooLarge(_too_large())
+        self.begun = True
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
-        self.heads_done += 1
-        self.head_chunks = 0
-        self.arm(self.limits.body_timeout, self.body_timed_out)
+        if len(self.headers) > MAX_HEADERS or (
+            self.since_head > MAX_HEAD
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > MAX_HEAD
+        ):
+            raise HeadTooLarge(_too_large())
+        self.in_head = self.begun = False
+        self.since_head = 0
+        self.disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self.in_head, self.begun = True, False
-        if self.idle:  # answered before its body ended: uvicorn's keep-alive timer has run out
-            self.arm(self.limits.head_timeout, self.head_timed_out)
-        else:
-            self.disarm()
+        self.in_head = True
+        self.since_head = 0
+        self.disarm()
         super().on_message_complete()
 
     # -- timeouts and refusals ----------------------------------------------------------------
