@@ -76,6 +76,40 @@ def main() -> None:
     show_default=True,
     help="errors: a line for each 4xx/5xx answer. all: a line for every request.",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send a whole request head; then 408 and closed.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request has to send its whole body after its head; then closed.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Seconds an idle keep-alive connection is kept between requests.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Open connections per process; past it the longest idle one is closed (503 if none).",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    envvar="PIER_FORWARDED_ALLOW_IPS",
+    default="",
+    help="Proxies (IPs, networks, or *) whose X-Forwarded-For/-Proto are trusted. Default: none.",
+)
 def serve(
     host: str,
     port: int,
@@ -85,6 +119,11 @@ def serve(
     log_level: str,
     log_format: str,
     access_log: str,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: int,
+    max_connections: int,
+    forwarded_allow_ips: str,
 ) -> None:
     """Serve the API. Metrics at /metrics, for all the workers together."""
     import signal
@@ -93,6 +132,7 @@ def serve(
     from uvicorn.config import LOG_LEVELS
 
     from .api import logs
+    from .api.connections import Limits
 
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -102,6 +142,8 @@ def serve(
     os.environ["PIER_DATABASE_URL"] = resolve(database_url)
     os.environ["PIER_DURABILITY"] = durability
     os.environ["PIER_ACCESS_LOG"] = access_log
+    limits = Limits(header_timeout, body_timeout, _room_for_connections(max_connections))
+    os.environ.update(limits.environment())
     _metrics_dir(workers)
     uvicorn.run(
         "pier.api.app:from_environment",
@@ -110,12 +152,37 @@ def serve(
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http="pier.api.connections:Connection",  # httptools, with header limits and timeouts
+        ws="none",
+        timeout_keep_alive=keep_alive_timeout,
+        # uvicorn trusts X-Forwarded-* from 127.0.0.1 unless told otherwise: trust only these
+        proxy_headers=bool(forwarded_allow_ips.strip()),
+        forwarded_allow_ips=forwarded_allow_ips.strip() or None,
         access_log=False,
         log_level=log_level,
         log_config=logs.config(log_format, LOG_LEVELS[log_level]),
         timeout_graceful_shutdown=10,
     )
+
+
+FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)
+
+
+def _room_for_connections(wanted: int) -> int:
+    """Raise the open-file limit so `wanted` connections fit (a new connection past the limit
+    would fail to be accepted, where the cap answers it); lower the cap if the system cannot."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fits = max(1, soft - FD_RESERVE)
+        click.echo(f"--max-connections lowered to {fits}: ulimit -n allows {soft}", err=True)
+        return fits
+    return wanted
 
 
 def _metrics_dir(workers: int) -> None:

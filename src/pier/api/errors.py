@@ -45,14 +45,18 @@ def invalid(errors: list[Problem]) -> HTTPProblem:
     return HTTPProblem(422, errors[0].message, errors=errors)
 
 
-def error_response(problem: HTTPProblem) -> Response:
+def error_body(problem: HTTPProblem) -> bytes:
     body: dict[str, object] = {"status": "error", "error": problem.message}
     if problem.code is not None:
         body["code"] = problem.code
     if problem.errors is not None:
         body["errors"] = problem.errors
+    return _encode(body)
+
+
+def error_response(problem: HTTPProblem) -> Response:
     return Response(
-        _encode(body), problem.status, headers=problem.headers, media_type="application/json"
+        error_body(problem), problem.status, headers=problem.headers, media_type="application/json"
     )
 
 

@@ -147,15 +147,16 @@ async def login(request: Request) -> Response:
     if not auth.same_origin(request) or not auth.same(str(csrf or ""), cookie):
         error = "The login form expired. Please try again."
         return _login_page(request, 403, error=error, **context)
+    # the peer, or the client a proxy named when it is one of `pier serve --forwarded-allow-ips`
     who = request.client.host if request.client else "?"
-    if auth.throttle.blocked(who):
-        error = "Too many failed logins. Wait a few minutes and try again."
-        return _login_page(request, 429, error=error, **context)
-    admin = await auth.check_password(store(request), email, password)
+    try:
+        admin = await auth.log_in(store(request), who, email, password)
+    except auth.Throttled as refused:
+        response = _login_page(request, 429, error=refused.message, **context)
+        response.headers["Retry-After"] = str(refused.retry_after)
+        return response
     if admin is None:
-        auth.throttle.failed(who)
         return _login_page(request, 401, error="Wrong email or password.", **context)
-    auth.throttle.succeeded(who)
     response = RedirectResponse(next_path, status_code=303)
     await auth.start_session(store(request), admin, response, request)
     response.delete_cookie(auth.LOGIN_COOKIE, path=auth.base_path(request))
