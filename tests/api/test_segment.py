@@ -193,6 +193,9 @@ def test_every_segment_path_answers_200_with_success(tenant: Tenant) -> None:
         assert r.status_code == 200, (path, r.text)
         assert r.headers["content-type"] == "application/json"
         assert r.json() == {"success": True}
+    for _ in range(2):  # a repeat with the same Idempotency-Key answers as the first did
+        r = post(tenant, [call], headers={"Idempotency-Key": "ok-200-1"})
+        assert (r.status_code, r.json()) == (200, {"success": True}), r.text
     r = post(tenant, {"batch": [{"type": "track", "userId": "ok-200"}]})  # errors keep their shape
     assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/batch/0/event"
 
@@ -296,8 +299,8 @@ def test_gzip_body_as_analytics_python_sends_with_gzip_true(tenant: Tenant) -> N
 
 
 # -- all or nothing ----------------------------------------------------------------------
-def post(t: Tenant, body: object, path: str = "segment") -> httpx.Response:
-    return t.post(path, body)
+def post(t: Tenant, body: object, path: str = "segment", **kw: object) -> httpx.Response:
+    return t.post(path, body, **kw)
 
 
 def errors(r: httpx.Response) -> dict[str, str]:

@@ -364,8 +364,8 @@ def _ingest(summary: str, body: str) -> Schema:
                 "in": "header",
                 "required": False,
                 "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
-                " 204 and writes nothing; the same key with another request is a 409. Kept 7"
-                " days.",
+                " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
+                " key with another request is a 409. Kept 7 days.",
                 "schema": {"type": "string", "maxLength": 255},
             }
         ],
