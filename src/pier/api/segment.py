@@ -23,8 +23,9 @@ the whole batch is one Sequence command, committed all or nothing: an alias the 
 fails the batch with a 422 and nothing stored. Success is `200 {"success": true}`, what
 Segment-format servers answer (analytics-python 1.x and rudder-sdk-python take anything else,
 204 included, for a failure and send the batch again). The body is read as JSON whatever its
-Content-Type (rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded). The key: `Authorization: Bearer` or `Basic` (the write key
-as user name, as the Segment server libraries send it), or the body's `writeKey` (analytics.js).
+Content-Type (rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded). The key:
+`Authorization: Bearer` or `Basic` (the write key as user name, as the Segment server libraries
+send it), or the body's `writeKey` (analytics.js).
 """
 
 from __future__ import annotations
