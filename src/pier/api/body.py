@@ -21,9 +21,11 @@ def _media_type(request: Request) -> str | None:
     return raw.split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request) -> bytes:
-    """The raw JSON bytes of the body, after the content-type, size and encoding checks."""
-    media = _media_type(request)
+async def read_body(request: Request, *, any_type: bool = False) -> bytes:
+    """The raw JSON bytes of the body, after the content-type, size and encoding checks.
+    `any_type`: whatever the Content-Type says, the body is JSON (the Segment-format routes:
+    rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded)."""
+    media = None if any_type else _media_type(request)
     if media is not None and media not in JSON_TYPES:
         raise HTTPProblem(
             415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."

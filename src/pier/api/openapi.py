@@ -172,14 +172,21 @@ def schemas() -> dict[str, Schema]:
             " (numbers are taken as strings). The other fields are checked as the call's type"
             " uses them (422 with a pointer): event (track: 1-255 characters), name and category"
             " (page, screen: at most 255), properties and traits (objects), previousId (alias),"
-            " messageId (events: deduplicates), timestamp and sentAt (as on /events), context"
-            " (an object; its timezone and locale fill an identify's). Other keys are ignored.",
+            " messageId (events: deduplicates), timestamp (else originalTimestamp) and sentAt"
+            " (as on /events), context (an object; its timezone and locale fill an identify's,"
+            " its traits (an object) are an identify's traits, overlaid by traits key by key)."
+            " Other keys are ignored.",
             "properties": {
                 "type": {"enum": list(TYPES)},
                 "userId": SEGMENT_ID,
                 "anonymousId": SEGMENT_ID,
                 "writeKey": {"description": "The key, for analytics.js (without a header)."},
             },
+        },
+        "SegmentSuccess": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {"success": {"const": True}},
         },
         "SegmentBatch": {
             "description": "1..1000 calls, each with its type; all-or-nothing.",
@@ -357,8 +364,8 @@ def _ingest(summary: str, body: str) -> Schema:
                 "in": "header",
                 "required": False,
                 "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
-                " 204 and writes nothing; the same key with another request is a 409. Kept 7"
-                " days.",
+                " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
+                " key with another request is a 409. Kept 7 days.",
                 "schema": {"type": "string", "maxLength": 255},
             }
         ],
@@ -375,10 +382,9 @@ def _ingest(summary: str, body: str) -> Schema:
 
 
 def _body(name: str) -> Schema:
-    return {
-        "required": True,
-        "content": {JSON: {"schema": ref(name)}, "text/plain": {"schema": ref(name)}},
-    }
+    """A Segment-format body: JSON whatever the Content-Type says."""
+    schema = {"schema": ref(name)}
+    return {"required": True, "content": {JSON: schema, "text/plain": schema, "*/*": schema}}
 
 
 def _segment(summary: str) -> Schema:
@@ -386,8 +392,17 @@ def _segment(summary: str) -> Schema:
     op["security"] = [{"bearer": []}, {"basic": []}, {}]
     op["description"] = (
         "The key: Authorization Bearer, Basic with the key as user name (the Segment server"
-        " libraries), or the body's writeKey (analytics.js)."
+        " libraries), or the body's writeKey (analytics.js). The body is JSON whatever its"
+        ' Content-Type. Success is 200 {"success": true}, what Segment-format servers answer:'
+        " analytics-python 1.x and rudder-sdk-python take any other status for a failure."
     )
+    responses = op["responses"]
+    del responses["204"]
+    responses["200"] = {
+        "description": "Committed to the database.",
+        "content": {JSON: {"schema": ref("SegmentSuccess")}},
+    }
+    responses["415"] = _error("A Content-Encoding other than gzip.")
     return op
 
 

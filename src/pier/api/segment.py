@@ -7,18 +7,25 @@ Segment libraries append to a configured host are served too: `/b` and `/v1/batc
 
 - userId → external_id, anonymousId → anonymous_id (strings; numbers are taken as strings)
 - identify: traits.email/phone/timezone/locale → the profile fields (context.timezone and
-  context.locale when the traits lack them and they are valid), the other traits → data
+  context.locale when the traits lack them and they are valid), the other traits → data; the
+  traits are `context.traits` overlaid with `traits` key by key (rudder-sdk-python sends them
+  only under context.traits)
 - track: event → the name, properties → data; page → `Page Viewed`, screen → `Screen
   Viewed`, with properties plus the call's name and category as data
-- timestamp and messageId → the event's time and message_id, the time corrected by the
-  client's clock skew when the call or the batch carries `sentAt` (else X-Sent-At)
+- timestamp (else originalTimestamp, all rudder-sdk-node sends) and messageId → the event's
+  time and message_id, the time corrected by the client's clock skew when the call or the batch
+  carries `sentAt` (else X-Sent-At)
 - alias: previousId (else anonymousId) → anonymous_id, userId → external_id
 
 Every call is validated before anything is written (422 with JSON Pointers; each field the
 format defines is checked on every call, used by that call or not, as the OpenAPI says); then
 the whole batch is one Sequence command, committed all or nothing: an alias the domain refuses
-fails the batch with a 422 and nothing stored. The key: `Authorization: Bearer` or `Basic` (the write key
-as user name, as the Segment server libraries send it), or the body's `writeKey` (analytics.js).
+fails the batch with a 422 and nothing stored. Success is `200 {"success": true}`, what
+Segment-format servers answer (analytics-python 1.x and rudder-sdk-python take anything else,
+204 included, for a failure and send the batch again). The body is read as JSON whatever its
+Content-Type (rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded). The key:
+`Authorization: Bearer` or `Basic` (the write key as user name, as the Segment server libraries
+send it), or the body's `writeKey` (analytics.js).
 """
 
 from __future__ import annotations
@@ -38,7 +45,6 @@ from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
-from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
 from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
 
@@ -54,6 +60,7 @@ SUB_PATHS = {
     **{t: t for t in TYPES},
     **{f"v1/{t}": t for t in TYPES},
 }
+SUCCESS = b'{"success":true}'
 FAR_FUTURE = 2**62  # sentAt is the client's clock: checked for form, not for being in the future
 
 
@@ -74,7 +81,7 @@ async def _handle(request: Request, kind: str) -> Response:
     # with a header, refuse a bad key before reading the body; analytics.js sends it inside
     has_header = "authorization" in request.headers
     key = await authenticate(request, None) if has_header else None
-    raw = ingest._no_nul(await read_body(request))
+    raw = ingest._no_nul(await read_body(request, any_type=True))
     body = ingest._decode(raw)
     if key is None:
         key = await authenticate(request, _write_key(body))
@@ -89,9 +96,9 @@ async def _handle(request: Request, kind: str) -> Response:
     if parser.problems:
         raise invalid(parser.problems)
     cmd = parser.command()
-    if cmd is None:  # only group calls
-        return NO_CONTENT
-    return await ingest._submit(request, cmd, raw)
+    if cmd is not None:  # None: only group calls
+        await ingest._submit(request, cmd, raw)
+    return Response(SUCCESS, media_type="application/json")  # a new one: Edge adds headers
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -198,6 +205,7 @@ class _Parser:
         properties, traits, context = (
             self._object(item, field, at) for field in ("properties", "traits", "context")
         )
+        context_traits = self._object(context, "traits", pointer(at, "context"))
         timestamp = self._timestamp(item, at)
         if "writeKey" in item and not isinstance(item["writeKey"], str):
             self.problems.append(Problem(pointer(at, "writeKey"), "writeKey must be a string"))
@@ -217,7 +225,7 @@ class _Parser:
                 project_id=self.pid,
                 anonymous_id=anon,
                 external_id=user,
-                traits=self._traits(traits, context, pointer(at, "traits")),
+                traits=self._traits(traits, context_traits, context, at),
             )
             if len(self.problems) == before:
                 self._push(cmd, at)
@@ -251,13 +259,20 @@ class _Parser:
             pointer(at, field),
         )
 
-    def _traits(self, traits: dict[str, Any], context: dict[str, Any], base: str) -> Traits:
+    def _traits(
+        self, own: dict[str, Any], in_context: dict[str, Any], context: dict[str, Any], at: str
+    ) -> Traits:
+        """The call's traits: context.traits overlaid with traits, key by key."""
+        traits = {**in_context, **own}
         fields: dict[str, Any] = {}
         for field in PROFILE_FIELDS:
             if field not in traits:
                 continue
             value = traits[field]
             limit = LIMITS[field]
+            base = (
+                pointer(at, "traits") if field in own else pointer(pointer(at, "context"), "traits")
+            )
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 self.problems.append(
                     Problem(
@@ -281,17 +296,21 @@ class _Parser:
         return Traits(**fields, data=data if data else UNSET)
 
     def _timestamp(self, item: dict, at: str) -> int | None:
-        """The call's time in epoch ms, moved by the client's clock skew (its own sentAt, else
-        the batch's, else X-Sent-At)."""
+        """The call's time in epoch ms: its timestamp, else its originalTimestamp (when the call
+        was made, by rudder-sdk-node), moved by the client's clock skew (its own sentAt, else
+        the batch's, else X-Sent-At). Both are checked when both are sent."""
         skew = self.skew
         if item.get("sentAt") is not None:
             skew = self._skew(item["sentAt"], pointer(at, "sentAt"), skew)
-        if item.get("timestamp") is None:
-            return None
-        timestamp, problem = validation.event_time(item["timestamp"], self.now, skew)
-        if problem:
-            self.problems.append(Problem(pointer(at, "timestamp"), problem))
-        return timestamp
+        found = None
+        for field in ("originalTimestamp", "timestamp"):  # the last one sent wins
+            if item.get(field) is None:
+                continue
+            timestamp, problem = validation.event_time(item[field], self.now, skew)
+            if problem:
+                self.problems.append(Problem(pointer(at, field), problem))
+            found = timestamp
+        return found
 
     # -- fields ------------------------------------------------------------------------------
     def _id(self, item: dict, field: str, at: str) -> str | None:
