@@ -68,4 +68,6 @@ def _gunzip(data: bytes) -> bytes:
         raise HTTPProblem(413, "The request body is larger than 1 MiB after decompression.")
     if not d.eof:
         raise HTTPProblem(400, "The gzip body is truncated.")
+    if d.unused_data:  # garbage, or a second gzip member: never dropped silently
+        raise HTTPProblem(400, f"The gzip body has {len(d.unused_data)} bytes after its end.")
     return out
