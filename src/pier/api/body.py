@@ -6,6 +6,7 @@ import zlib
 
 from starlette.requests import ClientDisconnect, Request
 
+from . import params
 from .errors import HTTPProblem
 
 MAX_BODY = 1024 * 1024
@@ -29,7 +30,7 @@ async def read_body(request: Request) -> bytes:
             415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."
         )
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+    if (params.integer(length) or 0) > MAX_BODY:  # (else the read below stops at the limit)
         raise TOO_LARGE
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
