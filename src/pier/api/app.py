@@ -51,7 +51,10 @@ class RawPathRoute(Route):
         found = self.path_regex.match(raw_route_path(scope))
         if found is None:
             return Match.NONE, {}
-        values = {name: unquote(value) for name, value in found.groupdict().items()}
+        values = {
+            name: self.param_convertors[name].convert(unquote(value))
+            for name, value in found.groupdict().items()
+        }
         child = {
             "endpoint": self.endpoint,
             "path_params": {**scope.get("path_params", {}), **values},
