@@ -11,8 +11,8 @@ import binascii
 
 from . import validation
 from .errors import Problem, invalid
+from .validation import MAX_INT  # bigint, SQLite's INTEGER: every id, time and cursor fits
 
-MAX_INT = 2**63 - 1  # bigint, and SQLite's INTEGER: the ids, times and cursors Pier stores
 _DIGITS = len(str(MAX_INT))
 
 
