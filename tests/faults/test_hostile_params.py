@@ -264,3 +264,13 @@ def test_the_text_log_escapes_control_characters() -> None:
     assert "\n" not in line and "\r" not in line and "\x1b" not in line
     assert "\\x0d\\x0a2026-11-30" in line and "\\x1b[2J" in line
     assert line.count("path=/api/client/x\\x0d") == 1
+
+
+def test_an_id_holding_nul_names_no_user(tenant: Tenant) -> None:
+    """PostgreSQL cannot compare text with U+0000 in it: the lookups were 500s there."""
+    for url in ("/api/client/users/a%00b", "/api/client/users/a%00b/events"):
+        r = tenant.secret.get(url)
+        assert r.status_code == 404, (url, r.text)
+    assert tenant.secret.delete("/api/client/users/a%00b").status_code == 404
+    r = tenant.secret.get("/api/client/users", params={"q": "a\0b"})
+    assert r.status_code == 200 and r.json()["results"] == []

@@ -266,6 +266,8 @@ class PostgresStore:
 
     # -- reads ---------------------------------------------------------------------------
     async def get_user(self, project_id: int, ref: str, by: str) -> User | None:
+        if "\0" in ref:  # no id holds U+0000 (refused on ingestion), and text cannot carry it
+            return None
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             if by == "anonymous_id":
                 sql = (
@@ -322,6 +324,8 @@ class PostgresStore:
     async def list_users(
         self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
     ) -> list[User]:
+        if q and "\0" in q:  # (as in get_user)
+            return []
         sql = f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1"
         if q:  # the few matches of exact, indexed lookups first
             sql = (
@@ -370,6 +374,8 @@ class PostgresStore:
         # A SERIALIZABLE transaction like the writer's: a batch of another process that adds an
         # event for this user conflicts with it (it read the user, this deletes the user and reads
         # its events), so one of the two is rolled back and replayed: no orphan rows.
+        if "\0" in ref:  # (as in get_user)
+            return False
         if by == "id":
             sql, value = "SELECT id FROM users WHERE project_id = $1 AND id = $2", int(ref)
         elif by == "anonymous_id":
