@@ -233,7 +233,12 @@ def test_unknown_projects_users_and_keys_are_404(portal) -> None:
 
 
 def test_an_unknown_portal_page_is_an_html_page_with_a_way_back(anonymous, portal, admin) -> None:
-    paths = ("/nope", "/projects/abc", "/projects/1/nope/deeper", "/login/extra")
+    paths = ("/nope", "/projects/1/nope/deeper", "/login/extra")
+    # a project page with an id that cannot be one: the login first, then a 404 in the layout
+    assert anonymous.get("/projects/abc").status_code == 303
+    r = portal.get("/projects/abc")
+    assert r.status_code == 404 and "There is no such project" in r.text
+    assert 'href="/portal/static/portal.css"' in r.text
     for client, who in ((anonymous, None), (portal, admin.email)):
         for path in paths:
             r = client.get(path)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route, get_route_path
+from starlette.types import Scope
 
 from ..portal.routes import routes as portal_routes
 from ..store import make_store
@@ -17,7 +19,7 @@ from ..writer import Writer
 from . import ingest, manage, metrics, openapi, read, segment, track
 from .auth import KeyCache
 from .edge import Edge
-from .errors import HTTPProblem, http_exception, problem_handler
+from .errors import HTTPProblem, http_exception, problem_handler, server_error
 from .gctune import periodic_collection
 
 
@@ -37,6 +39,41 @@ INGESTION = {
 }
 
 
+class RawPathRoute(Route):
+    """A route matched on the path as the client sent it (scope["raw_path"]), its parameters
+    percent-decoded only once matched: in `/api/client/users/{ref}`, a `/` separates segments
+    and `%2F` is part of the id, so `/users/x%2Fevents` is the user `x/events` and
+    `/users/x/events` the events of `x`."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] != "http":
+            return Match.NONE, {}
+        found = self.path_regex.match(raw_route_path(scope))
+        if found is None:
+            return Match.NONE, {}
+        values = {
+            name: self.param_convertors[name].convert(unquote(value))
+            for name, value in found.groupdict().items()
+        }
+        child = {
+            "endpoint": self.endpoint,
+            "path_params": {**scope.get("path_params", {}), **values},
+        }
+        if self.methods and scope["method"] not in self.methods:
+            return Match.PARTIAL, child
+        return Match.FULL, child
+
+
+def raw_route_path(scope: Scope) -> str:
+    """The path still percent-encoded, less the root path (uvicorn prefixes both with it)."""
+    raw = scope.get("raw_path")
+    if raw is None:  # a server that does not give it: the decoded path, encoded again
+        return quote(get_route_path(scope), safe="/")
+    path = raw.decode("latin-1")
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root + "/") else path
+
+
 def routes() -> list[Route | Mount]:
     return [
         *(Route(path, endpoint, methods=["POST"]) for path, endpoint in INGESTION.items()),
@@ -45,11 +82,11 @@ def routes() -> list[Route | Mount]:
         Route("/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi.serve, methods=["GET"]),
         Route("/api/client/users", manage.list_users, methods=["GET"]),
-        # {ref:path}: external and anonymous ids may hold "/" (send it as %2F or as is)
-        Route("/api/client/users/{ref:path}/events", read.user_events, methods=["GET"]),
-        Route("/api/client/users/{ref:path}/devices", manage.user_devices, methods=["GET"]),
-        Route("/api/client/users/{ref:path}", read.get_user, methods=["GET"]),
-        Route("/api/client/users/{ref:path}", manage.delete_user, methods=["DELETE"]),
+        # {ref}: one segment of the raw path; an id holding "/" is sent with %2F
+        RawPathRoute("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
+        RawPathRoute("/api/client/users/{ref}/devices", manage.user_devices, methods=["GET"]),
+        RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
+        RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         Mount("/portal", routes=portal_routes()),
     ]
@@ -80,7 +117,11 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
     app = Starlette(
         routes=routes(),
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_exception, HTTPProblem: problem_handler},
+        exception_handlers={
+            HTTPException: http_exception,
+            HTTPProblem: problem_handler,
+            Exception: server_error,
+        },
     )
     return Edge(app, INGESTION)
 

@@ -6,6 +6,7 @@ import zlib
 
 from starlette.requests import ClientDisconnect, Request
 
+from . import params
 from .errors import HTTPProblem
 
 MAX_BODY = 1024 * 1024
@@ -31,7 +32,7 @@ async def read_body(request: Request, *, any_type: bool = False) -> bytes:
             415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."
         )
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+    if (params.integer(length) or 0) > MAX_BODY:  # (else the read below stops at the limit)
         raise TOO_LARGE
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
@@ -70,4 +71,6 @@ def _gunzip(data: bytes) -> bytes:
         raise HTTPProblem(413, "The request body is larger than 1 MiB after decompression.")
     if not d.eof:
         raise HTTPProblem(400, "The gzip body is truncated.")
+    if d.unused_data:  # garbage, or a second gzip member: never dropped silently
+        raise HTTPProblem(400, f"The gzip body has {len(d.unused_data)} bytes after its end.")
     return out

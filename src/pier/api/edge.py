@@ -24,7 +24,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
-from .errors import HTTPProblem, error_response
+from .errors import SERVER_ERROR, HTTPProblem, error_response
 from .logs import request_id
 
 log = logging.getLogger("pier.access")
@@ -148,7 +148,7 @@ class Edge:
             return DISCONNECTED
         except Exception:
             # as Starlette's ServerErrorMiddleware: answer 500, then let uvicorn log it
-            response = error_response(HTTPProblem(500, "Internal server error."))
+            response = error_response(SERVER_ERROR)
             response.raw_headers.extend(extra)
             await response(scope, receive, send)
             raise

@@ -71,6 +71,15 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(HTTPProblem(exc.status_code, message, headers=exc.headers))
 
 
+SERVER_ERROR = HTTPProblem(500, "Internal server error.")
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Any unexpected error, under Starlette as in api/edge.py: a JSON 500 (Starlette's own is
+    text); the error is raised on afterwards, for uvicorn to log with its traceback."""
+    return error_response(SERVER_ERROR)
+
+
 async def problem_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPProblem)
     return error_response(exc)

@@ -15,7 +15,7 @@ from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
 from ..domain.errors import DomainError
 from ..store.base import StoreUnavailable
 from ..writer import KeyReused, Overloaded, RequestKey, now_ms
-from . import schemas, validation
+from . import params, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
@@ -34,6 +34,16 @@ def _decode(raw: bytes) -> Any:
 
 NUL_ESCAPE = b"\\u0000"  # JSON can carry U+0000 only escaped
 NUL_MESSAGE = "strings must not contain the NUL character (\\u0000)"
+
+
+def checked(raw: bytes) -> bytes:
+    """The rules for every body of every ingestion route, whatever part of it is stored: JSON
+    nested at most validation.MAX_DEPTH deep, numbers in range, no U+0000. A 422 names the
+    first place that breaks one."""
+    problem = validation.body_problem(raw)
+    if problem is not None:
+        raise invalid([problem])
+    return _no_nul(raw)
 
 
 def _no_nul(raw: bytes) -> bytes:
@@ -104,7 +114,7 @@ async def _submit(request: Request, cmd: Command, raw: bytes) -> Response:
 
 async def identify(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     try:
         cmd = schemas.identify(raw, key.project_id)
     except schemas.Rejected as exc:
@@ -119,7 +129,7 @@ async def identify(request: Request) -> Response:
 
 async def alias(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     body = _decode(raw)
     problems = validation.problems_alias(body)
     if problems:
@@ -134,7 +144,7 @@ async def alias(request: Request) -> Response:
 
 async def devices(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     body = _decode(raw)
     problems = validation.problems_device(body)
     if problems:
@@ -157,7 +167,7 @@ async def devices(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     now = now_ms()
     skew = _clock_skew(request, now)
     try:
@@ -176,8 +186,4 @@ def _clock_skew(request: Request, now: int) -> int:
     sent = request.headers.get("x-sent-at")
     if not sent:
         return 0
-    value: int | str = int(sent) if sent.strip().isdigit() else sent.strip()
-    sent_ms, problem = validation.event_time(value, now)
-    if problem or sent_ms is None:
-        raise invalid([Problem("/headers/X-Sent-At", f"X-Sent-At: {problem}")])
-    return now - sent_ms
+    return now - params.timestamp(sent, "X-Sent-At", now)

@@ -350,7 +350,14 @@ BY = _query(
     "How the path value is looked up (default external_id).",
     {"type": "string", "enum": ["external_id", "anonymous_id"]},
 )
-REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}}
+REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "description": "The id as one percent-encoded path segment: %2F is part of the id, / is not;"
+    " . and .. as %2E and %2E%2E.",
+    "schema": {"type": "string"},
+}
 CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
 
 

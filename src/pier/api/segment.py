@@ -81,7 +81,7 @@ async def _handle(request: Request, kind: str) -> Response:
     # with a header, refuse a bad key before reading the body; analytics.js sends it inside
     has_header = "authorization" in request.headers
     key = await authenticate(request, None) if has_header else None
-    raw = ingest._no_nul(await read_body(request, any_type=True))
+    raw = ingest.checked(await read_body(request, any_type=True))
     body = ingest._decode(raw)
     if key is None:
         key = await authenticate(request, _write_key(body))

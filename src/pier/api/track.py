@@ -38,7 +38,7 @@ def problems(body: Any, now: int, skew: int) -> list[Problem]:
 
 async def track(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = ingest._no_nul(await read_body(request))
+    raw = ingest.checked(await read_body(request))
     body = ingest._decode(raw)
     now = now_ms()
     skew = ingest._clock_skew(request, now)

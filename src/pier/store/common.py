@@ -175,6 +175,8 @@ class SqlStore:
 
     # -- reads ---------------------------------------------------------------------------
     async def get_user(self, project_id: int, ref: str, by: str) -> User | None:
+        if "\0" in ref:  # no id holds U+0000 (refused on ingestion); PostgreSQL text cannot
+            return None
         sql = self.q.user_of["anonymous_id" if by == "anonymous_id" else "external_id"]
         async with self.reading() as run:
             row = await run.one(sql, project_id, ref)
@@ -188,6 +190,8 @@ class SqlStore:
     async def list_users(
         self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
     ) -> list[User]:
+        if q and "\0" in q:  # (as in get_user)
+            return []
         args: list[Any] = [project_id, q] if q else [project_id]
         if before is not None:
             args += before
@@ -219,6 +223,8 @@ class SqlStore:
 
     async def _delete_user(self, run: Run, project_id: int, ref: str, by: str) -> bool:
         """Delete a user and all its rows, inside the backend's write transaction."""
+        if "\0" in ref:  # (as in get_user)
+            return False
         row = await run.one(self.q.user_id_of[by], project_id, int(ref) if by == "id" else ref)
         if row is None:
             return False
