@@ -1,0 +1,135 @@
+"""The SQL form of a rule (store/segments_sql.py) gives the in-memory evaluator's answer
+(domain/segments) on SQLite and PostgreSQL: every case of the contract's fixture file, and
+random trees over random users and events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from pier.domain.segments import (
+    Evaluator,
+    event_document,
+    parse_rule,
+    user_document,
+)
+from pier.domain.segments.values import parse_date
+from pier.store import make_store
+from pier.store.common import SqlStore
+from support.postgres import PostgresServer
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "segment-rules.json"
+CASES = json.loads(FIXTURE.read_text())
+_json = msgspec.json.Encoder()
+
+
+class Db:
+    """A migrated store on a loop of its own, and fresh projects loaded with users/events."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store: SqlStore = make_store(url)  # type: ignore[assignment]
+        self.run(self.store.open())
+        self.run(self.store.migrate())
+        self.next_id = 1
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.store.close())
+        self.loop.close()
+
+    def load(self, users: list[dict[str, Any]]) -> tuple[int, dict[int, str]]:
+        """A new project holding the users (fixture shape) and their events: (project id,
+        {user id: ref})."""
+
+        async def main() -> tuple[int, dict[int, str]]:
+            store = self.store
+            pid = (await store.create_project("segments", 0)).id
+            refs: dict[int, str] = {}
+            async with store.writing() as run:
+                for u in users:
+                    uid, self.next_id = self.next_id, self.next_id + 1
+                    refs[uid] = u["ref"]
+                    created = parse_date(u["created_at"])
+                    await run.execute(
+                        store.q.insert_user,
+                        uid,
+                        pid,
+                        u["external_id"],
+                        u["email"],
+                        u["phone"],
+                        u["timezone"],
+                        u["locale"],
+                        _json.encode(u["data"]).decode(),
+                        created,
+                        created,
+                    )
+                    for e in u["events"]:
+                        at = parse_date(e["created_at"])
+                        data = _json.encode(e["data"]).decode()
+                        await run.execute(
+                            store.q.insert_events, pid, uid, e["name"], data, at, at, None
+                        )
+            return pid, refs
+
+        return self.run(main())
+
+    def members(self, pid: int, refs: dict[int, str], rule: Any, now: int) -> list[str]:
+        ids = self.run(self.store.segment_members(pid, rule, now))
+        return sorted(refs[i] for i in ids)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Db]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('segments')}/pier.db"
+    else:
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        url = server.create_database()
+    db = Db(url)
+    yield db
+    db.close()
+
+
+def in_memory(rule: Any, users: list[dict[str, Any]], now: int) -> list[str]:
+    evaluator = Evaluator(rule, now)
+    return sorted(u["ref"] for u in users if evaluator.member(*documents(u)))
+
+
+def documents(u: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    user = user_document(
+        u["data"],
+        external_id=u["external_id"],
+        email=u["email"],
+        phone=u["phone"],
+        timezone=u["timezone"],
+        locale=u["locale"],
+        created_at=parse_date(u["created_at"]),
+    )
+    events = [
+        event_document(e["name"], parse_date(e["created_at"]), e["data"]) for e in u["events"]
+    ]
+    return user, events
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_fixture_case_in_memory(case: dict[str, Any]) -> None:
+    now = parse_date(case["now"])
+    rule = parse_rule(case["rule"], now)
+    assert in_memory(rule, case["users"], now) == sorted(case["expect_members"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_fixture_case_in_sql(db: Db, case: dict[str, Any]) -> None:
+    now = parse_date(case["now"])
+    rule = parse_rule(case["rule"], now)
+    pid, refs = db.load(case["users"])
+    assert db.members(pid, refs, rule, now) == sorted(case["expect_members"])
