@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from pier.domain.segments import (
     Evaluator,
@@ -23,10 +24,16 @@ from pier.domain.segments.values import parse_date
 from pier.store import make_store
 from pier.store.common import SqlStore
 from support.postgres import PostgresServer
+from support.segment_trees import NOW, TREES, USERS
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "segment-rules.json"
 CASES = json.loads(FIXTURE.read_text())
 _json = msgspec.json.Encoder()
+
+
+def instant(value: str | int) -> int:
+    """An instant of the fixture (ISO text) or of the strategies (ms)."""
+    return value if isinstance(value, int) else parse_date(value)
 
 
 class Db:
@@ -58,7 +65,7 @@ class Db:
                 for u in users:
                     uid, self.next_id = self.next_id, self.next_id + 1
                     refs[uid] = u["ref"]
-                    created = parse_date(u["created_at"])
+                    created = instant(u["created_at"])
                     await run.execute(
                         store.q.insert_user,
                         uid,
@@ -73,7 +80,7 @@ class Db:
                         created,
                     )
                     for e in u["events"]:
-                        at = parse_date(e["created_at"])
+                        at = instant(e["created_at"])
                         data = _json.encode(e["data"]).decode()
                         await run.execute(
                             store.q.insert_events, pid, uid, e["name"], data, at, at, None
@@ -112,11 +119,9 @@ def documents(u: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         phone=u["phone"],
         timezone=u["timezone"],
         locale=u["locale"],
-        created_at=parse_date(u["created_at"]),
+        created_at=instant(u["created_at"]),
     )
-    events = [
-        event_document(e["name"], parse_date(e["created_at"]), e["data"]) for e in u["events"]
-    ]
+    events = [event_document(e["name"], instant(e["created_at"]), e["data"]) for e in u["events"]]
     return user, events
 
 
@@ -133,3 +138,21 @@ def test_fixture_case_in_sql(db: Db, case: dict[str, Any]) -> None:
     rule = parse_rule(case["rule"], now)
     pid, refs = db.load(case["users"])
     assert db.members(pid, refs, rule, now) == sorted(case["expect_members"])
+
+
+def test_random_trees_give_the_in_memory_answer(db: Db) -> None:
+    """Random trees over random users and events: the SQL members are the in-memory ones."""
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(tree=TREES, users=USERS)
+    def check(tree: dict[str, Any], users: list[dict[str, Any]]) -> None:
+        rule = parse_rule(tree, NOW)
+        pid, refs = db.load(users)
+        assert db.members(pid, refs, rule, NOW) == in_memory(rule, users, NOW), tree
+
+    check()

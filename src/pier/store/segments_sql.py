@@ -28,7 +28,7 @@ from ..domain.segments import Condition, Evaluator, EventWrapper, Node, Rolling,
 from ..domain.segments.paths import Every, Path
 from ..domain.segments.rules import NEGATIONS
 from ..domain.segments.values import DAY_MS, is_true, to_date, to_number, to_text
-from .queries import Dialect
+from .queries import _PARAM, Dialect
 
 USER_COLUMNS = ("external_id", "email", "phone", "timezone", "locale")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .\-:@$#/]*")  # SQLite reads these keys as labels
@@ -339,7 +339,12 @@ def compile_members(
     compiler.param(project_id, "bigint")  # $1
     where = compiler.node(rule.root, "u")
     sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1 AND {where}"
-    return dialect.render(sql.replace("{", "{{").replace("}", "}}")), compiler.params
+    # a value is bound before it is known whether a path finds anything: keep those used
+    used = sorted({int(n) for n in _PARAM.findall(sql)})
+    number = {old: new for new, old in enumerate(used, 1)}
+    sql = _PARAM.sub(lambda m: f"${number[int(m[1])]}", sql)
+    params = [compiler.params[old - 1] for old in used]
+    return dialect.render(sql.replace("{", "{{").replace("}", "}}")), params
 
 
 # -- SQLite: the coercions as SQL functions ----------------------------------------------------
