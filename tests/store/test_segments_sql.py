@@ -24,7 +24,7 @@ from pier.domain.segments.values import parse_date
 from pier.store import make_store
 from pier.store.common import SqlStore
 from support.postgres import PostgresServer
-from support.segment_trees import NOW, TREES, USERS
+from support.segment_trees import DAY, NOW, OPERATORS, SCALARS, TREES, USERS, VALUES
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "segment-rules.json"
 CASES = json.loads(FIXTURE.read_text())
@@ -156,3 +156,99 @@ def test_random_trees_give_the_in_memory_answer(db: Db) -> None:
         assert db.members(pid, refs, rule, NOW) == in_memory(rule, users, NOW), tree
 
     check()
+
+
+KINDS_OF_VALUE: list[Any] = [
+    *SCALARS.elements,  # type: ignore[attr-defined]
+    [],
+    ["vip"],
+    ["vip", "beta"],
+    [2, " 5 ", True, None],
+    [{"x": 1}],
+    {"x": "vip", "y": 10},
+    {},
+    "1e+21",
+    " 1e3\t",
+    "-0",
+    "1.5e-7",
+    "2024-06-15",
+    "2024-06-15T23:59:59.999Z",
+    1718409600000,
+]
+
+
+def test_every_operator_on_every_kind_of_value(db: Db) -> None:
+    """One user per kind of value (at $.a, as the only element of $.l, and as a column), and
+    every type, operator and rule value of the strategies: the same members both ways."""
+    users = [
+        {
+            "ref": f"v{i}",
+            "external_id": f"x{i}",
+            "email": value if isinstance(value, str) else None,
+            "phone": None,
+            "timezone": None,
+            "locale": None,
+            "created_at": NOW - i * 3_600_000,
+            "data": {"a": value, "l": [value]},
+            "events": [],
+        }
+        for i, value in enumerate([*KINDS_OF_VALUE, None])
+    ]
+    users.append({**users[-1], "ref": "none", "external_id": "none", "data": {}})
+    pid, refs = db.load(users)
+    checked = 0
+    for kind, operators in OPERATORS.items():
+        for op in operators:
+            for value in VALUES[kind]:
+                for path in ("$.a", "$.l[*]", "$[*]", "$.email", "$.created_at"):
+                    tree = {"uuid": "c", "type": kind, "group": "user", "path": path}
+                    rule = parse_rule(tree | {"operator": op, "value": value}, NOW)
+                    sql = db.members(pid, refs, rule, NOW)
+                    assert sql == in_memory(rule, users, NOW), (kind, op, value, path)
+                    checked += 1
+    assert checked == 5 * sum(len(VALUES[k]) * len(ops) for k, ops in OPERATORS.items())
+
+
+def test_event_periods_and_counts_at_their_bounds(db: Db) -> None:
+    """Events at each window's start, 1 ms either side, and counts of 0 to 3."""
+    lengths = [60_000, 3_600_000, DAY, 7 * DAY, 30 * DAY, 365 * DAY]
+    instants = sorted({NOW + d for n in lengths for d in (-n - 1, -n, -n + 1)} | {NOW, NOW + DAY})
+    start, end = parse_date("2024-06-08T12:00:00.250Z"), parse_date("2024-06-14T12:00:00.250Z")
+    instants += [start - 1, start, end, end + 1]
+    users = [
+        {
+            "ref": f"u{i}",
+            "external_id": f"x{i}",
+            "email": None,
+            "phone": None,
+            "timezone": None,
+            "locale": None,
+            "created_at": NOW,
+            "data": {},
+            "events": [{"name": "buy", "data": {}, "created_at": at} for at in chosen],
+        }
+        for i, chosen in enumerate([[], *([at] for at in instants), instants[-6:], instants[:3]])
+    ]
+    pid, refs = db.load(users)
+    periods: list[dict[str, Any]] = [
+        {"type": "rolling", "unit": unit, "value": value}
+        for unit in ("minute", "hour", "day", "week", "month", "year")
+        for value in (1, 7)
+    ]
+    periods += [
+        {"type": "fixed", "start_date": "2024-06-08T12:00:00.250Z"},
+        {
+            "type": "fixed",
+            "start_date": "2024-06-08T12:00:00.250Z",
+            "end_date": "2024-06-14T12:00:00.250Z",
+        },
+    ]
+    for period in periods:
+        for op in ("=", "<", "<=", ">", ">="):
+            for count in range(4):
+                frequency = {"period": period, "operator": op, "count": count}
+                tree = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name"}
+                tree |= {"operator": "and", "value": "buy", "frequency": frequency}
+                rule = parse_rule(tree, NOW)
+                sql = db.members(pid, refs, rule, NOW)
+                assert sql == in_memory(rule, users, NOW), frequency

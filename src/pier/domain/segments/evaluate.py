@@ -237,29 +237,37 @@ def dependencies(rule: Rule) -> Dependencies:
 def next_change(
     rule: Rule, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int
 ) -> int | None:
-    """The earliest instant after `now` at which the user's membership may change with no new
-    data, or None when it cannot. Membership is the same at every instant in [now, result).
+    """The next instant after `now` at which the user's membership changes with no new data,
+    or None when it cannot. Membership is the same at every instant in [now, result).
 
     Exact for rolling periods (an event leaves a window of length L at created_at + L + 1 ms)
     and for date rules whose value is `now` moved by addDate/subDate/nextDate/dateFormat (their
     value grows with time: the instants where it passes each found date are found by
-    bisection). Any other rule value that renders `now` gives the next instant its text
-    changes, looked for up to 24 h ahead (then 24 h)."""
-    candidates: list[int] = []
+    bisection): membership is evaluated at each such instant, in order. Any other rule value
+    that renders `now` gives the next instant its text changes, looked for up to 24 h ahead (or
+    now + 24 h): there membership may change, and must be looked at again."""
+    exact: set[int] = set()
+    recheck: list[int] = []
     for node in walk(rule.root):
         if isinstance(node, EventWrapper):
             period = node.frequency.period if node.frequency is not None else None
             mine = [e for e in events if e["name"] == node.name]
             if isinstance(period, Rolling):
-                candidates += [int(e["created_at"]) + period.length + 1 for e in mine]
+                exact.update(int(e["created_at"]) + period.length + 1 for e in mine)
             for child in node.children:
                 for cond in walk(child):
                     if isinstance(cond, Condition):
-                        candidates += _moves(cond, mine, now)
+                        _moves(cond, mine, now, exact, recheck)
     for node in _outside_events(rule.root):
-        candidates += _moves(node, [user], now)
-    later = [t for t in candidates if t > now]
-    return min(later) if later else None
+        _moves(node, [user], now, exact, recheck)
+    limit = min(recheck, default=None)
+    now_member = member(rule, user, events, now)
+    for t in sorted(t for t in exact if t > now):
+        if limit is not None and t >= limit:
+            break
+        if member(rule, user, events, t) != now_member:
+            return t
+    return limit
 
 
 def _outside_events(node: Node) -> Iterable[Condition]:
@@ -270,11 +278,17 @@ def _outside_events(node: Node) -> Iterable[Condition]:
             yield from _outside_events(child)
 
 
-def _moves(cond: Condition, docs: Sequence[Mapping[str, Any]], now: int) -> list[int]:
-    """Instants after `now` at which this condition may change for these documents."""
+def _moves(
+    cond: Condition,
+    docs: Sequence[Mapping[str, Any]],
+    now: int,
+    exact: set[int],
+    recheck: list[int],
+) -> None:
+    """Add the instants after `now` at which this condition may change for these documents."""
     template = cond.template
     if template is None or not uses_value(cond) or not template.uses_now:
-        return []
+        return
     if cond.type == "date" and _grows(template):
         thresholds: set[int] = set()
         for doc in docs:
@@ -287,16 +301,15 @@ def _moves(cond: Condition, docs: Sequence[Mapping[str, Any]], now: int) -> list
                     thresholds |= {day, day + DAY_MS}
                 else:
                     thresholds.add(ms)
-        out = []
         for x in thresholds:
             for strict in (False, True):
                 t = _first(lambda t, x=x, s=strict: _passes(cond, t, x, s), now)
                 if t is not None:
-                    out.append(t)
-        return out
+                    exact.add(t)
+        return
     rendered = template.render(now)
     t = _first(lambda t: template.render(t) != rendered, now, HORIZON)
-    return [t if t is not None else now + HORIZON]
+    recheck.append(t if t is not None else now + HORIZON)
 
 
 def _passes(cond: Condition, t: int, x: int, strict: bool) -> bool:
