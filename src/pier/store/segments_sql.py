@@ -28,9 +28,10 @@ from ..domain.segments import Condition, Evaluator, EventWrapper, Node, Rolling,
 from ..domain.segments.paths import Every, Path
 from ..domain.segments.rules import NEGATIONS
 from ..domain.segments.values import DAY_MS, is_true, to_date, to_number, to_text
-from .queries import _PARAM, Dialect
+from .queries import Dialect
 
 USER_COLUMNS = ("external_id", "email", "phone", "timezone", "locale")
+_PARAM = re.compile(r"\$(\d+)")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .\-:@$#/]*")  # SQLite reads these keys as labels
 
 
@@ -91,7 +92,6 @@ class _Spelling:
 class _Compiler:
     def __init__(self, rule: Rule, dialect: Dialect, now: int) -> None:
         self.s = _Spelling(dialect)
-        self.dialect = dialect
         self.evaluator = Evaluator(rule, now)  # renders and coerces each rule value once
         self.now = now
         self.params: list[Any] = []

@@ -18,7 +18,7 @@ Step = str | int | Every  # a key, an array index, or [*]
 Path = tuple[Step, ...]
 
 _STEP = re.compile(
-    r"\.([A-Za-z0-9_]+)"  # .key
+    r"\.(\w+)"  # .key: letters (any script), digits, _
     r"|\['((?:[^'\\]|\\.)*)'\]"  # ['any key']
     r'|\["((?:[^"\\]|\\.)*)"\]'  # ["any key"]
     r"|\[([0-9]+)\]"  # [n]
