@@ -75,7 +75,7 @@ class Db:
                         u["phone"],
                         u["timezone"],
                         u["locale"],
-                        _json.encode(u["data"]).decode(),
+                        u.get("raw") or _json.encode(u["data"]).decode(),
                         created,
                         created,
                     )
@@ -252,3 +252,56 @@ def test_event_periods_and_counts_at_their_bounds(db: Db) -> None:
                 rule = parse_rule(tree, NOW)
                 sql = db.members(pid, refs, rule, NOW)
                 assert sql == in_memory(rule, users, NOW), frequency
+
+
+ODD_KEYS = ['q"k', "b\\s", "café", "a.b", "x y", "", "0", "*", "it's", "$"]
+
+
+def test_keys_of_any_spelling(db: Db) -> None:
+    """Bracketed keys with quotes, backslashes, dots, spaces, other scripts, or none at all,
+    at the top and nested: each finds its own value only."""
+    users = [
+        {
+            "ref": f"k{i}",
+            "external_id": f"k{i}",
+            "email": None,
+            "phone": None,
+            "timezone": None,
+            "locale": None,
+            "created_at": NOW,
+            "data": {key: "v", "o": {key: "w"}},
+            "events": [],
+        }
+        for i, key in enumerate(ODD_KEYS)
+    ]
+    pid, refs = db.load(users)
+    for i, key in enumerate(ODD_KEYS):
+        quoted = "'" + key.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        for path, value in ((f"$[{quoted}]", "v"), (f"$.o[{quoted}]", "w")):
+            tree = {"uuid": "c", "type": "string", "group": "user", "path": path}
+            rule = parse_rule(tree | {"operator": "=", "value": value}, NOW)
+            assert db.members(pid, refs, rule, NOW) == [f"k{i}"], path
+
+
+def test_keys_the_client_wrote_with_escapes(db: Db) -> None:
+    """Data is stored as the client wrote it: keys escaped as PHP (`\\/`) or Python
+    (`\\u00e9`) write them are found by their plain spelling."""
+    raw = '{"a\\/b": "v", "caf\\u00e9": "v", "o": {"x\\/y": "v"}}'
+    user = {
+        "ref": "raw",
+        "external_id": "raw",
+        "email": None,
+        "phone": None,
+        "timezone": None,
+        "locale": None,
+        "created_at": NOW,
+        "data": msgspec.json.decode(raw),
+        "raw": raw,
+        "events": [],
+    }
+    assert set(user["data"]) == {"a/b", "café", "o"}
+    pid, refs = db.load([user])
+    for path in ("$['a/b']", "$['café']", "$.café", "$.o['x/y']"):
+        tree = {"uuid": "c", "type": "string", "group": "user", "path": path, "operator": "="}
+        rule = parse_rule(tree | {"value": "v"}, NOW)
+        assert db.members(pid, refs, rule, NOW) == ["raw"], path

@@ -32,7 +32,7 @@ from .queries import Dialect
 
 USER_COLUMNS = ("external_id", "email", "phone", "timezone", "locale")
 _PARAM = re.compile(r"\$(\d+)")
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .\-:@$#/]*")  # SQLite reads these keys as labels
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_ .\-:@$#]*")  # SQLite reads these keys as labels
 
 
 class _Spelling:
