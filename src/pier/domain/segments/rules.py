@@ -9,7 +9,7 @@ import msgspec
 
 from .paths import Path, PathError, parse_path
 from .templates import Template, TemplateError, parse_template
-from .values import js_number_text, parse_date, to_date, to_number
+from .values import parse_date, to_date, to_number, to_text
 
 MAX_DEPTH = 20
 MAX_NODES = 500
@@ -150,11 +150,10 @@ def target(cond: Condition, now: int) -> Any:
         except TemplateError as exc:
             raise RuleError(pointer(cond.pointer, "value"), str(exc)) from None
     if cond.type in ("string", "array"):
-        if value is None:
-            return ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return js_number_text(float(value)) if isinstance(value, int | float) else value
+        text = "" if value is None else to_text(value)
+        if text is None:
+            raise RuleError(pointer(cond.pointer, "value"), "the value is out of range")
+        return text
     if cond.type == "boolean":
         truth = _truth(value)
         if truth is None:
