@@ -73,7 +73,7 @@ REFUSED = [
     ),
     (root({k: v for k, v in cond().items() if k != "uuid"}), "/children/0/uuid", "required"),
     (root(cond(), cond()), "/children/1/uuid", "used twice"),
-    (root(cond(children=[])), "/children/0/children", "cannot have children"),
+    (root(cond(children=[cond("x")])), "/children/0/children", "cannot have children"),
     (root(cond(frequency={})), "/children/0/frequency", "cannot have frequency"),
     (root(cond(value="{{now")), "/children/0/value", "template"),
     (root(cond(value="{{lowercase 'X'}}")), "/children/0/value", "unknown helper"),
@@ -254,7 +254,7 @@ def test_accepted_shapes_of_parcelvoy_trees() -> None:
     """ids, null links, null children, old operators, an event wrapper's `=` without
     children, a value ignored by its operator."""
     tree = root(
-        cond(id=12, root_uuid="r", parent_uuid="r"),
+        cond(id=12, root_uuid="r", parent_uuid="r", children=[], frequency=None),
         event("e", operator="="),
         root(uuid="w", group="user", operator="xor", children=None),
         cond("s", operator="is set", value=None),
