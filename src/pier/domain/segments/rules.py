@@ -214,6 +214,8 @@ class _Parser:
 
     def node(self, raw: Any, where: str, depth: int, in_event: bool) -> Node | None:
         self.count += 1
+        if self.count > MAX_NODES:
+            return None  # reported once, by parse_rule; the rest is not looked at
         if depth > MAX_DEPTH:
             self.fail(where, f"the tree is more than {MAX_DEPTH} levels deep")
             return None
@@ -441,7 +443,7 @@ def parse_rule(raw: Any, now: int) -> Rule:
     parser = _Parser(now)
     root = parser.node(raw, "", 1, False)
     if parser.count > MAX_NODES:
-        parser.problems.insert(0, ("", f"the tree has {parser.count} nodes; at most {MAX_NODES}"))
+        parser.problems.insert(0, ("", f"the tree has more than {MAX_NODES} nodes"))
     if parser.problems:
         raise RuleInvalid(parser.problems)
     assert root is not None
