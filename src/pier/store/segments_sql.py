@@ -218,6 +218,8 @@ class _Compiler:
         )
 
     # -- conditions ------------------------------------------------------------------------
+    # A found value is JSON (kind "json"), a text column ("text") or a created_at column
+    # ("ms"); these give its coercion (§4), NULL for no value.
     def text(self, v: str, kind: str) -> str:
         return {"json": f"pier_seg_text({v})", "text": v, "ms": "NULL"}[kind]
 
@@ -231,18 +233,15 @@ class _Compiler:
             return v
         return f"pier_seg_date({v if kind == 'json' else self.s.to_json(v)})"
 
+    def truth(self, v: str, kind: str) -> str:
+        if kind == "ms":
+            return "FALSE"
+        return f"pier_seg_true({v if kind == 'json' else self.s.to_json(v)})"
+
     def condition(self, cond: Condition, doc: str) -> str:
         op, want = cond.operator, self.evaluator.target(cond)
         if cond.type == "boolean":
-            truth = self.some(
-                cond.path,
-                doc,
-                lambda v, k: (
-                    "FALSE"
-                    if k == "ms"
-                    else f"pier_seg_true({v if k == 'json' else self.s.to_json(v)})"
-                ),
-            )
+            truth = self.some(cond.path, doc, self.truth)
             return truth if (op == "=") == want else f"NOT {truth}"
         if cond.type == "array":
             return self.array(cond, doc, want)
