@@ -531,6 +531,96 @@ def test_membership_holds_until_next_change(
             assert Evaluator(rule, t).member(person, events) == now_member, (t, at)
 
 
+ROLLING = st.builds(
+    lambda unit, value, op, count, children: event(
+        "e",
+        *children,
+        value="buy",
+        frequency={
+            "period": {"type": "rolling", "unit": unit, "value": value},
+            "operator": op,
+            "count": count,
+        },
+    ),
+    st.sampled_from(["minute", "hour", "day", "week", "month", "year"]),
+    st.integers(1, 3),
+    st.sampled_from(["=", "<", "<=", ">", ">="]),
+    st.integers(0, 3),
+    st.lists(
+        st.sampled_from(
+            [
+                cond("p", type="number", path="$.price", operator=">", value=5),
+                cond(
+                    "q",
+                    type="date",
+                    path="$.created_at",
+                    operator=">",
+                    value='{{subDate "now" 2 "days"}}',
+                ),
+            ]
+        ),
+        max_size=1,
+    ),
+)
+GROWING = st.builds(
+    lambda op, template: cond("d", type="date", path="$.seen", operator=op, value=template),
+    st.sampled_from(["=", "!=", "<", "<=", ">", ">=", "is same day"]),
+    st.sampled_from(
+        [
+            "{{now}}",
+            '{{subDate "now" 30 "days"}}',
+            '{{addDate "now" 1 "months"}}',
+            '{{nextDate "now" "mo"}}',
+            '{{now "yyyy-MM-dd"}}',
+            '{{dateFormat (subDate "now" 1 "weeks") "yyyy-MM-dd HH:mm"}}',
+        ]
+    ),
+)
+STEPPED = st.sampled_from(
+    [
+        cond("s", path="$.day", value='{{now "yyyy-MM-dd"}}'),
+        cond(
+            "n", type="number", path="$.age", operator=">=", value='{{dateDiff "now" "2024-06-01"}}'
+        ),
+    ]
+)
+OFFSETS = st.integers(-40 * DAY, 40 * DAY)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    children=st.lists(
+        ROLLING | GROWING | STEPPED, min_size=1, max_size=3, unique_by=lambda c: c["uuid"]
+    ),
+    op=st.sampled_from(["and", "or", "none", "xor"]),
+    bought=st.lists(OFFSETS, max_size=4),
+    seen=OFFSETS,
+    samples=st.lists(st.floats(0, 1, exclude_max=True), max_size=4),
+)
+def test_next_change_is_exact_for_windows_and_growing_dates(
+    children: list[dict[str, Any]],
+    op: str,
+    bought: list[int],
+    seen: int,
+    samples: list[float],
+) -> None:
+    """Rolling windows and relative dates: membership holds until next_change, and changes
+    there (unless a template that moves in steps asked for a look at that instant)."""
+    rule = parse_rule(root(*children, operator=op), NOW)
+    person = user(
+        {"seen": NOW + seen, "day": "2024-06-16", "age": 15},
+    )
+    events = [event_document("buy", NOW - b, {"price": 10}) for b in bought]
+    before = member(rule, person, events, NOW)
+    at = next_change(rule, person, events, NOW)
+    end = at if at is not None else NOW + 3 * 365 * DAY
+    for t in {NOW + 1, end - 1, *(NOW + int(f * (end - NOW)) for f in samples)}:
+        assert member(rule, person, events, t) == before, (t, at)
+    stepped = any(c["uuid"] in ("s", "n") for c in children)
+    if at is not None and not stepped:
+        assert member(rule, person, events, at) != before
+
+
 def test_the_tree_is_not_changed_by_parsing() -> None:
     tree = root(
         cond(), event("e", cond("x", path="$.price", type="number", operator=">", value="10"))
