@@ -253,11 +253,13 @@ class _Parser:
                 pointer(where, "type"),
                 f"unknown type {kind!r} (wrapper, string, number, boolean, date, array)",
             )
+        if kind not in OPERATORS:
+            return None
         if raw.get("children") not in (None, []):  # null or [] carry nothing: accepted
             self.fail(pointer(where, "children"), f"a {kind} condition cannot have children")
         if raw.get("frequency") is not None:
             self.fail(pointer(where, "frequency"), f"a {kind} condition cannot have frequency")
-        if kind not in OPERATORS or operator is None or path is None or uuid is None:
+        if operator is None or path is None or uuid is None:
             return None
         return self.condition(where, uuid, kind, path, operator, value)
 
