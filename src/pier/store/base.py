@@ -122,8 +122,11 @@ class Store(Protocol):
     ) -> list[EventRow]:
         """Newest first by (created_at, id), strictly before the cursor."""
 
-    async def segment_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
-        """Ids of the users of the project who are members of `rule` at `now` (ms)."""
+    async def segment_members(
+        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+    ) -> list[int]:
+        """Ids of the users of the project (or of `user_ids`) who are members of `rule` at
+        `now` (ms)."""
 
     async def stats(self, project_id: int) -> dict[str, int]:
         """Row counts of the project's users, user_anonymous_ids, devices and events."""

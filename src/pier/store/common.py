@@ -234,10 +234,13 @@ class SqlStore:
         await run.execute(self.q.delete_user_events, project_id, user_id)
 
     # -- segments ------------------------------------------------------------------------
-    async def segment_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
-        """The ids of the project's users for whom `rule` holds at `now` (ms), from one query
-        (segments_sql.py). Raises RuleError when a rule value cannot be rendered at `now`."""
-        sql, params = compile_members(rule, self.q.dialect, project_id, now)
+    async def segment_members(
+        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+    ) -> list[int]:
+        """The ids of the project's users (or of those of `user_ids`) for whom `rule` holds at
+        `now` (ms), from one query (segments_sql.py). Raises RuleError when a rule value cannot
+        be rendered at `now`."""
+        sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
         return [r[0] for r in await self.reader.all(sql, *params)]
 
     # -- the feed ------------------------------------------------------------------------

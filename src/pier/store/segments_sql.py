@@ -97,6 +97,7 @@ class _Compiler:
         self.params: list[Any] = []
         self.joins: list[str] = []
         self.aliases = 0
+        self.some_users = False  # only the users of list parameter $2
 
     def param(self, value: Any, kind: str) -> str:
         self.params.append(value)
@@ -129,6 +130,8 @@ class _Compiler:
 
     def event_wrapper(self, node: EventWrapper) -> str:
         where = [f"e.project_id = $1 AND e.name = {self.param(node.name, 'text')}"]
+        if self.some_users:
+            where.append("e.user_id {any[2]}")
         frequency = node.frequency
         if frequency is not None:
             period = frequency.period
@@ -330,20 +333,27 @@ class _Compiler:
 
 
 def compile_members(
-    rule: Rule, dialect: Dialect, project_id: int, now: int
+    rule: Rule, dialect: Dialect, project_id: int, now: int, user_ids: list[int] | None = None
 ) -> tuple[str, list[Any]]:
-    """The query selecting the ids of the members of a project at `now` (ms), and its
-    parameters. Raises RuleError when a rule value cannot be rendered at `now`."""
+    """The query selecting the ids of the members of a project at `now` (ms), among `user_ids`
+    when given, and its parameters. Raises RuleError when a rule value cannot be rendered at
+    `now`."""
     compiler = _Compiler(rule, dialect, now)
     compiler.param(project_id, "bigint")  # $1
+    used = {1}
+    only = ""
+    if user_ids is not None:
+        compiler.params.append(dialect.array(list(user_ids)))  # $2
+        compiler.some_users, only, used = True, " AND u.id {any[2]}", {1, 2}
     where = compiler.node(rule.root, "u")
-    sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1 AND {where}"
+    sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1{only}"
+    sql += f" AND {where}"
     # a value is bound before it is known whether a path finds anything: keep those used
-    used = sorted({int(n) for n in _PARAM.findall(sql)})
+    used = sorted(used | {int(n) for n in _PARAM.findall(sql)})
     number = {old: new for new, old in enumerate(used, 1)}
     sql = _PARAM.sub(lambda m: f"${number[int(m[1])]}", sql)
     params = [compiler.params[old - 1] for old in used]
-    return dialect.render(sql.replace("{", "{{").replace("}", "}}")), params
+    return dialect.render(sql), params  # no braces but {any[2]}: every value is a parameter
 
 
 # -- SQLite: the coercions as SQL functions ----------------------------------------------------
