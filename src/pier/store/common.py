@@ -15,9 +15,11 @@ from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
+from ..domain.segments import Rule
 from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
+from .segments_sql import compile_members
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
@@ -236,6 +238,16 @@ class SqlStore:
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         await run.execute(self.q.delete_user_events, project_id, user_id)
+
+    # -- segments ------------------------------------------------------------------------
+    async def segment_members(
+        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+    ) -> list[int]:
+        """The ids of the project's users (or of those of `user_ids`) for whom `rule` holds at
+        `now` (ms), from one query (segments_sql.py). Raises RuleError when a rule value cannot
+        be rendered at `now`."""
+        sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
+        return [r[0] for r in await self.reader.all(sql, *params)]
 
     # -- the feed ------------------------------------------------------------------------
     async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:

@@ -24,6 +24,7 @@ from .common import SqlStore, SqlTx, event_row
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run
+from .segments_sql import register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -84,6 +85,7 @@ class SqliteStore(SqlStore):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # each connection has its own
+        register_sqlite_functions(conn)  # the coercions of rule-based segments
         return conn
 
     async def open(self) -> None:
