@@ -13,10 +13,11 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
+from ..lists import ListJobs
 from ..portal.routes import routes as portal_routes
 from ..store import make_store
 from ..writer import Writer
-from . import ingest, manage, metrics, openapi, read, segment, track
+from . import ingest, lists, manage, metrics, openapi, read, segment, track
 from .auth import KeyCache
 from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler, server_error
@@ -85,9 +86,11 @@ def routes() -> list[Route | Mount]:
         # {ref}: one segment of the raw path; an id holding "/" is sent with %2F
         RawPathRoute("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}/devices", manage.user_devices, methods=["GET"]),
+        RawPathRoute("/api/client/users/{ref}/lists", lists.user_lists, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
+        *lists.routes(),
         Mount("/portal", routes=portal_routes()),
     ]
 
@@ -106,11 +109,14 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
         app.state.store = store
         app.state.writer = writer
         app.state.keys = KeyCache(store)
+        app.state.lists = ListJobs(store)
+        await app.state.lists.start()
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
         try:
             async with gc_mode:
                 yield
         finally:
+            await app.state.lists.stop()
             await writer.stop()
             await store.close()
 

@@ -16,7 +16,7 @@ from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
 from ..domain.segments import Rule
-from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, StoreUnavailable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
 from .segments_sql import compile_members
@@ -50,6 +50,7 @@ class SqlTx(BatchQueries):
             await self.write_devices(c.device_writes)
         if c.event_moves:
             await self.move_events(c.event_moves)
+            await run.many(q.move_list_members, [(to, frm) for frm, to in c.event_moves])
         if c.updated_users:
             await run.many(
                 q.update_user,
@@ -70,7 +71,9 @@ class SqlTx(BatchQueries):
         if c.events:
             await self.insert_events(c.events, c.now)
         if c.deleted_users:
-            await run.execute(q.delete_users, self.array([u.id for u in c.deleted_users]))
+            gone = self.array([u.id for u in c.deleted_users])
+            await run.execute(q.delete_members_of, gone)
+            await run.execute(q.delete_users, gone)
 
     async def write_devices(self, devices: list[Device]) -> None:
         """Insert devices whole (stored ones were deleted just before)."""
@@ -103,6 +106,10 @@ def event_values(events: list[Event], now: int) -> Sequence[tuple[Any, ...]]:
 
 def event_row(r: Row) -> EventRow:
     return EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6])
+
+
+def _list_row(r: Row) -> ListRow:
+    return ListRow(*r[:7], bool(r[7]), *r[8:])
 
 
 def _feed_event(r: Row) -> FeedEvent:
@@ -248,6 +255,96 @@ class SqlStore:
         be rendered at `now`."""
         sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
         return [r[0] for r in await self.reader.all(sql, *params)]
+
+    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+        return await self.segment_members(project_id, rule, now)
+
+    # -- lists ---------------------------------------------------------------------------
+    async def create_list(
+        self, project_id: int, name: str, type: str, rule: str | None, now: int
+    ) -> ListRow:
+        state, progress = ("loading", 0.0) if rule is not None else ("draft", None)
+        args = (project_id, name, type, rule, state, progress, 0, now)
+        async with self.writing() as run:
+            row = await run.one(self.q.insert_list, *args)
+        assert row is not None
+        return ListRow(row[0], project_id, name, type, rule, state, progress, False, 1, now, now, 0)
+
+    async def get_list(self, project_id: int, list_id: int) -> ListRow | None:
+        row = await self.reader.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def lists(self, project_id: int) -> list[ListRow]:
+        return [_list_row(r) for r in await self.reader.all(self.q.lists_of, project_id)]
+
+    async def loading_lists(self) -> list[ListRow]:
+        return [_list_row(r) for r in await self.reader.all(self.q.loading_lists)]
+
+    async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]:
+        rows = await self.reader.all(self.q.lists_of_user, project_id, user_id)
+        return [_list_row(r) for r in rows]
+
+    async def update_list(
+        self, project_id: int, list_id: int, name: str, published: bool, now: int
+    ) -> ListRow | None:
+        async with self.writing() as run:
+            await run.execute(self.q.update_list, project_id, list_id, name, int(published), now)
+            row = await run.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def restart_list(
+        self, project_id: int, list_id: int, rule: str | None, now: int
+    ) -> ListRow | None:
+        async with self.writing() as run:
+            await run.execute(self.q.restart_list, project_id, list_id, rule, now)
+            row = await run.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def delete_list(self, project_id: int, list_id: int) -> bool:
+        async with self.writing() as run:
+            if not await run.execute(self.q.delete_list, project_id, list_id):
+                return False
+            await run.execute(self.q.delete_list_members, list_id)
+        return True
+
+    async def list_members(
+        self, project_id: int, list_id: int, limit: int, before: tuple[int, int] | None
+    ) -> list[User]:
+        args = (list_id, project_id, *(before or ()), limit)
+        async with self.reading() as run:
+            rows = await run.all(self.q.list_members[before is not None], *args)
+            return await self._whole_users(run, rows)
+
+    async def user_ids(self, project_id: int, external_ids: list[str]) -> dict[str, int]:
+        ids = self.q.dialect.array([e for e in external_ids if "\0" not in e])
+        rows = await self.reader.all(self.q.user_ids_by_external, project_id, ids)
+        return {r[0]: r[1] for r in rows}
+
+    async def change_members(
+        self, project_id: int, list_id: int, add: list[int], remove: list[int], now: int
+    ) -> None:
+        async with self.writing() as run:
+            await self._change_members(run, project_id, list_id, add, remove, now)
+
+    async def _change_members(
+        self, run: Run, project_id: int, list_id: int, add: list[int], remove: list[int], now: int
+    ) -> None:
+        q = self.q
+        if add:
+            await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in add])
+        if remove:
+            await run.many(q.delete_list_member, [(list_id, u) for u in remove])
+
+    async def finish_list(self, row: ListRow, members: list[int], now: int) -> bool:
+        async with self.writing() as run:
+            if not await run.one(self.q.finish_list, row.id, row.version):
+                return False
+            had = {r[0] for r in await run.all(self.q.list_member_ids, row.id)}
+            now_in = set(members)
+            await self._change_members(
+                run, row.project_id, row.id, sorted(now_in - had), sorted(had - now_in), now
+            )
+        return True
 
     # -- the feed ------------------------------------------------------------------------
     async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
+from ..domain.segments import Rule
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -24,7 +25,7 @@ from .common import SqlStore, SqlTx, event_row
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run
-from .segments_sql import register_sqlite_functions
+from .segments_sql import compile_members, register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -227,6 +228,20 @@ class SqliteStore(SqlStore):
         finally:
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
+
+    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+        """One query that may take seconds over a large project: on a connection of its own, in
+        a thread (sqlite3 lets go of the GIL while it runs), so ingestion goes on meanwhile."""
+        sql, params = compile_members(rule, SQLITE, project_id, now)
+
+        def run() -> list[int]:
+            conn = self._connect()
+            try:
+                return [r[0] for r in conn.execute(sql, params).fetchall()]
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
 
     async def maintain(self) -> None:
         """Between batches: a step of the user_events indexer (sqlite_index.py)."""

@@ -1,0 +1,75 @@
+"""Computing lists' members (docs/lists.md): the backfill of a dynamic list over the data already
+stored, shared by the API (in the background, `ListJobs`) and the CLI (awaited)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import msgspec
+
+from .clock import now_ms
+from .domain.segments import parse_rule
+from .store.base import ListRow, Store
+
+log = logging.getLogger("pier.lists")
+
+
+async def compute(store: Store, row: ListRow, now: int | None = None) -> bool:
+    """Compute a dynamic list's members at `now` and make them its members, with its settled
+    state; False (and nothing written) when its rule changed meanwhile (a newer computation
+    was asked for)."""
+    assert row.rule is not None
+    at = now_ms() if now is None else now
+    rule = parse_rule(msgspec.json.decode(row.rule), at)
+    members = await store.compute_members(row.project_id, rule, at)
+    return await store.finish_list(row, members, at)
+
+
+class ListJobs:
+    """Backfills in the background, one task per list; a newer request for a list replaces the
+    task of an older one (its result would be refused anyway: versions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        """Go on with the lists a stopped process left loading."""
+        for row in await self.store.loading_lists():
+            self.schedule(row)
+
+    def schedule(self, row: ListRow) -> None:
+        self.cancel(row.id)
+        task = asyncio.create_task(self._run(row), name=f"pier-list-{row.id}")
+        self.tasks[row.id] = task
+        task.add_done_callback(lambda done: self._forget(row.id, done))
+
+    def cancel(self, list_id: int) -> None:
+        old = self.tasks.pop(list_id, None)
+        if old is not None:
+            old.cancel()
+
+    def _forget(self, list_id: int, task: asyncio.Task[None]) -> None:
+        if self.tasks.get(list_id) is task:
+            del self.tasks[list_id]
+
+    async def _run(self, row: ListRow) -> None:
+        try:
+            await compute(self.store, row)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # logged; the list stays loading, and the next start goes on with it
+            log.exception("computing list %s failed", row.id)
+
+    async def stop(self) -> None:
+        tasks = list(self.tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.tasks.clear()
+
+    async def idle(self) -> None:
+        """Wait until every scheduled computation is done (tests, the CLI)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks.values()), return_exceptions=True)
