@@ -26,6 +26,22 @@ async def compute(store: Store, row: ListRow, now: int | None = None) -> bool:
     return await store.finish_list(row, members, at)
 
 
+async def add_members(store: Store, row: ListRow, external_ids: list[str], now: int) -> list[int]:
+    """Add the users of these external ids to a static list, all of them or none: the indexes
+    of the ids that are no user of the project (nothing added when there are any)."""
+    found = await store.user_ids(row.project_id, external_ids)
+    unknown = [i for i, e in enumerate(external_ids) if e not in found]
+    if not unknown:
+        await store.change_members(row.project_id, row.id, sorted(set(found.values())), [], now)
+    return unknown
+
+
+async def remove_members(store: Store, row: ListRow, external_ids: list[str], now: int) -> None:
+    """Remove the users of these external ids from a static list (others are skipped)."""
+    found = await store.user_ids(row.project_id, external_ids)
+    await store.change_members(row.project_id, row.id, [], sorted(set(found.values())), now)
+
+
 class ListJobs:
     """Backfills in the background, one task per list; a newer request for a list replaces the
     task of an older one (its result would be refused anyway: versions)."""

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import lists
 from ..clock import now_ms
 from ..domain.keys import Key
 from ..domain.segments import Rule, RuleError, RuleInvalid, parse_rule
@@ -244,28 +245,26 @@ async def _external_ids(request: Request, row: ListRow) -> list[str]:
 async def add_members(request: Request) -> Response:
     """POST /api/client/lists/{id}/users {external_ids}: all of them, or (when one is no user
     of the project) none, with a 422 naming each unknown id."""
-    key, row = await _find(request)
+    _, row = await _find(request)
     ids = await _external_ids(request, row)
-    store = _store(request)
-    found = await store.user_ids(key.project_id, ids)
-    unknown = [
-        Problem(f"/external_ids/{i}", f"no user with external_id {e!r} in this project")
-        for i, e in enumerate(ids)
-        if e not in found
-    ]
+    unknown = await lists.add_members(_store(request), row, ids, now_ms())
     if unknown:
-        raise invalid(unknown)
-    await store.change_members(key.project_id, row.id, sorted(set(found.values())), [], now_ms())
+        raise invalid(
+            [
+                Problem(
+                    f"/external_ids/{i}", f"no user with external_id {ids[i]!r} in this project"
+                )
+                for i in unknown
+            ]
+        )
     return Response(status_code=204)
 
 
 async def remove_members(request: Request) -> Response:
     """DELETE /api/client/lists/{id}/users {external_ids}: ids that are no member are skipped."""
-    key, row = await _find(request)
+    _, row = await _find(request)
     ids = await _external_ids(request, row)
-    store = _store(request)
-    found = await store.user_ids(key.project_id, ids)
-    await store.change_members(key.project_id, row.id, [], sorted(set(found.values())), now_ms())
+    await lists.remove_members(_store(request), row, ids, now_ms())
     return Response(status_code=204)
 
 
