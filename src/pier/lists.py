@@ -22,8 +22,9 @@ async def compute(store: Store, row: ListRow, now: int | None = None) -> bool:
     assert row.rule is not None
     at = now_ms() if now is None else now
     rule = parse_rule(msgspec.json.decode(row.rule), at)
-    members = await store.compute_members(row.project_id, rule, at)
-    return await store.finish_list(row, members, at)
+    mark = await store.feed_mark(row.project_id)  # before the snapshot: changes after it are
+    members = await store.compute_members(row.project_id, rule, at)  # evaluated again at the end
+    return await store.finish_list(row, members, at, mark, rule)
 
 
 async def add_members(store: Store, row: ListRow, external_ids: list[str], now: int) -> list[int]:

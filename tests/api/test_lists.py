@@ -80,7 +80,8 @@ def test_recount_computes_again_and_members_are_paged(tenant: Tenant) -> None:
     r = create(tenant, {"name": "All", "type": "dynamic", "rule": ROOT})
     list_id = r.json()["id"]
     assert settled(tenant, list_id)["users_count"] == 0
-    seed(tenant)  # (incremental updates are not built: a recount catches up)
+    seed(tenant)  # kept current as the users arrive
+    assert tenant.secret.get(f"/api/client/lists/{list_id}").json()["users_count"] == 3
     r = tenant.secret.post(f"/api/client/lists/{list_id}/recount")
     assert r.status_code == 200 and r.json()["state"] == "loading"
     assert settled(tenant, list_id)["users_count"] == 3

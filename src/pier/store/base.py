@@ -217,9 +217,17 @@ class Store(Protocol):
         """segment_members for a backfill: on SQLite on a connection and thread of its own, so
         that the event loop goes on serving meanwhile."""
 
-    async def finish_list(self, row: ListRow, members: list[int], now: int) -> bool:
-        """Make `members` the list's members and settle its state, in one transaction, unless
-        its version is no longer `row.version` (asked to compute again meanwhile): then False."""
+    async def feed_mark(self, project_id: int) -> int:
+        """The id of the project's newest event (0 when none): where a backfill starts."""
+
+    async def finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        """End a backfill: `members` (computed at `now`, from a snapshot taken after the feed
+        was at `mark`) become the list's members, and its state settles, in one transaction,
+        unless its version is no longer `row.version` (then False, nothing written). Users
+        whose events or profile changed since are evaluated again in that transaction, so an
+        incremental update that raced the backfill is not lost."""
 
     # portal admins and sessions
     async def create_admin(self, email: str, password_hash: str, now: int) -> Admin: ...

@@ -4,6 +4,7 @@ connections, its transaction policy, id reservation, bulk insert of events and i
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -11,11 +12,12 @@ from typing import Any
 
 import msgspec
 
+from ..clock import now_ms
 from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
-from ..domain.segments import Rule
+from ..domain.segments import Dependencies, Rule, RuleError, RuleInvalid, dependencies, parse_rule
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, StoreUnavailable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
@@ -23,6 +25,8 @@ from .segments_sql import compile_members
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
+log = logging.getLogger("pier.lists")
+MAX_ATTEMPTS = 20  # of a backfill's last transaction, when it conflicts with batches (PostgreSQL)
 
 
 def _encode(value: Any) -> str:
@@ -74,6 +78,67 @@ class SqlTx(BatchQueries):
             gone = self.array([u.id for u in c.deleted_users])
             await run.execute(q.delete_members_of, gone)
             await run.execute(q.delete_users, gone)
+        await self.update_lists(c)
+
+    async def update_lists(self, c: ChangeSet) -> None:
+        """Keep the dynamic lists current for the users this change set touched, in its
+        transaction, evaluating only the lists each change can affect (docs/lists.md)."""
+        everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
+        profile = {u.id: u.project_id for u in c.updated_users}
+        named: dict[int, set[str]] = defaultdict(set)
+        projects = {u.project_id for u in c.new_users} | set(profile.values())
+        for e in c.events:
+            named[e.user.id].add(e.name)
+            projects.add(e.user.project_id)
+        if not (everything or profile or named):
+            return
+        gone = {u.id for u in c.deleted_users}
+        for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
+            list_id, project_id, name, text, version = row
+            parsed = _parsed(list_id, version, text, c.now)
+            if parsed is None:
+                continue
+            rule, deps = parsed
+            users = everything | {u for u, names in named.items() if names & deps.events}
+            if deps.profile_keys is None or deps.profile_keys:
+                users |= {u for u, pid in profile.items() if pid == project_id}
+            users -= gone
+            if users:
+                await self.settle(list_id, project_id, name, rule, c.now, sorted(users))
+
+    async def settle(
+        self,
+        list_id: int,
+        project_id: int,
+        name: str,
+        rule: Rule,
+        now: int,
+        user_ids: list[int],
+        items: bool = True,
+    ) -> None:
+        """Make these users' membership of the list what the rule says at `now` (users of other
+        projects are never members); with `items`, a list_entered / list_exited event in the
+        feed for each user who enters or leaves."""
+        run, q = self.run, self.q
+        try:
+            sql, params = compile_members(rule, q.dialect, project_id, now, user_ids)
+        except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
+            log.exception("list %s cannot be evaluated at %s", list_id, now)
+            return
+        members = {r[0] for r in await run.all(sql, *params)}
+        had = {r[0] for r in await run.all(q.members_among, list_id, self.array(user_ids))}
+        entered, left = sorted(members - had), sorted(had - members)
+        if entered:
+            await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
+        if left:
+            await run.many(q.delete_list_member, [(list_id, u) for u in left])
+        if items and (entered or left):
+            data = _encode({"list_id": list_id, "name": name})
+            await run.many(
+                q.insert_events,
+                [(project_id, u, "list_entered", data, now, now, None) for u in entered]
+                + [(project_id, u, "list_exited", data, now, now, None) for u in left],
+            )
 
     async def write_devices(self, devices: list[Device]) -> None:
         """Insert devices whole (stored ones were deleted just before)."""
@@ -106,6 +171,24 @@ def event_values(events: list[Event], now: int) -> Sequence[tuple[Any, ...]]:
 
 def event_row(r: Row) -> EventRow:
     return EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6])
+
+
+_RULES: dict[tuple[int, int], tuple[Rule, Dependencies] | None] = {}  # (list id, version)
+
+
+def _parsed(list_id: int, version: int, text: str, now: int) -> tuple[Rule, Dependencies] | None:
+    """A stored rule, parsed once per version; None for one that no longer parses."""
+    key = (list_id, version)
+    if key not in _RULES:
+        if len(_RULES) >= 10_000:
+            _RULES.clear()
+        try:
+            rule = parse_rule(_decode(text), now)
+            _RULES[key] = (rule, dependencies(rule))
+        except RuleInvalid:
+            log.exception("list %s: the stored rule does not parse", list_id)
+            _RULES[key] = None
+    return _RULES[key]
 
 
 def _list_row(r: Row) -> ListRow:
@@ -335,15 +418,46 @@ class SqlStore:
         if remove:
             await run.many(q.delete_list_member, [(list_id, u) for u in remove])
 
-    async def finish_list(self, row: ListRow, members: list[int], now: int) -> bool:
-        async with self.writing() as run:
-            if not await run.one(self.q.finish_list, row.id, row.version):
+    async def feed_mark(self, project_id: int) -> int:
+        row = await self.reader.one(self.q.feed_mark, project_id)
+        return row[0] if row and row[0] is not None else 0
+
+    async def finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return await self._finish_list(row, members, now, mark, rule)
+            except Exception as exc:
+                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        q = self.q
+        async with self.transaction() as tx:  # type: ignore[attr-defined]
+            run = tx.run
+            if not await run.one(q.finish_list, row.id, row.version):
                 return False
-            had = {r[0] for r in await run.all(self.q.list_member_ids, row.id)}
-            now_in = set(members)
+            # users whose data changed since the backfill's snapshot: evaluated now instead
+            changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
+            had = {r[0] for r in await run.all(q.list_member_ids, row.id)}
+            wanted = set(members)
             await self._change_members(
-                run, row.project_id, row.id, sorted(now_in - had), sorted(had - now_in), now
+                run,
+                row.project_id,
+                row.id,
+                sorted(wanted - had - changed),
+                sorted(had - wanted - changed),
+                now,
             )
+            await run.execute(q.prune_gone_members, row.id, row.project_id)
+            if changed:
+                await tx.settle(
+                    row.id, row.project_id, row.name, rule, now_ms(), sorted(changed), items=False
+                )
         return True
 
     # -- the feed ------------------------------------------------------------------------

@@ -337,6 +337,21 @@ class Queries:
     )
     delete_members_of = "DELETE FROM list_members WHERE user_id {any[1]}"
 
+    dynamic_lists = (  # the lists a batch keeps current (SqlTx.update_lists)
+        "SELECT id, project_id, name, rule, version FROM lists WHERE type = 'dynamic'"
+        " AND project_id {any[1]}"
+    )
+    members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
+    feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"
+    changed_since = (  # the users a backfill may have missed (their events or profile changed)
+        "SELECT DISTINCT user_id FROM events WHERE project_id = $1 AND id > $2"
+        " UNION SELECT id FROM users WHERE project_id = $1 AND updated_at >= $3"
+    )
+    prune_gone_members = (  # users deleted while a backfill ran
+        "DELETE FROM list_members WHERE list_id = $1 AND NOT EXISTS"
+        " (SELECT 1 FROM users u WHERE u.project_id = $2 AND u.id = list_members.user_id)"
+    )
+
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         for name, template in vars(Queries).items():
