@@ -13,6 +13,8 @@ from .domain.segments import parse_rule
 from .store.base import ListRow, Store
 
 log = logging.getLogger("pier.lists")
+SWEEP_SECONDS = 5.0  # between two looks for memberships due (the contract allows 60 s)
+SWEEP_BATCH = 500  # memberships evaluated in one transaction of the sweeper
 
 
 async def compute(store: Store, row: ListRow, now: int | None = None) -> bool:
@@ -50,11 +52,25 @@ class ListJobs:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Go on with the lists a stopped process left loading."""
+        """Go on with the lists a stopped process left loading; start the sweeper."""
         for row in await self.store.loading_lists():
             self.schedule(row)
+        self.sweeper = asyncio.create_task(self._sweep(), name="pier-lists-sweeper")
+
+    async def _sweep(self) -> None:
+        """Memberships that move with time alone (a window, a relative date), when they are
+        due (pier/store: list_due); a full batch is followed by the next at once."""
+        while True:
+            try:
+                done = await self.store.sweep_lists(now_ms(), SWEEP_BATCH)
+            except Exception:  # logged; tried again at the next turn
+                log.exception("sweeping lists failed")
+                done = 0
+            if done < SWEEP_BATCH:
+                await asyncio.sleep(SWEEP_SECONDS)
 
     def schedule(self, row: ListRow) -> None:
         self.cancel(row.id)
@@ -80,7 +96,7 @@ class ListJobs:
             log.exception("computing list %s failed", row.id)
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
+        tasks = [*self.tasks.values(), *([self.sweeper] if self.sweeper else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

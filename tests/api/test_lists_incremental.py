@@ -9,20 +9,26 @@ from typing import Any
 import msgspec
 import pytest
 
-from api.test_lists import PRO, create, members, seed, settled
+from api.test_lists import PRO, ROOT, create, members, seed, settled
 from api.test_lists_fixture import CASES, instant, replay
 from api.test_lists_fixture import members as case_members
 from conftest import Tenant, db_call
 from pier import clock
-from pier.domain.segments import dependencies, parse_rule
+from pier.domain.segments import parse_rule
 
-# Cases whose answer moves with time alone are evaluated when each user last changed: keeping
-# them current without new data is the sweeper's work (not built yet, docs/lists.md)
-TIMELESS = [c for c in CASES if not dependencies(parse_rule(c["rule"], 0)).time]
+DAY = 86_400_000
 
 
-@pytest.mark.parametrize("case", TIMELESS, ids=[c["name"] for c in TIMELESS])
+def sweep(t: Tenant, now: int) -> int:
+    """What the server's sweeper does every few seconds, at `now` (for every project)."""
+    return db_call(t.server.database_url, lambda s: s.sweep_lists(now, 100_000))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_fixture_case_incrementally(tenant: Tenant, case: dict[str, Any]) -> None:
+    """Each user is evaluated when it changes (identified at its created_at, its events at the
+    case's now); the memberships a change in time moves are due by then, and a sweep at `now`
+    evaluates them."""
     now = instant(case["now"])
     refs = {u["external_id"]: u["ref"] for u in case["users"]}
     first = min(instant(u["created_at"]) for u in case["users"]) - 1000
@@ -32,7 +38,30 @@ def test_fixture_case_incrementally(tenant: Tenant, case: dict[str, Any]) -> Non
         list_id = r.json()["id"]
         assert settled(tenant, list_id)["users_count"] == 0
         replay(tenant, case["users"], now)
+        sweep(tenant, now)
     assert case_members(tenant, list_id, refs) == sorted(case["expect_members"])
+
+
+def test_a_window_lets_go_of_a_user_when_the_event_leaves_it(tenant: Tenant) -> None:
+    rule = {**ROOT, "children": [{"uuid": "e", "root_uuid": "r", "parent_uuid": "r",
+            "type": "wrapper", "group": "event", "path": "$.name", "operator": "and",
+            "value": "purchased", "frequency": {"period": {"type": "rolling", "unit": "day",
+            "value": 30}, "operator": ">=", "count": 1}}]}  # fmt: skip
+    t0 = instant("2026-01-01T00:00:00Z")
+    with clock.frozen(t0):
+        list_id = create(tenant, {"name": "Buyers", "type": "dynamic", "rule": rule}).json()["id"]
+        settled(tenant, list_id)
+        seed(tenant)  # bob purchased at t0
+        assert members(tenant, list_id) == ["bob"]
+        left = t0 + 30 * DAY + 1  # the first instant the purchase is out of the window
+        clock.set_frozen(left - 1)
+        sweep(tenant, left - 1)
+        assert members(tenant, list_id) == ["bob"]
+        clock.set_frozen(left)
+        sweep(tenant, left)
+        assert members(tenant, list_id) == []
+        assert feed(tenant)[-1] == ("list_exited", "bob", {"list_id": list_id, "name": "Buyers"})
+        assert len(feed(tenant)) == 2  # entered, exited
 
 
 def feed(t: Tenant) -> list[tuple[str, str, Any]]:

@@ -217,6 +217,10 @@ class Store(Protocol):
         """segment_members for a backfill: on SQLite on a connection and thread of its own, so
         that the event loop goes on serving meanwhile."""
 
+    async def sweep_lists(self, now: int, limit: int) -> int:
+        """Evaluate again (in one transaction) up to `limit` memberships of lists whose rule
+        moves with time that are due by `now`; returns how many were due."""
+
     async def feed_mark(self, project_id: int) -> int:
         """The id of the project's newest event (0 when none): where a backfill starts."""
 

@@ -17,7 +17,18 @@ from ..domain.batch import ChangeSet
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
-from ..domain.segments import Dependencies, Rule, RuleError, RuleInvalid, dependencies, parse_rule
+from ..domain.segments import (
+    Dependencies,
+    Evaluator,
+    Rule,
+    RuleError,
+    RuleInvalid,
+    dependencies,
+    event_document,
+    next_change,
+    parse_rule,
+    user_document,
+)
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, StoreUnavailable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
@@ -76,7 +87,8 @@ class SqlTx(BatchQueries):
             await self.insert_events(c.events, c.now)
         if c.deleted_users:
             gone = self.array([u.id for u in c.deleted_users])
-            await run.execute(q.delete_members_of, gone)
+            for sql in q.delete_members_of:
+                await run.execute(sql, gone)
             await run.execute(q.delete_users, gone)
         await self.update_lists(c)
 
@@ -104,7 +116,23 @@ class SqlTx(BatchQueries):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             users -= gone
             if users:
-                await self.settle(list_id, project_id, name, rule, c.now, sorted(users))
+                await self.settle(list_id, project_id, name, rule, deps, c.now, sorted(users))
+
+    async def sweep(self, now: int, limit: int) -> int:
+        """Evaluate again the memberships due by `now` (a window moved, a date passed): how
+        many were due."""
+        due: dict[int, list[int]] = defaultdict(list)
+        rows = await self.run.all(self.q.due, now, limit)
+        for list_id, user_id in rows:
+            due[list_id].append(user_id)
+        lists = await self.run.all(self.q.lists_by_id, self.array(sorted(due))) if due else []
+        for list_id, project_id, name, text, version in lists:
+            parsed = _parsed(list_id, version, text, now)
+            if parsed is not None:
+                await self.settle(list_id, project_id, name, *parsed, now, due.pop(list_id))
+        for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
+            await self.run.execute(self.q.delete_due, list_id, self.array(users))
+        return len(rows)
 
     async def settle(
         self,
@@ -112,26 +140,31 @@ class SqlTx(BatchQueries):
         project_id: int,
         name: str,
         rule: Rule,
+        deps: Dependencies,
         now: int,
         user_ids: list[int],
         items: bool = True,
     ) -> None:
         """Make these users' membership of the list what the rule says at `now` (users of other
-        projects are never members); with `items`, a list_entered / list_exited event in the
+        projects are never members), and when the rule moves with time, note when each is
+        next to be looked at (list_due); with `items`, a list_entered / list_exited event in the
         feed for each user who enters or leaves."""
         run, q = self.run, self.q
         try:
-            sql, params = compile_members(rule, q.dialect, project_id, now, user_ids)
+            members, due = await self.evaluate(project_id, rule, deps, now, user_ids)
         except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
             log.exception("list %s cannot be evaluated at %s", list_id, now)
             return
-        members = {r[0] for r in await run.all(sql, *params)}
-        had = {r[0] for r in await run.all(q.members_among, list_id, self.array(user_ids))}
+        ids = self.array(user_ids)
+        had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
         entered, left = sorted(members - had), sorted(had - members)
         if entered:
             await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
         if left:
             await run.many(q.delete_list_member, [(list_id, u) for u in left])
+        if deps.time:
+            await run.execute(q.delete_due, list_id, ids)
+            await run.many(q.insert_due, [(list_id, project_id, u, t) for u, t in due.items()])
         if items and (entered or left):
             data = _encode({"list_id": list_id, "name": name})
             await run.many(
@@ -139,6 +172,45 @@ class SqlTx(BatchQueries):
                 [(project_id, u, "list_entered", data, now, now, None) for u in entered]
                 + [(project_id, u, "list_exited", data, now, now, None) for u in left],
             )
+
+    async def evaluate(
+        self, project_id: int, rule: Rule, deps: Dependencies, now: int, user_ids: list[int]
+    ) -> tuple[set[int], dict[int, int]]:
+        """In memory, from the users' documents read in this transaction: the members among
+        these users at `now`, and when the rule moves with time, {user id: next instant to
+        look again} for those whose membership can change with no new data."""
+        users = await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids))
+        events: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        if deps.events and users:
+            for uid, name, data, at in await self.events_of([r[0] for r in users], deps.events):
+                events[uid].append(event_document(name, at, _decode(data)))
+        evaluator = Evaluator(rule, now)
+        members: set[int] = set()
+        due: dict[int, int] = {}
+        for row in users:
+            u = user_from_row(row)
+            doc = user_document(
+                u.data,
+                external_id=u.external_id,
+                email=u.email,
+                phone=u.phone,
+                timezone=u.timezone,
+                locale=u.locale,
+                created_at=u.created_at,
+            )
+            if evaluator.member(doc, events[u.id]):
+                members.add(u.id)
+            if deps.time:
+                at = next_change(rule, doc, events[u.id], now)
+                if at is not None:
+                    due[u.id] = at
+        return members, due
+
+    async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Row]:
+        """(user id, name, data JSON, created_at) of these users' events with these names."""
+        return await self.run.all(
+            self.q.events_of_users, self.array(user_ids), self.array(sorted(names))
+        )
 
     async def write_devices(self, devices: list[Device]) -> None:
         """Insert devices whole (stored ones were deleted just before)."""
@@ -387,7 +459,8 @@ class SqlStore:
         async with self.writing() as run:
             if not await run.execute(self.q.delete_list, project_id, list_id):
                 return False
-            await run.execute(self.q.delete_list_members, list_id)
+            for sql in self.q.delete_list_members:
+                await run.execute(sql, list_id)
         return True
 
     async def list_members(
@@ -417,6 +490,16 @@ class SqlStore:
             await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in add])
         if remove:
             await run.many(q.delete_list_member, [(list_id, u) for u in remove])
+
+    async def sweep_lists(self, now: int, limit: int) -> int:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with self.transaction() as tx:  # type: ignore[attr-defined]
+                    return await tx.sweep(now, limit)
+            except Exception as exc:
+                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
+                    raise
+        raise AssertionError("unreachable")
 
     async def feed_mark(self, project_id: int) -> int:
         row = await self.reader.one(self.q.feed_mark, project_id)
@@ -454,9 +537,12 @@ class SqlStore:
                 now,
             )
             await run.execute(q.prune_gone_members, row.id, row.project_id)
+            deps = dependencies(rule)
+            if deps.time:  # every user is looked at once by the sweeper, which notes when next
+                await run.execute(q.due_all, row.id, row.project_id, now)
             if changed:
                 await tx.settle(
-                    row.id, row.project_id, row.name, rule, now_ms(), sorted(changed), items=False
+                    row.id, row.project_id, row.name, rule, deps, now_ms(), sorted(changed), False
                 )
         return True
 

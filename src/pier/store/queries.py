@@ -275,7 +275,7 @@ class Queries:
     delete_users = "DELETE FROM users WHERE id {any[1]}"
     delete_user_rows = tuple(  # a deleted user's rows, its events apart (sqlite_index.py)
         f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
-        for table in ("devices", "user_anonymous_ids", "list_members")
+        for table in ("devices", "user_anonymous_ids", "list_members", "list_due")
     )
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
@@ -308,7 +308,9 @@ class Queries:
         " ELSE 'draft' END WHERE id = $1 AND version = $2 RETURNING id"
     )
     delete_list = "DELETE FROM lists WHERE project_id = $1 AND id = $2"
-    delete_list_members = "DELETE FROM list_members WHERE list_id = $1"
+    delete_list_members = tuple(
+        f"DELETE FROM {table} WHERE list_id = $1" for table in ("list_members", "list_due")
+    )
     list_member_ids = "SELECT user_id FROM list_members WHERE list_id = $1"
     insert_list_member = (
         "INSERT INTO list_members (list_id, project_id, user_id, joined_at)"
@@ -335,13 +337,35 @@ class Queries:
         " SELECT list_id, project_id, $1, joined_at FROM list_members WHERE user_id = $2"
         " AND list_id IN (SELECT id FROM lists WHERE type = 'static') ON CONFLICT DO NOTHING"
     )
-    delete_members_of = "DELETE FROM list_members WHERE user_id {any[1]}"
+    delete_members_of = tuple(
+        f"DELETE FROM {table} WHERE user_id {{any[1]}}" for table in ("list_members", "list_due")
+    )
 
     dynamic_lists = (  # the lists a batch keeps current (SqlTx.update_lists)
         "SELECT id, project_id, name, rule, version FROM lists WHERE type = 'dynamic'"
         " AND project_id {any[1]}"
     )
     members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
+    lists_by_id = "SELECT id, project_id, name, rule, version FROM lists WHERE id {any[1]}"
+    # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)
+    list_users_by_id = (
+        f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id {{any[2]}}"
+    )
+    events_of_users = (  # PostgreSQL's (the events_user index); SQLite: sqlite.py
+        "SELECT user_id, name, data{text}, created_at FROM events WHERE user_id {any[1]}"
+        " AND name {any[2]}"
+    )
+    delete_due = "DELETE FROM list_due WHERE list_id = $1 AND user_id {any[2]}"
+    insert_due = (
+        "INSERT INTO list_due (list_id, project_id, user_id, due_at) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
+    )
+    due_all = (  # after a backfill: every user of the project is looked at once
+        "INSERT INTO list_due (list_id, project_id, user_id, due_at)"
+        " SELECT $1, project_id, id, $3 FROM users WHERE project_id = $2"
+        " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
+    )
+    due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
     feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"
     changed_since = (  # the users a backfill may have missed (their events or profile changed)
         "SELECT DISTINCT user_id FROM events WHERE project_id = $1 AND id > $2"

@@ -24,7 +24,7 @@ from .base import (
 from .common import SqlStore, SqlTx, event_row
 from .loading import IdentityCache
 from .migrations import migrations
-from .queries import SQLITE, Queries, Run
+from .queries import SQLITE, Queries, Run, json_text
 from .segments_sql import compile_members, register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
@@ -56,6 +56,16 @@ USER_EVENTS = {  # by whether there is a cursor
     False: _user_events_sql(""),
     True: _user_events_sql("AND (x.created_at, x.event_id) < (:t, :i)"),
 }
+
+
+EVENTS_OF = (
+    "SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM user_events x"
+    " JOIN events e ON e.id = x.event_id WHERE x.user_id IN (SELECT value FROM json_each(?1))"
+    " AND e.name IN (SELECT value FROM json_each(?2))"
+    " UNION SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM events e WHERE e.id > ?3"
+    " AND e.user_id IN (SELECT value FROM json_each(?1))"
+    " AND e.name IN (SELECT value FROM json_each(?2))"
+)
 
 
 class SqliteStore(SqlStore):
@@ -348,6 +358,12 @@ class SqliteTx(SqlTx):
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
         move_user_events(self.db, moves)  # and user_events (sqlite_index.py)
+
+    async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
+        """From user_events up to its watermark, and from a scan of the events past it (the
+        ids keep an event found both ways once, and two alike events twice)."""
+        args = (json_text(user_ids), json_text(sorted(names)), indexed_upto(self.db))
+        return [r[1:] for r in self.db.execute(EVENTS_OF, args).fetchall()]
 
 
 def _statements(sql: str) -> list[str]:

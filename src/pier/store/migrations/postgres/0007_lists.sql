@@ -22,3 +22,15 @@ CREATE TABLE list_members (
     PRIMARY KEY (list_id, user_id)
 );
 CREATE INDEX list_members_user ON list_members (project_id, user_id);
+-- When each user's membership of a list whose rule moves with time (a rolling period, a `now`
+-- template) is next to be looked at again, with no new data (evaluate.next_change): the sweeper
+-- evaluates the due ones.
+CREATE TABLE list_due (
+    list_id bigint NOT NULL,
+    project_id bigint NOT NULL,
+    user_id bigint NOT NULL,
+    due_at bigint NOT NULL,
+    PRIMARY KEY (list_id, user_id)
+);
+CREATE INDEX list_due_at ON list_due (due_at);
+CREATE INDEX list_due_user ON list_due (project_id, user_id);
