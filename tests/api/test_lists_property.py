@@ -34,8 +34,8 @@ steps = st.lists(
     st.one_of(
         st.tuples(st.just("identify"), st.sampled_from(PEOPLE),
                   st.sampled_from(["pro", "free", None]), st.integers(-48, 48)),
-        st.tuples(st.just("buy"), st.sampled_from(PEOPLE), st.sampled_from([5, 20]),
-                  st.integers(0, 200)),
+        st.tuples(st.just("buy"), st.sampled_from(PEOPLE), st.booleans(),
+                  st.sampled_from([5, 20]), st.integers(0, 200)),
         st.tuples(st.just("anonymous"), st.sampled_from(PEOPLE), st.sampled_from(["pro", "free"])),
         st.tuples(st.just("alias"), st.sampled_from(PEOPLE), st.sampled_from(PEOPLE)),
         st.tuples(st.just("delete"), st.sampled_from(PEOPLE)),
@@ -45,7 +45,7 @@ steps = st.lists(
 )  # fmt: skip
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(sequence=steps)
 def test_incremental_membership_equals_a_fresh_evaluation(
     server: LiveServer, sequence: list[tuple[Any, ...]]
@@ -62,10 +62,10 @@ def test_incremental_membership_equals_a_fresh_evaluation(
                 data = {"plan": plan, "trial_ends": clock.now_ms() + hours * HOUR}
                 r = t.post("identify", {"external_id": who, "data": data})
             elif kind == "buy":
-                _, who, price, hours_ago = step
+                _, who, anonymous, price, hours_ago = step
                 at = clock.now_ms() - hours_ago * HOUR
-                event = {"name": "purchased", "external_id": who, "data": {"price": price},
-                         "timestamp": at}  # fmt: skip
+                by = {"anonymous_id": f"anon-{who}"} if anonymous else {"external_id": who}
+                event = {"name": "purchased", **by, "data": {"price": price}, "timestamp": at}
                 r = t.post("events", [event])
             elif kind == "anonymous":  # a user known by an anonymous id only, until aliased
                 _, anon, plan = step
