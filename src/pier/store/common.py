@@ -25,7 +25,7 @@ from ..domain.segments import (
     RuleInvalid,
     dependencies,
     event_document,
-    next_change,
+    next_look,
     parse_rule,
     user_document,
 )
@@ -105,6 +105,7 @@ class SqlTx(BatchQueries):
         if not (everything or profile or named):
             return
         gone = {u.id for u in c.deleted_users}
+        work = []
         for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
             list_id, project_id, name, text, version = row
             parsed = _parsed(list_id, version, text, c.now)
@@ -116,7 +117,22 @@ class SqlTx(BatchQueries):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             users -= gone
             if users:
-                await self.settle(list_id, project_id, name, rule, deps, c.now, sorted(users))
+                work.append((list_id, project_id, name, rule, deps, sorted(users)))
+        await self.settle_many(work, c.now)
+
+    async def settle_many(self, work: list[tuple[Any, ...]], now: int) -> None:
+        """settle() each (list id, project id, name, rule, dependencies, user ids), reading
+        each project's users and their events once for all its lists."""
+        by_project: dict[int, tuple[set[int], set[str]]] = {}
+        for _, project_id, _, _, deps, users in work:
+            ids, names = by_project.setdefault(project_id, (set(), set()))
+            ids.update(users)
+            names.update(deps.events)
+        docs: Docs = {}
+        for project_id, (ids, names) in by_project.items():
+            docs.update(await self.documents(project_id, sorted(ids), names))
+        for list_id, project_id, name, rule, deps, users in work:
+            await self.settle(list_id, project_id, name, rule, deps, now, users, docs)
 
     async def sweep(self, now: int, limit: int) -> int:
         """Evaluate again the memberships due by `now` (a window moved, a date passed): how
@@ -126,10 +142,12 @@ class SqlTx(BatchQueries):
         for list_id, user_id in rows:
             due[list_id].append(user_id)
         lists = await self.run.all(self.q.lists_by_id, self.array(sorted(due))) if due else []
+        work = []
         for list_id, project_id, name, text, version in lists:
             parsed = _parsed(list_id, version, text, now)
             if parsed is not None:
-                await self.settle(list_id, project_id, name, *parsed, now, due.pop(list_id))
+                work.append((list_id, project_id, name, *parsed, due.pop(list_id)))
+        await self.settle_many(work, now)
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
         return len(rows)
@@ -143,15 +161,17 @@ class SqlTx(BatchQueries):
         deps: Dependencies,
         now: int,
         user_ids: list[int],
+        docs: Docs,
         items: bool = True,
     ) -> None:
-        """Make these users' membership of the list what the rule says at `now` (users of other
-        projects are never members), and when the rule moves with time, note when each is
-        next to be looked at (list_due); with `items`, a list_entered / list_exited event in the
-        feed for each user who enters or leaves."""
+        """Make these users' membership of the list what the rule says at `now` (`docs`: their
+        documents, from `documents`; a user without one, deleted or of another project, is no
+        member), and when the rule moves with time, note when each is next to be looked at
+        (list_due); with `items`, a list_entered / list_exited event in the feed for each user
+        who enters or leaves."""
         run, q = self.run, self.q
         try:
-            members, due = await self.evaluate(project_id, rule, deps, now, user_ids)
+            members, due = evaluate(rule, deps, now, docs, user_ids)
         except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
             log.exception("list %s cannot be evaluated at %s", list_id, now)
             return
@@ -173,21 +193,11 @@ class SqlTx(BatchQueries):
                 + [(project_id, u, "list_exited", data, now, now, None) for u in left],
             )
 
-    async def evaluate(
-        self, project_id: int, rule: Rule, deps: Dependencies, now: int, user_ids: list[int]
-    ) -> tuple[set[int], dict[int, int]]:
-        """In memory, from the users' documents read in this transaction: the members among
-        these users at `now`, and when the rule moves with time, {user id: next instant to
-        look again} for those whose membership can change with no new data."""
-        users = await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids))
-        events: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        if deps.events and users:
-            for uid, name, data, at in await self.events_of([r[0] for r in users], deps.events):
-                events[uid].append(event_document(name, at, _decode(data)))
-        evaluator = Evaluator(rule, now)
-        members: set[int] = set()
-        due: dict[int, int] = {}
-        for row in users:
+    async def documents(self, project_id: int, user_ids: list[int], names: set[str]) -> Docs:
+        """The user documents of these users of the project, read in this transaction, with
+        their events of these names (event documents, by name)."""
+        docs: Docs = {}
+        for row in await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids)):
             u = user_from_row(row)
             doc = user_document(
                 u.data,
@@ -198,13 +208,11 @@ class SqlTx(BatchQueries):
                 locale=u.locale,
                 created_at=u.created_at,
             )
-            if evaluator.member(doc, events[u.id]):
-                members.add(u.id)
-            if deps.time:
-                at = next_change(rule, doc, events[u.id], now)
-                if at is not None:
-                    due[u.id] = at
-        return members, due
+            docs[u.id] = (doc, defaultdict(list))
+        if names and docs:
+            for uid, name, data, at in await self.events_of(list(docs), frozenset(names)):
+                docs[uid][1][name].append(event_document(name, at, _decode(data)))
+        return docs
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Row]:
         """(user id, name, data JSON, created_at) of these users' events with these names."""
@@ -222,6 +230,32 @@ class SqlTx(BatchQueries):
 
     async def insert_events(self, events: list[Event], now: int) -> None:
         await self.run.many(self.q.insert_events, event_values(events, now))
+
+
+Docs = dict[int, tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]]
+
+
+def evaluate(
+    rule: Rule, deps: Dependencies, now: int, docs: Docs, user_ids: list[int]
+) -> tuple[set[int], dict[int, int]]:
+    """In memory: the members among these users at `now`, and when the rule moves with time,
+    {user id: the next instant to look again} for those whose membership can change with no
+    new data."""
+    evaluator = Evaluator(rule, now)
+    members: set[int] = set()
+    due: dict[int, int] = {}
+    for uid in user_ids:
+        if uid not in docs:
+            continue
+        doc, by_name = docs[uid]
+        events = [e for name in deps.events for e in by_name.get(name, ())]
+        if evaluator.member(doc, events):
+            members.add(uid)
+        if deps.time:
+            at = next_look(rule, doc, events, now)
+            if at is not None:
+                due[uid] = at
+    return members, due
 
 
 def event_values(events: list[Event], now: int) -> Sequence[tuple[Any, ...]]:
@@ -541,8 +575,10 @@ class SqlStore:
             if deps.time:  # every user is looked at once by the sweeper, which notes when next
                 await run.execute(q.due_all, row.id, row.project_id, now)
             if changed:
+                users = sorted(changed)
+                docs = await tx.documents(row.project_id, users, set(deps.events))
                 await tx.settle(
-                    row.id, row.project_id, row.name, rule, deps, now_ms(), sorted(changed), False
+                    row.id, row.project_id, row.name, rule, deps, now_ms(), users, docs, False
                 )
         return True
 
