@@ -526,6 +526,8 @@ class SqlStore:
             await run.many(q.delete_list_member, [(list_id, u) for u in remove])
 
     async def sweep_lists(self, now: int, limit: int) -> int:
+        if not await self.reader.one(self.q.any_due, now):  # the usual case: no write lock
+            return 0
         for attempt in range(MAX_ATTEMPTS):
             try:
                 async with self.transaction() as tx:  # type: ignore[attr-defined]

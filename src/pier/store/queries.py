@@ -366,6 +366,7 @@ class Queries:
         " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
     )
     due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
+    any_due = "SELECT 1 FROM list_due WHERE due_at <= $1 LIMIT 1"
     feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"
     changed_since = (  # the users a backfill may have missed (their events or profile changed)
         "SELECT DISTINCT user_id FROM events WHERE project_id = $1 AND id > $2"
