@@ -107,8 +107,8 @@ class SqlTx(BatchQueries):
         gone = {u.id for u in c.deleted_users}
         work = []
         for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
-            list_id, project_id, name, text, version = row
-            parsed = _parsed(list_id, version, text, c.now)
+            list_id, project_id, name, text = row
+            parsed = _parsed(list_id, text, c.now)
             if parsed is None:
                 continue
             rule, deps = parsed
@@ -143,8 +143,8 @@ class SqlTx(BatchQueries):
             due[list_id].append(user_id)
         lists = await self.run.all(self.q.lists_by_id, self.array(sorted(due))) if due else []
         work = []
-        for list_id, project_id, name, text, version in lists:
-            parsed = _parsed(list_id, version, text, now)
+        for list_id, project_id, name, text in lists:
+            parsed = _parsed(list_id, text, now)
             if parsed is not None:
                 work.append((list_id, project_id, name, *parsed, due.pop(list_id)))
         await self.settle_many(work, now)
@@ -279,22 +279,22 @@ def event_row(r: Row) -> EventRow:
     return EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6])
 
 
-_RULES: dict[tuple[int, int], tuple[Rule, Dependencies] | None] = {}  # (list id, version)
+_RULES: dict[str, tuple[Rule, Dependencies] | None] = {}  # by the tree's text
 
 
-def _parsed(list_id: int, version: int, text: str, now: int) -> tuple[Rule, Dependencies] | None:
-    """A stored rule, parsed once per version; None for one that no longer parses."""
-    key = (list_id, version)
-    if key not in _RULES:
-        if len(_RULES) >= 10_000:
+def _parsed(list_id: int, text: str, now: int) -> tuple[Rule, Dependencies] | None:
+    """A stored rule, parsed once (by its text: a process may serve several databases, whose
+    list ids meet); None for one that no longer parses."""
+    if text not in _RULES:
+        if len(_RULES) >= 1_000:
             _RULES.clear()
         try:
             rule = parse_rule(_decode(text), now)
-            _RULES[key] = (rule, dependencies(rule))
+            _RULES[text] = (rule, dependencies(rule))
         except RuleInvalid:
             log.exception("list %s: the stored rule does not parse", list_id)
-            _RULES[key] = None
-    return _RULES[key]
+            _RULES[text] = None
+    return _RULES[text]
 
 
 def _list_row(r: Row) -> ListRow:

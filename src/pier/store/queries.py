@@ -342,11 +342,11 @@ class Queries:
     )
 
     dynamic_lists = (  # the lists a batch keeps current (SqlTx.update_lists)
-        "SELECT id, project_id, name, rule, version FROM lists WHERE type = 'dynamic'"
+        "SELECT id, project_id, name, rule FROM lists WHERE type = 'dynamic'"
         " AND project_id {any[1]}"
     )
     members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
-    lists_by_id = "SELECT id, project_id, name, rule, version FROM lists WHERE id {any[1]}"
+    lists_by_id = "SELECT id, project_id, name, rule FROM lists WHERE id {any[1]}"
     # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)
     list_users_by_id = (
         f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id {{any[2]}}"
