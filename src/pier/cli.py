@@ -131,8 +131,8 @@ def serve(
     import uvicorn
     from uvicorn.config import LOG_LEVELS
 
-    from .api import logs
     from .api.connections import Limits
+    from .process import logs
 
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
     signal.signal(signal.SIGTERM, _exit_cleanly)

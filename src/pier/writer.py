@@ -13,12 +13,12 @@ import logging
 import time
 from collections import deque
 
-from .api import metrics
 from .clock import now_ms
 from .domain.batch import Batch, ChangeSet, LoadRequest, load_request, merge_or_device_items
 from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad, TooManyMerges
 from .domain.identity import MAX_MERGES_PER_REQUEST
+from .process import metrics
 from .store.base import Store, StoreUnavailable, WriteTx
 
 log = logging.getLogger("pier.writer")

@@ -14,13 +14,14 @@ from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
 from ..portal.routes import routes as portal_routes
+from ..process import metrics
+from ..process.gctune import periodic_collection
 from ..store import make_store
 from ..writer import Writer
-from . import ingest, manage, metrics, openapi, read, segment, track
+from . import ingest, manage, openapi, read, segment, track
 from .auth import KeyCache
 from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler, server_error
-from .gctune import periodic_collection
 
 
 async def health(request: Request) -> Response:

@@ -23,9 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import metrics
+from ..process import metrics
+from ..process.logs import request_id
 from .errors import SERVER_ERROR, HTTPProblem, error_response
-from .logs import request_id
 
 log = logging.getLogger("pier.access")
 
