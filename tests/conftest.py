@@ -17,9 +17,9 @@ import uvicorn
 
 from pier.api.app import create_app
 from pier.cli import create_key
+from pier.clock import now_ms
 from pier.domain.keys import PUBLIC, SECRET
 from pier.store import make_store
-from pier.writer import now_ms
 from support.postgres import pg_server  # noqa: F401  (fixture)
 
 BACKENDS = ["sqlite", "postgres"]

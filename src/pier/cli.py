@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 import click
 
 from .api.render import iso
+from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .store import Store, database_url, make_store
-from .writer import now_ms
 
 T = TypeVar("T")
 

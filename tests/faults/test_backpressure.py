@@ -19,9 +19,10 @@ import pytest
 import pier.api.app
 from conftest import LiveServer, Tenant, make_tenant
 from faults.pierproc import stored_message_ids
+from pier.clock import now_ms
 from pier.domain.commands import Identify, Traits
 from pier.store import make_store
-from pier.writer import Overloaded, Writer, now_ms
+from pier.writer import Overloaded, Writer
 
 MAX_PENDING = 10
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
+from pier.clock import now_ms
 from pier.domain.commands import Command, EventIn, TrackEvents
 from pier.domain.errors import DomainError
 from pier.domain.identity import MAX_MERGES_PER_REQUEST
 from pier.store import make_store
-from pier.writer import BATCH_WORK, MERGE_WEIGHT, Writer, now_ms
+from pier.writer import BATCH_WORK, MERGE_WEIGHT, Writer
 
 HEAVY_REQUESTS = 8
 EVENTS = 1000  # per heavy request, each merging an anonymous user into an identified one

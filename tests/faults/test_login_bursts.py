@@ -18,8 +18,8 @@ import pytest
 
 from conftest import LiveServer, db_call
 from faults.pierproc import PierProcess
+from pier.clock import now_ms
 from pier.portal import auth
-from pier.writer import now_ms
 from portal.conftest import csrf_of
 
 PASSWORD = "correct horse battery staple"

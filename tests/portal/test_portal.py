@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from conftest import LiveServer, db_call
 from pier.cli import main
+from pier.clock import now_ms
 from pier.portal import auth
 from pier.portal.auth import SESSION_COOKIE, hash_password, token_hash
-from pier.writer import now_ms
 
 PROJECT = "/projects/{pid}"
 

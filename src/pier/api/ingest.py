@@ -11,10 +11,11 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
 from ..domain.errors import DomainError
 from ..store.base import StoreUnavailable
-from ..writer import KeyReused, Overloaded, RequestKey, now_ms
+from ..writer import KeyReused, Overloaded, RequestKey
 from . import params, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT

@@ -38,11 +38,11 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, EventIn, Identify, Sequence, Single, TrackEvents, Traits
 from ..domain.keys import Key
 from ..domain.model import PROFILE_FIELDS
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid

@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import EventIn, TrackEvents
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import Problem, invalid

@@ -25,8 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..store.base import Admin, AdminSession, Store
-from ..writer import now_ms
 
 SESSION_COOKIE = "pier_session"
 LOGIN_COOKIE = "pier_login_csrf"

@@ -16,9 +16,9 @@ from ..api import params
 from ..api.errors import HTTPProblem
 from ..api.render import encode_cursor
 from ..api.validation import nested_deeper
+from ..clock import now_ms
 from ..domain.keys import PUBLIC, SCOPES, generate_key, hash_key
 from ..store.base import EventRow, FeedEvent, Store
-from ..writer import now_ms
 from . import auth
 from .chart import events_chart, since
 
