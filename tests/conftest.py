@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 
-from pier.api.app import create_app
+from pier.app import create_app
 from pier.cli import create_key
 from pier.clock import now_ms
 from pier.domain.keys import PUBLIC, SECRET

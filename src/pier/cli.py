@@ -146,7 +146,7 @@ def serve(
     os.environ.update(limits.environment())
     _metrics_dir(workers)
     uvicorn.run(
-        "pier.api.app:from_environment",
+        "pier.app:from_environment",
         factory=True,
         host=host,
         port=port,

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-import pier.api.app
+import pier.app
 from conftest import LiveServer, Tenant, make_tenant
 from faults.pierproc import stored_message_ids
 from pier.clock import now_ms
@@ -81,9 +81,9 @@ def gated(
 ) -> Iterator[tuple[LiveServer, threading.Event]]:
     """A live server whose writer waits at a gate and queues at most MAX_PENDING events."""
     gate = threading.Event()
-    real = pier.api.app.make_store
-    monkeypatch.setattr(pier.api.app, "make_store", lambda *a: GatedStore(real(*a), gate))
-    monkeypatch.setattr(pier.api.app, "Writer", functools.partial(Writer, max_pending=MAX_PENDING))
+    real = pier.app.make_store
+    monkeypatch.setattr(pier.app, "make_store", lambda *a: GatedStore(real(*a), gate))
+    monkeypatch.setattr(pier.app, "Writer", functools.partial(Writer, max_pending=MAX_PENDING))
     live = LiveServer(database_url)
     live.start()
     try:

@@ -1,4 +1,5 @@
-"""The ASGI application: routes, error handlers, and the store and writer it runs on."""
+"""The ASGI application, assembled above `api/` and `portal/`: routes, error handlers, and the
+store and writer it runs on."""
 
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
-from ..portal.routes import routes as portal_routes
-from ..process import metrics
-from ..process.gctune import periodic_collection
-from ..store import make_store
-from ..writer import Writer
-from . import ingest, manage, openapi, read, segment, track
-from .auth import KeyCache
-from .edge import Edge
-from .errors import HTTPProblem, http_exception, problem_handler, server_error
+from .api import ingest, manage, openapi, read, segment, track
+from .api.auth import KeyCache
+from .api.edge import Edge
+from .api.errors import HTTPProblem, http_exception, problem_handler, server_error
+from .portal.routes import routes as portal_routes
+from .process import metrics
+from .process.gctune import periodic_collection
+from .store import make_store
+from .writer import Writer
 
 
 async def health(request: Request) -> Response:
@@ -131,7 +132,7 @@ def from_environment() -> Edge:
     """The app `pier serve` runs in each worker process, configured by the environment."""
     import os
 
-    from ..store import database_url
+    from .store import database_url
 
     durability = os.environ.get("PIER_DURABILITY", "full")
     return create_app(database_url(None), durability=durability, tune_gc=True)
