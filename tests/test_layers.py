@@ -20,7 +20,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "domain": {"clock"},
     "store": {"domain", "clock"},
     "process": {"domain", "clock"},
-    "writer": {"store", "domain", "clock", "process"},
+    "writer": {"store", "domain", "clock", "process", "settings"},
     "api": {"writer", "store", "domain", "clock", "process", "settings"},
     "portal": {"api", "writer", "store", "domain", "clock", "process", "settings"},
     "app": {"api", "portal", "writer", "store", "domain", "clock", "process", "settings"},

@@ -21,6 +21,7 @@ from .api.errors import HTTPProblem, http_exception, problem_handler, server_err
 from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
+from .settings import Settings
 from .store import make_store
 from .writer import Writer
 
@@ -94,16 +95,16 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Edge:
+def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
     garbage on a timer (see gctune); for a process that serves only Pier."""
-    store = make_store(database_url, durability)
+    store = make_store(settings.database_url, settings.durability)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await store.migrate()
-        writer = Writer(store)
+        writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
         writer.start()
         app.state.store = store
         app.state.writer = writer
@@ -125,14 +126,12 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
             Exception: server_error,
         },
     )
-    return Edge(app, INGESTION)
+    app.state.settings = settings
+    return Edge(app, INGESTION, log_all=settings.access_log == "all")
 
 
 def from_environment() -> Edge:
-    """The app `pier serve` runs in each worker process, configured by the environment."""
-    import os
+    """The app `pier serve` runs in each worker process, with the settings it passed."""
+    from . import settings
 
-    from .store import database_url
-
-    durability = os.environ.get("PIER_DURABILITY", "full")
-    return create_app(database_url(None), durability=durability, tune_gc=True)
+    return create_app(settings.from_environment(), tune_gc=True)

@@ -5,7 +5,6 @@ what was queued is committed and answered 204 when the writer catches up."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -83,8 +82,7 @@ def gated(
     gate = threading.Event()
     real = pier.app.make_store
     monkeypatch.setattr(pier.app, "make_store", lambda *a: GatedStore(real(*a), gate))
-    monkeypatch.setattr(pier.app, "Writer", functools.partial(Writer, max_pending=MAX_PENDING))
-    live = LiveServer(database_url)
+    live = LiveServer(database_url, max_pending=MAX_PENDING)
     live.start()
     try:
         yield live, gate
