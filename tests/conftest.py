@@ -41,8 +41,10 @@ class LiveServer:
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(Settings(database_url=database_url, **settings))
+        self.state = app.app.state  # the Starlette app's: its settings, its login throttle
         config = uvicorn.Config(
-            create_app(Settings(database_url=database_url, **settings)),
+            app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

@@ -6,9 +6,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import httpx
 import msgspec
+import pytest
 from click.testing import CliRunner
 
+from faults.pierproc import PierProcess, new_project
 from pier import settings
 from pier.cli import main
 from pier.settings import Settings
@@ -74,3 +77,28 @@ def test_no_module_reads_the_environment_at_import_or_names_a_pier_variable() ->
             ):
                 found.append(f"{where}:{node.lineno}: {node.value} read outside settings.py")
     assert not found, found
+
+
+def test_settings_from_options_and_variables_reach_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers, a setting by its variable and one by its option: whichever worker answers
+    applies both (uvicorn imports the app by its name in each: they cross in PIER_SETTINGS)."""
+    monkeypatch.setenv("PIER_MAX_BODY", "64")
+    url = f"sqlite:///{tmp_path}/pier.db"
+    pier = PierProcess(url, tmp_path / "pier.log", "--workers", "2", "--max-headers", "20")
+    try:
+        key = new_project(url).public_key
+        auth = {"Authorization": f"Bearer {key}"}
+        for _ in range(6):  # new connections: both workers answer some
+            with httpx.Client(base_url=pier.url, timeout=10) as http:
+                big = http.post("/api/client/events", content=b" " * 100, headers=auth)
+                assert big.status_code == 413, big.text
+                assert big.json()["error"] == "The request body is larger than 64 bytes."
+                many = {f"x-h{i}": "v" for i in range(21)}
+                head = http.get("/health", headers=many)
+                assert head.status_code == 431
+                assert "at most 32768 bytes and 20 fields" in head.json()["error"]
+                assert http.get("/health", headers=dict(list(many.items())[:15])).is_success
+    finally:
+        pier.terminate()

@@ -18,6 +18,7 @@ from .api import ingest, manage, openapi, read, segment, track
 from .api.auth import KeyCache
 from .api.edge import Edge
 from .api.errors import HTTPProblem, http_exception, problem_handler, server_error
+from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
@@ -127,6 +128,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         },
     )
     app.state.settings = settings
+    app.state.login_throttle = LoginThrottle(settings.login_failures, settings.login_window)
     return Edge(app, INGESTION, log_all=settings.access_log == "all")
 
 

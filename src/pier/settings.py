@@ -88,6 +88,15 @@ class Settings:
     max_body: int = setting(
         1024 * 1024, "Bytes of a request body (after gzip decompression); past it 413.", minimum=1
     )
+    # -- the portal --------------------------------------------------------------------------
+    login_failures: int = setting(
+        10,
+        "Portal logins per client address, and per account, in --login-window; then 429.",
+        minimum=1,
+    )
+    login_window: float = setting(
+        900.0, "Seconds over which portal logins are counted for --login-failures.", above=0
+    )
     # -- the writer --------------------------------------------------------------------------
     batch_work: int = setting(
         5000,

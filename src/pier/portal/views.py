@@ -164,7 +164,8 @@ async def login(request: Request) -> Response:
     # the peer, or the client a proxy named when it is one of `pier serve --forwarded-allow-ips`
     who = request.client.host if request.client else "?"
     try:
-        admin = await auth.log_in(store(request), who, email, password)
+        throttle = request.app.state.login_throttle
+        admin = await auth.log_in(store(request), throttle, who, email, password)
     except auth.Throttled as refused:
         response = _login_page(request, 429, error=refused.message, **context)
         response.headers["Retry-After"] = str(refused.retry_after)
