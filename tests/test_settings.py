@@ -31,7 +31,7 @@ def test_serve_has_an_option_and_a_variable_for_every_setting() -> None:
     result = CliRunner().invoke(main, ["serve", "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     for declared in settings.table():
-        assert "--" + declared.name.replace("_", "-") in result.output
+        assert settings.option(declared.name) in result.output
         assert settings.environment_variable(declared.name) in result.output
         assert declared.metadata["help"] in " ".join(result.output.split())
 

@@ -37,7 +37,7 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
     else:
         kind = settings.value_type(name)
     return click.option(
-        "--" + name.replace("_", "-"),
+        settings.option(name),
         type=kind,
         default=declared.default,
         show_default=declared.default != "",

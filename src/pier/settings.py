@@ -128,6 +128,10 @@ def environment_variable(name: str) -> str:
     return f"PIER_{name.upper()}"
 
 
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def choices(name: str) -> tuple[str, ...] | None:
     """The values a Literal-typed setting allows, else None."""
     hint = typing.get_type_hints(Settings)[name]
@@ -154,9 +158,8 @@ def markdown() -> str:
             low, high = meta["minimum"], meta["maximum"]
             allowed = f"{low} to {high}" if high is not None else f">= {low}"
         default = f"`{declared.default}`" if declared.default != "" else "(none)"
-        option = "--" + name.replace("_", "-")
         lines.append(
-            f"| `{option}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
+            f"| `{option(name)}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
         )
     return "\n".join(lines) + "\n"
 
