@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from pier.clock import now_ms
 from pier.domain.commands import Alias, EventIn, Identify, TrackEvents, Traits
 from pier.domain.errors import DomainError
 from pier.store import make_store
 from pier.store.base import StoreUnavailable
-from pier.writer import Writer, now_ms
+from pier.writer import Writer
 
 
 async def open_writer(tmp_path: Path) -> tuple[Writer, int]:

@@ -13,19 +13,18 @@ import logging
 import time
 from collections import deque
 
-from .api import metrics
 from .clock import now_ms
 from .domain.batch import Batch, ChangeSet, LoadRequest, load_request, merge_or_device_items
 from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad, TooManyMerges
 from .domain.identity import MAX_MERGES_PER_REQUEST
+from .process import metrics
+from .settings import Settings
 from .store.base import Store, StoreUnavailable, WriteTx
 
 log = logging.getLogger("pier.writer")
 
-BATCH_WORK = 5000  # units of work (see _work) one transaction takes, beyond its first request
 MERGE_WEIGHT = 40  # a merge costs about as much as this many events (docs/performance.md)
-MAX_PENDING_ITEMS = 200_000  # beyond this the writer is behind: new requests get 503
 MAX_RETRIES = 20
 
 
@@ -63,9 +62,16 @@ class _Item:
 
 
 class Writer:
-    def __init__(self, store: Store, *, max_pending: int = MAX_PENDING_ITEMS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_pending: int = Settings.max_pending,
+        batch_work: int = Settings.batch_work,
+    ) -> None:
         self.store = store
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # items queued; beyond, the writer is behind: 503
+        self.batch_work = batch_work  # units of work (see _work) a transaction takes, beyond one
         self.pending = 0
         # project id → its waiting requests, in arrival order; the dict's order is the turn
         self._lanes: dict[int, deque[_Item]] = {}
@@ -128,11 +134,11 @@ class Writer:
 
     def _take(self) -> list[_Item]:
         """The next batch: a request from each lane in turn (a lane served goes to the back),
-        until the batch holds BATCH_WORK; always at least one request."""
+        until the batch holds `batch_work`; always at least one request."""
         items: list[_Item] = []
         work = 0
         lanes = self._lanes
-        while lanes and work < BATCH_WORK:
+        while lanes and work < self.batch_work:
             project = next(iter(lanes))
             lane = lanes.pop(project)
             item = lane.popleft()

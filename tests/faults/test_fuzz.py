@@ -44,8 +44,8 @@ from pier.api.manage import feed_cursor
 from pier.api.openapi import document
 from pier.api.segment import SUB_PATHS
 from pier.api.validation import event_time
+from pier.clock import now_ms
 from pier.store import make_store
-from pier.writer import now_ms
 
 SPEC = document()
 EXAMPLES = int(os.environ.get("PIER_FUZZ_EXAMPLES", "600"))

@@ -25,10 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from conftest import LiveServer, Tenant, db_call
-from pier.api.logs import TextFormatter
 from pier.api.render import encode_cursor
+from pier.clock import now_ms
 from pier.portal.auth import hash_password
-from pier.writer import now_ms
+from pier.process.logs import TextFormatter
 
 SUPERSCRIPT_TWO = b"\xb2"  # `²` as a header byte (Latin-1): str.isdigit() says yes, int() no
 PAST_BIGINT = str(2**63)

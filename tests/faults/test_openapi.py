@@ -10,8 +10,8 @@ import jsonschema
 from starlette.routing import Route
 
 from conftest import LiveServer
-from pier.api.app import routes
 from pier.api.openapi import document
+from pier.app import routes
 
 
 def test_served_without_a_key(server: LiveServer) -> None:

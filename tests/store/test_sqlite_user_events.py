@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store.sqlite import SqliteStore
 from pier.store.sqlite_index import index_user_events
-from pier.writer import Writer, now_ms
+from pier.writer import Writer
 
 
 def track(pid: int, name: str, anon: str | None = None, ext: str | None = None) -> TrackEvents:

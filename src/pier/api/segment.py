@@ -38,11 +38,11 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, EventIn, Identify, Sequence, Single, TrackEvents, Traits
 from ..domain.keys import Key
 from ..domain.model import PROFILE_FIELDS
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
@@ -82,7 +82,7 @@ async def _handle(request: Request, kind: str) -> Response:
     has_header = "authorization" in request.headers
     key = await authenticate(request, None) if has_header else None
     raw = ingest.checked(await read_body(request, any_type=True))
-    body = ingest._decode(raw)
+    body = ingest.decode(raw)
     if key is None:
         key = await authenticate(request, _write_key(body))
     now = now_ms()
@@ -90,14 +90,14 @@ async def _handle(request: Request, kind: str) -> Response:
     if problems:
         raise invalid(problems)
     envelope = body if base == "/batch" else {}  # {"batch": [...], "sentAt", "context", ...}
-    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), envelope)
+    parser = _Parser(key.project_id, now, ingest.clock_skew(request, now), envelope)
     for i, item in enumerate(calls):
         parser.add(item, pointer(base, i) if kind == "batch" else "", kind)
     if parser.problems:
         raise invalid(parser.problems)
     cmd = parser.command()
     if cmd is not None:  # None: only group calls
-        await ingest._submit(request, cmd, raw)
+        await ingest.submit(request, cmd, raw)
     return Response(SUCCESS, media_type="application/json")  # a new one: Edge adds headers
 
 

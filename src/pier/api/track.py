@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import EventIn, TrackEvents
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import Problem, invalid
@@ -39,9 +39,9 @@ def problems(body: Any, now: int, skew: int) -> list[Problem]:
 async def track(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
     raw = ingest.checked(await read_body(request))
-    body = ingest._decode(raw)
+    body = ingest.decode(raw)
     now = now_ms()
-    skew = ingest._clock_skew(request, now)
+    skew = ingest.clock_skew(request, now)
     found = problems(body, now, skew)
     if found:
         raise invalid(found)
@@ -58,4 +58,4 @@ async def track(request: Request) -> Response:
         timestamp=timestamp,
     )
     cmd = TrackEvents(project_id=key.project_id, events=[event])
-    return await ingest._submit(request, cmd, raw)
+    return await ingest.submit(request, cmd, raw)

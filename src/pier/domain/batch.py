@@ -195,6 +195,14 @@ class Batch:
         if owner.devices is not None and device not in owner.devices:
             owner.devices.append(device)
 
+    def add_request_key(self, pid: int, key: str, fingerprint: str) -> None:
+        """An Idempotency-Key stored already, with the fingerprint of its request."""
+        self.request_keys[(pid, key)] = fingerprint
+
+    def add_seen_message_ids(self, pid: int, message_ids: Iterable[str]) -> None:
+        """Message ids of stored events: an event naming one again is a retry, dropped."""
+        self.seen_message_ids.update((pid, m) for m in message_ids)
+
     def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
         """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
         wanted: set[int] = set()

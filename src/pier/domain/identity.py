@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from .commands import Traits
 from .devices import enforce_device_cap
 from .errors import NeedsLoad, TooManyMerges
 from .model import PROFILE_FIELDS, User
+from .state import BatchState
 from .traits import creation_data
-
-if TYPE_CHECKING:
-    from .batch import Batch
 
 # A merge moves a user's ids, devices and events: the costliest thing a request can ask for.
 # One request may make this many (the writer's work budget counts them); more is a 422.
@@ -23,7 +20,7 @@ MAX_MERGES_PER_REQUEST = 100
 
 class Identities:
     def __init__(
-        self, batch: Batch, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
+        self, batch: BatchState, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
     ) -> None:
         self.batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
         self.new_user_id = new_user_id
@@ -113,7 +110,7 @@ class Identities:
             b.touch_device(device, moved_only=True)
         a.devices = []
         enforce_device_cap(b, e)
-        b.merged_into[a.id] = e  # its events of this batch go to E (Batch.changes)
+        b.merged_into[a.id] = e  # its events of this batch go to E (BatchState.changes)
         if a.stored:
             b.event_moves.append((a.id, e.id))
         for key, value in a.data.items():

@@ -16,9 +16,9 @@ from ..api import params
 from ..api.errors import HTTPProblem
 from ..api.render import encode_cursor
 from ..api.validation import nested_deeper
+from ..clock import now_ms
 from ..domain.keys import PUBLIC, SCOPES, generate_key, hash_key
 from ..store.base import EventRow, FeedEvent, Store
-from ..writer import now_ms
 from . import auth
 from .chart import events_chart, since
 
@@ -164,7 +164,8 @@ async def login(request: Request) -> Response:
     # the peer, or the client a proxy named when it is one of `pier serve --forwarded-allow-ips`
     who = request.client.host if request.client else "?"
     try:
-        admin = await auth.log_in(store(request), who, email, password)
+        throttle = request.app.state.login_throttle
+        admin = await auth.log_in(store(request), throttle, who, email, password)
     except auth.Throttled as refused:
         response = _login_page(request, 429, error=refused.message, **context)
         response.headers["Retry-After"] = str(refused.retry_after)

@@ -219,11 +219,9 @@ class BatchQueries:
                 await self._add_devices(await self.devices_where(pid, column, values), batch)
         for pid, values in by_project(request.request_keys).items():
             for key, fingerprint in await self.stored_request_keys(pid, values):
-                batch.request_keys[(pid, key)] = fingerprint
+                batch.add_request_key(pid, key, fingerprint)
         for pid, values in by_project(request.message_ids).items():
-            batch.seen_message_ids.update(
-                (pid, m) for m in await self.seen_message_ids(pid, values)
-            )
+            batch.add_seen_message_ids(pid, await self.seen_message_ids(pid, values))
 
     def _add_users(self, rows: list[Row], batch: Batch, whole: bool) -> None:
         for row in rows:
