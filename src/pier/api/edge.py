@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -86,7 +86,7 @@ def route_label(scope: Scope, root_path: str) -> str:
 
 
 class Edge:
-    def __init__(self, app: ASGIApp, fast_routes: dict[str, Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, fast_routes: Mapping[str, Endpoint]) -> None:
         self.app = app  # the Starlette app: every other route, and the lifespan
         self.fast_routes = fast_routes  # exact POST path -> endpoint
 

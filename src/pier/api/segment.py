@@ -183,11 +183,11 @@ class _Parser:
         if "writeKey" in envelope and not isinstance(envelope["writeKey"], str):
             self.problems.append(Problem("/writeKey", "writeKey must be a string"))
 
-    def add(self, item: Any, at: str, kind: str) -> None:
+    def add(self, item: Any, at: str, route: str) -> None:
         if not isinstance(item, dict):
             self.problems.append(Problem(at, "a call must be a JSON object"))
             return
-        kind = item.get("type", kind if kind != "batch" else None)
+        kind = item.get("type", route if route != "batch" else None)
         if kind not in TYPES:
             self.problems.append(
                 Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")

@@ -221,7 +221,7 @@ def _may_hold_bad_number(raw: bytes) -> bool:
     return b"0" * 19 in shapes or b"0e000" in shapes
 
 
-class _Object(list):  # type: ignore[type-arg]
+class _Object(list[tuple[str, Any]]):
     """An object's (key, value) pairs, duplicate keys kept (a stored text keeps them)."""
 
 

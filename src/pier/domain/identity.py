@@ -25,7 +25,7 @@ class Identities:
     def __init__(
         self, batch: Batch, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
     ) -> None:
-        self.batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
+        self.batch: Batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
         self.new_user_id = new_user_id
         self.new_anonymous_id = new_anonymous_id
 

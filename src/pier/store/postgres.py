@@ -208,7 +208,8 @@ class PgRun:
         self.conn = conn
 
     async def all(self, sql: str, *args: Any) -> list[Any]:
-        return await self.conn.fetch(sql, *args)
+        rows: list[Any] = await self.conn.fetch(sql, *args)
+        return rows
 
     async def one(self, sql: str, *args: Any) -> Any:
         return await self.conn.fetchrow(sql, *args)
