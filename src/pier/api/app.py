@@ -14,12 +14,18 @@ from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
 from ..portal.routes import routes as portal_routes
-from ..store import make_store
+from ..store import StoreUnavailable, make_store
 from ..writer import Writer
 from . import ingest, manage, metrics, openapi, read, segment, track
 from .auth import KeyCache
 from .edge import Edge
-from .errors import HTTPProblem, http_exception, problem_handler, server_error
+from .errors import (
+    HTTPProblem,
+    http_exception,
+    problem_handler,
+    server_error,
+    store_unavailable,
+)
 from .gctune import periodic_collection
 
 
@@ -120,6 +126,7 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
         exception_handlers={
             HTTPException: http_exception,
             HTTPProblem: problem_handler,
+            StoreUnavailable: store_unavailable,
             Exception: server_error,
         },
     )

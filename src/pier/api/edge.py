@@ -23,8 +23,9 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..store.base import StoreUnavailable
 from . import metrics
-from .errors import SERVER_ERROR, HTTPProblem, error_response
+from .errors import SERVER_ERROR, UNAVAILABLE, HTTPProblem, error_response
 from .logs import request_id
 
 log = logging.getLogger("pier.access")
@@ -144,6 +145,8 @@ class Edge:
             response = await endpoint(Request(scope, receive))
         except HTTPProblem as exc:
             response = error_response(exc)
+        except StoreUnavailable:  # as errors.store_unavailable under Starlette
+            response = error_response(UNAVAILABLE)
         except ClientDisconnect:
             return DISCONNECTED
         except Exception:
