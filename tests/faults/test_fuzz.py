@@ -617,6 +617,7 @@ DEEP = b'{"a":' * 5000 + b"1" + b"}" * 5000  # past msgspec's nesting limit: a 4
 @example(w=Write(EVENTS, [{"name": n, "external_id": "p4", "message_id": "dup"} for n in "ab"]))
 @example(w=Write("/api/client/identify", {"external_id": "p3", "email": "a\0b"}))
 @example(w=Write(EVENTS, [{"name": "n", "external_id": "p0"}], sent_at="²"))
+@example(w=Write(EVENTS, [{"name": "n", "external_id": "p0"}], sent_at="１２"))
 @example(w=Write("/api/client/track", {"event": "n", "external_id": "p0"}, sent_at="9" * 4301))
 @example(
     w=Write(
@@ -646,8 +647,11 @@ def test_fuzzed_writes(fuzz: Fuzz, w: Write) -> None:
     if w.gzip:
         raw = gzip.compress(raw)
         headers["Content-Encoding"] = "gzip"
-    if w.sent_at is not None:  # (Latin-1, as HTTP headers are read: `²` is one byte)
-        headers["X-Sent-At"] = w.sent_at.encode("latin-1")  # type: ignore[assignment]
+    if w.sent_at is not None:  # (Latin-1, as HTTP headers are read: `²` is one byte;
+        # what Latin-1 cannot spell, such as fullwidth digits, goes as its UTF-8 bytes)
+        latin1 = all(ord(c) < 256 for c in w.sent_at)
+        raw = w.sent_at.encode("latin-1" if latin1 else "utf-8")
+        headers["X-Sent-At"] = raw  # type: ignore[assignment]  # httpx takes bytes too
     refs = refs_in(w.body)
     before = fuzz.probe.snapshot(t.id, refs)
     r = fuzz.http.post(w.url, content=raw, headers=headers)
