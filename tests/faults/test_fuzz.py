@@ -650,8 +650,9 @@ def test_fuzzed_writes(fuzz: Fuzz, w: Write) -> None:
     if w.sent_at is not None:  # (Latin-1, as HTTP headers are read: `²` is one byte;
         # what Latin-1 cannot spell, such as fullwidth digits, goes as its UTF-8 bytes)
         latin1 = all(ord(c) < 256 for c in w.sent_at)
-        raw = w.sent_at.encode("latin-1" if latin1 else "utf-8")
-        headers["X-Sent-At"] = raw  # type: ignore[assignment]  # httpx takes bytes too
+        # (spaces around a value are not part of it in HTTP: h11 refuses to send them)
+        sent = w.sent_at.strip(" \t").encode("latin-1" if latin1 else "utf-8")
+        headers["X-Sent-At"] = sent  # type: ignore[assignment]  # httpx takes bytes too
     refs = refs_in(w.body)
     before = fuzz.probe.snapshot(t.id, refs)
     r = fuzz.http.post(w.url, content=raw, headers=headers)
