@@ -17,13 +17,19 @@ from starlette.types import Scope
 from .api import ingest, manage, openapi, read, segment, track
 from .api.auth import KeyCache
 from .api.edge import Edge
-from .api.errors import HTTPProblem, http_exception, problem_handler, server_error
+from .api.errors import (
+    HTTPProblem,
+    http_exception,
+    problem_handler,
+    server_error,
+    store_unavailable,
+)
 from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
 from .settings import Settings
-from .store import make_store
+from .store import StoreUnavailable, make_store
 from .writer import Writer
 
 
@@ -124,6 +130,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         exception_handlers={
             HTTPException: http_exception,
             HTTPProblem: problem_handler,
+            StoreUnavailable: store_unavailable,
             Exception: server_error,
         },
     )

@@ -119,11 +119,11 @@ class Writer:
             items = self._take()
             try:
                 await self._commit(items)
-            except Exception:  # never let the writer die
+            except Exception as exc:  # a bug in the writer: never let it die
                 log.exception("writer failed a batch")
                 for item in items:
                     if not item.fut.done():
-                        item.fut.set_exception(StoreUnavailable("the write failed"))
+                        item.fut.set_exception(exc)
             finally:
                 self.pending -= sum(item.size for item in items)
                 metrics.queue_depth(self.pending)
@@ -149,14 +149,19 @@ class Writer:
         return items
 
     async def _commit(self, items: list[_Item]) -> None:
-        """Commit the batch; when it fails as a whole, commit each command alone."""
+        """Commit the batch; when it fails as a whole, commit each command alone. A request
+        fails with what failed its command alone: StoreUnavailable (503), or a bug (500, logged
+        with the request's id where the request answers it)."""
         try:
             errors = await self.run_batch([i.cmd for i in items], [i.key for i in items])
-        except StoreUnavailable as exc:
+        except Exception as exc:
             if len(items) == 1:
-                log.warning("write failed, answered 503: %s", exc)
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("write failed, answered 503: %s", exc)
                 if not items[0].fut.done():  # its request may have been cancelled meanwhile
                     items[0].fut.set_exception(exc)
+                elif not isinstance(exc, StoreUnavailable):
+                    log.error("a cancelled request's write failed", exc_info=exc)
                 return
             for item in items:  # isolate the one that fails, if one does
                 await self._commit([item])
@@ -188,11 +193,12 @@ class Writer:
                 metrics.observe_batch(commands, time.perf_counter() - started, changes)
                 return errors
             except Exception as exc:
-                if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
-                    if isinstance(exc, StoreUnavailable):
-                        raise
-                    log.exception("batch of %d commands failed", len(commands))
-                    raise StoreUnavailable(str(exc)) from exc
+                # StoreUnavailable: the database cannot serve (503); an error that is neither
+                # that nor a conflict is a bug (500), raised as it is
+                if not self.store.is_retryable(exc):
+                    raise
+                if attempt == MAX_RETRIES - 1:
+                    raise StoreUnavailable(f"kept conflicting: {exc}") from exc
                 metrics.replayed()
                 await asyncio.sleep(0.001 * attempt)
         raise AssertionError("unreachable")

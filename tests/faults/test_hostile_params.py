@@ -190,7 +190,7 @@ def test_an_unexpected_error_is_a_json_500(tmp_path: object) -> None:
         r = httpx.get(f"{live.url}/boom", timeout=30)
         assert r.status_code == 500
         assert r.headers["content-type"] == "application/json"
-        assert r.json() == {"status": "error", "error": "Internal server error."}
+        assert r.json() == {"status": "error", "error": "internal error"}
     finally:
         live.stop()
 

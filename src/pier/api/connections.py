@@ -30,7 +30,7 @@ import functools
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -82,11 +82,12 @@ _by_idleness: weakref.WeakKeyDictionary[ServerState, OrderedDict[Connection, Non
 
 
 class Connection(HttpToolsProtocol):
-    limits: Limits | None = None  # None: `configured()`; a subclass may set its own
+    preset_limits: ClassVar[Limits | None] = None  # None: `configured()`; a subclass may set
+    limits: Limits
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits: Limits = type(self).limits or configured()
+        self.limits = type(self).preset_limits or configured()
         self.in_head = True  # waiting for a request head, or reading one
         self.begun = False  # a request's first byte has come and its head not yet
         self.since_head = 0  # bytes received since a head or a message last ended (see below)
@@ -95,6 +96,7 @@ class Connection(HttpToolsProtocol):
         self.idle_order = _by_idleness.setdefault(self.server_state, OrderedDict())
 
     # -- connection life -------------------------------------------------------------------
+    # uvicorn's signature, narrower than asyncio.BaseProtocol's (it overrides it the same way)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.idle_order[self] = None

@@ -16,7 +16,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..process import metrics
 from ..process.logs import request_id
-from .errors import SERVER_ERROR, HTTPProblem, error_response
+from ..store.base import StoreUnavailable
+from .errors import SERVER_ERROR, UNAVAILABLE, HTTPProblem, error_response
 
 log = logging.getLogger("pier.access")
 
@@ -84,7 +85,7 @@ def route_label(scope: Scope, root_path: str) -> str:
 
 class Edge:
     def __init__(
-        self, app: ASGIApp, fast_routes: dict[str, Endpoint], *, log_all: bool = False
+        self, app: ASGIApp, fast_routes: Mapping[str, Endpoint], *, log_all: bool = False
     ) -> None:
         self.app = app  # the Starlette app: every other route, and the lifespan
         self.fast_routes = fast_routes  # exact POST path -> endpoint
@@ -146,6 +147,8 @@ class Edge:
             response = await endpoint(Request(scope, receive))
         except HTTPProblem as exc:
             response = error_response(exc)
+        except StoreUnavailable:  # as errors.store_unavailable under Starlette
+            response = error_response(UNAVAILABLE)
         except ClientDisconnect:
             return DISCONNECTED
         except Exception:

@@ -24,6 +24,7 @@ from . import params, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
+from .fields import IDEMPOTENCY_KEY
 
 
 def decode(raw: bytes) -> Any:
@@ -90,10 +91,9 @@ def _request_key(request: Request, raw: bytes) -> RequestKey | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not key or len(key) > validation.ID_MAX:
-        raise invalid(
-            [Problem("/headers/Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")]
-        )
+    if not key or not IDEMPOTENCY_KEY.fits(key):
+        message = f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY.max_len} characters"
+        raise invalid([Problem("/headers/Idempotency-Key", message)])
     digest = hashlib.sha256(request.url.path.encode() + b"\0" + raw)
     return key, digest.hexdigest()
 

@@ -49,7 +49,7 @@ async def list_users(request: Request) -> Response:
     key = await _secret_key(request)
     query = request.query_params
     limit = params.limit(query.get("limit"), read.PAGE)
-    before = params.cursor(query.get("cursor"), 2)
+    before = params.position(query.get("cursor"))
     q = query.get("q") or None
     rows = await _store(request).list_users(key.project_id, limit + 1, before, q)
     page = rows[:limit]

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 description of the Client API, served at GET /api/openapi.json (no key).
 
-Written by hand from docs/client-api.md and the validators (api/validation.py, api/schemas.py);
+Written by hand from docs/client-api.md; the string fields' schemas come from their declarations
+(api/fields.py), as do the validators' limits;
 tests/faults/test_fuzz.py generates requests from these schemas and checks the server's answers
 against them, and tests/faults/test_openapi.py checks that every /api/client route is here.
 """
@@ -14,8 +15,8 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
 from .segment import SUB_PATHS, TYPES
-from .validation import ID_MAX, LIMITS, MAX_EVENTS
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -25,11 +26,9 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def string(max_len: int = ID_MAX, *, nullable: bool = True, min_len: int = 0) -> Schema:
-    s: Schema = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
-    if min_len:
-        s["minLength"] = min_len
-    return s
+def string(name: str, *, nullable: bool = True, nonempty: bool = False) -> Schema:
+    """The schema of the body field `name`, from its declaration (fields.py)."""
+    return field(name).schema(nullable=nullable, nonempty=nonempty)
 
 
 def one_id(extra: list[Schema] | None = None) -> list[Schema]:
@@ -45,15 +44,12 @@ TIME = "ISO-8601 UTC with milliseconds, e.g. 2026-11-26T08:39:35.123Z"
 
 def _traits_properties() -> dict[str, Schema]:
     return {
-        "anonymous_id": string(),
-        "external_id": string(),
-        "email": string(LIMITS["email"]),
-        "phone": {**string(LIMITS["phone"]), "description": "Stored as sent; parsed for data."},
-        "timezone": {
-            **string(LIMITS["timezone"]),
-            "description": "An IANA zone, matched case-insensitively and stored canonically.",
-        },
-        "locale": string(LIMITS["locale"]),
+        "anonymous_id": string("anonymous_id"),
+        "external_id": string("external_id"),
+        "email": string("email"),
+        "phone": string("phone"),
+        "timezone": string("timezone"),
+        "locale": string("locale"),
         "data": {
             "type": ["object", "null"],
             "description": "Merged one level deep; null leaves data as it is.",
@@ -61,7 +57,7 @@ def _traits_properties() -> dict[str, Schema]:
     }
 
 
-SEGMENT_ID = {"type": ["string", "integer", "null"], "maxLength": ID_MAX}
+SEGMENT_ID = {"type": ["string", "integer", "null"], "maxLength": ID.max_len}
 SEGMENT_CALLS = {
     "type": "array",
     "minItems": 1,
@@ -90,8 +86,8 @@ def schemas() -> dict[str, Schema]:
             "type": "object",
             "required": ["anonymous_id", "external_id"],
             "properties": {
-                "anonymous_id": string(nullable=False, min_len=1),
-                "external_id": string(nullable=False, min_len=1),
+                "anonymous_id": string("anonymous_id", nullable=False, nonempty=True),
+                "external_id": string("external_id", nullable=False, nonempty=True),
             },
         },
         "Device": {
@@ -99,15 +95,15 @@ def schemas() -> dict[str, Schema]:
             "description": "Other keys (such as sdk_version) are kept in the device's extra.",
             "required": ["device_id", "os", "model", "app_build", "app_version"],
             "properties": {
-                "anonymous_id": string(),
-                "external_id": string(),
-                "device_id": string(nullable=False, min_len=1),
-                "token": {**string(), "description": "Left out: kept; null: cleared."},
-                "os": string(nullable=False),
-                "os_version": string(),
-                "model": string(nullable=False),
-                "app_build": string(nullable=False),
-                "app_version": string(nullable=False),
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
+                "device_id": string("device_id", nullable=False, nonempty=True),
+                "token": {**string("token"), "description": "Left out: kept; null: cleared."},
+                "os": string("os", nullable=False),
+                "os_version": string("os_version"),
+                "model": string("model", nullable=False),
+                "app_build": string("app_build", nullable=False),
+                "app_version": string("app_version", nullable=False),
             },
             "anyOf": one_id(),
         },
@@ -116,9 +112,9 @@ def schemas() -> dict[str, Schema]:
             "description": "Unknown keys are ignored.",
             "required": ["name"],
             "properties": {
-                "name": string(nullable=False, min_len=1),
-                "anonymous_id": string(),
-                "external_id": string(),
+                "name": string("name", nullable=False, nonempty=True),
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
                 "properties": {
                     "type": ["object", "null"],
@@ -126,7 +122,7 @@ def schemas() -> dict[str, Schema]:
                 },
                 "user": {"anyOf": [ref("Traits"), {"type": "null"}]},
                 "message_id": {
-                    **string(),
+                    **string("message_id"),
                     "description": "Deduplicates: an event whose message_id the project already"
                     " has is not stored again (forever), and the request still succeeds.",
                 },
@@ -155,12 +151,12 @@ def schemas() -> dict[str, Schema]:
             " are ignored.",
             "required": ["event"],
             "properties": {
-                "event": string(nullable=False, min_len=1),
-                "anonymous_id": string(),
-                "external_id": string(),
+                "event": string("event", nullable=False, nonempty=True),
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
                 "properties": {"type": ["object", "null"], "description": "Merged under data."},
-                "message_id": string(),
+                "message_id": string("message_id"),
                 "timestamp": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
             },
             "anyOf": one_id(),
@@ -170,8 +166,9 @@ def schemas() -> dict[str, Schema]:
             "description": "A Segment call: identify, track, page, screen, alias or group"
             " (accepted and ignored). userId is the external id, anonymousId the anonymous id"
             " (numbers are taken as strings). The other fields are checked as the call's type"
-            " uses them (422 with a pointer): event (track: 1-255 characters), name and category"
-            " (page, screen: at most 255), properties and traits (objects), previousId (alias),"
+            f" uses them (422 with a pointer): event (track: 1-{ID.max_len} characters), name and"
+            f" category (page, screen: at most {ID.max_len}), properties and traits (objects),"
+            " previousId (alias),"
             " messageId (events: deduplicates), timestamp (else originalTimestamp) and sentAt"
             " (as on /events), context (an object; its timezone and locale fill an identify's,"
             " its traits (an object) are an identify's traits, overlaid by traits key by key)."
@@ -189,7 +186,7 @@ def schemas() -> dict[str, Schema]:
             "properties": {"success": {"const": True}},
         },
         "SegmentBatch": {
-            "description": "1..1000 calls, each with its type; all-or-nothing.",
+            "description": f"1..{MAX_EVENTS} calls, each with its type; all-or-nothing.",
             "anyOf": [
                 SEGMENT_CALLS,
                 {
@@ -373,7 +370,7 @@ def _ingest(summary: str, body: str) -> Schema:
                 "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
                 " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
                 " key with another request is a 409. Kept 7 days.",
-                "schema": {"type": "string", "maxLength": 255},
+                "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
             }
         ],
         "requestBody": {
@@ -440,7 +437,7 @@ def _page(item: str, extra: dict[str, Schema] | None = None) -> Schema:
 
 
 def paths() -> dict[str, Schema]:
-    events_post = _ingest("Track events (1..1000, all-or-nothing).", "Events")
+    events_post = _ingest(f"Track events (1..{MAX_EVENTS}, all-or-nothing).", "Events")
     events_post["parameters"].append(
         {
             "name": "X-Sent-At",

@@ -10,12 +10,16 @@ from msgspec import UNSET, Meta, UnsetType
 
 from ..domain.commands import EventIn, Identify, Traits
 from ..domain.traits import canonical_timezone
-from .validation import MAX_EVENTS, event_time
+from .fields import ID, MAX_EVENTS, PROFILE
+from .validation import event_time
 
-Id = Annotated[str, Meta(max_length=255)]
-Email = Annotated[str, Meta(max_length=255)]
-Phone = Annotated[str, Meta(max_length=64)]
-Short = Annotated[str, Meta(max_length=50)]
+# the limits as declared in fields.py
+Id = Annotated[str, ID.meta()]
+Name = Annotated[str, ID.meta(nonempty=True)]
+Email = Annotated[str, PROFILE["email"].meta()]
+Phone = Annotated[str, PROFILE["phone"].meta()]
+Timezone = Annotated[str, PROFILE["timezone"].meta()]
+Locale = Annotated[str, PROFILE["locale"].meta()]
 Data = dict[str, Any]
 
 
@@ -28,8 +32,8 @@ class WireTraits(msgspec.Struct, kw_only=True):
     external_id: Id | None = None
     email: Email | None | UnsetType = UNSET
     phone: Phone | None | UnsetType = UNSET
-    timezone: Short | None | UnsetType = UNSET
-    locale: Short | None | UnsetType = UNSET
+    timezone: Timezone | None | UnsetType = UNSET
+    locale: Locale | None | UnsetType = UNSET
     data: Data | None | UnsetType = UNSET
 
 
@@ -42,7 +46,7 @@ OPEN_BRACE = ord("{")
 
 
 class WireEvent(msgspec.Struct, kw_only=True):
-    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    name: Name
     anonymous_id: Id | None = None
     external_id: Id | None = None
     # kept as sent (msgspec has checked it is JSON): decoding and encoding it again was a

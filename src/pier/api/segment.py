@@ -46,7 +46,8 @@ from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from . import ingest, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
-from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
+from .fields import ID, MAX_EVENTS, PROFILE
+from .validation import pointer
 
 TYPES = ("identify", "track", "page", "screen", "alias", "group")
 EVENT_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
@@ -183,11 +184,11 @@ class _Parser:
         if "writeKey" in envelope and not isinstance(envelope["writeKey"], str):
             self.problems.append(Problem("/writeKey", "writeKey must be a string"))
 
-    def add(self, item: Any, at: str, kind: str) -> None:
+    def add(self, item: Any, at: str, route: str) -> None:
         if not isinstance(item, dict):
             self.problems.append(Problem(at, "a call must be a JSON object"))
             return
-        kind = item.get("type", kind if kind != "batch" else None)
+        kind = item.get("type", route if route != "batch" else None)
         if kind not in TYPES:
             self.problems.append(
                 Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")
@@ -269,16 +270,13 @@ class _Parser:
             if field not in traits:
                 continue
             value = traits[field]
-            limit = LIMITS[field]
+            declared = PROFILE[field]
             base = (
                 pointer(at, "traits") if field in own else pointer(pointer(at, "context"), "traits")
             )
-            if value is not None and (not isinstance(value, str) or len(value) > limit):
+            if value is not None and not declared.fits(value):
                 self.problems.append(
-                    Problem(
-                        pointer(base, field),
-                        f"{field} must be a string of at most {limit} characters, or null",
-                    )
+                    Problem(pointer(base, field), declared.expected(field, nullable=True))
                 )
             elif field == "timezone" and value is not None:
                 value = canonical_timezone(value)
@@ -288,7 +286,7 @@ class _Parser:
         context = {**self.context, **context}
         for field in ("timezone", "locale"):  # the device's, when the traits say nothing
             value = context.get(field)
-            if field not in fields and isinstance(value, str) and len(value) <= LIMITS[field]:
+            if field not in fields and PROFILE[field].fits(value):
                 value = canonical_timezone(value) if field == "timezone" else value
                 if value:
                     fields[field] = value
@@ -320,23 +318,15 @@ class _Parser:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or len(value) > ID_MAX:
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value
 
     def _text(self, item: dict, field: str, at: str) -> str | None:
         value = item.get(field)
-        if value is not None and (not isinstance(value, str) or len(value) > ID_MAX):
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if value is not None and not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value or None
 

@@ -329,7 +329,7 @@ class Batch:
             user.dirty = True
             user.updated_at = self.now
 
-    def record(self, user: User, name: str, data: dict, at: int | None = None) -> None:
+    def record(self, user: User, name: str, data: dict[str, Any], at: int | None = None) -> None:
         self.recorded += 1
         self.events.append(Event(user, name, data, self.now if at is None else at))
 

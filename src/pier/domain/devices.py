@@ -80,6 +80,6 @@ def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) ->
         user.devices.remove(device)
         pid = device.project_id
         del b.devices_by_id[(pid, device.device_id)]
-        if b.devices_by_token.get((pid, device.token)) is device:
+        if device.token is not None and b.devices_by_token.get((pid, device.token)) is device:
             del b.devices_by_token[(pid, device.token)]
         b.touch_device(device, moved_only=True)

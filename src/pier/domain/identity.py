@@ -22,7 +22,9 @@ class Identities:
     def __init__(
         self, batch: BatchState, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
     ) -> None:
-        self.batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
+        self.batch: BatchState = weakref.proxy(
+            batch
+        )  # no cycle: a batch is freed as soon as it is done
         self.new_user_id = new_user_id
         self.new_anonymous_id = new_anonymous_id
 

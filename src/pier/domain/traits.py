@@ -37,9 +37,9 @@ def phone_metadata(phone: str | None) -> tuple[str, bool] | None:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
         return None
-    region = phonenumbers.region_code_for_number(
-        number
-    ) or phonenumbers.region_code_for_country_code(number.country_code)
+    region = phonenumbers.region_code_for_number(number)
+    if not region and number.country_code is not None:
+        region = phonenumbers.region_code_for_country_code(number.country_code)
     if not region or region == phonenumbers.UNKNOWN_REGION:
         return None
     return region, phonenumbers.is_valid_number(number)

@@ -16,7 +16,7 @@ from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
 from ..domain.segments import Rule
-from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
 from .segments_sql import compile_members
@@ -115,7 +115,6 @@ class SqlStore:
     `writing()`; it implements the rest of the protocol itself."""
 
     q: Queries
-    unavailable: tuple[type[BaseException], ...] = ()  # errors of find_key that mean 503
 
     @property
     def reader(self) -> Run:
@@ -165,10 +164,7 @@ class SqlStore:
         return [ApiKey(*r) for r in await self.reader.all(self.q.keys, project_id)]
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        try:
-            row = await self.reader.one(self.q.key_by_hash, key_hash)
-        except self.unavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        row = await self.reader.one(self.q.key_by_hash, key_hash)
         return ApiKey(*row) if row else None
 
     async def revoke_key(self, key_id: int | None, key_hash: str | None, now: int) -> bool:

@@ -34,6 +34,28 @@ from .sqlite_index import (
 )
 
 QUERIES = Queries(SQLITE)
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's lock
+# SQLite's primary result codes that say the database cannot serve now (locked past the busy
+# timeout, disk trouble, a file it cannot open or write): answered 503. Any other error (a
+# constraint, a statement Pier got wrong) is a bug: a 500.
+UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def check_unavailable(exc: BaseException) -> None:
+    """Raise StoreUnavailable for an error that means the database cannot serve now."""
+    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF in UNAVAILABLE_CODES:
+        raise StoreUnavailable(f"{exc} ({exc.sqlite_errorname})") from exc
 
 
 def _user_events_sql(cursor: str) -> str:
@@ -83,7 +105,7 @@ class SqliteStore(SqlStore):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # each connection has its own
         register_sqlite_functions(conn)  # the coercions of rule-based segments
         return conn
@@ -138,13 +160,18 @@ class SqliteStore(SqlStore):
     async def writing(self) -> AsyncIterator[SqliteRun]:
         async with self._tx_lock:  # never inside a batch that is committing
             db = self.db
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                check_unavailable(exc)
+                raise
             try:
                 yield SqliteRun(db)
                 db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                check_unavailable(exc)
                 raise
 
     async def migrate(self) -> list[int]:
@@ -187,7 +214,8 @@ class SqliteStore(SqlStore):
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            check_unavailable(exc)
+            raise
         tx = SqliteTx(db, self._identity)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
@@ -201,8 +229,7 @@ class SqliteStore(SqlStore):
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(str(exc)) from exc
+            check_unavailable(exc)
             raise
         if tx.written is None:
             self._identity.clear()  # written outside the batch path: the cache can't follow
@@ -224,6 +251,9 @@ class SqliteStore(SqlStore):
             if before is not None:
                 args["t"], args["i"] = before
             rows = ro.execute(USER_EVENTS[before is not None], args).fetchall()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
         finally:
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
@@ -296,16 +326,32 @@ class SqliteRun:
         self.db = db
 
     async def all(self, sql: str, *args: Any) -> list[Any]:
-        return self.db.execute(sql, args).fetchall()
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def one(self, sql: str, *args: Any) -> Any:
-        return self.db.execute(sql, args).fetchone()
+        try:
+            return self.db.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return self.db.execute(sql, args).rowcount
+        try:
+            return self.db.execute(sql, args).rowcount
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def many(self, sql: str, rows: Any) -> None:
-        self.db.executemany(sql, rows)
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
 
 class SqliteTx(SqlTx):

@@ -55,7 +55,8 @@ def create_pending(db: sqlite3.Connection) -> None:
 
 
 def indexed_upto(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+    upto: int = db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+    return upto
 
 
 class UserEventsIndexer:
