@@ -17,6 +17,7 @@ import msgspec
 from .commands import Alias, Command, Identify, RegisterDevice, Sequence, TrackEvents, flatten
 from .devices import register_device
 from .errors import DomainError, NeedsLoad
+from .feed import DEVICE_REGISTERED, USER_UPDATED, device_data, device_state
 from .identity import Identities
 from .model import Device, Event, User
 from .traits import apply_traits
@@ -157,7 +158,11 @@ class Batch:
         self.request_keys: dict[Key, str] = {}  # Idempotency-Key → fingerprint, committed or new
         self.new_request_keys: list[tuple[int, str, str]] = []
         self.events: list[Event] = []
-        self.recorded = 0  # events of Pier's own (user_created, user_merged) in `events`
+        self.recorded = 0  # events of Pier's own (user_created, user_merged...) in `events`
+        # what the command in progress changed: user_updated data per user, devices touched
+        # (flush() turns them into items when the command is done)
+        self.pending: dict[User, dict[str, Any]] = {}
+        self.pending_devices: dict[Device, None] = {}
         self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
 
@@ -185,6 +190,7 @@ class Batch:
             self.stored_anonymous[key] = uid
 
     def add_device(self, device: Device) -> None:
+        device.shown = device_state(device)  # stored: the feed has described it so
         pid = device.project_id
         self.devices_by_id[(pid, device.device_id)] = device
         if device.token is not None:
@@ -213,17 +219,25 @@ class Batch:
     # -- applying ------------------------------------------------------------------------
     def apply(self, cmd: Command) -> None:
         """Apply one command; raises DomainError (and changes nothing) when it is refused."""
-        if isinstance(cmd, TrackEvents):
-            self._track(cmd)
-        elif isinstance(cmd, Identify):
-            user = self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits)
-            self.touch(user, apply_traits(user, cmd.traits))
-        elif isinstance(cmd, Alias):
-            self._alias(cmd)
-        elif isinstance(cmd, Sequence):
-            self._sequence(cmd)
-        else:
-            register_device(self, cmd)
+        try:
+            if isinstance(cmd, TrackEvents):
+                self._track(cmd)
+            elif isinstance(cmd, Identify):
+                user = self.ids.resolve(
+                    cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits
+                )
+                self.patch(user, apply_traits(user, cmd.traits))
+            elif isinstance(cmd, Alias):
+                self._alias(cmd)
+            elif isinstance(cmd, Sequence):
+                self._sequence(cmd)
+            else:
+                register_device(self, cmd)
+        except BaseException:
+            self.pending.clear()
+            self.pending_devices.clear()
+            raise
+        self.flush()
 
     def _sequence(self, seq: Sequence) -> None:
         """All or nothing. A refusal (only an alias can be refused) may come after earlier
@@ -299,7 +313,9 @@ class Batch:
                     pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp
                 )
                 if ev.traits is not None:
-                    self.touch(user, apply_traits(user, ev.traits))
+                    self.patch(user, apply_traits(user, ev.traits))
+                if self.pending or self.pending_devices:
+                    self.flush()  # the user's items before its event
             created = ev.timestamp if ev.timestamp is not None else self.now
             append(Event(user, ev.name, ev.data, created, ev.message_id))
 
@@ -311,9 +327,48 @@ class Batch:
             user.dirty = True
             user.updated_at = self.now
 
+    def patch(self, user: User, changes: dict[str, Any]) -> None:
+        """`user`'s profile changed (traits.apply_traits' result): touch it, note the changes."""
+        self.touch(user, bool(changes))
+        self.note(user, changes)
+
     def record(self, user: User, name: str, data: dict, at: int | None = None) -> None:
         self.recorded += 1
         self.events.append(Event(user, name, data, self.now if at is None else at))
+
+    def note(self, user: User, changes: dict[str, Any]) -> None:
+        """Add to what the command in progress changed on `user`, in a user_updated item's
+        words: fields with their new values, `anonymous_ids_added`, `data` (changed keys)."""
+        if not changes:
+            return
+        pending = self.pending.setdefault(user, {})
+        for key, value in changes.items():
+            if key == "data":
+                pending.setdefault("data", {}).update(value)
+            elif key == "anonymous_ids_added":
+                pending.setdefault(key, []).extend(value)
+            else:
+                pending[key] = value
+
+    def flush(self) -> None:
+        """Record the items of the command (or event) just applied: a user_updated for each user
+        it changed, then a device_registered for each device whose state (feed.device_state)
+        is not the one the feed last showed, in the order they were first touched. Nothing
+        changed, no item."""
+        if self.pending:
+            for user, changes in self.pending.items():
+                if not user.deleted:
+                    self.record(user, USER_UPDATED, changes)
+            self.pending = {}
+        if self.pending_devices:
+            for device in self.pending_devices:
+                if device.deleted:  # by the device cap: no item (docs/client-api.md)
+                    continue
+                state = device_state(device)
+                if state != device.shown:
+                    device.shown = state
+                    self.record(device.user, DEVICE_REGISTERED, device_data(device))
+            self.pending_devices = {}
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:
         """Mark a device changed. `seq` orders the updates of one batch, which share one time,
@@ -322,6 +377,7 @@ class Batch:
         if not device.dirty:
             device.dirty = True
             self.touched_devices.append(device)
+        self.pending_devices[device] = None
         if moved_only:
             return
         device.updated_at = self.now
