@@ -193,7 +193,7 @@ class PostgresStore(SqlStore):
         for attempt in range(DELETE_ATTEMPTS):
             try:
                 async with self.transaction() as tx:
-                    return await self._delete_user(tx.run, project_id, ref, by)
+                    return await self._delete_user(tx, project_id, ref, by)
             except RETRYABLE as exc:
                 if attempt == DELETE_ATTEMPTS - 1:
                     raise StoreUnavailable(f"delete kept conflicting: {exc}") from exc

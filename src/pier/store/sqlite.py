@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
+from ..domain.feed import MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -258,7 +259,7 @@ class SqliteStore(SqlStore):
         # and creates a new one: no row can be left pointing to the deleted user. (The writer's
         # identity cache is cleared after a transaction that wrote outside a batch, as this one.)
         async with self.transaction() as tx:
-            return await self._delete_user(tx.run, project_id, ref, by)
+            return await self._delete_user(tx, project_id, ref, by)
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         delete_user_events(self.db, user_id)  # and their user_events rows (sqlite_index.py)
@@ -330,8 +331,9 @@ class SqliteTx(SqlTx):
         await super().write(c)
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        for frm, to in moves:
-            move_user_events(self.db, frm, to)  # and user_events (sqlite_index.py)
+        for frm, to in moves:  # and user_events (sqlite_index.py)
+            delete_user_events(self.db, frm, MERGED_AWAY)  # its own items leave (SqlTx's)
+            move_user_events(self.db, frm, to)
 
 
 def _statements(sql: str) -> list[str]:

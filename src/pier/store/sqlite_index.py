@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
@@ -203,12 +204,29 @@ def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
     db.execute("DELETE FROM temp.pending WHERE user_id = ?", (frm,))
 
 
-def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
+def delete_user_events(
+    db: sqlite3.Connection, user_id: int, names: Sequence[str] | None = None
+) -> None:
+    """Delete every event of a user, indexed or not; only those named one of `names` when
+    given (a merged user's own items)."""
     upto = indexed_upto(db)
+    named, args = "", ()
+    if names is not None:
+        named, args = f" AND name IN ({', '.join('?' * len(names))})", tuple(names)
     db.execute(
-        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",
-        (user_id,),
+        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)"
+        + named,
+        (user_id, *args),
     )
-    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?", (upto, user_id))
-    db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
-    db.execute("DELETE FROM temp.pending WHERE user_id = ?", (user_id,))
+    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?" + named, (upto, user_id, *args))
+    if names is None:
+        db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
+        db.execute("DELETE FROM temp.pending WHERE user_id = ?", (user_id,))
+        return
+    for table in ("user_events", "temp.pending"):
+        db.execute(
+            f"DELETE FROM {table} WHERE user_id = ? AND event_id NOT IN"
+            f" (SELECT event_id FROM {table} x JOIN events e ON e.id = x.event_id"
+            " WHERE x.user_id = ?)",
+            (user_id, user_id),
+        )
