@@ -73,6 +73,7 @@ class Identities:
         b = self.batch
         user = User(self.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
         b.users[user.id] = user
+        b.note(user, {}, at)  # its user_updated (Batch.flush) at its user_created's time
         if ext:
             b.by_external[(pid, ext)] = user
             b.note(user, {"external_id": ext})  # with the rest, in the user_updated after it
