@@ -152,6 +152,7 @@ def test_delete_user_removes_everything_of_that_user_only(tenant: Tenant) -> Non
     assert tombstone["name"] == "user_deleted" and tombstone["data"] == {
         "external_id": "gone",
         "anonymous_ids": ["gone-a1", "gone-a2"],
+        "device_ids": ["gone-d1"],
     }
     assert tombstone["user_id"] not in {e["user_id"] for e in items if e is not tombstone}
     assert (tombstone["external_id"], tombstone["anonymous_id"]) == (None, None)

@@ -28,7 +28,7 @@ from pier.domain.devices import MAX_DEVICES_PER_USER
 from pier.domain.errors import DomainError, NeedsLoad
 from pier.domain.feed import MERGED_AWAY
 from pier.domain.model import Device, User
-from tests.support.feed import rebuild, without_nulls
+from support.feed import rebuild, without_nulls
 
 PID = 1
 NOW = 1_800_000_000_000
@@ -407,7 +407,6 @@ class MemoryStore:
         events = Counter((self._sig(uid), name) for uid, name, _, _, _ in self.events)
         return {"users": users, "devices": devices, "events": events}
 
-
     def rebuilt(self) -> tuple[dict[int, dict], dict[str, dict]]:
         """Users and devices as the rows hold them, in the shape tests.support.feed.rebuild
         gives."""
@@ -513,7 +512,9 @@ def test_one_batch_or_a_few_batches_same_world(cmds: list[Command], cuts: list[i
     ],
     [1],
 )
-def test_the_items_alone_rebuild_the_users_and_devices(cmds: list[Command], cuts: list[int]) -> None:
+def test_the_items_alone_rebuild_the_users_and_devices(
+    cmds: list[Command], cuts: list[int]
+) -> None:
     # What a destination relies on: the feed's items, read after the fact, give the state the
     # rows hold; however the commands were batched. (Under the device cap, which has no item.)
     for store, _ in (run_one_batch(cmds), run_in_chunks(cmds, cuts)):

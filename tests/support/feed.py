@@ -49,8 +49,18 @@ def rebuild(items: Iterable[dict[str, Any]]) -> tuple[dict[int, dict], dict[str,
                     del devices[device_id]
             devices[data["device_id"]] = {**data, "user_id": uid}
         elif name == "user_deleted":
-            users.pop(uid, None)
-            drop_devices(uid)
+            # with it, any user holding one of its anonymous ids: merged into it (the
+            # user_merged left the feed with it), and any device it had (moved to it)
+            gone = {uid} | {
+                u
+                for u, user in users.items()
+                if set(user["anonymous_ids"]) & set(data["anonymous_ids"])
+            }
+            for u in gone:
+                users.pop(u, None)
+                drop_devices(u)
+            for device_id in data["device_ids"]:
+                devices.pop(device_id, None)
     return users, devices
 
 

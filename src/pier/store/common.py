@@ -233,13 +233,17 @@ class SqlStore:
         found = await run.one(q.user_by_id, project_id, uid)
         assert found is not None
         user = user_from_row(found)
-        anonymous = [a for _, a in await run.all(q.anonymous_ids_of, q.dialect.array([uid]))]
+        ids = q.dialect.array([uid])
+        anonymous = [a for _, a in await run.all(q.anonymous_ids_of, ids)]
+        devices = [row[3] for row in await run.all(q.devices_of, ids)]  # DEVICE_FIELDS order
         await self._delete_events(run, project_id, uid)
         for sql in q.delete_user_rows:
             await run.execute(sql, project_id, uid)
         await run.execute(q.delete_user, project_id, uid)
         now = now_ms()
-        data = {"external_id": user.external_id, "anonymous_ids": anonymous}
+        # device_ids: a device's earlier items may name another user (it moved): they stay,
+        # and the tombstone tells a consumer to drop it too
+        data = {"external_id": user.external_id, "anonymous_ids": anonymous, "device_ids": devices}
         await tx.insert_events([Event(user, USER_DELETED, data, now)], now)
         return True
 
