@@ -370,10 +370,16 @@ class Batch:
             for device in self.pending_devices:
                 if device.deleted:  # by the device cap: no item (docs/client-api.md)
                     continue
-                state = device_state(device)
-                if state != device.shown:
-                    device.shown = state
-                    self.record(device.user, DEVICE_REGISTERED, device_data(device))
+                state, shown = device_state(device), device.shown
+                if state == shown:
+                    continue
+                data = device_data(device)
+                if shown is not None and shown[1] != device.device_id:
+                    left = shown[0]  # renamed (found by its token) and moved: said to the user
+                    if left is not device.user and not left.deleted:  # it left too, whose
+                        self.record(left, DEVICE_REGISTERED, data)  # items keep its old id
+                device.shown = state
+                self.record(device.user, DEVICE_REGISTERED, data)
             self.pending_devices = {}
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:

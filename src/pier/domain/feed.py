@@ -24,8 +24,9 @@ DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build",
 
 
 def device_state(device: Device) -> tuple[Any, ...]:
-    """What a device_registered item says of a device, and its owner: equal states, no item."""
-    return (device.user.id, *(getattr(device, f) for f in DEVICE_FIELDS), dict(device.extra))
+    """What a device_registered item says of a device, and its owner (the User: [0]); the
+    device id is [1]. Equal states, no item."""
+    return (device.user, *(getattr(device, f) for f in DEVICE_FIELDS), dict(device.extra))
 
 
 def device_data(device: Device) -> dict[str, Any]:

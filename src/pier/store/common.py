@@ -13,7 +13,7 @@ import msgspec
 
 from ..clock import now_ms
 from ..domain.batch import ChangeSet
-from ..domain.feed import MERGED_AWAY, USER_DELETED
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY, USER_DELETED
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
@@ -236,16 +236,39 @@ class SqlStore:
         ids = q.dialect.array([uid])
         anonymous = [a for _, a in await run.all(q.anonymous_ids_of, ids)]
         devices = [row[3] for row in await run.all(q.devices_of, ids)]  # DEVICE_FIELDS order
+        devices += await self._gone_devices(run, project_id, uid, devices)
         await self._delete_events(run, project_id, uid)
         for sql in q.delete_user_rows:
             await run.execute(sql, project_id, uid)
         await run.execute(q.delete_user, project_id, uid)
         now = now_ms()
-        # device_ids: a device's earlier items may name another user (it moved): they stay,
-        # and the tombstone tells a consumer to drop it too
+        # device_ids: a device's earlier items may name another user (it moved there from
+        # it): they stay, and the tombstone tells a consumer to drop the device too
         data = {"external_id": user.external_id, "anonymous_ids": anonymous, "device_ids": devices}
         await tx.insert_events([Event(user, USER_DELETED, data, now)], now)
         return True
+
+    async def _gone_devices(
+        self, run: Run, project_id: int, user_id: int, owned: list[str]
+    ) -> list[str]:
+        """The device ids that the user's device_registered items name, that it does not own
+        and no device has now (renamed, found by its token, or deleted with another user):
+        their items under other users, older, would stay in the feed with nothing after."""
+        named = {
+            _decode(d)["device_id"] for d in await self._device_items(run, project_id, user_id)
+        }
+        named -= set(owned)
+        if not named:
+            return []
+        found = await run.all(
+            self.q.devices_where["device_id"], project_id, self.q.dialect.array(sorted(named))
+        )
+        return sorted(named - {row[3] for row in found})
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        """The data of the user's device_registered items."""
+        rows = await run.all(self.q.user_items_named, project_id, user_id, DEVICE_REGISTERED)
+        return [r[0] for r in rows]
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         await run.execute(self.q.delete_user_events, project_id, user_id)

@@ -275,6 +275,9 @@ class Queries:
     )
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
+    user_items_named = (  # PostgreSQL's (events_user index); SQLite reads user_events
+        "SELECT data{text} FROM events WHERE project_id = $1 AND user_id = $2 AND name = $3"
+    )
     prune_request_keys = "DELETE FROM request_keys WHERE created_at < $1"
 
     def __init__(self, dialect: Dialect) -> None:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
-from ..domain.feed import MERGED_AWAY
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -31,6 +31,7 @@ from .sqlite_index import (
     delete_user_events,
     indexed_upto,
     move_user_events,
+    user_items_named,
 )
 
 QUERIES = Queries(SQLITE)
@@ -260,6 +261,9 @@ class SqliteStore(SqlStore):
         # identity cache is cleared after a transaction that wrote outside a batch, as this one.)
         async with self.transaction() as tx:
             return await self._delete_user(tx, project_id, ref, by)
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        return user_items_named(self.db, user_id, DEVICE_REGISTERED)  # through user_events
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         delete_user_events(self.db, user_id)  # and their user_events rows (sqlite_index.py)

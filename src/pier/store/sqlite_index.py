@@ -204,6 +204,18 @@ def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
     db.execute("DELETE FROM temp.pending WHERE user_id = ?", (frm,))
 
 
+def user_items_named(db: sqlite3.Connection, user_id: int, name: str) -> list[str]:
+    """The data of a user's events with this name, indexed or not (some may come twice: an
+    indexer pass may have indexed events past the watermark)."""
+    rows = db.execute(
+        "SELECT e.data FROM user_events x JOIN events e ON e.id = x.event_id"
+        " WHERE x.user_id = ? AND e.name = ?"
+        " UNION ALL SELECT data FROM events WHERE id > ? AND user_id = ? AND name = ?",
+        (user_id, name, indexed_upto(db), user_id, name),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def delete_user_events(
     db: sqlite3.Connection, user_id: int, names: Sequence[str] | None = None
 ) -> None:
