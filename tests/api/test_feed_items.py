@@ -5,12 +5,15 @@ and the items alone rebuild the users and devices the read API shows."""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
+import jsonschema
 import pytest
 
 from conftest import Tenant
+from pier.api.openapi import document
 from support.feed import PROFILE, rebuild, without_nulls
 
 FIELDS = {"os": "iOS", "model": "iPhone15,2", "app_build": "1", "app_version": "1.0"}
@@ -328,6 +331,14 @@ def test_the_feed_alone_rebuilds_users_and_devices(tenant: Tenant, seed: int) ->
     assert expected[0] and {"user_merged", "user_deleted", "device_registered"} <= {
         e["name"] for e in followed
     }
+
+    # the OpenAPI document says what each item's data holds
+    schemas = json.dumps(document()["components"]["schemas"])
+    defs = json.loads(schemas.replace("#/components/schemas/", "#/$defs/"))
+    item = jsonschema.Draft202012Validator({"$defs": defs, "$ref": "#/$defs/FeedEvent"})
+    for e in followed:
+        item.validate(e)
+    assert not item.is_valid({**followed[0], "name": "user_updated", "data": {"plan": 1}})
 
     for source in (followed, items(tenant)[0]):  # as it went, and read from the start now
         users, devices = rebuild(source)
