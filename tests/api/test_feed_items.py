@@ -156,13 +156,15 @@ def test_a_request_that_changes_nothing_adds_no_item(tenant: Tenant) -> None:
         ("identify", {"external_id": "e1", "data": {"k": [1, {"n": None}]}, "locale": "en"}),
         ("alias", {"anonymous_id": "a2", "external_id": "e1"}),
         ("devices", {**device("d1", "t1", external_id="e1"), "extra_key": "v"}),
-        ("events", [{"name": "x", "external_id": "e1", "user": {"email": "e@x.io"}}]),
+        ("events", [{"name": "x", "external_id": "e1", "user": {"locale": "de"}}]),
     ]
+    cursor = None
     for path, body in requests:
         post(tenant, path, body)
-        _, cursor = items(tenant)
+        first, cursor = items(tenant, cursor)
+        assert {"user_updated", "device_registered"} & {e["name"] for e in first}, path
         post(tenant, path, body)  # the same again
-        found, _ = items(tenant, cursor)
+        found, cursor = items(tenant, cursor)
         assert [e["name"] for e in found] == (["x"] if path == "events" else []), path
 
 
