@@ -54,7 +54,7 @@ def test_requests_events_batches_and_latency_are_counted(tenant: Tenant) -> None
         requests(after, "/api/client/events", 422) - requests(before, "/api/client/events", 422)
         == 1
     )
-    route = "/api/client/users/{ref:path}"
+    route = "/api/client/users/{ref:ref}"
     assert requests(after, route, 200, "GET") - requests(before, route, 200, "GET") == 1
     assert requests(after, "unmatched", 404, "GET") - requests(before, "unmatched", 404, "GET") == 1
     assert not [k for k in after if "met-1" in str(k)]  # route templates, never raw paths

@@ -69,6 +69,13 @@ def test_user_fields(tenant: Tenant) -> None:
     assert {"id", "name", "data", "created_at"} <= set(event)
 
 
+def test_ids_with_a_line_break_can_be_read(tenant: Tenant) -> None:
+    tenant.post("identify", {"external_id": "two\nlines", "anonymous_id": "a\r\nb"})
+    assert tenant.user("two%0Alines")["anonymous_ids"] == ["a\r\nb"]
+    assert tenant.user("a%0D%0Ab", by="anonymous_id")["external_id"] == "two\nlines"
+    assert tenant.secret.get("/api/client/users/two%0Alines/devices").status_code == 200
+
+
 def test_ids_with_a_slash_can_be_read_and_deleted(tenant: Tenant) -> None:
     tenant.post("identify", {"external_id": "team/a", "anonymous_id": "x/y"})
     assert tenant.user("team%2Fa")["external_id"] == "team/a"

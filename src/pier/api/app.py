@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,6 +20,16 @@ from .auth import KeyCache
 from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler
 from .gctune import periodic_collection
+
+
+class RefConvertor(PathConvertor):
+    """A user ref in a path: any characters, "/" and line breaks too (Starlette's `path` is
+    `.*`, which stops at a newline: an id holding one was stored but could not be read)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("ref", RefConvertor())
 
 
 async def health(request: Request) -> Response:
@@ -45,11 +56,11 @@ def routes() -> list[Route | Mount]:
         Route("/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi.serve, methods=["GET"]),
         Route("/api/client/users", manage.list_users, methods=["GET"]),
-        # {ref:path}: external and anonymous ids may hold "/" (send it as %2F or as is)
-        Route("/api/client/users/{ref:path}/events", read.user_events, methods=["GET"]),
-        Route("/api/client/users/{ref:path}/devices", manage.user_devices, methods=["GET"]),
-        Route("/api/client/users/{ref:path}", read.get_user, methods=["GET"]),
-        Route("/api/client/users/{ref:path}", manage.delete_user, methods=["DELETE"]),
+        # {ref:ref}: external and anonymous ids may hold "/" (send it as %2F or as is)
+        Route("/api/client/users/{ref:ref}/events", read.user_events, methods=["GET"]),
+        Route("/api/client/users/{ref:ref}/devices", manage.user_devices, methods=["GET"]),
+        Route("/api/client/users/{ref:ref}", read.get_user, methods=["GET"]),
+        Route("/api/client/users/{ref:ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         Mount("/portal", routes=portal_routes()),
     ]
