@@ -162,7 +162,7 @@ class Batch:
         # what the command in progress changed: user_updated data per user, devices touched
         # (flush() turns them into items when the command is done)
         self.pending: dict[User, dict[str, Any]] = {}
-        self.pending_at: dict[User, int] = {}  # a new user's: its user_created's time
+        self.pending_at: dict[User, int] = {}  # an item's time, when not now: a new user's
         self.pending_devices: dict[Device, None] = {}
         self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
@@ -338,12 +338,9 @@ class Batch:
         self.recorded += 1
         self.events.append(Event(user, name, data, self.now if at is None else at))
 
-    def note(self, user: User, changes: dict[str, Any], at: int | None = None) -> None:
+    def note(self, user: User, changes: dict[str, Any]) -> None:
         """Add to what the command in progress changed on `user`, in a user_updated item's
-        words: fields with their new values, `anonymous_ids_added`, `data` (changed keys).
-        `at`: the item's time, when not now (a user created by an event: the event's)."""
-        if at is not None:
-            self.pending_at.setdefault(user, at)
+        words: fields with their new values, `anonymous_ids_added`, `data` (changed keys)."""
         if not changes:
             return
         pending = self.pending.setdefault(user, {})

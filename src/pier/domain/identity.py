@@ -73,10 +73,13 @@ class Identities:
         b = self.batch
         user = User(self.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
         b.users[user.id] = user
-        b.note(user, {}, at)  # its user_updated (Batch.flush) at its user_created's time
+        # its whole state goes in the user_updated after its user_created (Batch.flush), at
+        # the same time: the external id, the anonymous id (attach), what the command sets
+        b.pending[user] = {"external_id": ext} if ext else {}
+        if at is not None:
+            b.pending_at[user] = at
         if ext:
             b.by_external[(pid, ext)] = user
-            b.note(user, {"external_id": ext})  # with the rest, in the user_updated after it
         self.attach(user, anon or self.new_anonymous_id())
         b.record(user, USER_CREATED, creation_data(traits, ext, anon), at)
         return user
