@@ -39,7 +39,7 @@ def test_concurrent_requests_share_transactions(tmp_path: Path) -> None:
         assert writer.committed == 200
         assert writer.batches < 20
         stats = await writer.store.stats(pid)
-        assert stats["users"] == 7 and stats["events"] == 207
+        assert stats["users"] == 7 and stats["events"] == 214  # + user_created, user_updated
         await writer.stop()
         await writer.store.close()
 

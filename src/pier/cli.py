@@ -288,9 +288,12 @@ def demo(database_url: str) -> None:
 @click.option("--page-size", default=1000, type=click.IntRange(1, 10_000), hidden=True)
 @database_option
 def export(project_id: int, after: str | None, page_size: int, database_url: str) -> None:
-    """Write a project's events to stdout as NDJSON, in storage order (as GET /api/client/events).
+    """Write a project's change feed to stdout as NDJSON, in storage order (as GET
+    /api/client/events): tracked events and Pier's own items, user_created, user_updated,
+    user_merged, device_registered and user_deleted, from which the users and devices can be
+    rebuilt (docs/client-api.md, "The change feed", gives each item's data).
 
-    Reads page by page (constant memory) up to the newest event stored when it started, then
+    Reads page by page (constant memory) up to the newest item stored when it started, then
     prints on stderr the cursor to continue from with --after."""
     import sys
 
@@ -325,7 +328,7 @@ def export(project_id: int, after: str | None, page_size: int, database_url: str
 
     count, cursor = run(database_url, action)
     resume = f"; continue with --after {feed_cursor(cursor)}" if cursor is not None else ""
-    click.echo(f"exported {count} events{resume}", err=True)
+    click.echo(f"exported {count} items{resume}", err=True)
 
 
 @main.group()

@@ -91,7 +91,7 @@ def test_a_heavy_backlog_delays_another_project_by_one_batch_at_most(database_ur
         assert len(writer.log) >= 3  # the backlog did take several batches
         stats = await store.stats(heavy)
         assert stats["users"] == HEAVY_REQUESTS * MERGES  # every anonymous user merged away
-        assert (await store.stats(light))["events"] == 2  # user_created and its event
+        assert (await store.stats(light))["events"] == 3  # user_created, user_updated, its event
         await store.close()
 
     asyncio.run(main())

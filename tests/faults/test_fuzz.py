@@ -45,6 +45,7 @@ from pier.api.openapi import document
 from pier.api.segment import SUB_PATHS
 from pier.api.validation import event_time
 from pier.clock import now_ms
+from pier.domain import feed
 from pier.store import make_store
 
 SPEC = document()
@@ -537,7 +538,7 @@ def expected_events(w: Write) -> list[Expected]:
 
 def read_back_events(f: Fuzz, w: Write, last_event: int | None) -> None:
     """The events stored by this request are the ones it sent, less those whose message id
-    the project already had, plus the user_created/user_merged events of its users."""
+    the project already had, plus Pier's own items (domain/feed.py) for its users."""
     new = feed_after(f.tenant, last_event)
     by_key: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for x in new:
@@ -558,7 +559,7 @@ def read_back_events(f: Fuzz, w: Write, last_event: int | None) -> None:
             ms, _ = event_time(e.timestamp, now_ms())
             assert match["created_at"] == render.iso(ms)
     left = [x for xs in by_key.values() for x in xs]
-    assert all(x["name"] in ("user_created", "user_merged") for x in left), left
+    assert all(x["name"] in feed.ITEMS for x in left), left
     f.acked_message_ids |= {e.message_id for e in expected if e.message_id}
 
 

@@ -213,9 +213,9 @@ def test_an_encoded_slash_is_part_of_the_id(tenant: Tenant) -> None:
     assert r.json()["external_id"] == "x/events"
     r = tenant.secret.get("/api/client/users/x/events")  # the events of "x"
     assert r.status_code == 200, r.text
-    assert [e["name"] for e in r.json()["results"]] == ["of x", "user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["of x", "user_updated", "user_created"]
     r = tenant.secret.get("/api/client/users/x%2Fevents/events")
-    assert [e["name"] for e in r.json()["results"]] == ["user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["user_updated", "user_created"]
     r = tenant.secret.get("/api/client/users/x%2Fevents/devices")
     assert r.json() == {"results": []}
 
@@ -234,7 +234,7 @@ def test_any_id_can_be_read_and_deleted(tenant: Tenant, ref: str, by: str) -> No
     assert r.status_code == 200, (url, r.text)
     assert ref in (r.json()["external_id"], *r.json()["anonymous_ids"])
     r = tenant.secret.get(f"{url}/events", params={"by": by})
-    assert [e["name"] for e in r.json()["results"]] == ["user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["user_updated", "user_created"]
     assert tenant.secret.delete(url, params={"by": by}).status_code == 204
     assert tenant.secret.get(url, params={"by": by}).status_code == 404
     assert tenant.counts()["users"] == 0

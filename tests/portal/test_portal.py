@@ -175,8 +175,9 @@ def test_pages_show_projects_keys_users_and_events(portal, server: LiveServer) -
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in live.text and "<script>alert" not in live.text
     assert "checkout" in live.text and "Newest events" in live.text
     feed = portal.get(f"{base}/live.json").json()
-    assert [e["name"] for e in feed["events"]][:3] == ["visit", "user_created", "checkout"]
-    assert feed["events"][0]["user"] == "v" and feed["events"][2]["user"] == "ann"
+    names = ["visit", "user_updated", "user_created", "checkout"]
+    assert [e["name"] for e in feed["events"]][:4] == names
+    assert feed["events"][0]["user"] == "v" and feed["events"][3]["user"] == "ann"
     assert portal.get(f"{base}/live.json", params={"after": feed["last_id"]}).json() == {
         "events": [],
         "last_id": feed["last_id"],

@@ -15,6 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..domain import feed
 from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
 from .segment import SUB_PATHS, TYPES
 
@@ -40,6 +41,91 @@ def one_id(extra: list[Schema] | None = None) -> list[Schema]:
 
 
 TIME = "ISO-8601 UTC with milliseconds, e.g. 2026-11-26T08:39:35.123Z"
+RESERVED = sorted(feed.RESERVED_EVENT_NAMES)
+EVENT_NAME = {
+    **string("name", nullable=False, nonempty=True),
+    "not": {"enum": RESERVED},
+    "description": "Not one of Pier's own item names (422): " + ", ".join(RESERVED) + ".",
+}
+NULLABLE_STRING = {"type": ["string", "null"]}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+def _feed_items() -> dict[str, Schema]:
+    """The data of each of Pier's own feed items (docs/client-api.md, "The change feed")."""
+    return {
+        "UserCreatedData": {
+            "type": "object",
+            "description": "user_created: a user was created. As Parcelvoy records it: the"
+            " creating request's data plus the fields it set (external_id, anonymous_id when"
+            " sent, email, phone, timezone, locale). A user_updated with the new user's whole"
+            " state follows it: rebuild from that.",
+        },
+        "UserUpdatedData": {
+            "type": "object",
+            "description": "user_updated: identify, alias or an event's user block changed the"
+            " user (or it was just created, or gained what a merge brought). Only what changed,"
+            " with the new values.",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "external_id": {"type": "string"},
+                "email": NULLABLE_STRING,
+                "phone": NULLABLE_STRING,
+                "timezone": NULLABLE_STRING,
+                "locale": NULLABLE_STRING,
+                "anonymous_ids_added": {**STRINGS, "minItems": 1},
+                "data": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "The changed keys with their new values; null: removed (or"
+                    " set to null).",
+                },
+            },
+        },
+        "UserMergedData": {
+            "type": "object",
+            "description": "user_merged: the anonymous user merged_user_id was merged into this"
+            " one, and is gone. Its own items left the feed; what this user gained follows in a"
+            " user_updated, its devices in device_registered items.",
+            "required": ["merged_user_id", "anonymous_ids"],
+            "properties": {"merged_user_id": {"type": "integer"}, "anonymous_ids": STRINGS},
+        },
+        "DeviceRegisteredData": {
+            "type": "object",
+            "description": "device_registered: a device of this user, as stored after the"
+            " change (a devices call, a token moving away from it, a merge). A token lives on"
+            " one device: another device holding it is this one under its former device_id.",
+            "required": [*feed.DEVICE_FIELDS, "extra"],
+            "additionalProperties": False,
+            "properties": {
+                **{f: NULLABLE_STRING for f in feed.DEVICE_FIELDS},
+                "device_id": {"type": "string"},
+                "extra": {"type": "object"},
+            },
+        },
+        "UserDeletedData": {
+            "type": "object",
+            "description": "user_deleted: the user was deleted; its other items left the"
+            " feed. Also gone: any user holding one of anonymous_ids (merged into it), and the"
+            " devices device_ids.",
+            "required": ["external_id", "anonymous_ids", "device_ids"],
+            "properties": {
+                "external_id": NULLABLE_STRING,
+                "anonymous_ids": STRINGS,
+                "device_ids": STRINGS,
+            },
+        },
+    }
+
+
+ITEM_DATA = {
+    feed.USER_CREATED: "UserCreatedData",
+    feed.USER_UPDATED: "UserUpdatedData",
+    feed.USER_MERGED: "UserMergedData",
+    feed.DEVICE_REGISTERED: "DeviceRegisteredData",
+    feed.USER_DELETED: "UserDeletedData",
+}
 
 
 def _traits_properties() -> dict[str, Schema]:
@@ -112,7 +198,7 @@ def schemas() -> dict[str, Schema]:
             "description": "Unknown keys are ignored.",
             "required": ["name"],
             "properties": {
-                "name": string("name", nullable=False, nonempty=True),
+                "name": EVENT_NAME,
                 "anonymous_id": string("anonymous_id"),
                 "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
@@ -151,7 +237,7 @@ def schemas() -> dict[str, Schema]:
             " are ignored.",
             "required": ["event"],
             "properties": {
-                "event": string("event", nullable=False, nonempty=True),
+                "event": EVENT_NAME,
                 "anonymous_id": string("anonymous_id"),
                 "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
@@ -168,7 +254,7 @@ def schemas() -> dict[str, Schema]:
             " (numbers are taken as strings). The other fields are checked as the call's type"
             f" uses them (422 with a pointer): event (track: 1-{ID.max_len} characters), name and"
             f" category (page, screen: at most {ID.max_len}), properties and traits (objects),"
-            " previousId (alias),"
+            " previousId (alias), event (track: not one of Pier's own item names),"
             " messageId (events: deduplicates), timestamp (else originalTimestamp) and sentAt"
             " (as on /events), context (an object; its timezone and locale fill an identify's,"
             " its traits (an object) are an identify's traits, overlaid by traits key by key)."
@@ -271,8 +357,22 @@ def schemas() -> dict[str, Schema]:
                 "message_id": {"type": ["string", "null"]},
             },
         },
+        **_feed_items(),
         "FeedEvent": {
-            "allOf": [ref("StoredEvent")],
+            "description": "An item of the change feed: a tracked event, or one of Pier's own"
+            " items (" + ", ".join(feed.ITEMS) + "), whose data is described by its schema."
+            " The items alone rebuild the project's users and devices; user_id,"
+            " external_id and anonymous_id are the user's as they are when read.",
+            "allOf": [
+                ref("StoredEvent"),
+                *(
+                    {
+                        "if": {"required": ["name"], "properties": {"name": {"const": name}}},
+                        "then": {"properties": {"data": ref(schema)}},
+                    }
+                    for name, schema in ITEM_DATA.items()
+                ),
+            ],
             "type": "object",
             "properties": {
                 "user_id": {"type": ["integer", "null"]},
@@ -447,8 +547,9 @@ def paths() -> dict[str, Schema]:
             "schema": {"type": "string"},
         }
     )
-    feed = _read(
-        "The project's events in storage order, for export and polling.",
+    feed_get = _read(
+        "The project's change feed in storage order: tracked events and Pier's own items"
+        " (FeedEvent), from which users and devices can be rebuilt; for export and polling.",
         [
             _query("after", "Continue after this cursor.", {"type": "string"}),
             _query("limit", "Page size (default 100).", LIMIT),
@@ -479,7 +580,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
         "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
-        "/api/client/events": {"post": events_post, "get": feed},
+        "/api/client/events": {"post": events_post, "get": feed_get},
         "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
         "/api/client/segment": {"post": segment_batch},
         "/api/client/segment/{call}": {"post": segment_call},

@@ -9,6 +9,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..domain.commands import EventIn, Identify, Traits
+from ..domain.feed import RESERVED_EVENT_NAMES
 from ..domain.traits import canonical_timezone
 from .fields import ID, MAX_EVENTS, PROFILE
 from .validation import event_time
@@ -98,6 +99,8 @@ def events(body: bytes, now_ms: int, skew_ms: int) -> list[EventIn]:
         raise Rejected from exc  # too deep, or not UTF-8: ingest says 400
     result = []
     for w in wire:
+        if w.name in RESERVED_EVENT_NAMES:
+            raise Rejected
         if w.user is None and w.properties is None and w.timestamp is None and w.external_id:
             # the common shape, built without the general path's calls
             result.append(

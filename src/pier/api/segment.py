@@ -219,6 +219,8 @@ class _Parser:
             self.problems.append(
                 Problem(pointer(at, "event"), "event is required for a track call")
             )
+        if kind == "track" and event and (problem := validation.reserved_name(event)):
+            self.problems.append(Problem(pointer(at, "event"), problem))
         if len(self.problems) > before or kind == "group":  # group: checked, then ignored
             return
         if kind == "identify":

@@ -22,7 +22,7 @@ def problems(body: Any, now: int, skew: int) -> list[Problem]:
     if not isinstance(body, dict):
         return [Problem("", "the body must be a JSON object (one event)")]
     out: list[Problem] = []
-    check_string(body, "event", "", out, required=True, nullable=False, nonempty=True)
+    validation.check_event_name(body, "event", "", out)
     for key in ("anonymous_id", "external_id", "message_id"):
         check_string(body, key, "", out)
     check_object(body, "data", "", out)

@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any
 
+from ..domain.feed import RESERVED_EVENT_NAMES
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from .errors import Problem
 from .fields import MAX_EVENTS, PROFILE, field
@@ -55,6 +56,23 @@ def check_string(
         out.append(Problem(path, declared.too_long(key)))
     elif nonempty and not value:
         out.append(Problem(path, f"{key} must not be empty"))
+
+
+def reserved_name(name: str) -> str | None:
+    """The problem with an event name that Pier's own feed items (or lists) take, if it is one."""
+    if name in RESERVED_EVENT_NAMES:
+        return f"{name!r} is reserved for Pier's own feed items: choose another event name"
+    return None
+
+
+def check_event_name(obj: dict[str, Any], key: str, base: str, out: list[Problem]) -> None:
+    """An event's name (`name`, or `event` on /track and Segment's track): a non-empty string
+    that is not reserved."""
+    before = len(out)
+    check_string(obj, key, base, out, required=True, nullable=False, nonempty=True)
+    value = obj.get(key)
+    if len(out) == before and isinstance(value, str) and (problem := reserved_name(value)):
+        out.append(Problem(pointer(base, key), problem))
 
 
 def check_object(obj: dict[str, Any], key: str, base: str, out: list[Problem]) -> None:
@@ -131,7 +149,7 @@ def problems_events(body: Any, now_ms: int, skew_ms: int = 0) -> list[Problem]:
         if not isinstance(event, dict):
             out.extend(_not_object(base, "an event"))
             continue
-        check_string(event, "name", base, out, required=True, nullable=False, nonempty=True)
+        check_event_name(event, "name", base, out)
         for key in ("anonymous_id", "external_id", "message_id"):
             check_string(event, key, base, out)
         check_object(event, "data", base, out)

@@ -34,6 +34,8 @@ class BatchState(Protocol):
     event_moves: list[tuple[int, int]]
     merged_into: dict[int, User]
     merges_left: int
+    pending: dict[User, dict[str, Any]]  # the command in progress's user_updated data
+    pending_at: dict[User, int]
 
     @property
     def ids(self) -> Resolver: ...
@@ -45,3 +47,5 @@ class BatchState(Protocol):
     ) -> None: ...
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None: ...
+
+    def note(self, user: User, changes: dict[str, Any]) -> None: ...

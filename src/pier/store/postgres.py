@@ -233,8 +233,11 @@ class PostgresStore(SqlStore):
         for attempt in range(DELETE_ATTEMPTS):
             try:
                 async with self.transaction() as tx:
-                    return await self._delete_user(tx.run, project_id, ref, by)
+                    return await self._delete_user(tx, project_id, ref, by)
             except RETRYABLE as exc:
+                # the next attempt, and this process's batches, take turns (BATCH_LOCK): the
+                # tombstone's insert into events made conflicts with racing batches likelier
+                self.is_retryable(exc)
                 if attempt == DELETE_ATTEMPTS - 1:
                     raise StoreUnavailable(f"delete kept conflicting: {exc}") from exc
                 await asyncio.sleep(0.002 * (attempt + 1))

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -31,6 +32,7 @@ from .sqlite_index import (
     delete_user_events,
     indexed_upto,
     move_user_events,
+    user_items_named,
 )
 
 QUERIES = Queries(SQLITE)
@@ -290,7 +292,10 @@ class SqliteStore(SqlStore):
         # and creates a new one: no row can be left pointing to the deleted user. (The writer's
         # identity cache is cleared after a transaction that wrote outside a batch, as this one.)
         async with self.transaction() as tx:
-            return await self._delete_user(tx.run, project_id, ref, by)
+            return await self._delete_user(tx, project_id, ref, by)
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        return user_items_named(self.db, user_id, DEVICE_REGISTERED)  # through user_events
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         delete_user_events(self.db, user_id)  # and their user_events rows (sqlite_index.py)
@@ -378,7 +383,7 @@ class SqliteTx(SqlTx):
         await super().write(c)
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        move_user_events(self.db, moves)  # and user_events (sqlite_index.py)
+        move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
 
 
 def _statements(sql: str) -> list[str]:
