@@ -10,29 +10,61 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from . import lists
+from . import lists, settings
 from .api.render import iso
+from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .domain.segments import RuleInvalid, parse_rule
-from .store import Store, database_url, make_store
+from .settings import Settings
+from .store import Store, make_store
 from .store.base import ListRow
-from .writer import now_ms
 
 T = TypeVar("T")
 
-database_option = click.option(
-    "--database-url",
-    envvar="PIER_DATABASE_URL",
-    default=None,
-    help="sqlite:///PATH or postgresql://... (default: sqlite:///pier-data/pier.db).",
-)
+
+def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option of one setting, from its declaration in pier.settings: type, default,
+    environment variable and help all come from there."""
+    declared = next(f for f in settings.table() if f.name == name)
+    meta = declared.metadata
+    kind: click.ParamType | type
+    allowed = settings.choices(name)
+    bounds = meta["minimum"], meta["maximum"], meta["above"]
+    if allowed is not None:
+        kind = click.Choice(allowed)
+    elif settings.value_type(name) is int and bounds != (None, None, None):
+        kind = click.IntRange(meta["minimum"], meta["maximum"])
+    elif settings.value_type(name) is float and bounds != (None, None, None):
+        low = meta["above"] if meta["above"] is not None else meta["minimum"]
+        kind = click.FloatRange(low, meta["maximum"], min_open=meta["above"] is not None)
+    else:
+        kind = settings.value_type(name)
+    return click.option(
+        settings.option(name),
+        type=kind,
+        default=declared.default,
+        show_default=declared.default != "",
+        envvar=settings.environment_variable(name),
+        show_envvar=True,
+        help=meta["help"],
+    )
 
 
-def run(url: str | None, action: Callable[[Store], Awaitable[T]]) -> T:
+database_option = setting_option("database_url")
+
+
+def serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every setting as an option of `pier serve`, in the order of the table."""
+    for declared in reversed(settings.table()):
+        command = setting_option(declared.name)(command)
+    return command
+
+
+def run(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
     """Open and migrate the store, run `action` on it, close it."""
 
     async def main() -> T:
-        store = make_store(database_url(url))
+        store = make_store(url)
         await store.open()
         try:
             await store.migrate()
@@ -49,122 +81,41 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@database_option
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--durability",
-    type=click.Choice(["full", "normal"]),
-    default="full",
-    show_default=True,
-    help="full: fsync every commit. normal (SQLite): a power loss may lose the last commits.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
-    default="info",
-    show_default=True,
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["json", "text"]),
-    default="json",
-    show_default=True,
-    help="json: one JSON object per line. Bodies and keys are never logged.",
-)
-@click.option(
-    "--access-log",
-    type=click.Choice(["errors", "all"]),
-    default="errors",
-    show_default=True,
-    help="errors: a line for each 4xx/5xx answer. all: a line for every request.",
-)
-@click.option(
-    "--header-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=10.0,
-    show_default=True,
-    help="Seconds a connection has to send a whole request head; then 408 and closed.",
-)
-@click.option(
-    "--body-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    help="Seconds a request has to send its whole body after its head; then closed.",
-)
-@click.option(
-    "--keep-alive-timeout",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Seconds an idle keep-alive connection is kept between requests.",
-)
-@click.option(
-    "--max-connections",
-    type=click.IntRange(1),
-    default=1000,
-    show_default=True,
-    help="Open connections per process; past it the longest idle one is closed (503 if none).",
-)
-@click.option(
-    "--forwarded-allow-ips",
-    envvar="PIER_FORWARDED_ALLOW_IPS",
-    default="",
-    help="Proxies (IPs, networks, or *) whose X-Forwarded-For/-Proto are trusted. Default: none.",
-)
-def serve(
-    host: str,
-    port: int,
-    database_url: str | None,
-    workers: int,
-    durability: str,
-    log_level: str,
-    log_format: str,
-    access_log: str,
-    header_timeout: float,
-    body_timeout: float,
-    keep_alive_timeout: int,
-    max_connections: int,
-    forwarded_allow_ips: str,
-) -> None:
-    """Serve the API. Metrics at /metrics, for all the workers together."""
+@serve_options
+def serve(**values: Any) -> None:
+    """Serve the API. Metrics at /metrics, for all the workers together. Every option can be
+    given by its environment variable instead (docs/settings.md)."""
     import signal
 
     import uvicorn
     from uvicorn.config import LOG_LEVELS
 
-    from .api import logs
-    from .api.connections import Limits
+    from .process import logs
 
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
     signal.signal(signal.SIGTERM, _exit_cleanly)
 
-    from .store import database_url as resolve
-
-    os.environ["PIER_DATABASE_URL"] = resolve(database_url)
-    os.environ["PIER_DURABILITY"] = durability
-    os.environ["PIER_ACCESS_LOG"] = access_log
-    limits = Limits(header_timeout, body_timeout, _room_for_connections(max_connections))
-    os.environ.update(limits.environment())
-    _metrics_dir(workers)
+    config = Settings(**values)
+    config = config.replace(max_connections=_room_for_connections(config.max_connections))
+    os.environ.update(config.to_environment())  # for the workers: uvicorn imports the app
+    _metrics_dir(config.workers)
+    forwarded = config.forwarded_allow_ips.strip()
     uvicorn.run(
-        "pier.api.app:from_environment",
+        "pier.app:from_environment",
         factory=True,
-        host=host,
-        port=port,
-        workers=workers,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
         loop="uvloop",
         http="pier.api.connections:Connection",  # httptools, with header limits and timeouts
         ws="none",
-        timeout_keep_alive=keep_alive_timeout,
+        timeout_keep_alive=config.keep_alive_timeout,
         # uvicorn trusts X-Forwarded-* from 127.0.0.1 unless told otherwise: trust only these
-        proxy_headers=bool(forwarded_allow_ips.strip()),
-        forwarded_allow_ips=forwarded_allow_ips.strip() or None,
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
         access_log=False,
-        log_level=log_level,
-        log_config=logs.config(log_format, LOG_LEVELS[log_level]),
+        log_level=config.log_level,
+        log_config=logs.config(config.log_format, LOG_LEVELS[config.log_level]),
         timeout_graceful_shutdown=10,
     )
 
@@ -218,7 +169,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 @main.command()
 @database_option
-def migrate(database_url: str | None) -> None:
+def migrate(database_url: str) -> None:
     """Create or migrate the schema, without serving."""
 
     async def action(store: Store) -> None:
@@ -236,7 +187,7 @@ def projects() -> None:
 @projects.command("create")
 @click.argument("name")
 @database_option
-def projects_create(name: str, database_url: str | None) -> None:
+def projects_create(name: str, database_url: str) -> None:
     """Create a project; prints its id."""
     project = run(database_url, lambda s: s.create_project(name, now_ms()))
     click.echo(project.id)
@@ -244,7 +195,7 @@ def projects_create(name: str, database_url: str | None) -> None:
 
 @projects.command("list")
 @database_option
-def projects_list(database_url: str | None) -> None:
+def projects_list(database_url: str) -> None:
     """List projects."""
     for p in run(database_url, lambda s: s.list_projects()):
         click.echo(f"{p.id}\t{p.name}\t{iso(p.created_at)}")
@@ -276,7 +227,7 @@ def keys() -> None:
 @click.option("--rate-limit", type=click.IntRange(1), default=None, help="Requests per second.")
 @database_option
 def keys_create(
-    project_id: int, scope: str, name: str | None, rate_limit: int | None, database_url: str | None
+    project_id: int, scope: str, name: str | None, rate_limit: int | None, database_url: str
 ) -> None:
     """Create a key; prints its value (a secret key is shown only this once)."""
     click.echo(run(database_url, lambda s: create_key(s, project_id, scope, name, rate_limit)))
@@ -285,7 +236,7 @@ def keys_create(
 @keys.command("list")
 @click.option("--project", "project_id", required=True, type=int)
 @database_option
-def keys_list(project_id: int, database_url: str | None) -> None:
+def keys_list(project_id: int, database_url: str) -> None:
     """List a project's keys (secret values are never shown)."""
     rows = run(database_url, lambda s: s.list_keys(project_id))
     click.echo("id\tname\tscope\tkey\tcreated_at\trevoked_at")
@@ -300,7 +251,7 @@ def keys_list(project_id: int, database_url: str | None) -> None:
 @keys.command("revoke")
 @click.argument("key")
 @database_option
-def keys_revoke(key: str, database_url: str | None) -> None:
+def keys_revoke(key: str, database_url: str) -> None:
     """Revoke a key given by its id or its value."""
     key_id = int(key) if key.isdigit() else None
     digest = None if key_id is not None else hash_key(key)
@@ -331,7 +282,7 @@ async def _list(store: Store, project_id: int, list_id: int) -> ListRow:
 @click.option("--static", "static", is_flag=True, help="A static list (members by external id).")
 @database_option
 def lists_create(
-    project_id: int, name: str, rule_file: Any, static: bool, database_url: str | None
+    project_id: int, name: str, rule_file: Any, static: bool, database_url: str
 ) -> None:
     """Create a list; a dynamic one is computed before this returns. Prints its id."""
     if bool(rule_file) == static or not name:
@@ -363,7 +314,7 @@ def lists_create(
 @lists_group.command("list")
 @project_option
 @database_option
-def lists_list(project_id: int, database_url: str | None) -> None:
+def lists_list(project_id: int, database_url: str) -> None:
     """A project's lists."""
     click.echo("id\tname\ttype\tstate\tusers_count\tupdated_at")
     for r in run(database_url, lambda s: s.lists(project_id)):
@@ -374,7 +325,7 @@ def lists_list(project_id: int, database_url: str | None) -> None:
 @click.argument("list_id", type=int)
 @project_option
 @database_option
-def lists_show(list_id: int, project_id: int, database_url: str | None) -> None:
+def lists_show(list_id: int, project_id: int, database_url: str) -> None:
     """A list as the API shows it (JSON)."""
     from .api.lists import render_list  # not at the top: the api reads its settings on import
 
@@ -386,7 +337,7 @@ def lists_show(list_id: int, project_id: int, database_url: str | None) -> None:
 @click.argument("list_id", type=int)
 @project_option
 @database_option
-def lists_members(list_id: int, project_id: int, database_url: str | None) -> None:
+def lists_members(list_id: int, project_id: int, database_url: str) -> None:
     """The external ids of a list's members (user id where there is none), newest first."""
 
     async def action(store: Store) -> list[str]:
@@ -405,7 +356,7 @@ def lists_members(list_id: int, project_id: int, database_url: str | None) -> No
 
 
 def _change_static(
-    url: str | None, project_id: int, list_id: int, external_ids: list[str], add: bool
+    url: str, project_id: int, list_id: int, external_ids: list[str], add: bool
 ) -> None:
     async def action(store: Store) -> None:
         row = await _list(store, project_id, list_id)
@@ -427,7 +378,7 @@ def _change_static(
 @project_option
 @database_option
 def lists_add(
-    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str | None
+    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str
 ) -> None:
     """Add users (by external id) to a static list: all of them, or none."""
     _change_static(database_url, project_id, list_id, list(external_ids), add=True)
@@ -439,7 +390,7 @@ def lists_add(
 @project_option
 @database_option
 def lists_remove(
-    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str | None
+    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str
 ) -> None:
     """Remove users (by external id) from a static list."""
     _change_static(database_url, project_id, list_id, list(external_ids), add=False)
@@ -449,7 +400,7 @@ def lists_remove(
 @click.argument("list_id", type=int)
 @project_option
 @database_option
-def lists_delete(list_id: int, project_id: int, database_url: str | None) -> None:
+def lists_delete(list_id: int, project_id: int, database_url: str) -> None:
     """Delete a list and its members."""
     if not run(database_url, lambda s: s.delete_list(project_id, list_id)):
         raise click.ClickException(f"no list {list_id} in project {project_id}")
@@ -458,7 +409,7 @@ def lists_delete(list_id: int, project_id: int, database_url: str | None) -> Non
 
 @main.command()
 @database_option
-def demo(database_url: str | None) -> None:
+def demo(database_url: str) -> None:
     """Make sure a 'demo' project with a public key exists, and print them."""
 
     async def action(store: Store) -> dict[str, Any]:
@@ -486,10 +437,13 @@ def demo(database_url: str | None) -> None:
 @click.option("--after", default=None, help="A cursor of the event feed: start after it.")
 @click.option("--page-size", default=1000, type=click.IntRange(1, 10_000), hidden=True)
 @database_option
-def export(project_id: int, after: str | None, page_size: int, database_url: str | None) -> None:
-    """Write a project's events to stdout as NDJSON, in storage order (as GET /api/client/events).
+def export(project_id: int, after: str | None, page_size: int, database_url: str) -> None:
+    """Write a project's change feed to stdout as NDJSON, in storage order (as GET
+    /api/client/events): tracked events and Pier's own items, user_created, user_updated,
+    user_merged, device_registered and user_deleted, from which the users and devices can be
+    rebuilt (docs/client-api.md, "The change feed", gives each item's data).
 
-    Reads page by page (constant memory) up to the newest event stored when it started, then
+    Reads page by page (constant memory) up to the newest item stored when it started, then
     prints on stderr the cursor to continue from with --after."""
     import sys
 
@@ -524,7 +478,7 @@ def export(project_id: int, after: str | None, page_size: int, database_url: str
 
     count, cursor = run(database_url, action)
     resume = f"; continue with --after {feed_cursor(cursor)}" if cursor is not None else ""
-    click.echo(f"exported {count} events{resume}", err=True)
+    click.echo(f"exported {count} items{resume}", err=True)
 
 
 @main.group()
@@ -556,7 +510,7 @@ def _password_hash(password_stdin: bool) -> str:
 @click.argument("email")
 @password_stdin_option
 @database_option
-def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
+def admins_create(email: str, password_stdin: bool, database_url: str) -> None:
     """Create a portal administrator; the password is asked for (or read from stdin)."""
     from .portal.auth import normalize_email
 
@@ -576,7 +530,7 @@ def admins_create(email: str, password_stdin: bool, database_url: str | None) ->
 
 @admins.command("list")
 @database_option
-def admins_list(database_url: str | None) -> None:
+def admins_list(database_url: str) -> None:
     """List portal administrators: id, email, created_at."""
     for a in run(database_url, lambda s: s.list_admins()):
         click.echo(f"{a.id}\t{a.email}\t{iso(a.created_at)}")
@@ -586,7 +540,7 @@ def admins_list(database_url: str | None) -> None:
 @click.argument("email")
 @password_stdin_option
 @database_option
-def admins_password(email: str, password_stdin: bool, database_url: str | None) -> None:
+def admins_password(email: str, password_stdin: bool, database_url: str) -> None:
     """Set an administrator's password (asked for, or read from stdin); logs them out."""
     from .portal.auth import normalize_email
 
@@ -602,7 +556,7 @@ def admins_password(email: str, password_stdin: bool, database_url: str | None) 
 @admins.command("remove")
 @click.argument("email")
 @database_option
-def admins_remove(email: str, database_url: str | None) -> None:
+def admins_remove(email: str, database_url: str) -> None:
     """Remove an administrator; logs them out."""
     from .portal.auth import normalize_email
 

@@ -13,7 +13,6 @@ from .domain.segments import parse_rule
 from .store.base import ListRow, Store
 
 log = logging.getLogger("pier.lists")
-SWEEP_SECONDS = 5.0  # between two looks for memberships due (the contract allows 60 s)
 SWEEP_BATCH = 500  # memberships evaluated in one transaction of the sweeper
 
 
@@ -49,8 +48,10 @@ class ListJobs:
     """Backfills in the background, one task per list; a newer request for a list replaces the
     task of an older one (its result would be refused anyway: versions)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, sweep_seconds: float) -> None:
+        """`sweep_seconds`: between two looks for memberships due (settings.list_sweep)."""
         self.store = store
+        self.sweep_seconds = sweep_seconds
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.sweeper: asyncio.Task[None] | None = None
 
@@ -70,7 +71,7 @@ class ListJobs:
                 log.exception("sweeping lists failed")
                 done = 0
             if done < SWEEP_BATCH:
-                await asyncio.sleep(SWEEP_SECONDS)
+                await asyncio.sleep(self.sweep_seconds)
 
     def schedule(self, row: ListRow) -> None:
         self.cancel(row.id)

@@ -13,19 +13,18 @@ import logging
 import time
 from collections import deque
 
-from .api import metrics
 from .clock import now_ms
 from .domain.batch import Batch, ChangeSet, LoadRequest, load_request, merge_or_device_items
 from .domain.commands import Command, Sequence, TrackEvents
 from .domain.errors import DomainError, NeedsLoad, TooManyMerges
 from .domain.identity import MAX_MERGES_PER_REQUEST
+from .process import metrics
+from .settings import Settings
 from .store.base import Store, StoreUnavailable, WriteTx
 
 log = logging.getLogger("pier.writer")
 
-BATCH_WORK = 5000  # units of work (see _work) one transaction takes, beyond its first request
 MERGE_WEIGHT = 40  # a merge costs about as much as this many events (docs/performance.md)
-MAX_PENDING_ITEMS = 200_000  # beyond this the writer is behind: new requests get 503
 MAX_RETRIES = 20
 
 
@@ -63,9 +62,16 @@ class _Item:
 
 
 class Writer:
-    def __init__(self, store: Store, *, max_pending: int = MAX_PENDING_ITEMS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_pending: int = Settings.max_pending,
+        batch_work: int = Settings.batch_work,
+    ) -> None:
         self.store = store
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # items queued; beyond, the writer is behind: 503
+        self.batch_work = batch_work  # units of work (see _work) a transaction takes, beyond one
         self.pending = 0
         # project id → its waiting requests, in arrival order; the dict's order is the turn
         self._lanes: dict[int, deque[_Item]] = {}
@@ -113,11 +119,11 @@ class Writer:
             items = self._take()
             try:
                 await self._commit(items)
-            except Exception:  # never let the writer die
+            except Exception as exc:  # a bug in the writer: never let it die
                 log.exception("writer failed a batch")
                 for item in items:
                     if not item.fut.done():
-                        item.fut.set_exception(StoreUnavailable("the write failed"))
+                        item.fut.set_exception(exc)
             finally:
                 self.pending -= sum(item.size for item in items)
                 metrics.queue_depth(self.pending)
@@ -128,11 +134,11 @@ class Writer:
 
     def _take(self) -> list[_Item]:
         """The next batch: a request from each lane in turn (a lane served goes to the back),
-        until the batch holds BATCH_WORK; always at least one request."""
+        until the batch holds `batch_work`; always at least one request."""
         items: list[_Item] = []
         work = 0
         lanes = self._lanes
-        while lanes and work < BATCH_WORK:
+        while lanes and work < self.batch_work:
             project = next(iter(lanes))
             lane = lanes.pop(project)
             item = lane.popleft()
@@ -143,14 +149,19 @@ class Writer:
         return items
 
     async def _commit(self, items: list[_Item]) -> None:
-        """Commit the batch; when it fails as a whole, commit each command alone."""
+        """Commit the batch; when it fails as a whole, commit each command alone. A request
+        fails with what failed its command alone: StoreUnavailable (503), or a bug (500, logged
+        with the request's id where the request answers it)."""
         try:
             errors = await self.run_batch([i.cmd for i in items], [i.key for i in items])
-        except StoreUnavailable as exc:
+        except Exception as exc:
             if len(items) == 1:
-                log.warning("write failed, answered 503: %s", exc)
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("write failed, answered 503: %s", exc)
                 if not items[0].fut.done():  # its request may have been cancelled meanwhile
                     items[0].fut.set_exception(exc)
+                elif not isinstance(exc, StoreUnavailable):
+                    log.error("a cancelled request's write failed", exc_info=exc)
                 return
             for item in items:  # isolate the one that fails, if one does
                 await self._commit([item])
@@ -182,11 +193,12 @@ class Writer:
                 metrics.observe_batch(commands, time.perf_counter() - started, changes)
                 return errors
             except Exception as exc:
-                if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
-                    if isinstance(exc, StoreUnavailable):
-                        raise
-                    log.exception("batch of %d commands failed", len(commands))
-                    raise StoreUnavailable(str(exc)) from exc
+                # StoreUnavailable: the database cannot serve (503); an error that is neither
+                # that nor a conflict is a bug (500), raised as it is
+                if not self.store.is_retryable(exc):
+                    raise
+                if attempt == MAX_RETRIES - 1:
+                    raise StoreUnavailable(f"kept conflicting: {exc}") from exc
                 metrics.replayed()
                 await asyncio.sleep(0.001 * attempt)
         raise AssertionError("unreachable")

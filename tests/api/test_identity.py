@@ -22,8 +22,8 @@ def test_neither_exists_creates_user_with_both_ids(tenant: Tenant) -> None:
     assert user["anonymous_ids"] == ["a1"]
     assert tenant.user("a1", by="anonymous_id")["id"] == user["id"]
     events = tenant.events("e1")
-    assert names(events) == ["user_created"]
-    assert events[0]["data"] == {
+    assert names(events) == ["user_created", "user_updated"]
+    assert events[1]["data"] == {
         "external_id": "e1",
         "anonymous_id": "a1",
         "email": "e1@example.com",
@@ -35,7 +35,7 @@ def test_user_created_without_anonymous_id_gets_a_uuid(tenant: Tenant) -> None:
     user = tenant.user("e1")
     assert len(user["anonymous_id"]) == 36 and user["anonymous_id"].count("-") == 4
     # null fields are left out of user_created; the request's data is in it
-    assert tenant.events("e1")[0]["data"] == {"plan": "pro", "external_id": "e1"}
+    assert tenant.events("e1")[1]["data"] == {"plan": "pro", "external_id": "e1"}
 
 
 def test_external_exists_anonymous_new_attaches_it(tenant: Tenant) -> None:
@@ -73,7 +73,8 @@ def test_same_user_is_used(tenant: Tenant) -> None:
     identify(tenant, anonymous_id="a1", external_id="e1", locale="en")
     assert tenant.counts()["users"] == 1
     assert tenant.user("e1")["locale"] == "en"
-    assert names(tenant.events("e1")) == ["user_created"]
+    assert names(tenant.events("e1")) == ["user_created", "user_updated", "user_updated"]
+    assert tenant.events("e1")[0]["data"] == {"locale": "en"}  # only what changed
 
 
 def test_anonymous_user_is_merged_into_identified_user(tenant: Tenant) -> None:
@@ -151,11 +152,13 @@ def test_events_create_and_merge_within_one_request(tenant: Tenant) -> None:
         ],
     )
     assert r.status_code == 204, r.text
+    # a9's user_created and user_updated left with it
     assert names(tenant.events("e1")) == [
         "user_created",
-        "user_created",
+        "user_updated",
         "first",
         "user_merged",
+        "user_updated",
         "second",
     ]
     assert tenant.counts()["users"] == 1

@@ -355,7 +355,7 @@ def test_shapes_and_limits(tenant: Tenant) -> None:
     before = tenant.counts()["events"]
     r = post(tenant, [call] * 1000)
     assert r.status_code == 200, r.text
-    assert tenant.counts()["events"] - before == 1001  # and user_created
+    assert tenant.counts()["events"] - before == 1002  # and user_created, user_updated
 
 
 def test_every_field_is_checked_on_every_call(tenant: Tenant) -> None:

@@ -190,7 +190,14 @@ def test_unknown_user_is_created() -> None:
     [u] = c.new_users
     assert u.anonymous_ids == ["a1"] and u.external_id is None
     assert [d.user for d in c.device_writes] == [u] and u.devices == c.device_writes
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated", "device_registered"]
+    assert c.events[2].user is u and c.events[2].data == {
+        "device_id": "d1",
+        "token": "t1",
+        "os_version": None,
+        **FIELDS,
+        "extra": {},
+    }
     assert c.events[0].data == {"anonymous_id": "a1"}
 
 

@@ -289,7 +289,12 @@ def test_merge_repoints_events_of_a_stored_a_tracked_earlier_in_the_batch() -> N
     assert b.events[0].user is a
     b.apply(identify("a1", "e1"))
     c = b.changes()
-    assert [(ev.name, ev.user) for ev in c.events] == [("before", e), ("user_merged", e)]
+    assert [(ev.name, ev.user) for ev in c.events] == [
+        ("before", e),
+        ("user_merged", e),
+        ("user_updated", e),  # what E gained
+    ]
+    assert c.events[-1].data == {"anonymous_ids_added": ["a1"]}
     assert c.event_moves == [(2, 1)]  # and the stored ones are moved by the store
 
 
@@ -304,12 +309,14 @@ def test_merge_of_a_user_created_in_the_same_batch() -> None:
     assert a.deleted and a not in c.new_users and a not in c.deleted_users
     assert c.new_users == [] and c.deleted_users == []
     assert c.event_moves == []  # nothing of A is stored yet
+    # A's own items (user_created, user_updated) leave with it; its events move to E
     assert [(ev.name, ev.user) for ev in c.events] == [
-        ("user_created", e),
         ("first", e),
         ("user_merged", e),
+        ("user_updated", e),
     ]
-    assert c.events[-1].data == {"merged_user_id": a.id, "anonymous_ids": ["a9"]}
+    assert c.events[1].data == {"merged_user_id": a.id, "anonymous_ids": ["a9"]}
+    assert c.events[2].data == {"anonymous_ids_added": ["a9"]}
     assert c.anonymous_id_inserts == [(PID, "a9", 1)] and c.anonymous_id_deletes == []
 
 
@@ -365,8 +372,17 @@ def test_user_created_is_first_with_the_request_data_and_the_fields_it_set() -> 
     )
     c = b.changes()
     [user] = c.new_users
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated"]
     assert c.events[0].user is user and c.events[0].created_at == NOW
+    # what the user holds, said without ambiguity (a data key named like a field, the
+    # phone's keys, the generated anonymous id) by the user_updated that follows
+    assert c.events[1].user is user
+    assert c.events[1].data == {
+        "anonymous_ids_added": ["a1"],
+        "email": "x@example.com",
+        "timezone": "UTC",
+        "data": {"plan": "pro", "email": "from-data"},
+    }
     assert c.events[0].data == {
         "plan": "pro",
         "anonymous_id": "a1",
@@ -392,7 +408,14 @@ def test_user_created_comes_before_the_event_that_created_the_user() -> None:
         )
     )
     c = b.changes()
-    assert [ev.name for ev in c.events] == ["user_created", "a"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated", "a"]
+    assert c.events[1].data == {
+        "external_id": "e1",
+        "anonymous_ids_added": ["gen-1"],
+        "email": "x@example.com",
+        "locale": "fr",
+        "data": {"src": "ad"},
+    }
     assert c.events[0].data == {
         "src": "ad",
         "external_id": "e1",
@@ -421,8 +444,9 @@ def test_alias_before_the_anonymous_user_exists_links_them() -> None:
     [user] = c.new_users
     assert (user.external_id, user.anonymous_ids) == ("e1", ["a1"])
     assert c.anonymous_id_inserts == [(PID, "a1", user.id)]
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated"]
     assert c.events[0].data == {"external_id": "e1", "anonymous_id": "a1"}
+    assert c.events[1].data == {"external_id": "e1", "anonymous_ids_added": ["a1"]}
     b.apply(track("a1", None))  # later events of the anonymous id reach the same user
     assert b.events[-1].user is user
 
@@ -451,7 +475,7 @@ def test_alias_merges_the_anonymous_user_into_the_external_one() -> None:
     c = b.changes()
     assert a.deleted and owner(b, "a1") is e
     assert c.deleted_users == [a] and c.event_moves == [(2, 1)]
-    assert [ev.name for ev in c.events] == ["user_merged"]
+    assert [ev.name for ev in c.events] == ["user_merged", "user_updated"]
 
 
 def test_repeating_an_alias_is_a_no_op() -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+from pier.clock import now_ms
 from pier.domain.commands import Command, EventIn, TrackEvents
 from pier.domain.errors import DomainError
 from pier.domain.identity import MAX_MERGES_PER_REQUEST
+from pier.settings import Settings
 from pier.store import make_store
-from pier.writer import BATCH_WORK, MERGE_WEIGHT, Writer, now_ms
+from pier.writer import MERGE_WEIGHT, Writer
 
 HEAVY_REQUESTS = 8
 EVENTS = 1000  # per heavy request, each merging an anonymous user into an identified one
@@ -80,16 +82,16 @@ def test_a_heavy_backlog_delays_another_project_by_one_batch_at_most(database_ur
         await writer.stop()
 
         # The light request waited for one heavy request at most (one per other project), not
-        # for the backlog of 8 ahead of it (FIFO); every batch held what BATCH_WORK allows.
+        # for the backlog of 8 ahead of it (FIFO); every batch held what Settings.batch_work allows.
         k = next(i for i, batch in enumerate(writer.log) if light in batch)
         heavy_before = sum(len(b) for b in writer.log[:k]) + writer.log[k].index(light)
         assert heavy_before <= 1 and k <= 1
         per_request = EVENTS + MERGE_WEIGHT * MERGES
-        assert all(len(b) <= 1 + BATCH_WORK // per_request + 1 for b in writer.log)
+        assert all(len(b) <= 1 + Settings.batch_work // per_request + 1 for b in writer.log)
         assert len(writer.log) >= 3  # the backlog did take several batches
         stats = await store.stats(heavy)
         assert stats["users"] == HEAVY_REQUESTS * MERGES  # every anonymous user merged away
-        assert (await store.stats(light))["events"] == 2  # user_created and its event
+        assert (await store.stats(light))["events"] == 3  # user_created, user_updated, its event
         await store.close()
 
     asyncio.run(main())

@@ -25,10 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from conftest import LiveServer, Tenant, db_call
-from pier.api.logs import TextFormatter
 from pier.api.render import encode_cursor
+from pier.clock import now_ms
 from pier.portal.auth import hash_password
-from pier.writer import now_ms
+from pier.process.logs import TextFormatter
 
 SUPERSCRIPT_TWO = b"\xb2"  # `²` as a header byte (Latin-1): str.isdigit() says yes, int() no
 PAST_BIGINT = str(2**63)
@@ -190,7 +190,7 @@ def test_an_unexpected_error_is_a_json_500(tmp_path: object) -> None:
         r = httpx.get(f"{live.url}/boom", timeout=30)
         assert r.status_code == 500
         assert r.headers["content-type"] == "application/json"
-        assert r.json() == {"status": "error", "error": "Internal server error."}
+        assert r.json() == {"status": "error", "error": "internal error"}
     finally:
         live.stop()
 
@@ -213,9 +213,9 @@ def test_an_encoded_slash_is_part_of_the_id(tenant: Tenant) -> None:
     assert r.json()["external_id"] == "x/events"
     r = tenant.secret.get("/api/client/users/x/events")  # the events of "x"
     assert r.status_code == 200, r.text
-    assert [e["name"] for e in r.json()["results"]] == ["of x", "user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["of x", "user_updated", "user_created"]
     r = tenant.secret.get("/api/client/users/x%2Fevents/events")
-    assert [e["name"] for e in r.json()["results"]] == ["user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["user_updated", "user_created"]
     r = tenant.secret.get("/api/client/users/x%2Fevents/devices")
     assert r.json() == {"results": []}
 
@@ -234,7 +234,7 @@ def test_any_id_can_be_read_and_deleted(tenant: Tenant, ref: str, by: str) -> No
     assert r.status_code == 200, (url, r.text)
     assert ref in (r.json()["external_id"], *r.json()["anonymous_ids"])
     r = tenant.secret.get(f"{url}/events", params={"by": by})
-    assert [e["name"] for e in r.json()["results"]] == ["user_created"]
+    assert [e["name"] for e in r.json()["results"]] == ["user_updated", "user_created"]
     assert tenant.secret.delete(url, params={"by": by}).status_code == 204
     assert tenant.secret.get(url, params={"by": by}).status_code == 404
     assert tenant.counts()["users"] == 0

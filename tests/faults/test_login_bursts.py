@@ -18,19 +18,14 @@ import pytest
 
 from conftest import LiveServer, db_call
 from faults.pierproc import PierProcess
+from pier.clock import now_ms
 from pier.portal import auth
-from pier.writer import now_ms
+from pier.settings import Settings
 from portal.conftest import csrf_of
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle() -> Iterator[None]:
-    """The in-process server's throttle is per process: leave it as other tests expect it."""
-    auth.throttle.clear()
-    yield
-    auth.throttle.clear()
+LOGIN_FAILURES = Settings.login_failures
+LOGIN_WINDOW = Settings.login_window
 
 
 def new_admin(database_url: str) -> str:
@@ -63,7 +58,16 @@ class Login:
             )
 
 
-def test_40_concurrent_logins_run_at_most_the_allowed_hashes(server: LiveServer) -> None:
+@pytest.fixture
+def fresh_server(server: LiveServer) -> Iterator[LiveServer]:
+    """The in-process server's throttle lives as long as it: leave it as other tests expect."""
+    server.state.login_throttle.clear()
+    yield server
+    server.state.login_throttle.clear()
+
+
+def test_40_concurrent_logins_run_at_most_the_allowed_hashes(fresh_server: LiveServer) -> None:
+    server = fresh_server
     email = new_admin(server.database_url)
     login = Login(server.url)
     checked = auth.hash_slots.checked
@@ -73,15 +77,15 @@ def test_40_concurrent_logins_run_at_most_the_allowed_hashes(server: LiveServer)
     hashes = auth.hash_slots.checked - checked
     assert set(statuses) <= {401, 429}
     assert statuses.count(401) == hashes  # every hash answered 401, every 429 ran none
-    assert 1 <= hashes <= auth.LOGIN_FAILURES
+    assert 1 <= hashes <= LOGIN_FAILURES
     assert auth.hash_slots.peak <= auth.MAX_HASHES
     for r in answers:
         if r.status_code == 429:
             assert int(r.headers["retry-after"]) >= 1
     # hammering on: only failures already counted, none of them hashed
-    for _ in range(auth.LOGIN_FAILURES):
+    for _ in range(LOGIN_FAILURES):
         login.post(email, "wrong again")
-    assert auth.hash_slots.checked - checked <= auth.LOGIN_FAILURES
+    assert auth.hash_slots.checked - checked <= LOGIN_FAILURES
     r = login.post(email, PASSWORD)  # the address is paused, even for the right password
     assert r.status_code == 429 and "Too many failed logins" in r.text
 
@@ -107,11 +111,11 @@ def behind_proxy(database_url: str, tmp_path: Path) -> Iterator[PierProcess]:
 def test_rotating_x_forwarded_for_gives_no_extra_guesses(untrusting: PierProcess) -> None:
     login = Login(untrusting.url)
     statuses = []
-    for i in range(auth.LOGIN_FAILURES + 5):  # a new account each time: only the address counts
+    for i in range(LOGIN_FAILURES + 5):  # a new account each time: only the address counts
         forged = {"X-Forwarded-For": f"203.0.113.{i}", "X-Forwarded-Proto": "https"}
         r = login.post(f"nobody-{i}@example.com", "guess", **forged)
         statuses.append(r.status_code)
-    assert statuses == [401] * auth.LOGIN_FAILURES + [429] * 5
+    assert statuses == [401] * LOGIN_FAILURES + [429] * 5
     email = new_admin(untrusting.database_url)
     r = Login(untrusting.url).post(email, PASSWORD, **{"X-Forwarded-For": "198.51.100.9"})
     assert r.status_code == 429  # still the same peer
@@ -121,7 +125,7 @@ def test_rotating_x_forwarded_for_gives_no_extra_guesses(untrusting: PierProcess
 def test_per_account_throttle_holds_across_addresses(behind_proxy: PierProcess) -> None:
     email = new_admin(behind_proxy.database_url)
     login = Login(behind_proxy.url)
-    for i in range(auth.LOGIN_FAILURES):
+    for i in range(LOGIN_FAILURES):
         r = login.post(email, "guess", **{"X-Forwarded-For": f"203.0.113.{i}"})
         assert r.status_code == 401
     # a new address each time, and the trusted proxy's word for it: the account is paused
@@ -146,17 +150,17 @@ class Clock:
 
 def test_throttle_counts_per_address_and_per_account_in_a_window() -> None:
     clock = Clock()
-    throttle = auth.LoginThrottle(clock)
-    for i in range(auth.LOGIN_FAILURES):
+    throttle = auth.LoginThrottle(clock=clock)
+    for i in range(LOGIN_FAILURES):
         throttle.admit("10.0.0.1", f"u{i}@x")
     with pytest.raises(auth.Throttled) as refused:
         throttle.admit("10.0.0.1", "new@x")
-    assert refused.value.retry_after == auth.LOGIN_WINDOW
-    for i in range(auth.LOGIN_FAILURES):
+    assert refused.value.retry_after == LOGIN_WINDOW
+    for i in range(LOGIN_FAILURES):
         throttle.admit(f"10.0.1.{i}", "target@x")
     with pytest.raises(auth.Throttled):
         throttle.admit("10.0.2.1", "target@x")
-    clock.now += auth.LOGIN_WINDOW
+    clock.now += LOGIN_WINDOW
     throttle.admit("10.0.0.1", "target@x")  # the window has passed for both
 
 
@@ -165,8 +169,8 @@ def test_refused_attempts_record_nothing_and_memory_stays_bounded(
 ) -> None:
     monkeypatch.setattr(auth, "MAX_TRACKED", 50)
     clock = Clock()
-    throttle = auth.LoginThrottle(clock)
-    for _ in range(auth.LOGIN_FAILURES):
+    throttle = auth.LoginThrottle(clock=clock)
+    for _ in range(LOGIN_FAILURES):
         throttle.admit("10.0.0.1", "a@x")
     size = len(throttle)
     for i in range(500):  # a paused address trying new accounts adds no account

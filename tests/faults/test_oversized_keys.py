@@ -1,6 +1,6 @@
 """Memory exhaustion without a key (issue 14, finding 1): 1 MiB Authorization values were cached
 one by one and took the server from 85 MB to 478 MB, all answered 401. Now a request head
-larger than MAX_HEAD bytes or MAX_HEADERS fields is a 431 and the connection is closed; a value
+larger than Settings.max_head bytes or Settings.max_headers fields is a 431 and the connection is closed; a value
 that is not key-shaped is a 401 before any lookup; unknown keys are never cached."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pytest
 from conftest import LiveServer, Tenant
 from faults.pierproc import PierProcess, new_project
 from pier.api.auth import KEY_SHAPE, KeyCache
-from pier.api.connections import MAX_HEAD, MAX_HEADERS
 from pier.domain.keys import SCOPES, generate_key
+from pier.settings import Settings
 
 BODY = [{"name": "x", "external_id": "u"}]
 MIB = 1024 * 1024
@@ -78,25 +78,25 @@ def test_a_head_too_large_is_431_json_and_closes_the_connection(tmp_path: Path) 
     server = PierProcess(f"sqlite:///{tmp_path}/pier.db", tmp_path / "server.log")
     try:
         for headers in (
-            {"Authorization": "Bearer " + "k" * MAX_HEAD},
-            {f"x-h{i}": "v" for i in range(MAX_HEADERS + 1)},
+            {"Authorization": "Bearer " + "k" * Settings.max_head},
+            {f"x-h{i}": "v" for i in range(Settings.max_headers + 1)},
         ):
             r = httpx.post(f"{server.url}/api/client/events", json=BODY, headers=headers)
             assert r.status_code == 431, r.text
             assert r.headers["connection"] == "close"
             assert r.json()["status"] == "error" and "too large" in r.json()["error"]
-        within = {f"x-h{i}": "v" * 100 for i in range(MAX_HEADERS - 10)}
+        within = {f"x-h{i}": "v" * 100 for i in range(Settings.max_headers - 10)}
         assert httpx.get(f"{server.url}/health", headers=within).status_code == 200
         # a head sent in small pieces is counted as it comes, though no header is complete
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nX-Long: ")
             with contextlib.suppress(OSError):  # the server may close while we still send
-                for _ in range(MAX_HEAD // 1024 + 8):
+                for _ in range(Settings.max_head // 1024 + 8):
                     sock.sendall(b"v" * 1024)
                     time.sleep(0.002)
             assert sock.recv(65536).startswith(b"HTTP/1.1 431 ")
         # a large body and the next request in one write: the body is not taken for a head
-        body = b"x" * (4 * MAX_HEAD)
+        body = b"x" * (4 * Settings.max_head)
         post = b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
         with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
             sock.sendall(post + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

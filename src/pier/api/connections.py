@@ -3,8 +3,8 @@
 uvicorn with httptools bounds neither the size of a request head nor the time a client may take
 to send it, and never closes a connection that has not sent a whole request. Here:
 
-- **Head size.** The request line and headers may hold at most MAX_HEAD bytes and MAX_HEADERS
-  fields; past either, the answer is 431 and the connection is closed.
+- **Head size.** The request line and headers may hold at most `max_head` bytes and
+  `max_headers` fields (32 KiB, nginx's default allows 4 x 8 KiB; 100, Apache's default); past either, the answer is 431 and the connection is closed.
 - **Head timeout.** A connection must deliver a whole request head within `head_timeout` seconds
   of opening (or of the first byte of a following request); else 408 (when it sent part of a
   request) and the connection is closed. Idle keep-alive connections are uvicorn's
@@ -27,54 +27,48 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from ..settings import Settings, from_environment
 from .errors import HTTPProblem, error_body
 
-MAX_HEAD = 32 * 1024  # bytes of request line and headers (nginx's default allows 4 x 8 KiB)
-MAX_HEADERS = 100  # header fields (Apache's default)
 LINGER = 2.0  # seconds a refused connection drains the client's data before it is closed
 RETRY_AFTER = b"1"  # seconds, on the 503 past the connection cap
 
 
 @dataclass(frozen=True)
 class Limits:
-    """`pier serve --header-timeout --body-timeout --max-connections`, passed to every worker
-    process in the environment."""
+    """The settings of a connection (pier/settings.py)."""
 
-    head_timeout: float = 10.0
-    body_timeout: float = 30.0
-    max_connections: int = 1000
-
-    def environment(self) -> dict[str, str]:
-        return {
-            "PIER_HEADER_TIMEOUT": str(self.head_timeout),
-            "PIER_BODY_TIMEOUT": str(self.body_timeout),
-            "PIER_MAX_CONNECTIONS": str(self.max_connections),
-        }
+    head_timeout: float = Settings.header_timeout
+    body_timeout: float = Settings.body_timeout
+    max_connections: int = Settings.max_connections
+    max_head: int = Settings.max_head
+    max_headers: int = Settings.max_headers
 
     @classmethod
-    def from_environment(cls) -> Limits:
-        env, default = os.environ, cls()
+    def of(cls, settings: Settings) -> Limits:
         return cls(
-            float(env.get("PIER_HEADER_TIMEOUT", default.head_timeout)),
-            float(env.get("PIER_BODY_TIMEOUT", default.body_timeout)),
-            int(env.get("PIER_MAX_CONNECTIONS", default.max_connections)),
+            settings.header_timeout,
+            settings.body_timeout,
+            settings.max_connections,
+            settings.max_head,
+            settings.max_headers,
         )
 
 
 @functools.cache
 def configured() -> Limits:
-    """The limits `pier serve` put in the environment, read once per process."""
-    return Limits.from_environment()
+    """The limits of the settings `pier serve` passed to this process (uvicorn makes a
+    Connection by its name: no argument reaches it), read at its first connection."""
+    return Limits.of(from_environment())
 
 
 class HeadTooLarge(Exception):
@@ -88,11 +82,12 @@ _by_idleness: weakref.WeakKeyDictionary[ServerState, OrderedDict[Connection, Non
 
 
 class Connection(HttpToolsProtocol):
-    limits: Limits | None = None  # None: `configured()`; a subclass may set its own
+    preset_limits: ClassVar[Limits | None] = None  # None: `configured()`; a subclass may set
+    limits: Limits
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits: Limits = type(self).limits or configured()
+        self.limits = type(self).preset_limits or configured()
         self.in_head = True  # waiting for a request head, or reading one
         self.begun = False  # a request's first byte has come and its head not yet
         self.since_head = 0  # bytes received since a head or a message last ended (see below)
@@ -101,6 +96,7 @@ class Connection(HttpToolsProtocol):
         self.idle_order = _by_idleness.setdefault(self.server_state, OrderedDict())
 
     # -- connection life -------------------------------------------------------------------
+    # uvicorn's signature, narrower than asyncio.BaseProtocol's (it overrides it the same way)
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.idle_order[self] = None
@@ -130,10 +126,10 @@ class Connection(HttpToolsProtocol):
 
     # -- reading -----------------------------------------------------------------------------
     # Head size: the parser keeps a header it has not finished in its own buffers, unreported,
-    # so `since_head` counts what arrives in whole reads: past MAX_HEAD with the head still
+    # so `since_head` counts what arrives in whole reads: past max_head with the head still
     # incomplete, 431. A read that also ends a head or a message is not counted (the count
     # starts again there), so a body is never taken for a head; at most one read of a head can
-    # go uncounted. When a head completes and more than MAX_HEAD bytes arrived since the last
+    # go uncounted. When a head completes and more than max_head bytes arrived since the last
     # one, its exact size is checked. Timers are armed only for a read that leaves a head or a
     # body incomplete: a request that arrives whole costs none.
     def data_received(self, data: bytes) -> None:
@@ -155,8 +151,8 @@ class Connection(HttpToolsProtocol):
             return
         except httptools.HttpParserUpgrade:  # Pier serves no upgrades: as uvicorn does
             self._unsupported_upgrade_warning()
-        if self.in_head and self.since_head > MAX_HEAD:
-            self.refuse(431, _too_large())
+        if self.in_head and self.since_head > self.limits.max_head:
+            self.refuse(431, self.too_large())
         elif self.timer is not None:
             return
         elif not self.in_head:
@@ -173,11 +169,12 @@ class Connection(HttpToolsProtocol):
         self.begun = True
 
     def on_headers_complete(self) -> None:
-        if len(self.headers) > MAX_HEADERS or (
-            self.since_head > MAX_HEAD
-            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > MAX_HEAD
+        max_head = self.limits.max_head
+        if len(self.headers) > self.limits.max_headers or (
+            self.since_head > max_head
+            and len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > max_head
         ):
-            raise HeadTooLarge(_too_large())
+            raise HeadTooLarge(self.too_large())
         self.in_head = self.begun = False
         self.since_head = 0
         self.disarm()
@@ -215,6 +212,13 @@ class Connection(HttpToolsProtocol):
         self.timer = None
         self.transport.close()  # the app's receive() sees the disconnect
 
+    def too_large(self) -> str:
+        limits = self.limits
+        return (
+            f"Request header fields too large: at most {limits.max_head} bytes and "
+            f"{limits.max_headers} fields."
+        )
+
     def refuse(self, status: int, message: str) -> None:
         """Answer `status` with a JSON error and close, draining the client's data for a while.
         (With an answer to a pipelined request still being written: just close.)"""
@@ -239,7 +243,3 @@ class Connection(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.timer = self.loop.call_later(LINGER, self.transport.close)
-
-
-def _too_large() -> str:
-    return f"Request header fields too large: at most {MAX_HEAD} bytes and {MAX_HEADERS} fields."

@@ -71,13 +71,23 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return error_response(HTTPProblem(exc.status_code, message, headers=exc.headers))
 
 
-SERVER_ERROR = HTTPProblem(500, "Internal server error.")
+SERVER_ERROR = HTTPProblem(500, "internal error")
+# The database cannot serve now (store.StoreUnavailable), on any route: retrying later may work
+UNAVAILABLE = HTTPProblem(
+    503, "The database is unavailable; retry shortly.", headers={"Retry-After": "2"}
+)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
-    """Any unexpected error, under Starlette as in api/edge.py: a JSON 500 (Starlette's own is
-    text); the error is raised on afterwards, for uvicorn to log with its traceback."""
+    """Any unexpected error (a bug), under Starlette as in api/edge.py: a JSON 500 without
+    Retry-After (Starlette's own is text); the error is raised on afterwards, for uvicorn to log
+    with its traceback, in the request's task: the line carries its request id (api/logs.py)."""
     return error_response(SERVER_ERROR)
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """store.StoreUnavailable wherever it is raised (a read, a key lookup): 503, Retry-After."""
+    return error_response(UNAVAILABLE)
 
 
 async def problem_handler(request: Request, exc: Exception) -> Response:

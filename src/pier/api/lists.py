@@ -19,9 +19,9 @@ from ..store.base import ListRow, Store
 from . import ingest, params, read, render
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
+from .fields import ID
 from .validation import check_string, pointer
 
-NAME_MAX = 255
 TYPES = ("dynamic", "static")
 CREATE_FIELDS = ("name", "type", "rule", "tags", "is_visible")  # tags, is_visible: ignored
 PATCH_FIELDS = ("name", "rule", "published", "tags")
@@ -61,7 +61,7 @@ async def _fields(request: Request, allowed: tuple[str, ...]) -> dict[str, msgsp
     """The body's fields, each as the JSON text received; 422 for a body that is not an object
     or has a field not in `allowed`."""
     raw = ingest.checked(await read_body(request))
-    ingest._decode(raw)  # 400 when it is not JSON at all
+    ingest.decode(raw)  # 400 when it is not JSON at all
     try:
         fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
     except msgspec.ValidationError as exc:
@@ -89,9 +89,7 @@ def _rule(value: Any, now: int, where: str, out: list[Problem]) -> Rule | None:
 
 
 def _check_common(values: dict[str, Any], out: list[Problem], *, creating: bool) -> None:
-    check_string(
-        values, "name", "", out, max_len=NAME_MAX, required=creating, nullable=False, nonempty=True
-    )
+    check_string(values, "name", "", out, required=creating, nullable=False, nonempty=True)
     tags = values.get("tags")
     if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
         out.append(Problem("/tags", "tags must be an array of strings"))
@@ -115,7 +113,7 @@ async def create(request: Request) -> Response:
     now = now_ms()
     out: list[Problem] = []
     _check_common(values, out, creating=True)
-    kind = values.get("type")
+    kind: str = values.get("type", "")
     if kind not in TYPES:
         out.append(Problem("/type", "type must be dynamic or static"))
     if kind == "dynamic":
@@ -216,7 +214,7 @@ async def members(request: Request) -> Response:
     key, row = await _find(request)
     query = request.query_params
     limit = params.limit(query.get("limit"), read.PAGE)
-    before = params.cursor(query.get("cursor"), 2)
+    before = params.position(query.get("cursor"))
     rows = await _store(request).list_members(key.project_id, row.id, limit + 1, before)
     page = rows[:limit]
     next_cursor = None
@@ -235,8 +233,8 @@ async def _external_ids(request: Request, row: ListRow) -> list[str]:
         raise invalid([Problem("/external_ids", message)])
     out: list[Problem] = []
     for i, value in enumerate(ids):
-        if not isinstance(value, str) or not value:
-            out.append(Problem(f"/external_ids/{i}", "an external id is a non-empty string"))
+        if not ID.fits(value) or not value:
+            out.append(Problem(f"/external_ids/{i}", ID.expected("an external id")))
     if out:
         raise invalid(out)
     return ids

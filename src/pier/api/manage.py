@@ -49,7 +49,7 @@ async def list_users(request: Request) -> Response:
     key = await _secret_key(request)
     query = request.query_params
     limit = params.limit(query.get("limit"), read.PAGE)
-    before = params.cursor(query.get("cursor"), 2)
+    before = params.position(query.get("cursor"))
     q = query.get("q") or None
     rows = await _store(request).list_users(key.project_id, limit + 1, before, q)
     page = rows[:limit]
@@ -85,7 +85,10 @@ async def delete_user(request: Request) -> Response:
 
 
 async def event_feed(request: Request) -> Response:
-    """GET /api/client/events?after=&limit=: every event of the project in storage order.
+    """GET /api/client/events?after=&limit=: the project's change feed in storage order: tracked
+    events and Pier's own items (user_created, user_updated, user_merged, device_registered,
+    user_deleted: domain/feed.py; their data in docs/client-api.md and the OpenAPI document),
+    from which a consumer rebuilds the users and devices.
 
     `next_cursor` is where to continue: after the last event returned, or the `after` given when
     there is nothing new yet (null only when the project has no events and no `after` was given),

@@ -51,10 +51,18 @@ def cursor(value: str | None, size: int, name: str = "cursor") -> tuple[int, ...
     return tuple(p for p in parts if p is not None)
 
 
+def position(value: str | None, name: str = "cursor") -> tuple[int, int] | None:
+    """The (created_at, id) cursor of a list newest first (see cursor)."""
+    parts = cursor(value, 2, name)
+    return (parts[0], parts[1]) if parts else None
+
+
 def timestamp(value: str, name: str, now: int) -> int:
     """A time sent in a header (epoch milliseconds, or ISO-8601 with an offset), in epoch ms;
     the same rules as an event's timestamp (validation.event_time)."""
     text = value.strip()
+    ms: int | None
+    problem: str | None
     if text.isascii() and text.isdigit():
         number = integer(text)
         ms, problem = (None, "epoch milliseconds out of range")

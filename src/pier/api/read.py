@@ -38,7 +38,7 @@ async def get_user(request: Request) -> Response:
 async def user_events(request: Request) -> Response:
     user = await find_user(request)
     limit = params.limit(request.query_params.get("limit"), PAGE)
-    before = params.cursor(request.query_params.get("cursor"), 2)
+    before = params.position(request.query_params.get("cursor"))
     rows = await request.app.state.store.user_events(user.id, limit + 1, before)
     page = rows[:limit]
     next_cursor = None

@@ -38,15 +38,16 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, EventIn, Identify, Sequence, Single, TrackEvents, Traits
 from ..domain.keys import Key
 from ..domain.model import PROFILE_FIELDS
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
-from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
+from .fields import ID, MAX_EVENTS, PROFILE
+from .validation import pointer
 
 TYPES = ("identify", "track", "page", "screen", "alias", "group")
 EVENT_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
@@ -82,7 +83,7 @@ async def _handle(request: Request, kind: str) -> Response:
     has_header = "authorization" in request.headers
     key = await authenticate(request, None) if has_header else None
     raw = ingest.checked(await read_body(request, any_type=True))
-    body = ingest._decode(raw)
+    body = ingest.decode(raw)
     if key is None:
         key = await authenticate(request, _write_key(body))
     now = now_ms()
@@ -90,14 +91,14 @@ async def _handle(request: Request, kind: str) -> Response:
     if problems:
         raise invalid(problems)
     envelope = body if base == "/batch" else {}  # {"batch": [...], "sentAt", "context", ...}
-    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), envelope)
+    parser = _Parser(key.project_id, now, ingest.clock_skew(request, now), envelope)
     for i, item in enumerate(calls):
         parser.add(item, pointer(base, i) if kind == "batch" else "", kind)
     if parser.problems:
         raise invalid(parser.problems)
     cmd = parser.command()
     if cmd is not None:  # None: only group calls
-        await ingest._submit(request, cmd, raw)
+        await ingest.submit(request, cmd, raw)
     return Response(SUCCESS, media_type="application/json")  # a new one: Edge adds headers
 
 
@@ -183,11 +184,11 @@ class _Parser:
         if "writeKey" in envelope and not isinstance(envelope["writeKey"], str):
             self.problems.append(Problem("/writeKey", "writeKey must be a string"))
 
-    def add(self, item: Any, at: str, kind: str) -> None:
+    def add(self, item: Any, at: str, route: str) -> None:
         if not isinstance(item, dict):
             self.problems.append(Problem(at, "a call must be a JSON object"))
             return
-        kind = item.get("type", kind if kind != "batch" else None)
+        kind = item.get("type", route if route != "batch" else None)
         if kind not in TYPES:
             self.problems.append(
                 Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")
@@ -218,6 +219,8 @@ class _Parser:
             self.problems.append(
                 Problem(pointer(at, "event"), "event is required for a track call")
             )
+        if kind == "track" and event and (problem := validation.reserved_name(event)):
+            self.problems.append(Problem(pointer(at, "event"), problem))
         if len(self.problems) > before or kind == "group":  # group: checked, then ignored
             return
         if kind == "identify":
@@ -269,16 +272,13 @@ class _Parser:
             if field not in traits:
                 continue
             value = traits[field]
-            limit = LIMITS[field]
+            declared = PROFILE[field]
             base = (
                 pointer(at, "traits") if field in own else pointer(pointer(at, "context"), "traits")
             )
-            if value is not None and (not isinstance(value, str) or len(value) > limit):
+            if value is not None and not declared.fits(value):
                 self.problems.append(
-                    Problem(
-                        pointer(base, field),
-                        f"{field} must be a string of at most {limit} characters, or null",
-                    )
+                    Problem(pointer(base, field), declared.expected(field, nullable=True))
                 )
             elif field == "timezone" and value is not None:
                 value = canonical_timezone(value)
@@ -288,7 +288,7 @@ class _Parser:
         context = {**self.context, **context}
         for field in ("timezone", "locale"):  # the device's, when the traits say nothing
             value = context.get(field)
-            if field not in fields and isinstance(value, str) and len(value) <= LIMITS[field]:
+            if field not in fields and PROFILE[field].fits(value):
                 value = canonical_timezone(value) if field == "timezone" else value
                 if value:
                     fields[field] = value
@@ -320,23 +320,15 @@ class _Parser:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or len(value) > ID_MAX:
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value
 
     def _text(self, item: dict, field: str, at: str) -> str | None:
         value = item.get(field)
-        if value is not None and (not isinstance(value, str) or len(value) > ID_MAX):
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if value is not None and not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value or None
 

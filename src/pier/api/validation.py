@@ -1,8 +1,9 @@
 """Validation of request bodies (contract sections 2 and 4).
 
-`problems_*` walk a decoded body and list every problem with its JSON Pointer path; they are the
-one place where the rules and messages live. The hot endpoints first try a typed msgspec decode
-(`schemas.py`), and fall back to these to say what is wrong.
+`problems_*` walk a decoded body and list every problem with its JSON Pointer path. A field's
+limit comes from its declaration (`fields.py`), as do the fast path's types and the OpenAPI
+schemas. The hot endpoints first try a typed msgspec decode (`schemas.py`), and fall back to
+these to say what is wrong.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import math
 import re
 from typing import Any
 
+from ..domain.feed import RESERVED_EVENT_NAMES
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from .errors import Problem
+from .fields import MAX_EVENTS, PROFILE, field
 
-ID_MAX = 255
-MAX_EVENTS = 1000
-LIMITS = {"email": 255, "phone": 64, "timezone": 50, "locale": 50}
 IDENTIFY_FIELDS = ("anonymous_id", "external_id", "email", "phone", "timezone", "locale", "data")
 DEVICE_REQUIRED = ("device_id", "os", "model", "app_build", "app_version")
 NO_ID = "anonymous_id or external_id is required (a non-empty string)"
@@ -34,11 +34,11 @@ def check_string(
     base: str,
     out: list[Problem],
     *,
-    max_len: int = ID_MAX,
     required: bool = False,
     nullable: bool = True,
     nonempty: bool = False,
 ) -> None:
+    """The field `key` of `obj` against its declaration (fields.py) and the body's rules."""
     path = pointer(base, key)
     if key not in obj:
         if required:
@@ -49,12 +49,30 @@ def check_string(
         if not nullable:
             out.append(Problem(path, f"{key} must be a string, not null"))
         return
+    declared = field(key)
     if not isinstance(value, str):
         out.append(Problem(path, f"{key} must be a string"))
-    elif len(value) > max_len:
-        out.append(Problem(path, f"{key} must be at most {max_len} characters"))
+    elif not declared.fits(value):
+        out.append(Problem(path, declared.too_long(key)))
     elif nonempty and not value:
         out.append(Problem(path, f"{key} must not be empty"))
+
+
+def reserved_name(name: str) -> str | None:
+    """The problem with an event name that Pier's own feed items (or lists) take, if it is one."""
+    if name in RESERVED_EVENT_NAMES:
+        return f"{name!r} is reserved for Pier's own feed items: choose another event name"
+    return None
+
+
+def check_event_name(obj: dict[str, Any], key: str, base: str, out: list[Problem]) -> None:
+    """An event's name (`name`, or `event` on /track and Segment's track): a non-empty string
+    that is not reserved."""
+    before = len(out)
+    check_string(obj, key, base, out, required=True, nullable=False, nonempty=True)
+    value = obj.get(key)
+    if len(out) == before and isinstance(value, str) and (problem := reserved_name(value)):
+        out.append(Problem(pointer(base, key), problem))
 
 
 def check_object(obj: dict[str, Any], key: str, base: str, out: list[Problem]) -> None:
@@ -71,10 +89,10 @@ def check_traits(obj: dict[str, Any], base: str, out: list[Problem]) -> None:
     """identify's fields: ids, profile fields, data."""
     for key in ("anonymous_id", "external_id"):
         check_string(obj, key, base, out)
-    for key, limit in LIMITS.items():
-        check_string(obj, key, base, out, max_len=limit)
+    for key in PROFILE:
+        check_string(obj, key, base, out)
     tz = obj.get("timezone")
-    if isinstance(tz, str) and len(tz) <= LIMITS["timezone"] and canonical_timezone(tz) is None:
+    if PROFILE["timezone"].fits(tz) and canonical_timezone(tz) is None:
         out.append(Problem(pointer(base, "timezone"), TIMEZONE_ERROR))
     check_object(obj, "data", base, out)
 
@@ -131,7 +149,7 @@ def problems_events(body: Any, now_ms: int, skew_ms: int = 0) -> list[Problem]:
         if not isinstance(event, dict):
             out.extend(_not_object(base, "an event"))
             continue
-        check_string(event, "name", base, out, required=True, nullable=False, nonempty=True)
+        check_event_name(event, "name", base, out)
         for key in ("anonymous_id", "external_id", "message_id"):
             check_string(event, key, base, out)
         check_object(event, "data", base, out)
@@ -221,7 +239,7 @@ def _may_hold_bad_number(raw: bytes) -> bool:
     return b"0" * 19 in shapes or b"0e000" in shapes
 
 
-class _Object(list):  # type: ignore[type-arg]
+class _Object(list[tuple[str, Any]]):
     """An object's (key, value) pairs, duplicate keys kept (a stored text keeps them)."""
 
 

@@ -25,15 +25,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
+from ..settings import Settings
 from ..store.base import Admin, AdminSession, Store
-from ..writer import now_ms
 
 SESSION_COOKIE = "pier_session"
 LOGIN_COOKIE = "pier_login_csrf"
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 10
-LOGIN_FAILURES = 10  # failed logins per address, and per account, in LOGIN_WINDOW; then 429
-LOGIN_WINDOW = 15 * 60.0
 MAX_TRACKED = 10_000  # addresses and accounts the throttle remembers
 MAX_EMAIL = 320  # characters of an email the throttle keys on
 MAX_HASHES = 2  # password checks at once, per process
@@ -91,14 +90,21 @@ class Throttled(Exception):
 
 
 class LoginThrottle:
-    """At most LOGIN_FAILURES attempts per client address and per account (email, from any
-    address) in LOGIN_WINDOW, per process. An attempt is counted before its password is
+    """At most `failures` attempts per client address and per account (email, from any
+    address) in `window` seconds, per process (the settings login_failures, login_window). An attempt is counted before its password is
     checked, so concurrent guesses cannot all get past the check; a right password clears the
     address's and the account's count. A refused attempt records nothing. At most MAX_TRACKED
     addresses and accounts are remembered: past that, those whose attempts have all expired
     go first, then those attempted least recently."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        failures: int = Settings.login_failures,
+        window: float = Settings.login_window,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failures = failures
+        self.window = window
         self.clock = clock
         self._attempts: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
@@ -108,16 +114,16 @@ class LoginThrottle:
 
     def admit(self, address: str, email: str) -> None:
         """Count an attempt for the address and the account. Raises Throttled, recording
-        nothing, when either has had LOGIN_FAILURES attempts in the window."""
+        nothing, when either has had `failures` attempts in the window."""
         now = self.clock()
         keys = self._keys(address, email)
         for who in keys:
             attempts = self._attempts.get(who)
-            while attempts and attempts[0] <= now - LOGIN_WINDOW:
+            while attempts and attempts[0] <= now - self.window:
                 attempts.popleft()
-            if attempts and len(attempts) >= LOGIN_FAILURES:
+            if attempts and len(attempts) >= self.failures:
                 self._attempts.move_to_end(who)  # still active: the last to be forgotten
-                wait = max(1, math.ceil(attempts[0] + LOGIN_WINDOW - now))
+                wait = max(1, math.ceil(attempts[0] + self.window - now))
                 raise Throttled("Too many failed logins. Wait a few minutes and try again.", wait)
         for who in keys:
             if who not in self._attempts:
@@ -129,7 +135,7 @@ class LoginThrottle:
     def _make_room(self, now: float) -> None:
         if len(self._attempts) < MAX_TRACKED:
             return
-        for who in [w for w, a in self._attempts.items() if not a or a[-1] <= now - LOGIN_WINDOW]:
+        for who in [w for w, a in self._attempts.items() if not a or a[-1] <= now - self.window]:
             del self._attempts[who]
         while len(self._attempts) >= MAX_TRACKED:
             self._attempts.popitem(last=False)
@@ -167,11 +173,12 @@ class HashSlots:
             self.busy -= 1
 
 
-throttle = LoginThrottle()
 hash_slots = HashSlots(MAX_HASHES)
 
 
-async def log_in(store: Store, address: str, email: str, password: str) -> Admin | None:
+async def log_in(
+    store: Store, throttle: LoginThrottle, address: str, email: str, password: str
+) -> Admin | None:
     """The admin when the password is right, None when not. Raises Throttled, before any hash
     is computed, when the address or the account has failed too often or every hash slot is
     busy."""

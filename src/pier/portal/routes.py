@@ -1,4 +1,4 @@
-"""The portal's routes (mounted at /portal by api/app.py) and the headers every page carries."""
+"""The portal's routes (mounted at /portal by pier/app.py) and the headers every page carries."""
 
 from __future__ import annotations
 

@@ -16,9 +16,9 @@ from ..api import params
 from ..api.errors import HTTPProblem
 from ..api.render import encode_cursor
 from ..api.validation import nested_deeper
+from ..clock import now_ms
 from ..domain.keys import PUBLIC, SCOPES, generate_key, hash_key
 from ..store.base import EventRow, FeedEvent, Store
-from ..writer import now_ms
 from . import auth
 from .chart import events_chart, since
 
@@ -164,9 +164,10 @@ async def login(request: Request) -> Response:
     # the peer, or the client a proxy named when it is one of `pier serve --forwarded-allow-ips`
     who = request.client.host if request.client else "?"
     try:
-        admin = await auth.log_in(store(request), who, email, password)
+        throttle = request.app.state.login_throttle
+        admin = await auth.log_in(store(request), throttle, who, email, password)
     except auth.Throttled as refused:
-        response = _login_page(request, 429, error=refused.message, **context)
+        response: Response = _login_page(request, 429, error=refused.message, **context)
         response.headers["Retry-After"] = str(refused.retry_after)
         return response
     if admin is None:
@@ -339,9 +340,9 @@ async def revoke_key(request: Request) -> Response:
 
 
 # -- users ------------------------------------------------------------------------------------
-def _cursor(value: str | None, size: int) -> tuple[int, ...] | None:
+def _cursor(value: str | None) -> tuple[int, int] | None:
     try:
-        return params.cursor(value, size)
+        return params.position(value)
     except HTTPProblem:
         return None  # a cursor edited by hand: start from the first page
 
@@ -352,8 +353,8 @@ async def users(request: Request) -> Response:
     if project is None:
         return _missing(request)
     q = request.query_params.get("q", "").strip()
-    before = _cursor(request.query_params.get("cursor"), 2)
-    rows = await store(request).list_users(project.id, PAGE + 1, before, q or None)  # type: ignore[arg-type]
+    before = _cursor(request.query_params.get("cursor"))
+    rows = await store(request).list_users(project.id, PAGE + 1, before, q or None)
     shown = rows[:PAGE]
     more = len(rows) > PAGE
     return page(
@@ -377,8 +378,8 @@ async def user(request: Request) -> Response:
     found = None if uid is None else await store(request).get_user_by_id(project.id, uid)
     if found is None:
         return _missing(request, "user in this project")
-    before = _cursor(request.query_params.get("cursor"), 2)
-    rows: list[EventRow] = await store(request).user_events(found.id, EVENTS_PAGE + 1, before)  # type: ignore[arg-type]
+    before = _cursor(request.query_params.get("cursor"))
+    rows: list[EventRow] = await store(request).user_events(found.id, EVENTS_PAGE + 1, before)
     shown = rows[:EVENTS_PAGE]
     more = len(rows) > EVENTS_PAGE
     return page(

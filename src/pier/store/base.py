@@ -23,7 +23,9 @@ def request_keys_cutoff() -> int:
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached or cannot write; the request is answered 503."""
+    """The database cannot serve now (unreachable, locked, out of disk); the request is answered
+    503 with Retry-After. Each backend raises it only for the errors that say so (its
+    `check_unavailable`): any other error is a bug in Pier, answered 500."""
 
 
 class EventRow(msgspec.Struct):

@@ -14,6 +14,7 @@ import msgspec
 
 from ..clock import now_ms
 from ..domain.batch import ChangeSet
+from ..domain.feed import DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED, MERGED_AWAY, USER_DELETED
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
@@ -29,7 +30,7 @@ from ..domain.segments import (
     parse_rule,
     user_document,
 )
-from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, StoreUnavailable
+from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
 from .segments_sql import compile_members
@@ -189,8 +190,8 @@ class SqlTx(BatchQueries):
             data = _encode({"list_id": list_id, "name": name})
             await run.many(
                 q.insert_events,
-                [(project_id, u, "list_entered", data, now, now, None) for u in entered]
-                + [(project_id, u, "list_exited", data, now, now, None) for u in left],
+                [(project_id, u, LIST_ENTERED, data, now, now, None) for u in entered]
+                + [(project_id, u, LIST_EXITED, data, now, now, None) for u in left],
             )
 
     async def documents(self, project_id: int, user_ids: list[int], names: set[str]) -> Docs:
@@ -225,7 +226,10 @@ class SqlTx(BatchQueries):
         await self.run.many(self.q.insert_device, [device_values(d) for d in devices])
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        """Give the events of each merged user (from) to the user it merged into (to)."""
+        """Give the events of each merged user (from) to the user it merged into (to); its own
+        items (feed.MERGED_AWAY) leave the feed instead."""
+        names = self.array(list(MERGED_AWAY))
+        await self.run.many(self.q.delete_merged_items, [(frm, names) for frm, _ in moves])
         await self.run.many(self.q.move_events, [(to, frm) for frm, to in moves])
 
     async def insert_events(self, events: list[Event], now: int) -> None:
@@ -298,7 +302,7 @@ def _parsed(list_id: int, text: str, now: int) -> tuple[Rule, Dependencies] | No
 
 
 def _list_row(r: Row) -> ListRow:
-    return ListRow(*r[:7], bool(r[7]), *r[8:])
+    return ListRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
 
 
 def _feed_event(r: Row) -> FeedEvent:
@@ -311,7 +315,6 @@ class SqlStore:
     `writing()`; it implements the rest of the protocol itself."""
 
     q: Queries
-    unavailable: tuple[type[BaseException], ...] = ()  # errors of find_key that mean 503
 
     @property
     def reader(self) -> Run:
@@ -361,10 +364,7 @@ class SqlStore:
         return [ApiKey(*r) for r in await self.reader.all(self.q.keys, project_id)]
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        try:
-            row = await self.reader.one(self.q.key_by_hash, key_hash)
-        except self.unavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        row = await self.reader.one(self.q.key_by_hash, key_hash)
         return ApiKey(*row) if row else None
 
     async def revoke_key(self, key_id: int | None, key_hash: str | None, now: int) -> bool:
@@ -419,18 +419,55 @@ class SqlStore:
             counts[table] = row[0] if row else 0
         return counts
 
-    async def _delete_user(self, run: Run, project_id: int, ref: str, by: str) -> bool:
-        """Delete a user and all its rows, inside the backend's write transaction."""
+    async def _delete_user(self, tx: SqlTx, project_id: int, ref: str, by: str) -> bool:
+        """Delete a user and all its rows, inside the backend's write transaction, and record
+        its user_deleted item (the one item of the user that stays in the feed)."""
         if "\0" in ref:  # (as in get_user)
             return False
-        row = await run.one(self.q.user_id_of[by], project_id, int(ref) if by == "id" else ref)
+        run, q = tx.run, self.q
+        row = await run.one(q.user_id_of[by], project_id, int(ref) if by == "id" else ref)
         if row is None:
             return False
-        await self._delete_events(run, project_id, row[0])
-        for sql in self.q.delete_user_rows:
-            await run.execute(sql, project_id, row[0])
-        await run.execute(self.q.delete_user, project_id, row[0])
+        uid = row[0]
+        found = await run.one(q.user_by_id, project_id, uid)
+        assert found is not None
+        user = user_from_row(found)
+        ids = q.dialect.array([uid])
+        anonymous = [a for _, a in await run.all(q.anonymous_ids_of, ids)]
+        devices = [row[3] for row in await run.all(q.devices_of, ids)]  # DEVICE_FIELDS order
+        devices += await self._gone_devices(run, project_id, uid, devices)
+        await self._delete_events(run, project_id, uid)
+        for sql in q.delete_user_rows:
+            await run.execute(sql, project_id, uid)
+        await run.execute(q.delete_user, project_id, uid)
+        now = now_ms()
+        # device_ids: a device's earlier items may name another user (it moved there from
+        # it): they stay, and the tombstone tells a consumer to drop the device too
+        data = {"external_id": user.external_id, "anonymous_ids": anonymous, "device_ids": devices}
+        await tx.insert_events([Event(user, USER_DELETED, data, now)], now)
         return True
+
+    async def _gone_devices(
+        self, run: Run, project_id: int, user_id: int, owned: list[str]
+    ) -> list[str]:
+        """The device ids that the user's device_registered items name, that it does not own
+        and no device has now (renamed, found by its token, or deleted with another user):
+        their items under other users, older, would stay in the feed with nothing after."""
+        named = {
+            _decode(d)["device_id"] for d in await self._device_items(run, project_id, user_id)
+        }
+        named -= set(owned)
+        if not named:
+            return []
+        found = await run.all(
+            self.q.devices_where["device_id"], project_id, self.q.dialect.array(sorted(named))
+        )
+        return sorted(named - {row[3] for row in found})
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        """The data of the user's device_registered items."""
+        rows = await run.all(self.q.user_items_named, project_id, user_id, DEVICE_REGISTERED)
+        return [r[0] for r in rows]
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         await run.execute(self.q.delete_user_events, project_id, user_id)
@@ -531,7 +568,8 @@ class SqlStore:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 async with self.transaction() as tx:  # type: ignore[attr-defined]
-                    return await tx.sweep(now, limit)
+                    done: int = await tx.sweep(now, limit)
+                    return done
             except Exception as exc:
                 if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
                     raise

@@ -349,10 +349,10 @@ def compile_members(
     sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1{only}"
     sql += f" AND {where}"
     # a value is bound before it is known whether a path finds anything: keep those used
-    used = sorted(used | {int(n) for n in _PARAM.findall(sql)})
-    number = {old: new for new, old in enumerate(used, 1)}
+    ordered = sorted(used | {int(n) for n in _PARAM.findall(sql)})
+    number = {old: new for new, old in enumerate(ordered, 1)}
     sql = _PARAM.sub(lambda m: f"${number[int(m[1])]}", sql)
-    params = [compiler.params[old - 1] for old in used]
+    params = [compiler.params[old - 1] for old in ordered]
     return dialect.render(sql), params  # no braces but {any[2]}: every value is a parameter
 
 

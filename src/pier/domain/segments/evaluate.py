@@ -3,6 +3,7 @@ the next instant at which a user's membership can change with no new data."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -71,14 +72,14 @@ def _combine(operator: str, results: Iterable[bool]) -> bool:
 
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "=":
-        return a == b
+        return bool(a == b)
     if op == "<":
-        return a < b
+        return bool(a < b)
     if op == "<=":
-        return a <= b
+        return bool(a <= b)
     if op == ">":
-        return a > b
-    return a >= b
+        return bool(a > b)
+    return bool(a >= b)
 
 
 class Evaluator:
@@ -131,7 +132,7 @@ class Evaluator:
         kind, op = cond.type, cond.operator
         if kind == "boolean":
             some_true = any(is_true(v) for v in values)
-            return some_true == self.target(cond) if op == "=" else some_true != self.target(cond)
+            return bool(some_true == self.target(cond)) is (op == "=")
         if kind == "array":
             arrays = [v for v in values if isinstance(v, list)]
             if op == "is set":
@@ -325,7 +326,7 @@ def _moves(
                     thresholds.add(ms)
         for x in thresholds:
             for strict in (False, True):
-                t = _first(lambda t, x=x, s=strict: _passes(cond, t, x, s), now)
+                t = _first(functools.partial(_passes, cond, x=x, strict=strict), now)
                 if t is not None:
                     exact.add(t)
         return
@@ -336,7 +337,7 @@ def _moves(
 
 def _passes(cond: Condition, t: int, x: int, strict: bool) -> bool:
     value = target(cond, t)
-    return value > x if strict else value >= x
+    return bool(value > x) if strict else bool(value >= x)
 
 
 def _first(test: Callable[[int], bool], now: int, horizon: int | None = None) -> int | None:

@@ -374,7 +374,8 @@ class _Parser:
         for key in raw:
             if key not in ("period", "operator", "count"):
                 self.fail(pointer(where, key), f"unknown field {key!r}")
-        operator, count = raw.get("operator"), raw.get("count")
+        operator: Any = raw.get("operator")  # checked below before it is used
+        count: Any = raw.get("count")
         if "operator" not in raw:
             self.fail(pointer(where, "operator"), "operator is required")
         elif operator not in COUNT_OPERATORS:
@@ -406,7 +407,8 @@ class _Parser:
             if key not in keys[kind]:
                 self.fail(pointer(where, key), f"unknown field {key!r}")
         if kind == "rolling":
-            unit, value = raw.get("unit"), raw.get("value")
+            unit: Any = raw.get("unit")  # checked below before it is used
+            value: Any = raw.get("value")
             ok = True
             if unit not in UNIT_MS:
                 self.fail(pointer(where, "unit"), f"unit must be one of {', '.join(UNIT_MS)}")

@@ -68,7 +68,7 @@ class Template(msgspec.Struct, frozen=True):
 
 def _uses_now(expr: Expr) -> bool:
     if isinstance(expr, Literal):
-        return expr.value == "now"
+        return bool(expr.value == "now")
     if isinstance(expr, Call):
         return expr.helper == "now" or any(_uses_now(a) for a in expr.args)
     return False
@@ -369,7 +369,13 @@ def _set_date(now: int, date: Any = None, unit: Any = None, value: Any = None, *
     elif unit == "days":
         dt = dt.replace(day=min(n, days_in_month(dt.year, dt.month)))
     else:
-        dt = dt.replace(**{unit[:-1]: n})
+        dt = (
+            dt.replace(hour=n)
+            if unit == "hours"
+            else dt.replace(minute=n)
+            if unit == "minutes"
+            else dt.replace(second=n)
+        )
     return _iso(_ms(dt))
 
 

@@ -111,7 +111,7 @@ def is_true(value: Any) -> bool:
         return False
     if isinstance(value, int | float):
         return value == 1
-    return value == "true"
+    return bool(value == "true")
 
 
 def days_from_civil(y: int, m: int, d: int) -> int:

@@ -1,4 +1,5 @@
-"""The ASGI application: routes, error handlers, and the store and writer it runs on."""
+"""The ASGI application, assembled above `api/` and `portal/`: routes, error handlers, and the
+store and writer it runs on."""
 
 from __future__ import annotations
 
@@ -13,15 +14,24 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
-from ..lists import ListJobs
-from ..portal.routes import routes as portal_routes
-from ..store import make_store
-from ..writer import Writer
-from . import ingest, lists, manage, metrics, openapi, read, segment, track
-from .auth import KeyCache
-from .edge import Edge
-from .errors import HTTPProblem, http_exception, problem_handler, server_error
-from .gctune import periodic_collection
+from .api import ingest, lists, manage, openapi, read, segment, track
+from .api.auth import KeyCache
+from .api.edge import Edge
+from .api.errors import (
+    HTTPProblem,
+    http_exception,
+    problem_handler,
+    server_error,
+    store_unavailable,
+)
+from .lists import ListJobs
+from .portal.auth import LoginThrottle
+from .portal.routes import routes as portal_routes
+from .process import metrics
+from .process.gctune import periodic_collection
+from .settings import Settings
+from .store import StoreUnavailable, make_store
+from .writer import Writer
 
 
 async def health(request: Request) -> Response:
@@ -95,21 +105,21 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Edge:
+def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
     garbage on a timer (see gctune); for a process that serves only Pier."""
-    store = make_store(database_url, durability)
+    store = make_store(settings.database_url, settings.durability)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await store.migrate()
-        writer = Writer(store)
+        writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
         writer.start()
         app.state.store = store
         app.state.writer = writer
         app.state.keys = KeyCache(store)
-        app.state.lists = ListJobs(store)
+        app.state.lists = ListJobs(store, settings.list_sweep)
         await app.state.lists.start()
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
         try:
@@ -126,17 +136,17 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
         exception_handlers={
             HTTPException: http_exception,
             HTTPProblem: problem_handler,
+            StoreUnavailable: store_unavailable,
             Exception: server_error,
         },
     )
-    return Edge(app, INGESTION)
+    app.state.settings = settings
+    app.state.login_throttle = LoginThrottle(settings.login_failures, settings.login_window)
+    return Edge(app, INGESTION, log_all=settings.access_log == "all")
 
 
 def from_environment() -> Edge:
-    """The app `pier serve` runs in each worker process, configured by the environment."""
-    import os
+    """The app `pier serve` runs in each worker process, with the settings it passed."""
+    from . import settings
 
-    from ..store import database_url
-
-    durability = os.environ.get("PIER_DURABILITY", "full")
-    return create_app(database_url(None), durability=durability, tune_gc=True)
+    return create_app(settings.from_environment(), tune_gc=True)
