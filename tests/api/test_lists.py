@@ -203,3 +203,25 @@ def test_public_keys_get_403(tenant: Tenant) -> None:
         r = tenant.public.request(method, path, json=body)
         assert r.status_code == 403, (method, path, r.text)
     assert tenant.secret.get("/api/client/lists").json()["results"] == []
+
+
+def test_a_users_lists_take_an_id_holding_a_slash_and_ids_follow_the_field_rules(
+    tenant: Tenant,
+) -> None:
+    """`%2F` is part of the id in /users/{ref}/lists (RawPathRoute), and an external id past
+    the declared 255 characters is a 422 at its own path (api/fields.py)."""
+    for ext in ("a/b", "a"):
+        assert tenant.post("identify", {"external_id": ext}).status_code == 204
+    r = create(tenant, {"name": "S", "type": "static"})
+    url = f"/api/client/lists/{r.json()['id']}/users"
+    assert tenant.secret.post(url, json={"external_ids": ["a/b"]}).status_code == 204
+    r = tenant.secret.get("/api/client/users/a%2Fb/lists")
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["results"]] == ["S"]
+    assert tenant.secret.get("/api/client/users/a/lists").json()["results"] == []
+    r = tenant.secret.post(url, json={"external_ids": ["a", "x" * 256]})
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert [e["path"] for e in errors] == ["/external_ids/1"]
+    assert "at most 255 characters" in errors[0]["message"]
+    assert tenant.secret.get("/api/client/users/a/lists").json()["results"] == []
