@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from . import lists, settings
+from .api.lists import render_list
 from .api.render import iso
 from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
@@ -327,8 +328,6 @@ def lists_list(project_id: int, database_url: str) -> None:
 @database_option
 def lists_show(list_id: int, project_id: int, database_url: str) -> None:
     """A list as the API shows it (JSON)."""
-    from .api.lists import render_list  # not at the top: the api reads its settings on import
-
     row = run(database_url, lambda s: _list(s, project_id, list_id))
     click.echo(msgspec.json.encode(render_list(row)).decode())
 
