@@ -119,3 +119,17 @@ def test_a_change_that_races_the_backfill_is_kept(tenant: Tenant) -> None:
     assert db_call(url, lambda s: s.finish_list(row, snapshot, at, mark, rule))
     assert members(tenant, row.id) == ["bob", "cat"]
     assert settled(tenant, row.id)["state"] == "draft"
+
+
+def test_a_merged_users_list_items_leave_with_it(tenant: Tenant) -> None:
+    """Both users entered the list; after the merge the survivor has entered it once (the
+    merged user's list_entered left the feed with its other own items)."""
+    list_id = create(tenant, {"name": "All", "type": "dynamic", "rule": ROOT}).json()["id"]
+    settled(tenant, list_id)
+    assert tenant.post("identify", {"external_id": "b"}).status_code == 204
+    assert tenant.post("identify", {"anonymous_id": "a"}).status_code == 204
+    assert tenant.post("alias", {"anonymous_id": "a", "external_id": "b"}).status_code == 204
+    items = tenant.secret.get("/api/client/events", params={"limit": 1000}).json()["results"]
+    listed = [(i["name"], i["external_id"]) for i in items if i["name"].startswith("list_")]
+    assert listed == [("list_entered", "b")]
+    assert settled(tenant, list_id)["users_count"] == 1

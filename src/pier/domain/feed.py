@@ -20,8 +20,9 @@ LIST_EXITED = "list_exited"
 # A client event may not take one of these names (422): Pier's items, and the lists'.
 RESERVED_EVENT_NAMES = frozenset((*ITEMS, LIST_ENTERED, LIST_EXITED))
 # The items of a user merged into another that leave the feed with it: they describe a user that
-# no longer exists, and the merge's own items describe the result (its tracked events move).
-MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED)
+# no longer exists, and the merge's own items describe the result (its tracked events move). The
+# survivor is evaluated again for every dynamic list, so its own list items say where it is.
+MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED)
 
 DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")
 
