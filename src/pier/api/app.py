@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from ..delivery.engine import Deliverer
 from ..portal.routes import routes as portal_routes
 from ..store import make_store
 from ..writer import Writer
@@ -55,9 +56,12 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = False) -> Edge:
+def create_app(
+    database_url: str, *, durability: str = "full", tune_gc: bool = False, deliver: bool = False
+) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
-    garbage on a timer (see gctune); for a process that serves only Pier."""
+    garbage on a timer (see gctune); for a process that serves only Pier. `deliver`: run the
+    delivery engine (pier.delivery) in the background."""
     store = make_store(database_url, durability)
 
     @contextlib.asynccontextmanager
@@ -70,10 +74,15 @@ def create_app(database_url: str, *, durability: str = "full", tune_gc: bool = F
         app.state.writer = writer
         app.state.keys = KeyCache(store)
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
+        deliverer = Deliverer(store) if deliver else None
+        if deliverer is not None:
+            deliverer.start()
         try:
             async with gc_mode:
                 yield
         finally:
+            if deliverer is not None:
+                await deliverer.stop()
             await writer.stop()
             await store.close()
 
@@ -92,4 +101,5 @@ def from_environment() -> Edge:
     from ..store import database_url
 
     durability = os.environ.get("PIER_DURABILITY", "full")
-    return create_app(database_url(None), durability=durability, tune_gc=True)
+    deliver = os.environ.get("PIER_DELIVER", "1") != "0"
+    return create_app(database_url(None), durability=durability, tune_gc=True, deliver=deliver)
