@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgspec
+import pytest
 
+from conftest import Tenant, db_call
 from pier.delivery.engine import Deliverer, Settings
 from pier.store import make_store
+from pier.store.destinations import Destinations
 
 # short backoff for tests: settings of the engine, not test hacks
 FAST = Settings(
@@ -147,3 +150,16 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+def pause_afterwards(tenant: Tenant):  # type: ignore[no-untyped-def]
+    """The test's destinations are paused after it: the next test's engine leaves them be."""
+    yield
+
+    async def action(store):  # type: ignore[no-untyped-def]
+        ds = Destinations(store)
+        for d in await ds.of_project(tenant.id):
+            await ds.set_state(d.id, "paused")
+
+    db_call(tenant.server.database_url, action)

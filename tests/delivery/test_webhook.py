@@ -7,26 +7,12 @@ import random
 import time
 
 import msgspec
-import pytest
 
 from conftest import Tenant, db_call
-from delivery.receiver import FAST, delivering, receiver, wait_for
+from delivery.receiver import FAST, delivering, pause_afterwards, receiver, wait_for  # noqa: F401
 from pier.delivery import manage
 from pier.delivery.secrets import verify
 from pier.store.destinations import Destinations
-
-
-@pytest.fixture(autouse=True)
-def pause_afterwards(tenant: Tenant):  # type: ignore[no-untyped-def]
-    """The test's destinations are paused after it: the next test's engine leaves them be."""
-    yield
-
-    async def action(store):  # type: ignore[no-untyped-def]
-        ds = Destinations(store)
-        for d in await ds.of_project(tenant.id):
-            await ds.set_state(d.id, "paused")
-
-    db_call(tenant.server.database_url, action)
 
 
 def add_webhook(tenant: Tenant, url: str, **options) -> tuple[int, str]:  # type: ignore[no-untyped-def]
