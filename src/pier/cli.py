@@ -457,6 +457,13 @@ def _invalid(exc: Exception) -> click.ClickException:
 @click.option("--secret-key", default=None, help="pier: the target's secret key, for deletions.")
 @click.option("--name", default=None)
 @click.option("--batch-size", default=None, type=int, help="Items per batch (default 500).")
+@click.option("--max-bytes", default=None, type=int, help="Bytes per batch at most (1 MiB).")
+@click.option(
+    "--retry-window",
+    default=None,
+    type=float,
+    help="Seconds a failing batch is retried before its failing items are dead-lettered (86400).",
+)
 @click.option("--only", multiple=True, help="Send only the items whose name matches (a glob).")
 @click.option("--skip", multiple=True, help="Skip the items whose name matches (a glob).")
 @click.option("--from", "start", type=click.Choice(["beginning", "now"]), default="beginning")
@@ -469,6 +476,8 @@ def destinations_add(
     secret_key: str | None,
     name: str | None,
     batch_size: int | None,
+    max_bytes: int | None,
+    retry_window: float | None,
     only: tuple[str, ...],
     skip: tuple[str, ...],
     start: str,
@@ -487,6 +496,8 @@ def destinations_add(
             secret_key=secret_key,
             name=name,
             batch_size=batch_size,
+            max_bytes=max_bytes,
+            retry_window=retry_window,
             only=list(only),
             skip=list(skip),
         )

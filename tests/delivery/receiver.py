@@ -46,7 +46,7 @@ class Got:
         return msgspec.json.decode(self.body)
 
 
-Answer = tuple[int, dict[str, str], bytes]
+Answer = tuple[int, dict[str, str], bytes | Iterator[bytes]]  # a body, or its chunks
 Decide = Callable[[Got, int], Answer | None]  # None: 200 with an empty body
 
 
@@ -57,6 +57,7 @@ class Receiver:
     port: int = 0  # 0: any free port
     got: list[Got] = field(default_factory=list)
     answered: list[tuple[Got, int]] = field(default_factory=list)
+    streamed: int = 0  # bytes of streamed answers written
 
     def __post_init__(self) -> None:
         receiver = self
@@ -81,9 +82,16 @@ class Receiver:
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(answer)))
-                    self.end_headers()
-                    self.wfile.write(answer)
+                    if isinstance(answer, bytes):
+                        self.send_header("Content-Length", str(len(answer)))
+                        self.end_headers()
+                        self.wfile.write(answer)
+                    else:
+                        self.send_header("Content-Length", str(10 * 2**30))
+                        self.end_headers()
+                        for chunk in answer:
+                            self.wfile.write(chunk)
+                            receiver.streamed += len(chunk)
                 except OSError:
                     pass  # the client gave up (timeout)
 

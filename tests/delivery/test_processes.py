@@ -170,3 +170,24 @@ def test_two_processes_deliver_one_at_a_time_and_hand_over_after_kill(
     # one process at a time: nothing was sent twice (no batch was in flight at the kill)
     items = [i["id"] for g in r.accepted() for i in g.json()["items"] if i["name"] == "e"]
     assert len(items) == len(set(items)) == 150 and items == sorted(items)
+
+
+def test_sigterm_abandons_a_batch_in_flight_within_the_drain_time(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIER_DELIVERY_DRAIN", "0.5")
+    monkeypatch.setenv("PIER_DELIVERY_TIMEOUT", "60")
+    project = new_project(database_url)
+    with receiver(delay=20) as r:  # answers long after the drain time
+        did = add(database_url, project.id, "webhook", r.url)
+        server = PierProcess(database_url, tmp_path / "a.log")
+        try:
+            post_events(server.url, project.public_key, 5, message_ids=True)
+            wait_for(lambda: len(r.got) == 1)
+            assert server.terminate(timeout=15) == 0
+        finally:
+            server.kill()
+            pause(database_url, did)
+        d, lag = state(database_url, did)
+        assert d.cursor == 0 and d.delivered == 0 and lag == 10  # 5 users, 5 events: abandoned, the cursor stayed
+        assert d.lease_holder is None  # given back

@@ -188,3 +188,60 @@ def test_400_for_a_marked_item_dead_letters_only_it(tenant: Tenant) -> None:
     assert item["data"] == {"n": 17, "poison": True}
     assert letters[0].answer.startswith('400 {"error":"poisoned"}')
     assert len(letters[0].answer) < 5000  # the answer was read up to a small limit
+
+
+def test_a_batch_failing_past_its_retry_window_is_split(tenant: Tenant) -> None:
+    """503 (retryable) for any batch holding the marked item: once the window (1 s here) ends,
+    the batch is split; only the marked item is dead-lettered, the rest delivered in order."""
+
+    def decide(got, n):  # type: ignore[no-untyped-def]
+        return (503, {}, b"down for it") if b'"poison":true' in got.body else None
+
+    with receiver(decide) as r:
+        did, _ = add_webhook(tenant, r.url, batch_size=10, retry_window=1)
+        track(tenant, 6)
+        body = [{"name": "seen", "external_id": "u-1", "data": {"n": 6, "poison": True}}]
+        assert tenant.post("events", body).status_code == 204
+        track(tenant, 5, start=7)
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: len(dead_letters(tenant, did)) == 1)
+            wait_for(lambda: destination(tenant, did).delivered == 12)
+    assert sent_numbers(r.accepted()) == [n for n in range(12) if n != 6]
+    assert dead_letters(tenant, did)[0].answer == "503 down for it"
+    assert sum(1 for _, status in r.answered if status == 503) > 2  # retried meanwhile
+
+
+def test_items_the_filters_skip_count_as_delivered(tenant: Tenant) -> None:
+    with receiver() as r:
+        did, _ = add_webhook(tenant, r.url, only=["Order *", "seen"], skip=["seen"])
+        track(tenant, 3)
+        body = [{"name": n, "external_id": "u-1"} for n in ("Order Paid", "Order Sent", "Orders")]
+        assert tenant.post("events", body).status_code == 204
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: destination(tenant, did).delivered == 7)
+    assert [i["name"] for i in items_of(r.accepted())] == ["Order Paid", "Order Sent"]
+    d = destination(tenant, did)
+    assert d.cursor == max(
+        e["id"] for e in tenant.secret.get("/api/client/events").json()["results"]
+    )
+
+
+def test_hostile_receivers_answer_huge_bodies_garbage_and_redirect_loops(tenant: Tenant) -> None:
+    def huge(got, n):  # type: ignore[no-untyped-def]
+        return 200, {}, (b"\xff\x00garbage" * 8192 for _ in range(160_000))  # "10 GiB"
+
+    def loop(got, n):  # type: ignore[no-untyped-def]
+        return 307, {"Location": got.path}, b""
+
+    track(tenant, 3)
+    with receiver(huge) as big, receiver(loop) as redirecting:
+        big_id, _ = add_webhook(tenant, big.url)
+        loop_id, _ = add_webhook(tenant, redirecting.url + "/hook", retry_window=0.5)
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: destination(tenant, big_id).delivered == 4)
+            wait_for(lambda: len(dead_letters(tenant, loop_id)) == 4)
+        assert big.streamed < 50 * 2**20  # the answer was not read to its end
+    assert len(big.got) == 1
+    letters = dead_letters(tenant, loop_id)
+    assert len(letters) == 4 and all(x.answer.startswith("307") for x in letters)
+    assert all(g.path == "/hook" and g.method == "POST" for g in redirecting.got)

@@ -163,15 +163,16 @@ class Deliverer:
         self._stopping.set()
         for event in self._waiting.values():
             event.set()
-        tasks = list(self._tasks.values())
+        if self._main is not None:
+            await self._main
+
+    async def _drain(self) -> None:
+        tasks = [t for t in self._tasks.values() if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=self.s.drain)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._main is not None:
-            self._main.cancel()
-            await asyncio.gather(self._main, return_exceptions=True)
         for destination_id in list(self._tasks):
             with contextlib.suppress(Exception):
                 await self.destinations.release(destination_id, self.holder)
@@ -204,6 +205,7 @@ class Deliverer:
                         await asyncio.wait_for(self._stopping.wait(), self.s.scan_every)
             finally:
                 watcher.cancel()
+                await self._drain()  # before the client closes
 
     async def _scan(self) -> None:
         for destination_id in await self.destinations.active():

@@ -22,6 +22,8 @@ from .kinds import KINDS, NEEDS_KEY
 from .secrets import prefix, seal, signing_secret
 
 MAX_BATCH_SIZE = 5000
+MAX_BYTES = 1 << 20  # a batch's body at most (the default), and the most it may be set to
+MAX_RETRY_WINDOW = 30 * 86_400  # seconds
 MAX_GLOB = 255
 
 
@@ -72,6 +74,8 @@ def new_destination(
     secret_key: str | None = None,
     name: str | None = None,
     batch_size: int | None = None,
+    max_bytes: int | None = None,
+    retry_window: float | None = None,
     only: list[str] | None = None,
     skip: list[str] | None = None,
 ) -> tuple[Destination, str | None]:
@@ -90,6 +94,12 @@ def new_destination(
         problems.append(Problem("secret_key", "only a pier destination takes a secret key"))
     if batch_size is not None and not 1 <= batch_size <= MAX_BATCH_SIZE:
         problems.append(Problem("batch_size", f"batch size must be 1 to {MAX_BATCH_SIZE}"))
+    if max_bytes is not None and not 1024 <= max_bytes <= MAX_BYTES:
+        problems.append(Problem("max_bytes", f"max bytes must be 1024 to {MAX_BYTES}"))
+    if retry_window is not None and not 0 <= retry_window <= MAX_RETRY_WINDOW:
+        problems.append(
+            Problem("retry_window", f"retry window must be 0 to {MAX_RETRY_WINDOW} seconds")
+        )
     for field, globs in (("only", only or []), ("skip", skip or [])):
         for glob in globs:
             if (why := _glob_problem(glob)) is not None:
@@ -111,6 +121,8 @@ def new_destination(
         signing_secret=seal(signing),
         signing_secret_prefix=prefix(signing),
         batch_size=batch_size or 500,
+        max_bytes=max_bytes or MAX_BYTES,
+        retry_window_ms=int((86_400 if retry_window is None else retry_window) * 1000),
         only=list(only or []),
         skip=list(skip or []),
         created_at=now_ms(),
