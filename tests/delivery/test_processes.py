@@ -189,5 +189,7 @@ def test_sigterm_abandons_a_batch_in_flight_within_the_drain_time(
             server.kill()
             pause(database_url, did)
         d, lag = state(database_url, did)
-        assert d.cursor == 0 and d.delivered == 0 and lag == 10  # 5 users, 5 events: abandoned, the cursor stayed
+        assert (
+            d.cursor == 0 and d.delivered == 0 and lag == 10
+        )  # 5 users, 5 events: abandoned, the cursor stayed
         assert d.lease_holder is None  # given back
