@@ -15,7 +15,7 @@ from ..delivery.engine import Deliverer
 from ..portal.routes import routes as portal_routes
 from ..store import make_store
 from ..writer import Writer
-from . import ingest, manage, metrics, openapi, read, segment, track
+from . import destinations, ingest, manage, metrics, openapi, read, segment, track
 from .auth import KeyCache
 from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler
@@ -52,6 +52,7 @@ def routes() -> list[Route | Mount]:
         Route("/api/client/users/{ref:path}", read.get_user, methods=["GET"]),
         Route("/api/client/users/{ref:path}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
+        *destinations.routes(),
         Mount("/portal", routes=portal_routes()),
     ]
 
