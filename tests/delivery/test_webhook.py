@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import httpx
 import msgspec
 
 from conftest import Tenant, db_call
@@ -245,3 +246,34 @@ def test_hostile_receivers_answer_huge_bodies_garbage_and_redirect_loops(tenant:
     letters = dead_letters(tenant, loop_id)
     assert len(letters) == 4 and all(x.answer.startswith("307") for x in letters)
     assert all(g.path == "/hook" and g.method == "POST" for g in redirecting.got)
+
+
+def metric(tenant: Tenant, name: str, destination_id: int) -> float:
+    text = httpx.get(f"{tenant.server.url}/metrics").text
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{destination="{destination_id}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_per_destination(tenant: Tenant) -> None:
+    def decide(got, n):  # type: ignore[no-untyped-def]
+        if n == 0:
+            return 503, {}, b"once"
+        return (400, {}, b"no") if b'"poison"' in got.body else None
+
+    names = ["items_delivered", "dead_letters", "retries", "batches_failed"]
+    with receiver(decide) as r:
+        did, _ = add_webhook(tenant, r.url)
+        # counters are per process: this one serves both backends, whose ids may be the same
+        before = {n: metric(tenant, f"pier_destination_{n}_total", did) for n in names}
+        track(tenant, 4)
+        assert tenant.post("events", [{"name": "poison", "external_id": "u-1"}]).status_code == 204
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: metric(tenant, "pier_destination_lag_items", did) == 6)
+            wait_for(lambda: destination(tenant, did).cursor > 0 and dead_letters(tenant, did))
+            wait_for(lambda: metric(tenant, "pier_destination_lag_items", did) == 0)
+        assert r.got
+    after = {n: metric(tenant, f"pier_destination_{n}_total", did) - before[n] for n in names}
+    assert after["items_delivered"] == 5 and after["dead_letters"] == 1
+    assert after["retries"] == 1 and after["batches_failed"] >= 3  # 503, then 400s

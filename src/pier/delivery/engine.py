@@ -150,6 +150,7 @@ class Deliverer:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._heads: dict[int, int] = {}  # project id → newest feed item seen
         self._waiting: dict[int, asyncio.Event] = {}  # project id → set when its feed grows
+        self._lag_seen: dict[int, float] = {}  # destination id → when its lag was last measured
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self.http: httpx.AsyncClient | None = None
@@ -248,6 +249,7 @@ class Deliverer:
         try:
             while not self._stopping.is_set():
                 d = await self._renew(destination_id)
+                await self._observe_lag(d)
                 items = await self.store.event_feed(d.project_id, d.cursor, d.batch_size)
                 if not items:
                     await self._wait_for_items(d)
@@ -262,9 +264,23 @@ class Deliverer:
                 "delivery of destination %s stopped; it is taken up again", destination_id
             )
         finally:
+            label = str(destination_id)  # the new holder reports it now
+            metrics.LAG_ITEMS.labels(label).set(0)
+            metrics.LAG_SECONDS.labels(label).set(0)
             if not self._stopping.is_set():
                 with contextlib.suppress(Exception):
                     await self.destinations.release(destination_id, self.holder)
+
+    async def _observe_lag(self, d: Destination) -> None:
+        """The lag gauges, at most once a second (a count of the items after the cursor)."""
+        now = time.monotonic()
+        if now - self._lag_seen.get(d.id, 0.0) < 1.0:
+            return
+        self._lag_seen[d.id] = now
+        items, oldest = await self.destinations.lag(d.project_id, d.cursor)
+        metrics.LAG_ITEMS.labels(str(d.id)).set(items)
+        age = (now_ms() - oldest) / 1000 if oldest is not None else 0.0
+        metrics.LAG_SECONDS.labels(str(d.id)).set(max(age, 0.0))
 
     async def _renew(self, destination_id: int, cursor: int | None = None) -> Destination:
         """Renew the lease and read the destination again; Interrupted when it is no longer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 DELIVERED = Counter(
     "pier_destination_items_delivered",
@@ -23,4 +23,16 @@ DEAD_LETTERS = Counter(
     "pier_destination_dead_letters",
     "Items that failed alone and went to the destination's dead letters.",
     ["destination"],
+)
+LAG_ITEMS = Gauge(
+    "pier_destination_lag_items",
+    "Feed items after the destination's cursor (as its delivering process last saw, each second).",
+    ["destination"],
+    multiprocess_mode="livemax",
+)
+LAG_SECONDS = Gauge(
+    "pier_destination_lag_seconds",
+    "Age of the oldest feed item not yet delivered (0 when caught up).",
+    ["destination"],
+    multiprocess_mode="livemax",
 )
