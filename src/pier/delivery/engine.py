@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -123,14 +124,24 @@ async def send(http: httpx.AsyncClient, call: kinds.Call, s: Settings) -> Answer
 
 
 async def send_batch(
-    http: httpx.AsyncClient, d: Destination, items: list[FeedEvent], batch_id: str, s: Settings
+    http: httpx.AsyncClient,
+    d: Destination,
+    items: list[FeedEvent],
+    batch_id: str,
+    s: Settings,
+    renew: Callable[[], Awaitable[object]] | None = None,
 ) -> Answer:
-    """Every call of the batch, in order; the first that fails is the batch's answer."""
+    """Every call of the batch, in order; the first that fails is the batch's answer. `renew`
+    is awaited between calls once a third of the lease has passed (a batch of many calls)."""
     try:
         planned = kinds.calls(d, items, batch_id)
     except SecretKeyMissing as exc:
         return Answer(False, True, str(exc))
+    renewed = time.monotonic()
     for call in planned:
+        if renew is not None and time.monotonic() - renewed > s.lease_ttl / 3:
+            await renew()
+            renewed = time.monotonic()
         answer = await send(http, call, s)
         if not answer.ok:
             if call.method == "DELETE" and answer.text.startswith("404"):
@@ -356,7 +367,9 @@ class Deliverer:
         batch_id = f"{d.id}-{part[0].id}-{part[-1].id}"
         attempts, failing_since = d.attempts, d.failing_since
         while True:
-            answer = await send_batch(self.http, d, part, batch_id, self.s)
+            answer = await send_batch(
+                self.http, d, part, batch_id, self.s, lambda: self._renew(d.id, cursor)
+            )
             if answer.ok or not answer.retryable or window_over:
                 if not answer.ok:
                     metrics.FAILED.labels(str(d.id)).inc()
