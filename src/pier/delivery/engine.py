@@ -130,11 +130,12 @@ async def send_batch(
     batch_id: str,
     s: Settings,
     renew: Callable[[], Awaitable[object]] | None = None,
+    encoded: dict[int, bytes] | None = None,
 ) -> Answer:
     """Every call of the batch, in order; the first that fails is the batch's answer. `renew`
     is awaited between calls once a third of the lease has passed (a batch of many calls)."""
     try:
-        planned = kinds.calls(d, items, batch_id)
+        planned = kinds.calls(d, items, batch_id, encoded)
     except SecretKeyMissing as exc:
         return Answer(False, True, str(exc))
     renewed = time.monotonic()
@@ -305,35 +306,39 @@ class Deliverer:
             raise Interrupted
         return d
 
-    def _select(self, d: Destination, items: list[FeedEvent]) -> tuple[list[FeedEvent], int]:
-        """The items of the batch that pass the filters, within its byte budget, and the id of
-        the last item it covers (skipped ones included)."""
+    def _select(
+        self, d: Destination, items: list[FeedEvent]
+    ) -> tuple[list[FeedEvent], int, dict[int, bytes]]:
+        """The items of the batch that pass the filters, within its byte budget, the id of the
+        last item it covers (skipped ones included), and the kept items encoded."""
         kept: list[FeedEvent] = []
+        encoded: dict[int, bytes] = {}
         size, last = 0, d.cursor
         for e in items:
             if wanted(d, e):
-                n = len(kinds.item_json(e)) + 1
-                if kept and size + n > d.max_bytes:
+                raw = kinds.item_json(e)
+                if kept and size + len(raw) + 1 > d.max_bytes:
                     break
-                size += n
+                size += len(raw) + 1
                 kept.append(e)
+                encoded[e.id] = raw
             last = e.id
-        return kept, last
+        return kept, last, encoded
 
     async def _deliver(self, d: Destination, items: list[FeedEvent]) -> None:
         """One batch: delivered whole, or split until the items that fail alone are found."""
-        kept, last = self._select(d, items)
+        kept, last, encoded = self._select(d, items)
         cursor, delivered = d.cursor, 0
         dead: list[tuple[int, str, str]] = []
         parts = [kept] if kept else []
         window_over = False
         while parts:
             part = parts.pop(0)
-            answer = await self._try(d, part, cursor, window_over)
+            answer = await self._try(d, part, cursor, window_over, encoded)
             if answer.ok:
                 delivered += len(part)
             elif len(part) == 1:
-                dead.append((part[0].id, kinds.item_json(part[0]).decode(), answer.text))
+                dead.append((part[0].id, encoded[part[0].id].decode(), answer.text))
                 metrics.DEAD_LETTERS.labels(str(d.id)).inc()
             else:
                 window_over = window_over or answer.retryable  # retryable: its window ended
@@ -359,7 +364,12 @@ class Deliverer:
         metrics.DELIVERED.labels(str(d.id)).inc(delivered)
 
     async def _try(
-        self, d: Destination, part: list[FeedEvent], cursor: int, window_over: bool
+        self,
+        d: Destination,
+        part: list[FeedEvent],
+        cursor: int,
+        window_over: bool,
+        encoded: dict[int, bytes],
     ) -> Answer:
         """Send one batch until it is delivered, refused (not retryable), or its retry window
         has ended (then answered once more only: `window_over`)."""
@@ -368,7 +378,7 @@ class Deliverer:
         attempts, failing_since = d.attempts, d.failing_since
         while True:
             answer = await send_batch(
-                self.http, d, part, batch_id, self.s, lambda: self._renew(d.id, cursor)
+                self.http, d, part, batch_id, self.s, lambda: self._renew(d.id, cursor), encoded
             )
             if answer.ok or not answer.retryable or window_over:
                 if not answer.ok:

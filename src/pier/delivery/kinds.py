@@ -61,13 +61,21 @@ def item_json(e: FeedEvent) -> bytes:
     return _encode(feed_event(e))
 
 
-def calls(d: Destination, items: list[FeedEvent], batch_id: str) -> list[Call]:
+def calls(
+    d: Destination, items: list[FeedEvent], batch_id: str, encoded: dict[int, bytes] | None = None
+) -> list[Call]:
+    """The calls of a batch; `encoded`: items already encoded (item_json), by id."""
+    if d.kind == "webhook":
+        return _webhook(d, items, batch_id, encoded or {})
     return BUILDERS[d.kind](d, items, batch_id)
 
 
 # -- webhook -------------------------------------------------------------------------------
-def _webhook(d: Destination, items: list[FeedEvent], batch_id: str) -> list[Call]:
-    body = b'{"destination":%d,"items":[%b]}' % (d.id, b",".join(item_json(e) for e in items))
+def _webhook(
+    d: Destination, items: list[FeedEvent], batch_id: str, encoded: dict[int, bytes]
+) -> list[Call]:
+    parts = (encoded.get(e.id) or item_json(e) for e in items)
+    body = b'{"destination":%d,"items":[%b]}' % (d.id, b",".join(parts))
     secret = unseal(d.signing_secret) or ""
     headers = {
         "Content-Type": "application/json",
@@ -294,7 +302,6 @@ def _alias(e: FeedEvent, anon: str, message_id: str) -> dict[str, Any]:
 
 
 BUILDERS: dict[str, Callable[[Destination, list[FeedEvent], str], list[Call]]] = {
-    "webhook": _webhook,
     "parcelvoy": _parcelvoy,
     "pier": _pier,
     "segment": _segment,
