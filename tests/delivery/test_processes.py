@@ -193,3 +193,35 @@ def test_sigterm_abandons_a_batch_in_flight_within_the_drain_time(
             d.cursor == 0 and d.delivered == 0 and lag == 10
         )  # 5 users, 5 events: abandoned, the cursor stayed
         assert d.lease_holder is None  # given back
+
+
+def test_pier_deliver_alone_beside_a_server_that_does_not_deliver(
+    database_url: str, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from faults.pierproc import PIER
+
+    project = new_project(database_url)
+    with receiver() as r:
+        did = add(database_url, project.id, "webhook", r.url)
+        server = PierProcess(database_url, tmp_path / "serve.log", "--no-deliver")
+        log = (tmp_path / "deliver.log").open("wb")
+        deliver = subprocess.Popen(
+            [PIER, "deliver", "--database-url", database_url], stdout=log, stderr=log
+        )
+        try:
+            post_events(server.url, project.public_key, 30, message_ids=True)
+            wait_for(lambda: state(database_url, did)[1] == 0)
+            assert int(state(database_url, did)[0].lease_holder.split(":")[1]) == deliver.pid
+            deliver.send_signal(signal.SIGTERM)
+            assert deliver.wait(timeout=20) == 0
+            assert state(database_url, did)[0].lease_holder is None
+        finally:
+            if deliver.poll() is None:
+                deliver.kill()
+            log.close()
+            server.kill()
+            pause(database_url, did)
+    assert "delivering as" in (tmp_path / "deliver.log").read_text()
+    assert len([i for g in r.accepted() for i in g.json()["items"] if i["name"] == "e"]) == 30
