@@ -156,3 +156,11 @@ def test_webhook_sends_every_item_as_the_feed_gives_it() -> None:
         "user_deleted",
     ]
     assert call.headers["Pier-Batch"] == "4-1-3"
+
+
+def test_a_key_is_shown_by_a_prefix_of_at_most_a_quarter_of_it() -> None:
+    from pier.delivery.secrets import prefix
+
+    assert prefix("whsec_" + "x" * 43) == "whsec_xx…"
+    assert prefix("pk_target_key_value") == "pk_t…"
+    assert prefix("wk") == "…" and prefix(None) is None

@@ -266,7 +266,10 @@ class Deliverer:
                 if not items:
                     await self._wait_for_items(d)
                     continue
-                await self._deliver(d, items)
+                with contextlib.suppress(Interrupted):
+                    # rewound, paused or removed meanwhile, or the lease lost: the next
+                    # round's _renew says whether to go on (from the new cursor) or to stop
+                    await self._deliver(d, items)
         except Interrupted:
             pass
         except asyncio.CancelledError:

@@ -50,7 +50,10 @@ def unseal(stored: str | None) -> str | None:
 
 
 def prefix(value: str | None) -> str | None:
-    return None if value is None else value[:PREFIX_LENGTH] + "…"
+    """What is shown of a key: its first characters, never more than a quarter of it."""
+    if value is None:
+        return None
+    return value[: min(PREFIX_LENGTH, len(value) // 4)] + "…"
 
 
 def signing_secret() -> str:
