@@ -87,8 +87,12 @@ def body_schema(path: str) -> dict[str, Any]:
     return inline(operation("post", path)["requestBody"]["content"]["application/json"]["schema"])
 
 
-# the POST operations; a Segment sub-path is written `template=call`
-WRITES = [p for p, item in SPEC["paths"].items() if "post" in item and p != SEGMENT_CALL]
+# the POST operations of public keys (ingestion); a Segment sub-path is written `template=call`
+WRITES = [
+    p
+    for p, item in SPEC["paths"].items()
+    if "post" in item and p != SEGMENT_CALL and item["post"].get("x-pier-scope") == "public"
+]
 WRITES += [f"{SEGMENT_CALL}={call}" for call in sorted(SUB_PATHS)]
 VALIDATORS = {p: jsonschema.Draft202012Validator(body_schema(p)) for p in WRITES}
 ERROR = jsonschema.Draft202012Validator(inline(SPEC["components"]["schemas"]["Error"]))

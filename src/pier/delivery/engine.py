@@ -354,17 +354,14 @@ class Deliverer:
                     d.id, self.holder, cursor, new, delivered, dead, now_ms()
                 ):
                     raise Interrupted
-                self._count(d, delivered, len(dead))
+                metrics.DELIVERED.labels(str(d.id)).inc(delivered)
                 cursor, delivered, dead = new, 0, []
         skipped = sum(1 for e in items if e.id <= last) - len(kept)  # count as delivered
         if not await self.destinations.commit(
             d.id, self.holder, cursor, last, delivered + skipped, dead, now_ms()
         ):
             raise Interrupted
-        self._count(d, delivered + skipped, len(dead))
-
-    def _count(self, d: Destination, delivered: int, dead: int) -> None:
-        metrics.DELIVERED.labels(str(d.id)).inc(delivered)
+        metrics.DELIVERED.labels(str(d.id)).inc(delivered + skipped)
 
     async def _try(
         self,
@@ -394,7 +391,7 @@ class Deliverer:
                 return answer
             attempts += 1
             ceiling = min(self.s.backoff_cap, self.s.backoff_base * 2 ** (attempts - 1))
-            delay = random.uniform(0, ceiling)  # full jitter
+            delay = random.uniform(0, ceiling)  # full jitter: 0 to 1 s, 2 s, 4 s... 5 min
             if answer.retry_after is not None:
                 delay = answer.retry_after
             await self.destinations.failed(
