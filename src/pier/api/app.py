@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +21,16 @@ from .auth import KeyCache
 from .edge import Edge
 from .errors import HTTPProblem, http_exception, problem_handler
 from .gctune import periodic_collection
+
+
+class AnyPath(PathConvertor):
+    """`{x:path}` matching any characters, newlines too: an id may hold one (Starlette's own
+    pattern, `.*`, stops at a newline, and the route then answered 404)."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("path", AnyPath())  # before the routes below are compiled
 
 
 async def health(request: Request) -> Response:
