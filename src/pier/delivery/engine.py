@@ -162,6 +162,7 @@ class Deliverer:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._heads: dict[int, int] = {}  # project id → newest feed item seen
         self._waiting: dict[int, asyncio.Event] = {}  # project id → set when its feed grows
+        self._renewed: dict[int, float] = {}  # destination id → when its lease was renewed
         self._lag_seen: dict[int, float] = {}  # destination id → when its lag was last measured
         self._stopping = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
@@ -226,6 +227,7 @@ class Deliverer:
             if task is not None and not task.done():
                 continue
             if await self.destinations.lease(destination_id, self.holder, now_ms(), self._ttl_ms):
+                self._renewed[destination_id] = time.monotonic()
                 self._tasks[destination_id] = asyncio.create_task(
                     self._serve(destination_id), name=f"pier-destination-{destination_id}"
                 )
@@ -279,6 +281,7 @@ class Deliverer:
                 "delivery of destination %s stopped; it is taken up again", destination_id
             )
         finally:
+            self._renewed.pop(destination_id, None)
             label = str(destination_id)  # the new holder reports it now
             metrics.LAG_ITEMS.labels(label).set(0)
             metrics.LAG_SECONDS.labels(label).set(0)
@@ -302,9 +305,17 @@ class Deliverer:
         ours to deliver (or, given `cursor`, when it was rewound meanwhile)."""
         if self._stopping.is_set():
             raise Interrupted
-        if not await self.destinations.lease(destination_id, self.holder, now_ms(), self._ttl_ms):
-            raise Interrupted
+        now = time.monotonic()
+        if now - self._renewed.get(destination_id, 0.0) >= self.s.lease_ttl / 3:
+            # a write (and on SQLite an fsync): once a third of the lease, not every batch
+            if not await self.destinations.lease(
+                destination_id, self.holder, now_ms(), self._ttl_ms
+            ):
+                raise Interrupted
+            self._renewed[destination_id] = now
         d = await self.destinations.get(destination_id)
+        if d is not None and d.lease_holder != self.holder:
+            raise Interrupted  # taken over (our lease had expired)
         if d is None or d.state != "active" or (cursor is not None and d.cursor != cursor):
             raise Interrupted
         return d
