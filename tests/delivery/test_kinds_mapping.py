@@ -164,3 +164,17 @@ def test_a_key_is_shown_by_a_prefix_of_at_most_a_quarter_of_it() -> None:
     assert prefix("whsec_" + "x" * 43) == "whsec_xx…"
     assert prefix("pk_target_key_value") == "pk_t…"
     assert prefix("wk") == "…" and prefix(None) is None
+
+
+def test_engine_settings_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from pier.delivery.engine import Settings
+
+    monkeypatch.setenv("PIER_DELIVERY_BACKOFF_CAP", "2.5")
+    monkeypatch.setenv("PIER_DELIVERY_ANSWER_LIMIT", "1024")
+    s = Settings.from_environment()
+    assert s.backoff_cap == 2.5 and s.answer_limit == 1024 and s.backoff_base == 1.0
+    monkeypatch.setenv("PIER_DELIVERY_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="PIER_DELIVERY_TIMEOUT must be a positive number"):
+        Settings.from_environment()

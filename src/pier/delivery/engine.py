@@ -52,9 +52,17 @@ class Settings:
     def from_environment(cls) -> Settings:
         s = cls()
         for name in vars(s):
-            value = os.environ.get(f"PIER_DELIVERY_{name.upper()}")
-            if value:
-                setattr(s, name, type(getattr(s, name))(float(value)))
+            variable = f"PIER_DELIVERY_{name.upper()}"
+            value = os.environ.get(variable)
+            if not value:
+                continue
+            try:
+                number = float(value)
+            except ValueError:
+                number = -1.0
+            if number <= 0:
+                raise ValueError(f"{variable} must be a positive number, not {value!r}")
+            setattr(s, name, type(getattr(s, name))(number))
         return s
 
 
