@@ -24,6 +24,7 @@ run: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix src tests bench
@@ -36,4 +37,4 @@ bench: setup
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) pier-data .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) pier-data .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -18,7 +18,7 @@ import httpx
 
 from pier.clock import now_ms
 from pier.delivery import manage
-from pier.delivery.engine import Deliverer, Settings
+from pier.delivery.engine import Deliverer, Pacing
 from pier.store import make_store
 from pier.store.destinations import Destinations
 
@@ -109,7 +109,7 @@ async def main() -> None:
             project.id, "webhook", f"http://127.0.0.1:{port}/", batch_size=args.batch_size
         )
         did = await manage.add(ds, d, "beginning")
-        deliverer = Deliverer(store, Settings(scan_every=0.05))
+        deliverer = Deliverer(store, Pacing(scan_every=0.05))
         start = time.perf_counter()
         deliverer.start()
         while (await ds.get(did)).delivered < args.items:  # type: ignore[union-attr]

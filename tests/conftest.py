@@ -10,16 +10,18 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
-from pier.api.app import create_app
+from pier.app import create_app
 from pier.cli import create_key
+from pier.clock import now_ms
 from pier.domain.keys import PUBLIC, SECRET
+from pier.settings import Settings
 from pier.store import make_store
-from pier.writer import now_ms
 from support.postgres import pg_server  # noqa: F401  (fixture)
 
 BACKENDS = ["sqlite", "postgres"]
@@ -34,12 +36,15 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn serving Pier in a background thread, on a free port of 127.0.0.1."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, **settings: Any) -> None:
+        """`settings`: the settings that differ from the defaults (pier/settings.py)."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        app = create_app(Settings(database_url=database_url, **settings))
+        self.state = app.app.state  # the Starlette app's: its settings, its login throttle
         config = uvicorn.Config(
-            create_app(database_url),
+            app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",

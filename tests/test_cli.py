@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from conftest import BACKENDS, db_call
 from pier.cli import main
+from pier.clock import now_ms
 from pier.portal.auth import check_password, new_token, token_hash
-from pier.writer import now_ms
 
 
 def pier(url: str, *args: str) -> str:

@@ -9,26 +9,74 @@ from typing import Any, TypeVar
 
 import click
 
+from . import settings
 from .api.render import iso
+from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
-from .store import Store, database_url, make_store
-from .writer import now_ms
+from .settings import Settings
+from .store import Store, make_store
 
 T = TypeVar("T")
 
-database_option = click.option(
-    "--database-url",
-    envvar="PIER_DATABASE_URL",
-    default=None,
-    help="sqlite:///PATH or postgresql://... (default: sqlite:///pier-data/pier.db).",
+
+def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The option of one setting, from its declaration in pier.settings: type, default,
+    environment variable and help all come from there."""
+    declared = next(f for f in settings.table() if f.name == name)
+    meta = declared.metadata
+    kind: click.ParamType | type
+    allowed = settings.choices(name)
+    bounds = meta["minimum"], meta["maximum"], meta["above"]
+    if allowed is not None:
+        kind = click.Choice(allowed)
+    elif settings.value_type(name) is int and bounds != (None, None, None):
+        kind = click.IntRange(meta["minimum"], meta["maximum"])
+    elif settings.value_type(name) is float and bounds != (None, None, None):
+        low = meta["above"] if meta["above"] is not None else meta["minimum"]
+        kind = click.FloatRange(low, meta["maximum"], min_open=meta["above"] is not None)
+    else:
+        kind = settings.value_type(name)
+    flag = settings.option(name)
+    if kind is bool:  # --x/--no-x
+        flag = f"{flag}/--no-{flag[2:]}"
+    return click.option(
+        flag,
+        name,
+        type=kind,
+        default=declared.default,
+        show_default=declared.default != "",
+        envvar=settings.environment_variable(name),
+        show_envvar=True,
+        help=meta["help"],
+    )
+
+
+database_option = setting_option("database_url")
+DELIVERY_SETTINGS = (
+    "secret_key",
+    *(f.name for f in settings.table() if f.name.startswith("delivery_")),
 )
 
 
-def run(url: str | None, action: Callable[[Store], Awaitable[T]]) -> T:
+def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The settings of delivery (the key that seals destinations' keys, the pacing) as options."""
+    for name in reversed(DELIVERY_SETTINGS):
+        command = setting_option(name)(command)
+    return command
+
+
+def serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every setting as an option of `pier serve`, in the order of the table."""
+    for declared in reversed(settings.table()):
+        command = setting_option(declared.name)(command)
+    return command
+
+
+def run(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
     """Open and migrate the store, run `action` on it, close it."""
 
     async def main() -> T:
-        store = make_store(database_url(url))
+        store = make_store(url)
         await store.open()
         try:
             await store.migrate()
@@ -45,84 +93,63 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@database_option
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option(
-    "--durability",
-    type=click.Choice(["full", "normal"]),
-    default="full",
-    show_default=True,
-    help="full: fsync every commit. normal (SQLite): a power loss may lose the last commits.",
-)
-@click.option(
-    "--log-level",
-    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
-    default="info",
-    show_default=True,
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["json", "text"]),
-    default="json",
-    show_default=True,
-    help="json: one JSON object per line. Bodies and keys are never logged.",
-)
-@click.option(
-    "--access-log",
-    type=click.Choice(["errors", "all"]),
-    default="errors",
-    show_default=True,
-    help="errors: a line for each 4xx/5xx answer. all: a line for every request.",
-)
-@click.option(
-    "--no-deliver",
-    is_flag=True,
-    help="Do not deliver destinations in this process (run `pier deliver` elsewhere).",
-)
-def serve(
-    host: str,
-    port: int,
-    database_url: str | None,
-    workers: int,
-    durability: str,
-    log_level: str,
-    log_format: str,
-    access_log: str,
-    no_deliver: bool,
-) -> None:
-    """Serve the API. Metrics at /metrics, for all the workers together."""
+@serve_options
+def serve(**values: Any) -> None:
+    """Serve the API. Metrics at /metrics, for all the workers together. Every option can be
+    given by its environment variable instead (docs/settings.md)."""
     import signal
 
     import uvicorn
     from uvicorn.config import LOG_LEVELS
 
-    from .api import logs
+    from .process import logs
 
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
     signal.signal(signal.SIGTERM, _exit_cleanly)
 
-    from .store import database_url as resolve
-
-    os.environ["PIER_DATABASE_URL"] = resolve(database_url)
-    os.environ["PIER_DURABILITY"] = durability
-    os.environ["PIER_ACCESS_LOG"] = access_log
-    os.environ["PIER_DELIVER"] = "0" if no_deliver else "1"
-    _metrics_dir(workers)
+    config = Settings(**values)
+    config = config.replace(max_connections=_room_for_connections(config.max_connections))
+    os.environ.update(config.to_environment())  # for the workers: uvicorn imports the app
+    _metrics_dir(config.workers)
+    forwarded = config.forwarded_allow_ips.strip()
     uvicorn.run(
-        "pier.api.app:from_environment",
+        "pier.app:from_environment",
         factory=True,
-        host=host,
-        port=port,
-        workers=workers,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
         loop="uvloop",
-        http="httptools",
+        http="pier.api.connections:Connection",  # httptools, with header limits and timeouts
+        ws="none",
+        timeout_keep_alive=config.keep_alive_timeout,
+        # uvicorn trusts X-Forwarded-* from 127.0.0.1 unless told otherwise: trust only these
+        proxy_headers=bool(forwarded),
+        forwarded_allow_ips=forwarded or None,
         access_log=False,
-        log_level=log_level,
-        log_config=logs.config(log_format, LOG_LEVELS[log_level]),
+        log_level=config.log_level,
+        log_config=logs.config(config.log_format, LOG_LEVELS[config.log_level]),
         timeout_graceful_shutdown=10,
     )
+
+
+FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)
+
+
+def _room_for_connections(wanted: int) -> int:
+    """Raise the open-file limit so `wanted` connections fit (a new connection past the limit
+    would fail to be accepted, where the cap answers it); lower the cap if the system cannot."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < need:
+        fits = max(1, soft - FD_RESERVE)
+        click.echo(f"--max-connections lowered to {fits}: ulimit -n allows {soft}", err=True)
+        return fits
+    return wanted
 
 
 def _metrics_dir(workers: int) -> None:
@@ -154,7 +181,7 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 @main.command()
 @database_option
-def migrate(database_url: str | None) -> None:
+def migrate(database_url: str) -> None:
     """Create or migrate the schema, without serving."""
 
     async def action(store: Store) -> None:
@@ -172,7 +199,7 @@ def projects() -> None:
 @projects.command("create")
 @click.argument("name")
 @database_option
-def projects_create(name: str, database_url: str | None) -> None:
+def projects_create(name: str, database_url: str) -> None:
     """Create a project; prints its id."""
     project = run(database_url, lambda s: s.create_project(name, now_ms()))
     click.echo(project.id)
@@ -180,7 +207,7 @@ def projects_create(name: str, database_url: str | None) -> None:
 
 @projects.command("list")
 @database_option
-def projects_list(database_url: str | None) -> None:
+def projects_list(database_url: str) -> None:
     """List projects."""
     for p in run(database_url, lambda s: s.list_projects()):
         click.echo(f"{p.id}\t{p.name}\t{iso(p.created_at)}")
@@ -212,7 +239,7 @@ def keys() -> None:
 @click.option("--rate-limit", type=click.IntRange(1), default=None, help="Requests per second.")
 @database_option
 def keys_create(
-    project_id: int, scope: str, name: str | None, rate_limit: int | None, database_url: str | None
+    project_id: int, scope: str, name: str | None, rate_limit: int | None, database_url: str
 ) -> None:
     """Create a key; prints its value (a secret key is shown only this once)."""
     click.echo(run(database_url, lambda s: create_key(s, project_id, scope, name, rate_limit)))
@@ -221,7 +248,7 @@ def keys_create(
 @keys.command("list")
 @click.option("--project", "project_id", required=True, type=int)
 @database_option
-def keys_list(project_id: int, database_url: str | None) -> None:
+def keys_list(project_id: int, database_url: str) -> None:
     """List a project's keys (secret values are never shown)."""
     rows = run(database_url, lambda s: s.list_keys(project_id))
     click.echo("id\tname\tscope\tkey\tcreated_at\trevoked_at")
@@ -236,7 +263,7 @@ def keys_list(project_id: int, database_url: str | None) -> None:
 @keys.command("revoke")
 @click.argument("key")
 @database_option
-def keys_revoke(key: str, database_url: str | None) -> None:
+def keys_revoke(key: str, database_url: str) -> None:
     """Revoke a key given by its id or its value."""
     key_id = int(key) if key.isdigit() else None
     digest = None if key_id is not None else hash_key(key)
@@ -247,7 +274,7 @@ def keys_revoke(key: str, database_url: str | None) -> None:
 
 @main.command()
 @database_option
-def demo(database_url: str | None) -> None:
+def demo(database_url: str) -> None:
     """Make sure a 'demo' project with a public key exists, and print them."""
 
     async def action(store: Store) -> dict[str, Any]:
@@ -275,10 +302,13 @@ def demo(database_url: str | None) -> None:
 @click.option("--after", default=None, help="A cursor of the event feed: start after it.")
 @click.option("--page-size", default=1000, type=click.IntRange(1, 10_000), hidden=True)
 @database_option
-def export(project_id: int, after: str | None, page_size: int, database_url: str | None) -> None:
-    """Write a project's events to stdout as NDJSON, in storage order (as GET /api/client/events).
+def export(project_id: int, after: str | None, page_size: int, database_url: str) -> None:
+    """Write a project's change feed to stdout as NDJSON, in storage order (as GET
+    /api/client/events): tracked events and Pier's own items, user_created, user_updated,
+    user_merged, device_registered and user_deleted, from which the users and devices can be
+    rebuilt (docs/client-api.md, "The change feed", gives each item's data).
 
-    Reads page by page (constant memory) up to the newest event stored when it started, then
+    Reads page by page (constant memory) up to the newest item stored when it started, then
     prints on stderr the cursor to continue from with --after."""
     import sys
 
@@ -313,7 +343,7 @@ def export(project_id: int, after: str | None, page_size: int, database_url: str
 
     count, cursor = run(database_url, action)
     resume = f"; continue with --after {feed_cursor(cursor)}" if cursor is not None else ""
-    click.echo(f"exported {count} events{resume}", err=True)
+    click.echo(f"exported {count} items{resume}", err=True)
 
 
 @main.group()
@@ -345,7 +375,7 @@ def _password_hash(password_stdin: bool) -> str:
 @click.argument("email")
 @password_stdin_option
 @database_option
-def admins_create(email: str, password_stdin: bool, database_url: str | None) -> None:
+def admins_create(email: str, password_stdin: bool, database_url: str) -> None:
     """Create a portal administrator; the password is asked for (or read from stdin)."""
     from .portal.auth import normalize_email
 
@@ -365,7 +395,7 @@ def admins_create(email: str, password_stdin: bool, database_url: str | None) ->
 
 @admins.command("list")
 @database_option
-def admins_list(database_url: str | None) -> None:
+def admins_list(database_url: str) -> None:
     """List portal administrators: id, email, created_at."""
     for a in run(database_url, lambda s: s.list_admins()):
         click.echo(f"{a.id}\t{a.email}\t{iso(a.created_at)}")
@@ -375,7 +405,7 @@ def admins_list(database_url: str | None) -> None:
 @click.argument("email")
 @password_stdin_option
 @database_option
-def admins_password(email: str, password_stdin: bool, database_url: str | None) -> None:
+def admins_password(email: str, password_stdin: bool, database_url: str) -> None:
     """Set an administrator's password (asked for, or read from stdin); logs them out."""
     from .portal.auth import normalize_email
 
@@ -391,7 +421,7 @@ def admins_password(email: str, password_stdin: bool, database_url: str | None) 
 @admins.command("remove")
 @click.argument("email")
 @database_option
-def admins_remove(email: str, database_url: str | None) -> None:
+def admins_remove(email: str, database_url: str) -> None:
     """Remove an administrator; logs them out."""
     from .portal.auth import normalize_email
 
@@ -403,16 +433,19 @@ def admins_remove(email: str, database_url: str | None) -> None:
 
 @main.command()
 @database_option
-def deliver(database_url: str | None) -> None:
+@delivery_options
+def deliver(database_url: str, **values: Any) -> None:
     """Deliver every destination (alone, without serving the API) until SIGTERM or Ctrl-C.
 
     With several processes, each destination is delivered by one at a time."""
     import signal
 
-    from .delivery.engine import Deliverer
+    from .delivery.engine import Deliverer, Pacing
+
+    pacing = Pacing.of(Settings(database_url=database_url, **values))
 
     async def action(store: Store) -> None:
-        deliverer = Deliverer(store)
+        deliverer = Deliverer(store, pacing)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, deliverer.stop_soon)
@@ -423,8 +456,12 @@ def deliver(database_url: str | None) -> None:
 
 
 @main.group()
-def destinations() -> None:
-    """Destinations: a project's feed delivered to webhooks, Parcelvoy, another Pier, Segment."""
+@delivery_options
+@click.pass_context
+def destinations(context: click.Context, **values: Any) -> None:
+    """Destinations: a project's feed delivered to webhooks, Parcelvoy, another Pier, Segment.
+    The options here (or their variables) are the delivery settings of docs/settings.md."""
+    context.obj = Settings(**values)
 
 
 def _destination_action(
@@ -450,6 +487,7 @@ def _invalid(exc: Exception) -> click.ClickException:
 
 
 @destinations.command("add")
+@click.pass_obj
 @click.option("--project", "project_id", required=True, type=int)
 @click.option("--kind", required=True, help="webhook, parcelvoy, pier or segment.")
 @click.option("--url", required=True)
@@ -469,6 +507,7 @@ def _invalid(exc: Exception) -> click.ClickException:
 @click.option("--from", "start", type=click.Choice(["beginning", "now"]), default="beginning")
 @database_option
 def destinations_add(
+    config: Settings,
     project_id: int,
     kind: str,
     url: str,
@@ -481,7 +520,7 @@ def destinations_add(
     only: tuple[str, ...],
     skip: tuple[str, ...],
     start: str,
-    database_url: str | None,
+    database_url: str,
 ) -> None:
     """Add a destination; prints its id (and a webhook's signing secret, shown only this once)."""
     from .delivery import manage
@@ -500,6 +539,7 @@ def destinations_add(
             retry_window=retry_window,
             only=list(only),
             skip=list(skip),
+            sealing=config.secret_key,
         )
     except manage.Invalid as exc:
         raise _invalid(exc) from None
@@ -523,7 +563,7 @@ def _echo_json(value: Any) -> None:
 @destinations.command("list")
 @click.option("--project", "project_id", required=True, type=int)
 @database_option
-def destinations_list(project_id: int, database_url: str | None) -> None:
+def destinations_list(project_id: int, database_url: str) -> None:
     """id, kind, state, name, url, delivered count and last error of a project's destinations."""
     from .store.destinations import Destinations
 
@@ -539,14 +579,14 @@ def destinations_list(project_id: int, database_url: str | None) -> None:
 @destinations.command("show")
 @click.argument("destination_id", type=int)
 @database_option
-def destinations_show(destination_id: int, database_url: str | None) -> None:
+def destinations_show(destination_id: int, database_url: str) -> None:
     """A destination as JSON: state, cursor, lag, counts, last success and error (keys never)."""
     from .delivery.manage import view
 
     _echo_json(run(database_url, _destination_action(destination_id, view)))
 
 
-def _set_state(destination_id: int, state: str, database_url: str | None) -> None:
+def _set_state(destination_id: int, state: str, database_url: str) -> None:
     async def action(ds: Any, d: Any) -> None:
         await ds.set_state(d.id, state)
 
@@ -557,7 +597,7 @@ def _set_state(destination_id: int, state: str, database_url: str | None) -> Non
 @destinations.command("pause")
 @click.argument("destination_id", type=int)
 @database_option
-def destinations_pause(destination_id: int, database_url: str | None) -> None:
+def destinations_pause(destination_id: int, database_url: str) -> None:
     """Stop delivering (the cursor stays; the lag grows)."""
     _set_state(destination_id, "paused", database_url)
 
@@ -565,7 +605,7 @@ def destinations_pause(destination_id: int, database_url: str | None) -> None:
 @destinations.command("resume")
 @click.argument("destination_id", type=int)
 @database_option
-def destinations_resume(destination_id: int, database_url: str | None) -> None:
+def destinations_resume(destination_id: int, database_url: str) -> None:
     """Deliver again from the cursor."""
     _set_state(destination_id, "active", database_url)
 
@@ -574,7 +614,7 @@ def destinations_resume(destination_id: int, database_url: str | None) -> None:
 @click.argument("destination_id", type=int)
 @click.option("--from", "point", required=True, help="beginning, a feed cursor or an ISO time.")
 @database_option
-def destinations_replay(destination_id: int, point: str, database_url: str | None) -> None:
+def destinations_replay(destination_id: int, point: str, database_url: str) -> None:
     """Rewind the cursor: everything after it is sent again."""
     from .delivery import manage
 
@@ -593,7 +633,7 @@ def destinations_replay(destination_id: int, point: str, database_url: str | Non
 @destinations.command("dead-letters")
 @click.argument("destination_id", type=int)
 @database_option
-def destinations_dead_letters(destination_id: int, database_url: str | None) -> None:
+def destinations_dead_letters(destination_id: int, database_url: str) -> None:
     """The items that failed alone: id, item id, time, the answer they got, the item."""
 
     async def action(ds: Any, d: Any) -> list[Any]:
@@ -610,17 +650,19 @@ def destinations_dead_letters(destination_id: int, database_url: str | None) -> 
 @click.option("--all", "every", is_flag=True, help="Every dead letter.")
 @click.option("--dead-letter", type=int, default=None, help="The dead letter with this id.")
 @database_option
+@click.pass_obj
 def destinations_redeliver(
-    destination_id: int, every: bool, dead_letter: int | None, database_url: str | None
+    config: Settings, destination_id: int, every: bool, dead_letter: int | None, database_url: str
 ) -> None:
     """Send dead letters again, each alone; those delivered leave the list."""
     from .delivery import manage
+    from .delivery.engine import Pacing
 
     if every == (dead_letter is not None):
         raise click.UsageError("give either --all or --dead-letter N")
 
     async def action(ds: Any, d: Any) -> list[tuple[int, bool, str]]:
-        return await manage.redeliver(ds, d, dead_letter)
+        return await manage.redeliver(ds, d, dead_letter, Pacing.of(config))
 
     try:
         results = run(database_url, _destination_action(destination_id, action))
@@ -635,7 +677,7 @@ def destinations_redeliver(
 @destinations.command("remove")
 @click.argument("destination_id", type=int)
 @database_option
-def destinations_remove(destination_id: int, database_url: str | None) -> None:
+def destinations_remove(destination_id: int, database_url: str) -> None:
     """Remove a destination and its dead letters."""
 
     async def action(ds: Any, d: Any) -> None:

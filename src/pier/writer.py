@@ -1,5 +1,10 @@
-"""Group commit: one writer per process takes the commands of every waiting request, applies them
-in one transaction and answers each request only after its data is committed."""
+"""Group commit: one writer per process takes the commands of the waiting requests, applies them
+in one transaction and answers each request only after its data is committed.
+
+Fair between projects: each project's requests wait in a lane of their own, in arrival order, and
+a batch takes one request from each lane in turn until it holds a budget of work (events, and
+merges weighed more). However long a project's backlog, another project's request waits only
+for the batch in flight and at most one request of each other project with work queued."""
 
 from __future__ import annotations
 
@@ -8,17 +13,18 @@ import logging
 import time
 from collections import deque
 
-from .api import metrics
 from .clock import now_ms
-from .domain.batch import Batch, ChangeSet, LoadRequest, load_request
+from .domain.batch import Batch, ChangeSet, LoadRequest, load_request, merge_or_device_items
 from .domain.commands import Command, Sequence, TrackEvents
-from .domain.errors import DomainError, NeedsLoad
+from .domain.errors import DomainError, NeedsLoad, TooManyMerges
+from .domain.identity import MAX_MERGES_PER_REQUEST
+from .process import metrics
+from .settings import Settings
 from .store.base import Store, StoreUnavailable, WriteTx
 
 log = logging.getLogger("pier.writer")
 
-MAX_BATCH_ITEMS = 5000  # events (or other commands) committed in one transaction at most
-MAX_PENDING_ITEMS = 200_000  # beyond this the writer is behind: new requests get 503
+MERGE_WEIGHT = 40  # a merge costs about as much as this many events (docs/performance.md)
 MAX_RETRIES = 20
 
 
@@ -39,12 +45,36 @@ def _size(cmd: Command) -> int:
     return len(cmd.events) if isinstance(cmd, TrackEvents) else 1
 
 
+def _work(cmd: Command) -> int:
+    """What a request may cost a batch, at most: its items, and a merge for each distinct
+    anonymous id it names beside an external id (each can merge once), up to the bound."""
+    pairs = {anon for _, anon, ext in merge_or_device_items([cmd]) if anon and ext}
+    return _size(cmd) + MERGE_WEIGHT * min(len(pairs), MAX_MERGES_PER_REQUEST)
+
+
+class _Item:
+    __slots__ = ("cmd", "fut", "key", "size", "work")
+
+    def __init__(
+        self, cmd: Command, fut: asyncio.Future[None], key: RequestKey | None, size: int
+    ) -> None:
+        self.cmd, self.fut, self.key, self.size, self.work = cmd, fut, key, size, _work(cmd)
+
+
 class Writer:
-    def __init__(self, store: Store, *, max_pending: int = MAX_PENDING_ITEMS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_pending: int = Settings.max_pending,
+        batch_work: int = Settings.batch_work,
+    ) -> None:
         self.store = store
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # items queued; beyond, the writer is behind: 503
+        self.batch_work = batch_work  # units of work (see _work) a transaction takes, beyond one
         self.pending = 0
-        self._queue: deque[tuple[Command, asyncio.Future[None], RequestKey | None]] = deque()
+        # project id → its waiting requests, in arrival order; the dict's order is the turn
+        self._lanes: dict[int, deque[_Item]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -70,14 +100,17 @@ class Writer:
         if self.pending + size > self.max_pending:
             raise Overloaded("the writer is behind")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((cmd, fut, request_key))
+        lane = self._lanes.get(cmd.project_id)
+        if lane is None:
+            lane = self._lanes[cmd.project_id] = deque()
+        lane.append(_Item(cmd, fut, request_key, size))
         self.pending += size
         self._wake.set()
         await fut
 
     async def _run(self) -> None:
         while True:
-            if not self._queue:
+            if not self._lanes:
                 if self._closing:
                     return
                 self._wake.clear()
@@ -86,50 +119,60 @@ class Writer:
             items = self._take()
             try:
                 await self._commit(items)
-            except Exception:  # never let the writer die
+            except Exception as exc:  # a bug in the writer: never let it die
                 log.exception("writer failed a batch")
-                for _, fut, _ in items:
-                    if not fut.done():
-                        fut.set_exception(StoreUnavailable("the write failed"))
+                for item in items:
+                    if not item.fut.done():
+                        item.fut.set_exception(exc)
             finally:
-                self.pending -= sum(_size(cmd) for cmd, _, _ in items)
+                self.pending -= sum(item.size for item in items)
                 metrics.queue_depth(self.pending)
             try:
                 await self.store.maintain()
             except Exception:
                 log.exception("store upkeep failed; retrying after the next batch")
 
-    def _take(self) -> list[tuple[Command, asyncio.Future[None], RequestKey | None]]:
-        items = []
-        total = 0
-        while self._queue and total < MAX_BATCH_ITEMS:
-            item = self._queue.popleft()
+    def _take(self) -> list[_Item]:
+        """The next batch: a request from each lane in turn (a lane served goes to the back),
+        until the batch holds `batch_work`; always at least one request."""
+        items: list[_Item] = []
+        work = 0
+        lanes = self._lanes
+        while lanes and work < self.batch_work:
+            project = next(iter(lanes))
+            lane = lanes.pop(project)
+            item = lane.popleft()
+            if lane:
+                lanes[project] = lane
             items.append(item)
-            total += _size(item[0])
+            work += item.work
         return items
 
-    async def _commit(
-        self, items: list[tuple[Command, asyncio.Future[None], RequestKey | None]]
-    ) -> None:
-        """Commit the batch; when it fails as a whole, commit each command alone."""
+    async def _commit(self, items: list[_Item]) -> None:
+        """Commit the batch; when it fails as a whole, commit each command alone. A request
+        fails with what failed its command alone: StoreUnavailable (503), or a bug (500, logged
+        with the request's id where the request answers it)."""
         try:
-            errors = await self.run_batch([i[0] for i in items], [i[2] for i in items])
-        except StoreUnavailable as exc:
+            errors = await self.run_batch([i.cmd for i in items], [i.key for i in items])
+        except Exception as exc:
             if len(items) == 1:
-                log.warning("write failed, answered 503: %s", exc)
-                if not items[0][1].done():  # its request may have been cancelled meanwhile
-                    items[0][1].set_exception(exc)
+                if isinstance(exc, StoreUnavailable):
+                    log.warning("write failed, answered 503: %s", exc)
+                if not items[0].fut.done():  # its request may have been cancelled meanwhile
+                    items[0].fut.set_exception(exc)
+                elif not isinstance(exc, StoreUnavailable):
+                    log.error("a cancelled request's write failed", exc_info=exc)
                 return
             for item in items:  # isolate the one that fails, if one does
                 await self._commit([item])
             return
-        for (_, fut, _), error in zip(items, errors, strict=True):
-            if fut.done():
+        for item, error in zip(items, errors, strict=True):
+            if item.fut.done():
                 continue
             if error is None:
-                fut.set_result(None)
+                item.fut.set_result(None)
             else:
-                fut.set_exception(error)
+                item.fut.set_exception(error)
 
     async def run_batch(
         self, commands: list[Command], keys: list[RequestKey | None] | None = None
@@ -150,11 +193,12 @@ class Writer:
                 metrics.observe_batch(commands, time.perf_counter() - started, changes)
                 return errors
             except Exception as exc:
-                if not self.store.is_retryable(exc) or attempt == MAX_RETRIES - 1:
-                    if isinstance(exc, StoreUnavailable):
-                        raise
-                    log.exception("batch of %d commands failed", len(commands))
-                    raise StoreUnavailable(str(exc)) from exc
+                # StoreUnavailable: the database cannot serve (503); an error that is neither
+                # that nor a conflict is a bug (500), raised as it is
+                if not self.store.is_retryable(exc):
+                    raise
+                if attempt == MAX_RETRIES - 1:
+                    raise StoreUnavailable(f"kept conflicting: {exc}") from exc
                 metrics.replayed()
                 await asyncio.sleep(0.001 * attempt)
         raise AssertionError("unreachable")
@@ -168,6 +212,7 @@ class Writer:
     ) -> tuple[list[Exception | None], ChangeSet]:
         ids = UserIds(await tx.reserve_user_ids(sum(_size(cmd) for cmd in commands)))
         full: set[int] = set()
+        refused: dict[int, Exception] = {}  # commands that merged too many users: left out
         while True:
             ids.used = 0
             batch = Batch(now_ms(), ids.next)
@@ -175,12 +220,17 @@ class Writer:
             more = full | batch.full_load_candidates(commands)
             if more:
                 await tx.load_full(more, batch)
+            errors: list[Exception | None] = []
             try:
-                errors = [_apply(batch, cmd, key) for cmd, key in zip(commands, keys, strict=True)]
+                for i, (cmd, key) in enumerate(zip(commands, keys, strict=True)):
+                    errors.append(refused[i] if i in refused else _apply(batch, cmd, key))
             except NeedsLoad as exc:  # replay with more loaded
                 if exc.user_ids <= more:
                     raise RuntimeError(f"users {exc.user_ids} incomplete after loading") from exc
                 full = more | exc.user_ids
+                continue
+            except TooManyMerges as exc:  # replay without it: the batch has no undo
+                refused[len(errors)] = exc.error
                 continue
             changes = batch.changes()
             await tx.write(changes)

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from conftest import Tenant, db_call
+from pier.clock import now_ms
 from pier.domain.keys import hash_key
-from pier.writer import now_ms
 
 BODY = [{"name": "x", "external_id": "e1"}]
 

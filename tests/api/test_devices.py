@@ -79,8 +79,30 @@ def test_at_most_25_devices_per_user(tenant: Tenant) -> None:
     devices = tenant.user("e1")["devices"]
     ids = {d["device_id"] for d in devices}
     assert len(devices) == 25
-    assert "with-token" in ids  # devices with a token are kept
+    assert "with-token" in ids  # token-less devices go first
     assert {f"d{i}" for i in range(6, 30)} <= ids  # the least recently updated went
+
+
+def test_cap_holds_for_devices_with_tokens(tenant: Tenant) -> None:
+    for i in range(40):
+        register(tenant, device_id=f"d{i}", token=f"t{i}")
+    devices = tenant.user("e1")["devices"]
+    assert sorted(d["device_id"] for d in devices) == sorted(f"d{i}" for i in range(15, 40))
+    assert tenant.counts()["devices"] == 25
+    register(tenant, external_id="e2", device_id="again", token="t0")  # a dropped token is free
+    assert [d["device_id"] for d in tenant.user("e2")["devices"]] == ["again"]
+
+
+def test_a_merge_keeps_the_cap(tenant: Tenant) -> None:
+    for i in range(20):
+        register(tenant, device_id=f"e{i}", token=f"te{i}")
+    for i in range(20):
+        register(tenant, external_id=..., anonymous_id="a1", device_id=f"a{i}", token=f"ta{i}")
+    r = tenant.post("alias", {"anonymous_id": "a1", "external_id": "e1"})
+    assert r.status_code == 204, r.text
+    ids = {d["device_id"] for d in tenant.user("e1")["devices"]}
+    assert ids == {f"a{i}" for i in range(20)} | {f"e{i}" for i in range(15, 20)}
+    assert tenant.counts()["devices"] == 25
 
 
 def test_required_fields(tenant: Tenant) -> None:

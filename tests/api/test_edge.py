@@ -57,7 +57,7 @@ def test_a_problem_is_the_usual_json_error_with_its_headers() -> None:
 def test_an_unexpected_error_answers_json_500() -> None:
     r = post("/boom")
     assert r.status_code == 500
-    assert r.json() == {"status": "error", "error": "Internal server error."}
+    assert r.json() == {"status": "error", "error": "internal error"}
     assert r.headers["x-request-id"] == "req-1"
     assert r.headers["access-control-allow-origin"] == "*"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from conftest import Tenant
+from pier.domain.identity import MAX_MERGES_PER_REQUEST
 
 
 def identify(t: Tenant, **body: object) -> None:
@@ -21,8 +22,8 @@ def test_neither_exists_creates_user_with_both_ids(tenant: Tenant) -> None:
     assert user["anonymous_ids"] == ["a1"]
     assert tenant.user("a1", by="anonymous_id")["id"] == user["id"]
     events = tenant.events("e1")
-    assert names(events) == ["user_created"]
-    assert events[0]["data"] == {
+    assert names(events) == ["user_created", "user_updated"]
+    assert events[1]["data"] == {
         "external_id": "e1",
         "anonymous_id": "a1",
         "email": "e1@example.com",
@@ -34,7 +35,7 @@ def test_user_created_without_anonymous_id_gets_a_uuid(tenant: Tenant) -> None:
     user = tenant.user("e1")
     assert len(user["anonymous_id"]) == 36 and user["anonymous_id"].count("-") == 4
     # null fields are left out of user_created; the request's data is in it
-    assert tenant.events("e1")[0]["data"] == {"plan": "pro", "external_id": "e1"}
+    assert tenant.events("e1")[1]["data"] == {"plan": "pro", "external_id": "e1"}
 
 
 def test_external_exists_anonymous_new_attaches_it(tenant: Tenant) -> None:
@@ -72,7 +73,8 @@ def test_same_user_is_used(tenant: Tenant) -> None:
     identify(tenant, anonymous_id="a1", external_id="e1", locale="en")
     assert tenant.counts()["users"] == 1
     assert tenant.user("e1")["locale"] == "en"
-    assert names(tenant.events("e1")) == ["user_created"]
+    assert names(tenant.events("e1")) == ["user_created", "user_updated", "user_updated"]
+    assert tenant.events("e1")[0]["data"] == {"locale": "en"}  # only what changed
 
 
 def test_anonymous_user_is_merged_into_identified_user(tenant: Tenant) -> None:
@@ -150,11 +152,38 @@ def test_events_create_and_merge_within_one_request(tenant: Tenant) -> None:
         ],
     )
     assert r.status_code == 204, r.text
+    # a9's user_created and user_updated left with it
     assert names(tenant.events("e1")) == [
         "user_created",
-        "user_created",
+        "user_updated",
         "first",
         "user_merged",
+        "user_updated",
         "second",
     ]
     assert tenant.counts()["users"] == 1
+
+
+def test_one_request_merges_at_most_100_users(tenant: Tenant) -> None:
+    # 101 anonymous users and 101 identified ones; one events request linking all the pairs
+    # would merge 101 users: refused whole, with a 422 that says why, and nothing written.
+    n = MAX_MERGES_PER_REQUEST + 1
+    for ids in (
+        [{"external_id": f"e{i}"} for i in range(n)],
+        [{"anonymous_id": f"a{i}"} for i in range(n)],
+    ):
+        r = tenant.post("events", [{"name": "seen", **i} for i in ids])
+        assert r.status_code == 204, r.text
+    before = tenant.counts()
+    pairs = [{"name": "login", "anonymous_id": f"a{i}", "external_id": f"e{i}"} for i in range(n)]
+    r = tenant.post("events", pairs)
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["status"] == "error" and f"at most {MAX_MERGES_PER_REQUEST} " in body["error"]
+    assert body["errors"][0]["path"] == ""
+    assert tenant.counts() == before
+    assert tenant.user("a0", by="anonymous_id")["external_id"] is None
+    # Within the bound, the same request is taken: 100 merges.
+    r = tenant.post("events", pairs[:-1])
+    assert r.status_code == 204, r.text
+    assert tenant.counts()["users"] == before["users"] - MAX_MERGES_PER_REQUEST

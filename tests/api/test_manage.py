@@ -140,13 +140,22 @@ def test_delete_user_removes_everything_of_that_user_only(tenant: Tenant) -> Non
         "users": before["users"] - 1,
         "user_anonymous_ids": before["user_anonymous_ids"] - 2,
         "devices": before["devices"] - 1,
-        "events": before["events"] - 6,  # 5 events and user_created
+        "events": before["events"] - 9 + 1,  # 5 events, 4 items; and its user_deleted
     }
     assert tenant.secret.get("/api/client/users/gone").status_code == 404
     assert tenant.secret.get("/api/client/users/gone-a2?by=anonymous_id").status_code == 404
     assert tenant.events("kept") == kept_events
     assert tenant.user("kept")["anonymous_ids"] == ["kept-a1", "kept-a2"]
-    assert {e["external_id"] for e in feed(tenant)["results"]} == {"kept"}
+    # the feed keeps its tombstone only (the user's row is gone: its ids are in the data)
+    items = feed(tenant)["results"]
+    [tombstone] = [e for e in items if e["external_id"] != "kept"]
+    assert tombstone["name"] == "user_deleted" and tombstone["data"] == {
+        "external_id": "gone",
+        "anonymous_ids": ["gone-a1", "gone-a2"],
+        "device_ids": ["gone-d1"],
+    }
+    assert tombstone["user_id"] not in {e["user_id"] for e in items if e is not tombstone}
+    assert (tombstone["external_id"], tombstone["anonymous_id"]) == (None, None)
 
     # Its ids are free again: the next event makes a new user.
     assert tenant.post("events", [{"name": "back", "anonymous_id": "gone-a1"}]).status_code == 204
@@ -199,15 +208,18 @@ def test_delete_racing_new_events_leaves_no_orphan_rows(tenant: Tenant) -> None:
     assert set(posted) == {204}
     assert statuses <= {204, 404} and 204 in statuses
     tenant.secret.delete("/api/client/users/victim")
-    assert tenant.counts() == {"users": 0, "user_anonymous_ids": 0, "devices": 0, "events": 0}
+    counts = tenant.counts()
+    assert counts == {"users": 0, "user_anonymous_ids": 0, "devices": 0, "events": counts["events"]}
+    items = feed(tenant, limit=1000)["results"]  # only the tombstones are left
+    assert len(items) == counts["events"] and {e["name"] for e in items} == {"user_deleted"}
 
 
 # -- the event feed -------------------------------------------------------------------------------
 def test_event_feed_in_storage_order_with_cursor(tenant: Tenant) -> None:
     tenant.post("events", [{"name": f"a{i}", "external_id": "u1"} for i in range(5)])
     tenant.post("events", [{"name": f"b{i}", "anonymous_id": "anon-2"} for i in range(4)])
-    expected = ["user_created", *(f"a{i}" for i in range(5))]
-    expected += ["user_created", *(f"b{i}" for i in range(4))]
+    expected = ["user_created", "user_updated", *(f"a{i}" for i in range(5))]
+    expected += ["user_created", "user_updated", *(f"b{i}" for i in range(4))]
 
     names, after, has_more = [], None, True
     while has_more:
@@ -227,7 +239,7 @@ def test_event_feed_in_storage_order_with_cursor(tenant: Tenant) -> None:
     everything = feed(tenant)["results"]
     ids = [e["id"] for e in everything]
     assert ids == sorted(ids)
-    first, last = everything[1], everything[-2]
+    first, last = everything[2], everything[-2]
     assert first["external_id"] == "u1" and first["name"] == "a0"
     assert first["anonymous_id"] == tenant.user("u1")["anonymous_id"]
     assert last["external_id"] is None and last["anonymous_id"] == "anon-2"
@@ -241,7 +253,8 @@ def test_event_feed_never_skips_events_after_a_deletion(tenant: Tenant) -> None:
     cursor = feed(tenant)["next_cursor"]
     assert tenant.secret.delete("/api/client/users/newest").status_code == 204
     tenant.post("events", [{"name": "c", "external_id": "first"}])
-    assert [e["name"] for e in feed(tenant, cursor)["results"]] == ["c"]  # ids are not reused
+    # ids are not reused: the tombstone and the new event come after
+    assert [e["name"] for e in feed(tenant, cursor)["results"]] == ["user_deleted", "c"]
 
 
 def test_event_feed_of_an_empty_project_and_bad_parameters(tenant: Tenant) -> None:
@@ -265,7 +278,7 @@ def test_tenants_see_only_their_own_project(tenant: Tenant) -> None:
         assert other.secret.get("/api/client/users/mine/devices").status_code == 404
         assert other.secret.delete("/api/client/users/mine").status_code == 404
         names = [e["name"] for e in feed(other)["results"]]
-        assert names == ["user_created"]
+        assert names == ["user_created", "user_updated"]
         assert tenant.user("mine")["external_id"] == "mine"  # still there
     finally:
         other.public.close()
@@ -301,9 +314,9 @@ def test_export_streams_the_feed_as_ndjson_in_pages(
     assert result.exit_code == 0, result.output
     lines = result.stdout_bytes.decode().splitlines()
     assert [json.loads(line) for line in lines] == expected
-    assert len(limits) == 4 and set(limits) == {6}  # 21 events read 6 at a time
+    assert len(limits) == 4 and set(limits) == {6}  # 22 items read 6 at a time
     cursor = result.stderr.split("--after ")[1].strip()
-    assert "exported 21 events" in result.stderr
+    assert "exported 22 items" in result.stderr
 
     # Resuming from the cursor exports only what came later.
     tenant.post("events", [{"name": "later", "external_id": "u1"}])

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from conftest import Tenant
+from pier.api.segment import SUB_PATHS
 
 WIRE = json.loads((Path(__file__).parent.parent / "fixtures" / "segment-wire.json").read_text())
 
@@ -33,8 +34,15 @@ def replay(t: Tenant, step: dict) -> httpx.Response:
     elif step["auth"] == "bearer":
         headers["Authorization"] = f"Bearer {t.public_key}"
     body = json.dumps(step["body"]).replace("{{WRITE_KEY}}", t.public_key).encode()
+    if step.get("gzip"):
+        body = gzip.compress(body)
     with httpx.Client(base_url=t.server.url, timeout=30) as http:  # no default Authorization
         return http.request(step["method"], step["path"], content=body, headers=headers)
+
+
+def step_of(sdk: str) -> dict:
+    (step,) = [s for s in WIRE["requests"] if s["sdk"].startswith(sdk)]
+    return step
 
 
 def ms(iso: str) -> int:
@@ -118,6 +126,32 @@ def check_pv_identified(t: Tenant, sent_ms: int) -> None:
     assert {"Tapped Button", "Checkout Started"} <= names
 
 
+def check_rudder_python(t: Tenant, sent_ms: int) -> None:
+    user = t.user("rp-user-1")  # the traits came only under context.traits
+    assert (user["email"], user["timezone"]) == ("rp@example.com", "America/Chicago")
+    assert user["data"] == {"plan": "pro"}
+    assert "rp-anon-1" in user["anonymous_ids"]
+    tapped = named(t.events("rp-user-1"), "Tapped")
+    assert tapped["message_id"] == "0c7e2a64-3b7d-4f0a-8f5e-3d7c8a1b2e41"
+
+
+def check_rudder_node(t: Tenant, sent_ms: int) -> None:
+    user = t.user("rn-user-1")  # traits win over context.traits key by key
+    assert (user["email"], user["locale"]) == ("rn@example.com", "de-DE")
+    assert user["data"] == {"plan": "team"}
+    assert "rn-anon-1" in user["anonymous_ids"]
+    sent = named(t.events("rn-user-1"), "Invoice Sent")
+    assert sent["data"] == {"invoice": "inv-9"}
+    assert sent["message_id"] == "b071a85b-6566-431d-8461-78dd28e9826f"
+    # originalTimestamp is 10 s before sentAt: the call was made 10 s before the server's now
+    assert abs(sent_ms - ms(sent["created_at"]) - 10_000) < 3000
+
+
+def check_old_python(t: Tenant, sent_ms: int) -> None:
+    assert t.user("op-user-1")["email"] == "op@example.com"
+    assert named(t.events("op-user-1"), "Tapped")["data"] == {"x": 1}
+
+
 CHECKS: list[Callable[[Tenant, int], None]] = [
     check_python,
     check_browser_batch,
@@ -126,6 +160,9 @@ CHECKS: list[Callable[[Tenant, int], None]] = [
     check_webhook,
     check_pv_anonymous,
     check_pv_identified,
+    check_rudder_python,
+    check_rudder_node,
+    check_old_python,
 ]
 
 
@@ -134,16 +171,119 @@ def test_every_sdk_request_is_accepted_and_stored(tenant: Tenant) -> None:
     for step, check in zip(WIRE["requests"], CHECKS, strict=True):
         sent_ms = int(time.time() * 1000)
         r = replay(tenant, step)
-        assert r.status_code == 204, (step["step"], r.text)
-        assert r.content == b""
+        if "/segment" in step["path"]:  # what Segment-format servers answer
+            assert (r.status_code, r.json()) == (200, {"success": True}), (step["step"], r.text)
+        else:
+            assert (r.status_code, r.content) == (204, b""), (step["step"], r.text)
         check(tenant, sent_ms)
+
+
+# -- what real SDKs need (issue 15); tests/sdk drives the libraries themselves ----------------
+def test_every_segment_path_answers_200_with_success(tenant: Tenant) -> None:
+    # analytics-python 1.x and rudder-sdk-python take anything but a 200 for a failure
+    step = step_of("analytics-python 1.4")
+    assert replay(tenant, step).json() == {"success": True}
+    check_old_python(tenant, 0)
+    call = {"type": "track", "userId": "ok-200", "event": "E"}
+    group = {"type": "group", "userId": "ok-200", "groupId": "acme"}  # stores nothing
+    sent = [("segment", [call]), ("segment", [group])]
+    sent += [(f"segment/{p}", [call] if kind == "batch" else call) for p, kind in SUB_PATHS.items()]
+    for path, body in sent:
+        r = post(tenant, body, path)
+        assert r.status_code == 200, (path, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert r.json() == {"success": True}
+    for _ in range(2):  # a repeat with the same Idempotency-Key answers as the first did
+        r = post(tenant, [call], headers={"Idempotency-Key": "ok-200-1"})
+        assert (r.status_code, r.json()) == (200, {"success": True}), r.text
+    r = post(tenant, {"batch": [{"type": "track", "userId": "ok-200"}]})  # errors keep their shape
+    assert r.status_code == 422 and r.json()["errors"][0]["path"] == "/batch/0/event"
+
+
+def test_identify_traits_under_context_traits(tenant: Tenant) -> None:
+    step = step_of("rudder-sdk-python")
+    assert replay(tenant, step).status_code == 200
+    check_rudder_python(tenant, 0)
+    # both: traits win key by key; a problem points where the value was
+    body = [
+        {
+            "type": "identify",
+            "userId": "ct-1",
+            "traits": {"email": "t@example.com"},
+            "context": {"traits": {"email": "c@example.com", "phone": "+14155552671"}},
+        },
+    ]
+    assert post(tenant, body).status_code == 200
+    user = tenant.user("ct-1")
+    assert (user["email"], user["phone"]) == ("t@example.com", "+14155552671")
+    bad = [
+        {"type": "identify", "userId": "ct-2", "context": {"traits": {"timezone": "Mars/Base"}}},
+        {"type": "track", "userId": "ct-2", "event": "E", "context": {"traits": [1]}},
+    ]
+    assert set(errors(post(tenant, bad))) == {"/0/context/traits/timezone", "/1/context/traits"}
+    assert tenant.secret.get("/api/client/users/ct-2").status_code == 404
+
+
+def test_any_content_type_is_read_as_json(tenant: Tenant) -> None:
+    step = step_of("@rudderstack/rudder-sdk-node")
+    assert step["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    assert replay(tenant, step).status_code == 200
+    check_rudder_node(tenant, int(time.time() * 1000))
+    headers = {"Authorization": basic(tenant.public_key)}
+    with httpx.Client(base_url=tenant.server.url, timeout=30) as http:
+        for content_type in ("application/x-www-form-urlencoded", "text/xml", None):
+            h = {**headers, **({"Content-Type": content_type} if content_type else {})}
+            r = http.post("/api/client/segment", content=b"userId=u&event=E", headers=h)
+            assert r.status_code == 400 and "JSON" in r.json()["error"], r.text
+        r = http.post(
+            "/api/client/segment",
+            content=b"{}",
+            headers={**headers, "Content-Encoding": "br"},
+        )
+        assert r.status_code == 415, r.text  # the encoding is still checked
+    # the Parcelvoy routes keep their rule
+    r = tenant.public.post(
+        "/api/client/events", content=b"[]", headers={"Content-Type": "text/xml"}
+    )
+    assert r.status_code == 415
+
+
+def test_original_timestamp_when_timestamp_is_absent(tenant: Tenant) -> None:
+    before = int(time.time() * 1000)
+    body = {
+        "sentAt": "2026-01-15T10:00:10.000Z",
+        "batch": [
+            {
+                "type": "track",
+                "userId": "ot-1",
+                "event": "Queued",
+                "originalTimestamp": "2026-01-15T10:00:00.000Z",
+            },
+            {
+                "type": "track",
+                "userId": "ot-1",
+                "event": "Both",
+                "originalTimestamp": "2026-01-15T10:00:00.000Z",
+                "timestamp": "2026-01-15T10:00:07.000Z",
+            },
+        ],
+    }
+    assert post(tenant, body).status_code == 200
+    after = int(time.time() * 1000)
+    events = tenant.events("ot-1")
+    queued, both = named(events, "Queued"), named(events, "Both")
+    # the server's clock at the request, less how long before sentAt the call was made
+    assert before - 10_000 - 1 <= ms(queued["created_at"]) <= after - 10_000 + 1
+    assert before - 3_000 - 1 <= ms(both["created_at"]) <= after - 3_000 + 1  # timestamp wins
+    bad = [{"type": "track", "userId": "ot-2", "event": "E", "originalTimestamp": "then"}]
+    assert set(errors(post(tenant, bad))) == {"/0/originalTimestamp"}
 
 
 def test_a_repeated_batch_stores_its_events_once(tenant: Tenant) -> None:
     step = WIRE["requests"][0]  # analytics-python retries a batch after a timeout
-    assert replay(tenant, step).status_code == 204
+    assert replay(tenant, step).status_code == 200
     before = [e["name"] for e in tenant.events("py-user-1")]
-    assert replay(tenant, step).status_code == 204
+    assert replay(tenant, step).status_code == 200
     assert [e["name"] for e in tenant.events("py-user-1")] == before
 
 
@@ -154,13 +294,13 @@ def test_gzip_body_as_analytics_python_sends_with_gzip_true(tenant: Tenant) -> N
         content=gzip.compress(msgspec.json.encode(body)),
         headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
     )
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
     assert named(tenant.events("gz-1"), "Zipped")
 
 
 # -- all or nothing ----------------------------------------------------------------------
-def post(t: Tenant, body: object, path: str = "segment") -> httpx.Response:
-    return t.post(path, body)
+def post(t: Tenant, body: object, path: str = "segment", **kw: object) -> httpx.Response:
+    return t.post(path, body, **kw)
 
 
 def errors(r: httpx.Response) -> dict[str, str]:
@@ -214,8 +354,8 @@ def test_shapes_and_limits(tenant: Tenant) -> None:
     assert set(errors(post(tenant, nul))) == {"/batch/0/event"}
     before = tenant.counts()["events"]
     r = post(tenant, [call] * 1000)
-    assert r.status_code == 204, r.text
-    assert tenant.counts()["events"] - before == 1001  # and user_created
+    assert r.status_code == 200, r.text
+    assert tenant.counts()["events"] - before == 1002  # and user_created, user_updated
 
 
 def test_every_field_is_checked_on_every_call(tenant: Tenant) -> None:
@@ -306,7 +446,7 @@ def test_mapping_details(tenant: Tenant) -> None:
         {"type": "group", "userId": 42, "groupId": "g"},
         {"type": "identify", "userId": "", "anonymousId": "md-anon", "context": {"locale": "de"}},
     ]
-    assert post(tenant, body).status_code == 204
+    assert post(tenant, body).status_code == 200
     user = tenant.user("42")
     assert (user["email"], user["locale"], user["data"]) == (None, "fr", {"plan": "free"})
     events = tenant.events("42")
@@ -319,7 +459,7 @@ def test_mapping_details(tenant: Tenant) -> None:
 def test_only_group_calls_store_nothing(tenant: Tenant) -> None:
     before = tenant.counts()
     r = post(tenant, [{"type": "group", "userId": "grp-1", "groupId": "acme"}])
-    assert r.status_code == 204
+    assert r.status_code == 200
     assert tenant.counts() == before
 
 
@@ -333,7 +473,7 @@ def test_single_call_paths(tenant: Tenant) -> None:
         ("segment/g", {"userId": "sp-1", "groupId": "acme"}),
     ]:
         r = post(tenant, call, path)
-        assert r.status_code == 204, (path, r.text)
+        assert r.status_code == 200, (path, r.text)
     user = tenant.user("sp-1")
     assert user["email"] == "sp@example.com" and "sp-anon" in user["anonymous_ids"]
     names = {e["name"] for e in tenant.events("sp-1")}
@@ -362,7 +502,7 @@ def test_the_key_can_travel_as_the_segment_libraries_send_it(tenant: Tenant, how
         body = {"writeKey": key, "batch": [call]}
     with httpx.Client(base_url=tenant.server.url, timeout=30) as http:
         r = http.post("/api/client/segment", content=msgspec.json.encode(body), headers=headers)
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
     assert named(tenant.events(f"key-{how}"), "Keyed")
 
 

@@ -162,6 +162,7 @@ def test_bodies_are_gzipped_and_accepted(client: Client, pier_server: Any, uid: 
     client.flush()
     assert pier_server.user(uid)["data"]["blob"] == blob
     assert pier_server.events(uid, "Big")[0]["data"]["blob"] == blob
+    assert sent, "the hook saw no request"
     for request in sent:
         assert request.headers["Content-Encoding"] == "gzip"
         assert request.headers["Content-Type"] == "application/json"

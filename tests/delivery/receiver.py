@@ -16,12 +16,12 @@ import msgspec
 import pytest
 
 from conftest import Tenant, db_call
-from pier.delivery.engine import Deliverer, Settings
+from pier.delivery.engine import Deliverer, Pacing
 from pier.store import make_store
 from pier.store.destinations import Destinations
 
 # short backoff for tests: settings of the engine, not test hacks
-FAST = Settings(
+FAST = Pacing(
     backoff_base=0.02,
     backoff_cap=0.1,
     timeout=2.0,
@@ -121,7 +121,7 @@ def receiver(decide: Decide | None = None, delay: float = 0.0, port: int = 0) ->
 
 
 @contextmanager
-def delivering(database_url: str, settings: Settings = FAST) -> Iterator[Deliverer]:
+def delivering(database_url: str, settings: Pacing = FAST) -> Iterator[Deliverer]:
     """A delivery engine on a thread with its own event loop and store, until the block ends."""
     ready = threading.Event()
     holder: dict[str, object] = {}

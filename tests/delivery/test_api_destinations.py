@@ -55,7 +55,9 @@ def test_manage_a_destination(tenant: Tenant) -> None:
         assert secret.startswith("whsec_")
         did = made.json()["id"]
         shown = tenant.secret.get(f"{BASE}/{did}").json()
-        assert shown["signing_secret"] == secret[:8] + "…" and shown["lag_items"] == 2
+        assert (
+            shown["signing_secret"] == secret[:8] + "…" and shown["lag_items"] == 3
+        )  # user_created, user_updated, poison
         assert [d["id"] for d in tenant.secret.get(BASE).json()["results"]] == [did]
         with delivering(tenant.server.database_url):
             wait_for(lambda: tenant.secret.get(f"{BASE}/{did}").json()["lag_items"] == 0)
@@ -70,7 +72,7 @@ def test_manage_a_destination(tenant: Tenant) -> None:
     assert tenant.secret.post(f"{BASE}/{did}/pause").json()["state"] == "paused"
     assert tenant.secret.post(f"{BASE}/{did}/resume").json()["state"] == "active"
     replayed = tenant.secret.post(f"{BASE}/{did}/replay", json={"from": "beginning"})
-    assert replayed.json()["lag_items"] == 2 and replayed.json()["cursor"] is None
+    assert replayed.json()["lag_items"] == 3 and replayed.json()["cursor"] is None
     bad = tenant.secret.post(f"{BASE}/{did}/replay", json={"from": "soon"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["path"] == "/from"
     tenant.secret.post(f"{BASE}/{did}/pause")

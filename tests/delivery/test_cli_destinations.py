@@ -181,10 +181,11 @@ def test_keys_are_sealed_with_pier_secret_key(
     )
     from pier.delivery.secrets import SecretKeyMissing, unseal
 
-    assert unseal(d.key) == "pk_target_key_value"
-    monkeypatch.delenv("PIER_SECRET_KEY")
+    assert unseal(d.key, "a long random server secret") == "pk_target_key_value"
     with pytest.raises(SecretKeyMissing):
-        unseal(d.key)
+        unseal(d.key, "")
+    with pytest.raises(SecretKeyMissing):
+        unseal(d.key, "another secret")
     pier(url, "destinations", "pause", did)
 
 

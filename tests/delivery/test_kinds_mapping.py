@@ -166,15 +166,21 @@ def test_a_key_is_shown_by_a_prefix_of_at_most_a_quarter_of_it() -> None:
     assert prefix("wk") == "…" and prefix(None) is None
 
 
-def test_engine_settings_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import pytest
+def test_engine_pacing_from_the_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The delivery settings reach the engine from their variables; a bad one is refused,
+    naming its option, before anything runs."""
+    from click.testing import CliRunner
 
-    from pier.delivery.engine import Settings
+    from pier.cli import main
+    from pier.delivery.engine import Pacing
+    from pier.settings import Settings
 
-    monkeypatch.setenv("PIER_DELIVERY_BACKOFF_CAP", "2.5")
-    monkeypatch.setenv("PIER_DELIVERY_ANSWER_LIMIT", "1024")
-    s = Settings.from_environment()
+    s = Pacing.of(Settings(delivery_backoff_cap=2.5, delivery_answer_limit=1024, secret_key="k"))
     assert s.backoff_cap == 2.5 and s.answer_limit == 1024 and s.backoff_base == 1.0
+    assert s.sealing == "k"
     monkeypatch.setenv("PIER_DELIVERY_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="PIER_DELIVERY_TIMEOUT must be a positive number"):
-        Settings.from_environment()
+    result = CliRunner().invoke(main, ["deliver"])
+    assert result.exit_code == 2 and "--delivery-timeout" in result.output, result.output
+    monkeypatch.setenv("PIER_DELIVERY_TIMEOUT", "0")
+    result = CliRunner().invoke(main, ["deliver"])
+    assert result.exit_code == 2 and "--delivery-timeout" in result.output, result.output

@@ -15,6 +15,7 @@ import pytest
 from conftest import LiveServer, Tenant, db_call, make_tenant
 from delivery.receiver import delivering, pause_afterwards, receiver, wait_for  # noqa: F401
 from pier.delivery import manage
+from pier.domain.feed import ITEMS
 from pier.store.destinations import Destinations
 
 IDENTIFY_KEYS = {"anonymous_id", "external_id", "email", "phone", "timezone", "locale", "data"}
@@ -122,7 +123,7 @@ def client_events(t: Tenant, message_ids: bool = True) -> Counter:
             e["external_id"] or e["anonymous_id"],
         )
         for e in feed(t)
-        if e["name"] not in ("user_created", "user_merged")
+        if e["name"] not in ITEMS
     )
 
 

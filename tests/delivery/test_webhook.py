@@ -63,12 +63,14 @@ def test_in_order_signed_and_cursor_at_the_end(tenant: Tenant) -> None:
         did, secret = add_webhook(tenant, r.url + "/hook", batch_size=7)
         track(tenant, 30)
         with delivering(tenant.server.database_url):
-            wait_for(lambda: destination(tenant, did).delivered == 31)  # + user_created
+            wait_for(
+                lambda: destination(tenant, did).delivered == 32
+            )  # + user_created, user_updated
             track(tenant, 20, start=30)  # delivered as they come
-            wait_for(lambda: destination(tenant, did).delivered == 51)
+            wait_for(lambda: destination(tenant, did).delivered == 52)
     assert sent_numbers(r.accepted()) == list(range(50))
     ids = [i["id"] for i in items_of(r.accepted())]
-    assert ids == sorted(ids) and len(set(ids)) == 51
+    assert ids == sorted(ids) and len(set(ids)) == 52
     now = int(time.time())
     for g in r.got:
         assert g.path == "/hook"
@@ -96,7 +98,7 @@ def test_receiver_down_then_back(tenant: Tenant) -> None:
         assert destination(tenant, did).delivered == 0
         assert "ConnectError" in (destination(tenant, did).last_error or "")
         with receiver(port=int(url.rsplit(":", 1)[1])) as back:
-            wait_for(lambda: destination(tenant, did).delivered == 26)
+            wait_for(lambda: destination(tenant, did).delivered == 27)
     assert sent_numbers(back.accepted()) == list(range(25))
     assert destination(tenant, did).attempts == 0
 
@@ -111,7 +113,7 @@ def test_500_to_a_third_of_batches(tenant: Tenant) -> None:
         did, _ = add_webhook(tenant, r.url, batch_size=5)
         track(tenant, 60)
         with delivering(tenant.server.database_url):
-            wait_for(lambda: destination(tenant, did).delivered == 61)
+            wait_for(lambda: destination(tenant, did).delivered == 62)
     assert sent_numbers(r.accepted()) == list(range(60))  # in order, each once
     assert any(status == 500 for _, status in r.answered)
     # a batch retried is the same batch: same items, same Pier-Batch
@@ -130,7 +132,7 @@ def test_429_with_retry_after_is_honoured(tenant: Tenant) -> None:
         did, _ = add_webhook(tenant, r.url)
         track(tenant, 3)
         with delivering(tenant.server.database_url):  # its backoff is at most 0.1 s
-            wait_for(lambda: destination(tenant, did).delivered == 4)
+            wait_for(lambda: destination(tenant, did).delivered == 5)
     assert [status for _, status in r.answered] == [429, 200]
     assert r.got[1].at - r.got[0].at >= 1.0
     assert (
@@ -152,7 +154,7 @@ def test_a_slow_receiver_times_out_and_is_retried(tenant: Tenant) -> None:
         did, _ = add_webhook(tenant, r.url)
         track(tenant, 3)
         with delivering(tenant.server.database_url):
-            wait_for(lambda: destination(tenant, did).delivered == 4)
+            wait_for(lambda: destination(tenant, did).delivered == 5)
             assert "timed out" in (destination(tenant, did).last_error or "")
     assert len(r.got) == 3  # two timed out, the third was delivered
     assert sent_numbers([r.got[2]]) == [0, 1, 2]
@@ -178,7 +180,7 @@ def test_400_for_a_marked_item_dead_letters_only_it(tenant: Tenant) -> None:
         with delivering(tenant.server.database_url):
             wait_for(
                 lambda: (
-                    destination(tenant, did).cursor > 0 and destination(tenant, did).delivered == 40
+                    destination(tenant, did).cursor > 0 and destination(tenant, did).delivered == 41
                 )
             )
     delivered = sent_numbers(r.accepted())
@@ -206,7 +208,7 @@ def test_a_batch_failing_past_its_retry_window_is_split(tenant: Tenant) -> None:
         track(tenant, 5, start=7)
         with delivering(tenant.server.database_url):
             wait_for(lambda: len(dead_letters(tenant, did)) == 1)
-            wait_for(lambda: destination(tenant, did).delivered == 12)
+            wait_for(lambda: destination(tenant, did).delivered == 13)
     assert sent_numbers(r.accepted()) == [n for n in range(12) if n != 6]
     assert dead_letters(tenant, did)[0].answer == "503 down for it"
     assert sum(1 for _, status in r.answered if status == 503) > 2  # retried meanwhile
@@ -219,7 +221,7 @@ def test_items_the_filters_skip_count_as_delivered(tenant: Tenant) -> None:
         body = [{"name": n, "external_id": "u-1"} for n in ("Order Paid", "Order Sent", "Orders")]
         assert tenant.post("events", body).status_code == 204
         with delivering(tenant.server.database_url):
-            wait_for(lambda: destination(tenant, did).delivered == 7)
+            wait_for(lambda: destination(tenant, did).delivered == 8)
     assert [i["name"] for i in items_of(r.accepted())] == ["Order Paid", "Order Sent"]
     d = destination(tenant, did)
     assert d.cursor == max(
@@ -239,12 +241,12 @@ def test_hostile_receivers_answer_huge_bodies_garbage_and_redirect_loops(tenant:
         big_id, _ = add_webhook(tenant, big.url)
         loop_id, _ = add_webhook(tenant, redirecting.url + "/hook", retry_window=0.5)
         with delivering(tenant.server.database_url):
-            wait_for(lambda: destination(tenant, big_id).delivered == 4)
-            wait_for(lambda: len(dead_letters(tenant, loop_id)) == 4)
+            wait_for(lambda: destination(tenant, big_id).delivered == 5)
+            wait_for(lambda: len(dead_letters(tenant, loop_id)) == 5)
         assert big.streamed < 50 * 2**20  # the answer was not read to its end
     assert len(big.got) == 1
     letters = dead_letters(tenant, loop_id)
-    assert len(letters) == 4 and all(x.answer.startswith("307") for x in letters)
+    assert len(letters) == 5 and all(x.answer.startswith("307") for x in letters)
     assert all(g.path == "/hook" and g.method == "POST" for g in redirecting.got)
 
 
@@ -270,10 +272,10 @@ def test_metrics_per_destination(tenant: Tenant) -> None:
         track(tenant, 4)
         assert tenant.post("events", [{"name": "poison", "external_id": "u-1"}]).status_code == 204
         with delivering(tenant.server.database_url):
-            wait_for(lambda: metric(tenant, "pier_destination_lag_items", did) == 6)
+            wait_for(lambda: metric(tenant, "pier_destination_lag_items", did) == 7)
             wait_for(lambda: destination(tenant, did).cursor > 0 and dead_letters(tenant, did))
             wait_for(lambda: metric(tenant, "pier_destination_lag_items", did) == 0)
         assert r.got
     after = {n: metric(tenant, f"pier_destination_{n}_total", did) - before[n] for n in names}
-    assert after["items_delivered"] == 5 and after["dead_letters"] == 1
+    assert after["items_delivered"] == 6 and after["dead_letters"] == 1
     assert after["retries"] == 1 and after["batches_failed"] >= 3  # 503, then 400s

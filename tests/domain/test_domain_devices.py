@@ -190,7 +190,14 @@ def test_unknown_user_is_created() -> None:
     [u] = c.new_users
     assert u.anonymous_ids == ["a1"] and u.external_id is None
     assert [d.user for d in c.device_writes] == [u] and u.devices == c.device_writes
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated", "device_registered"]
+    assert c.events[2].user is u and c.events[2].data == {
+        "device_id": "d1",
+        "token": "t1",
+        "os_version": None,
+        **FIELDS,
+        "extra": {},
+    }
     assert c.events[0].data == {"anonymous_id": "a1"}
 
 
@@ -221,15 +228,32 @@ def test_cap_removes_the_least_recently_updated_tokenless_devices() -> None:
     assert all(f"d{i}" in {d.device_id for d in u.devices} for i in range(5))
 
 
-def test_cap_keeps_devices_with_tokens() -> None:
+def test_cap_holds_when_every_device_has_a_token() -> None:
+    # Tokens do not lift the cap: with only tokened devices, the least recently updated goes,
+    # and its token is free for another device.
     b = make_batch()
     u = stored_user(b, 1, "e1", [])
     for i in range(MAX_DEVICES_PER_USER):
-        stored_device(b, 1000 + i, u, f"d{i}", token=f"t{i}")
+        stored_device(b, 1000 + i, u, f"d{i}", updated_at=100 - i, token=f"t{i}")
     b.apply(register("fresh", ext="e1", token="t-fresh"))
-    assert u.devices is not None and len(u.devices) == MAX_DEVICES_PER_USER + 1
-    assert all(d.token for d in u.devices)
-    assert b.changes().device_deletes == []
+    assert u.devices is not None and len(u.devices) == MAX_DEVICES_PER_USER
+    last = f"d{MAX_DEVICES_PER_USER - 1}"  # updated_at 76: the least recently updated
+    assert last not in {d.device_id for d in u.devices} and "fresh" in {
+        d.device_id for d in u.devices
+    }
+    assert (PID, f"t{MAX_DEVICES_PER_USER - 1}") not in b.devices_by_token
+    assert b.changes().device_deletes == [1000 + MAX_DEVICES_PER_USER - 1]
+
+
+def test_cap_of_300_tokened_registrations_keeps_the_25_latest() -> None:
+    b = make_batch()
+    for i in range(300):
+        b.apply(register(f"d{i}", ext="e1", token=f"t{i}"))
+    u = b.by_external[(PID, "e1")]
+    assert u.devices is not None
+    assert sorted(d.device_id for d in u.devices) == sorted(f"d{i}" for i in range(275, 300))
+    assert len(b.devices_by_token) == len(b.devices_by_id) == MAX_DEVICES_PER_USER
+    assert len(b.changes().device_writes) == MAX_DEVICES_PER_USER
 
 
 def test_cap_counts_a_device_moved_from_another_user() -> None:
@@ -286,3 +310,21 @@ def test_merge_keeps_the_device_cap() -> None:
         stored_device(b, 2000 + i, a, f"a{i}", updated_at=100 + i)
     b.apply(Identify(project_id=PID, anonymous_id="a1", external_id="e1", traits=Traits()))
     assert e.devices is not None and len(e.devices) == MAX_DEVICES_PER_USER  # fails: 40
+
+
+def test_merge_keeps_the_cap_for_tokened_devices() -> None:
+    # A merge combining two users' tokened devices keeps the 25 most recently updated.
+    b = make_batch()
+    e = stored_user(b, 1, "e1", [])
+    a = stored_user(b, 2, None, ["a1"])
+    for i in range(20):
+        stored_device(b, 1000 + i, e, f"e{i}", updated_at=10 + i, token=f"te{i}")
+        stored_device(b, 2000 + i, a, f"a{i}", updated_at=100 + i, token=f"ta{i}")
+    b.apply(Identify(project_id=PID, anonymous_id="a1", external_id="e1", traits=Traits()))
+    assert e.devices is not None and len(e.devices) == MAX_DEVICES_PER_USER
+    kept = {d.device_id for d in e.devices}
+    assert kept == {f"a{i}" for i in range(20)} | {f"e{i}" for i in range(15, 20)}
+    assert sorted(b.changes().device_deletes) == [1000 + i for i in range(15)] + [
+        2000 + i
+        for i in range(20)  # moved: rewritten under their new owner
+    ]

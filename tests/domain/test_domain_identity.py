@@ -16,10 +16,12 @@ from pier.domain.commands import (
     EventIn,
     Identify,
     RegisterDevice,
+    Sequence,
     TrackEvents,
     Traits,
 )
-from pier.domain.errors import DomainError
+from pier.domain.errors import DomainError, TooManyMerges
+from pier.domain.identity import MAX_MERGES_PER_REQUEST
 from pier.domain.model import Device, Event, User
 
 PID = 1
@@ -287,7 +289,12 @@ def test_merge_repoints_events_of_a_stored_a_tracked_earlier_in_the_batch() -> N
     assert b.events[0].user is a
     b.apply(identify("a1", "e1"))
     c = b.changes()
-    assert [(ev.name, ev.user) for ev in c.events] == [("before", e), ("user_merged", e)]
+    assert [(ev.name, ev.user) for ev in c.events] == [
+        ("before", e),
+        ("user_merged", e),
+        ("user_updated", e),  # what E gained
+    ]
+    assert c.events[-1].data == {"anonymous_ids_added": ["a1"]}
     assert c.event_moves == [(2, 1)]  # and the stored ones are moved by the store
 
 
@@ -302,12 +309,14 @@ def test_merge_of_a_user_created_in_the_same_batch() -> None:
     assert a.deleted and a not in c.new_users and a not in c.deleted_users
     assert c.new_users == [] and c.deleted_users == []
     assert c.event_moves == []  # nothing of A is stored yet
+    # A's own items (user_created, user_updated) leave with it; its events move to E
     assert [(ev.name, ev.user) for ev in c.events] == [
-        ("user_created", e),
         ("first", e),
         ("user_merged", e),
+        ("user_updated", e),
     ]
-    assert c.events[-1].data == {"merged_user_id": a.id, "anonymous_ids": ["a9"]}
+    assert c.events[1].data == {"merged_user_id": a.id, "anonymous_ids": ["a9"]}
+    assert c.events[2].data == {"anonymous_ids_added": ["a9"]}
     assert c.anonymous_id_inserts == [(PID, "a9", 1)] and c.anonymous_id_deletes == []
 
 
@@ -363,8 +372,17 @@ def test_user_created_is_first_with_the_request_data_and_the_fields_it_set() -> 
     )
     c = b.changes()
     [user] = c.new_users
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated"]
     assert c.events[0].user is user and c.events[0].created_at == NOW
+    # what the user holds, said without ambiguity (a data key named like a field, the
+    # phone's keys, the generated anonymous id) by the user_updated that follows
+    assert c.events[1].user is user
+    assert c.events[1].data == {
+        "anonymous_ids_added": ["a1"],
+        "email": "x@example.com",
+        "timezone": "UTC",
+        "data": {"plan": "pro", "email": "from-data"},
+    }
     assert c.events[0].data == {
         "plan": "pro",
         "anonymous_id": "a1",
@@ -390,7 +408,14 @@ def test_user_created_comes_before_the_event_that_created_the_user() -> None:
         )
     )
     c = b.changes()
-    assert [ev.name for ev in c.events] == ["user_created", "a"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated", "a"]
+    assert c.events[1].data == {
+        "external_id": "e1",
+        "anonymous_ids_added": ["gen-1"],
+        "email": "x@example.com",
+        "locale": "fr",
+        "data": {"src": "ad"},
+    }
     assert c.events[0].data == {
         "src": "ad",
         "external_id": "e1",
@@ -419,8 +444,9 @@ def test_alias_before_the_anonymous_user_exists_links_them() -> None:
     [user] = c.new_users
     assert (user.external_id, user.anonymous_ids) == ("e1", ["a1"])
     assert c.anonymous_id_inserts == [(PID, "a1", user.id)]
-    assert [ev.name for ev in c.events] == ["user_created"]
+    assert [ev.name for ev in c.events] == ["user_created", "user_updated"]
     assert c.events[0].data == {"external_id": "e1", "anonymous_id": "a1"}
+    assert c.events[1].data == {"external_id": "e1", "anonymous_ids_added": ["a1"]}
     b.apply(track("a1", None))  # later events of the anonymous id reach the same user
     assert b.events[-1].user is user
 
@@ -449,7 +475,7 @@ def test_alias_merges_the_anonymous_user_into_the_external_one() -> None:
     c = b.changes()
     assert a.deleted and owner(b, "a1") is e
     assert c.deleted_users == [a] and c.event_moves == [(2, 1)]
-    assert [ev.name for ev in c.events] == ["user_merged"]
+    assert [ev.name for ev in c.events] == ["user_merged", "user_updated"]
 
 
 def test_repeating_an_alias_is_a_no_op() -> None:
@@ -502,3 +528,50 @@ def test_the_same_ids_in_two_projects_are_two_users() -> None:
     assert sorted(u.project_id for u in c.new_users) == [1, 2]
     assert sorted(c.anonymous_id_inserts) == [(1, "a1", 100), (2, "a1", 101)]
     assert named(c.events, "user_merged") == []
+
+
+# -- the merge bound -----------------------------------------------------------------------
+def pairs_batch(n: int) -> Batch:
+    """n stored anonymous users a{i} and n stored identified users e{i}, not yet linked."""
+    b = make_batch()
+    for i in range(n):
+        stored_user(b, 1 + i, f"e{i}", [])
+        stored_user(b, 10_000 + i, None, [f"a{i}"])
+    return b
+
+
+def linking(n: int, repeat: int = 1) -> TrackEvents:
+    events = [
+        EventIn(anonymous_id=f"a{i}", external_id=f"e{i}", name="login", data={})
+        for _ in range(repeat)
+        for i in range(n)
+    ]
+    return TrackEvents(project_id=PID, events=events)
+
+
+def test_one_request_may_merge_the_bound_and_no_more() -> None:
+    b = pairs_batch(MAX_MERGES_PER_REQUEST + 1)
+    b.apply(linking(MAX_MERGES_PER_REQUEST, repeat=3))  # pairs met again merge nothing more
+    assert sum(u.deleted for u in b.users.values()) == MAX_MERGES_PER_REQUEST
+    b.apply(linking(MAX_MERGES_PER_REQUEST + 1))  # a new request: one merge left to make
+    assert sum(u.deleted for u in b.users.values()) == MAX_MERGES_PER_REQUEST + 1
+
+    with pytest.raises(TooManyMerges) as refused:
+        pairs_batch(MAX_MERGES_PER_REQUEST + 1).apply(linking(MAX_MERGES_PER_REQUEST + 1))
+    assert refused.value.error.path == ""
+    assert f"at most {MAX_MERGES_PER_REQUEST} " in refused.value.error.message
+
+
+def test_a_sequence_counts_its_merges_together() -> None:
+    n = MAX_MERGES_PER_REQUEST + 1
+    seq = Sequence(project_id=PID, commands=[identify(f"a{i}", f"e{i}") for i in range(n)])
+    with pytest.raises(TooManyMerges):
+        pairs_batch(n).apply(seq)
+    with_alias = Sequence(
+        project_id=PID,
+        commands=[*seq.commands, Alias(project_id=PID, anonymous_id="x", external_id="y")],
+    )
+    b = pairs_batch(n)
+    with pytest.raises(TooManyMerges):  # refused by the trial batch, before this one changed
+        b.apply(with_alias)
+    assert not any(u.deleted for u in b.users.values())

@@ -26,7 +26,9 @@ from pier.domain.commands import (
 )
 from pier.domain.devices import MAX_DEVICES_PER_USER
 from pier.domain.errors import DomainError, NeedsLoad
+from pier.domain.feed import MERGED_AWAY
 from pier.domain.model import Device, User
+from support.feed import rebuild, without_nulls
 
 PID = 1
 NOW = 1_800_000_000_000
@@ -180,15 +182,16 @@ def check_batch(b: Batch) -> None:
         assert u.devices is not None
         for d in u.devices:
             assert d.user is u and b.devices_by_id[(PID, d.device_id)] is d
-        assert len(u.devices) <= MAX_DEVICES_PER_USER or all(d.token for d in u.devices)
-    # Events belong to live users; every created user got its user_created.
-    for ev in b.events:
+        assert len(u.devices) <= MAX_DEVICES_PER_USER
+    # Events belong to live users (those of a merged user go to the user it went into, its own
+    # items leave with it); every live user got its user_created.
+    c = b.changes()
+    for ev in c.events:
         assert not ev.user.deleted, f"event {ev.name} on deleted {ev.user}"
-    assert sum(ev.name == "user_created" for ev in b.events) == len(b.users)
-    created = {id(ev.user) for ev in b.events if ev.name == "user_created"}
+    assert sum(ev.name == "user_created" for ev in c.events) == len(live)
+    created = {id(ev.user) for ev in c.events if ev.name == "user_created"}
     assert all(id(u) in created for u in live)
     # The change set says the same (a fresh batch: every user is new).
-    c = b.changes()
     assert {u.id for u in c.new_users} == {u.id for u in live}
     assert c.updated_users == c.deleted_users == c.event_moves == c.anonymous_id_deletes == []
     inserts = [(anon, uid) for _, anon, uid in c.anonymous_id_inserts]
@@ -226,10 +229,11 @@ class MemoryStore:
         self.users: dict[int, dict[str, Any]] = {}
         self.anon: dict[str, int] = {}  # anonymous id -> user id, in row order
         self.devices: dict[int, dict[str, Any]] = {}  # row id -> row
-        self.events: list[list[Any]] = []  # [user id, name, message id]
+        self.events: list[list[Any]] = []  # [user id, name, message id, data, event id]
         self._user_ids = itertools.count(1)
         self._device_ids = itertools.count(1)
         self._anon_ids = itertools.count(1)
+        self._event_ids = itertools.count(1)
 
     def new_user_id(self) -> int:
         return next(self._user_ids)
@@ -277,7 +281,7 @@ class MemoryStore:
                     b.add_user(self._user(row["user_id"]))
                 if (PID, row["device_id"]) not in b.devices_by_id:
                     b.add_device(self._device(did, b.users[row["user_id"]]))
-        stored_messages = {m for _, _, m in self.events if m is not None}
+        stored_messages = {m for _, _, m, _, _ in self.events if m is not None}
         b.seen_message_ids.update(k for k in req.message_ids if k[1] in stored_messages)
 
     def load_full(self, user_ids: set[int], b: Batch) -> None:
@@ -325,7 +329,8 @@ class MemoryStore:
                 "updated_at": d.updated_at,
             }
             self._check_unique()
-        for frm, to in c.event_moves:
+        for frm, to in c.event_moves:  # the merged user's own items go, its events move
+            self.events = [ev for ev in self.events if ev[0] != frm or ev[1] not in MERGED_AWAY]
             for ev in self.events:
                 if ev[0] == frm:
                     ev[0] = to
@@ -334,8 +339,9 @@ class MemoryStore:
             self.users[u.id] = self._user_row(u)
             self._check_unique()
         for ev in c.events:
-            assert ev.message_id is None or all(ev.message_id != m for _, _, m in self.events)
-            self.events.append([ev.user.id, ev.name, ev.message_id])
+            assert ev.message_id is None or all(ev.message_id != m for _, _, m, _, _ in self.events)
+            row = [ev.user.id, ev.name, ev.message_id, _dec(_enc(ev.data)), next(self._event_ids)]
+            self.events.append(row)
         for u in c.deleted_users:
             del self.users[u.id]
         # What SQLite does not enforce (no foreign keys) must still hold.
@@ -343,7 +349,7 @@ class MemoryStore:
             assert uid in self.users, f"anonymous id {anon} on missing user {uid}"
         for row in self.devices.values():
             assert row["user_id"] in self.users, f"device {row['device_id']} on missing user"
-        for uid, name, _ in self.events:
+        for uid, name, _, _, _ in self.events:
             assert uid in self.users, f"event {name} on missing user {uid}"
         assert set(self.users) <= set(self.anon.values()), "a user without anonymous id"
 
@@ -398,8 +404,37 @@ class MemoryStore:
             r["device_id"]: (self._sig(r["user_id"]), r["token"], _dec(r["extra"]))
             for r in self.devices.values()
         }
-        events = Counter((self._sig(uid), name) for uid, name, _ in self.events)
+        events = Counter((self._sig(uid), name) for uid, name, _, _, _ in self.events)
         return {"users": users, "devices": devices, "events": events}
+
+    def rebuilt(self) -> tuple[dict[int, dict], dict[str, dict]]:
+        """Users and devices as the rows hold them, in the shape tests.support.feed.rebuild
+        gives."""
+        users = {
+            uid: {
+                **{k: row[k] for k in self.USER_FIELDS},
+                "anonymous_ids": [a for a, owner in self.anon.items() if owner == uid],
+                "data": without_nulls(_dec(row["data"])),
+            }
+            for uid, row in self.users.items()
+        }
+        devices = {
+            r["device_id"]: {
+                **{k: r[k] for k in self.DEVICE_FIELDS},
+                "extra": _dec(r["extra"]),
+                "user_id": r["user_id"],
+            }
+            for r in self.devices.values()
+        }
+        return users, devices
+
+    def feed(self, after: int = 0) -> list[dict[str, Any]]:
+        """The items past the event id `after`, as the feed gives them now."""
+        return [
+            {"user_id": uid, "name": name, "data": data, "id": eid}
+            for uid, name, _, data, eid in self.events
+            if eid > after
+        ]
 
 
 def run_one_batch(cmds: list[Command]) -> tuple[MemoryStore, list[DomainError | None]]:
@@ -465,6 +500,56 @@ def test_one_batch_or_a_few_batches_same_world(cmds: list[Command], cuts: list[i
     chunked, errors_chunked = run_in_chunks(cmds, cuts)
     assert one.world() == chunked.world()
     assert [e is None for e in errors_one] == [e is None for e in errors_chunked]
+
+
+@REPLAY
+@given(commands, st.lists(st.integers(0, 11), max_size=3))
+@example(  # a merge of a user created in an earlier batch
+    [
+        Identify(project_id=PID, anonymous_id="a1", external_id=None, traits=Traits(email="x")),
+        Identify(project_id=PID, anonymous_id=None, external_id="e3", traits=Traits()),
+        Alias(project_id=PID, anonymous_id="a1", external_id="e3"),
+    ],
+    [1],
+)
+def test_the_items_alone_rebuild_the_users_and_devices(
+    cmds: list[Command], cuts: list[int]
+) -> None:
+    # What a destination relies on: the feed's items, read after the fact, give the state the
+    # rows hold; however the commands were batched. (Under the device cap, which has no item.)
+    for store, _ in (run_one_batch(cmds), run_in_chunks(cmds, cuts)):
+        users, devices = rebuild(store.feed())
+        for user in users.values():
+            user["data"] = without_nulls(user["data"])
+        assert (users, devices) == store.rebuilt()
+
+
+@REPLAY
+@given(commands)
+def test_a_consumer_following_the_feed_rebuilds_the_same(cmds: list[Command]) -> None:
+    # A destination reads the items as they come: those of a user later merged away still name
+    # it (user_merged tells it to drop that user).
+    store = MemoryStore()
+    seen: list[dict[str, Any]] = []
+    for i, cmd in enumerate(cmds):
+        store.run_batch([cmd], NOW + i)
+        seen += store.feed(seen[-1]["id"] if seen else 0)
+    users, devices = rebuild(seen)
+    for user in users.values():
+        user["data"] = without_nulls(user["data"])
+    assert (users, devices) == store.rebuilt()
+
+
+@PROPS
+@given(commands)
+def test_a_request_that_changes_nothing_adds_no_item(cmds: list[Command]) -> None:
+    store = MemoryStore()
+    for i, cmd in enumerate(cmds):
+        store.run_batch([cmd], NOW + 2 * i)
+        if isinstance(cmd, (Identify, RegisterDevice, Alias)):
+            before = len(store.events)
+            store.run_batch([cmd], NOW + 2 * i + 1)  # the same again
+            assert store.feed()[before:] == []
 
 
 def test_needs_load_replays_the_batch_with_the_user_fully_loaded() -> None:

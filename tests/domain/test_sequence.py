@@ -55,6 +55,7 @@ def test_a_sequence_applies_its_commands_in_order() -> None:
     b.apply(seq)
     assert [(e.user.external_id, e.name) for e in b.events] == [
         ("u1", "user_created"),
+        ("u1", "user_updated"),
         ("u1", "bought"),
         ("u1", "left"),
     ]
@@ -114,7 +115,12 @@ def test_a_sequence_that_takes_is_applied_once() -> None:
         ],
     )
     b.apply(seq)
-    assert [e.name for e in b.events] == ["user_created", "done"]
+    # anon-1's user gets its external id (no merge): its items stay
+    assert [e.name for e in b.events] == ["user_created", "user_updated", "user_updated", "done"]
+    assert [e.data for e in b.events[1:3]] == [
+        {"anonymous_ids_added": ["anon-1"]},
+        {"external_id": "u1"},
+    ]
     assert b.by_anonymous[(PID, "anon-1")] is b.by_external[(PID, "u1")]
     assert len(b.users) == 1
 

@@ -19,8 +19,8 @@ import httpx
 
 from conftest import db_call, free_port
 from pier.cli import create_key
+from pier.clock import now_ms
 from pier.domain.keys import PUBLIC, SECRET
-from pier.writer import now_ms
 
 PIER = str(Path(sys.executable).with_name("pier"))
 

@@ -5,7 +5,6 @@ what was queued is committed and answered 204 when the writer catches up."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,12 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-import pier.api.app
+import pier.app
 from conftest import LiveServer, Tenant, make_tenant
 from faults.pierproc import stored_message_ids
+from pier.clock import now_ms
 from pier.domain.commands import Identify, Traits
 from pier.store import make_store
-from pier.writer import Overloaded, Writer, now_ms
+from pier.writer import Overloaded, Writer
 
 MAX_PENDING = 10
 
@@ -80,10 +80,9 @@ def gated(
 ) -> Iterator[tuple[LiveServer, threading.Event]]:
     """A live server whose writer waits at a gate and queues at most MAX_PENDING events."""
     gate = threading.Event()
-    real = pier.api.app.make_store
-    monkeypatch.setattr(pier.api.app, "make_store", lambda *a: GatedStore(real(*a), gate))
-    monkeypatch.setattr(pier.api.app, "Writer", functools.partial(Writer, max_pending=MAX_PENDING))
-    live = LiveServer(database_url)
+    real = pier.app.make_store
+    monkeypatch.setattr(pier.app, "make_store", lambda *a: GatedStore(real(*a), gate))
+    live = LiveServer(database_url, max_pending=MAX_PENDING)
     live.start()
     try:
         yield live, gate

@@ -67,7 +67,7 @@ def test_kill_9_mid_load_loses_nothing_answered_and_retries_make_no_duplicates(
     assert set(stored.values()) == {1}
     counts = db_call(database_url, lambda store: store.stats(project.id))
     assert counts["users"] == load.clients
-    assert counts["events"] == len(every_id) + load.clients  # + one user_created each
+    assert counts["events"] == len(every_id) + 2 * load.clients  # + user_created, user_updated
 
 
 @pytest.mark.parametrize("workers", [1, 2])

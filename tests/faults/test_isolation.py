@@ -111,7 +111,8 @@ def write_devices(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
 def write_events(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     body = [{"name": "a-event", "external_id": "b-user", "message_id": "b-m1"}]
     assert a.post("events", body).status_code == 204
-    assert [e["name"] for e in a.events("b-user")] == ["a-event", "user_created"]  # A's own
+    names = [e["name"] for e in a.events("b-user")]  # A's own: its event and Pier's items
+    assert names[0] == "a-event" and names[-1] == "user_created"
 
 
 def write_track(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
@@ -127,16 +128,16 @@ def write_segment(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
         {"type": "alias", "previousId": "b-anon2", "userId": "a-seg-user"},
     ]
     r = a.post("segment", {"batch": calls})
-    assert r.status_code in (204, 422), r.text  # b-anon2 may be A's own by now: never B's
-    assert a.post("segment", {"batch": calls[:2]}).status_code == 204
+    assert r.status_code in (200, 422), r.text  # b-anon2 may be A's own by now: never B's
+    assert a.post("segment", {"batch": calls[:2]}).status_code == 200
     # B's key in the body (analytics.js's writeKey) is B's business: A's header wins
     r = a.public.post("/api/client/segment", json={"writeKey": b.public_key, "batch": calls[:2]})
-    assert r.status_code == 204
+    assert r.status_code == 200
 
 
 def write_segment_call(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     call = {"userId": "b-user", "event": "a-seg-t", "properties": {"x": 1}}
-    assert a.public.post("/api/client/segment/t", json=call).status_code == 204
+    assert a.public.post("/api/client/segment/t", json=call).status_code == 200
     assert "a-seg-t" in [e["name"] for e in a.events("b-user")]
 
 

@@ -96,7 +96,7 @@ def test_http_429_with_headers_and_nothing_written(server: LiveServer) -> None:
     assert int(refused.headers["ratelimit-reset"]) >= 1
     assert refused.headers["access-control-allow-origin"] == "*"
     stats = db_call(server.database_url, lambda s: s.stats(project.id))
-    assert stats["events"] == statuses.count(204) + 1  # + user_created
+    assert stats["events"] == statuses.count(204) + 2  # + user_created, user_updated
 
 
 def test_http_read_routes_are_limited_too_and_unlimited_keys_never_are(

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from conftest import LiveServer, db_call
+from pier.clock import now_ms
 from pier.portal.auth import hash_password
-from pier.writer import now_ms
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')

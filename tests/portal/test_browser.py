@@ -83,7 +83,7 @@ def test_log_in_make_a_key_watch_events_arrive_and_revoke_it(server: LiveServer,
             second = [{"name": "browser_second", "external_id": "shopper"}]
             assert api.post("/api/client/events", json=second).status_code == 204
             expect(rows.first).to_contain_text("browser_second", timeout=15_000)
-            expect(rows).to_have_count(3)  # user_created, browser_first, browser_second
+            expect(rows).to_have_count(4)  # user_created, user_updated, browser_first, _second
             expect(page.locator("[data-status]")).to_contain_text("Live")
 
             # Revoking the key (after a confirmation) makes the API refuse it.

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from conftest import LiveServer, db_call
 from pier.cli import main
-from pier.portal import auth
+from pier.clock import now_ms
 from pier.portal.auth import SESSION_COOKIE, hash_password, token_hash
-from pier.writer import now_ms
+from pier.settings import Settings
 
 PROJECT = "/projects/{pid}"
 
@@ -95,14 +95,14 @@ def test_login_goes_back_to_the_page_asked_for_but_only_inside_the_portal(anonym
         assert r.headers["location"] == "/portal/projects", bad
 
 
-def test_too_many_failed_logins_pause_the_address(anonymous, admin) -> None:
+def test_too_many_failed_logins_pause_the_address(anonymous, admin, server: LiveServer) -> None:
     try:
-        for _ in range(auth.LOGIN_FAILURES):
+        for _ in range(Settings.login_failures):
             assert anonymous.login(admin.email, "wrong").status_code == 401
         r = anonymous.login(admin.email, admin.password)
         assert r.status_code == 429 and "Too many failed logins" in r.text
     finally:
-        auth.throttle.succeeded("127.0.0.1")
+        server.state.login_throttle.clear()
     assert anonymous.login(admin.email, admin.password).status_code == 303
 
 
@@ -175,8 +175,9 @@ def test_pages_show_projects_keys_users_and_events(portal, server: LiveServer) -
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in live.text and "<script>alert" not in live.text
     assert "checkout" in live.text and "Newest events" in live.text
     feed = portal.get(f"{base}/live.json").json()
-    assert [e["name"] for e in feed["events"]][:3] == ["visit", "user_created", "checkout"]
-    assert feed["events"][0]["user"] == "v" and feed["events"][2]["user"] == "ann"
+    names = ["visit", "user_updated", "user_created", "checkout"]
+    assert [e["name"] for e in feed["events"]][:4] == names
+    assert feed["events"][0]["user"] == "v" and feed["events"][3]["user"] == "ann"
     assert portal.get(f"{base}/live.json", params={"after": feed["last_id"]}).json() == {
         "events": [],
         "last_id": feed["last_id"],
@@ -233,7 +234,12 @@ def test_unknown_projects_users_and_keys_are_404(portal) -> None:
 
 
 def test_an_unknown_portal_page_is_an_html_page_with_a_way_back(anonymous, portal, admin) -> None:
-    paths = ("/nope", "/projects/abc", "/projects/1/nope/deeper", "/login/extra")
+    paths = ("/nope", "/projects/1/nope/deeper", "/login/extra")
+    # a project page with an id that cannot be one: the login first, then a 404 in the layout
+    assert anonymous.get("/projects/abc").status_code == 303
+    r = portal.get("/projects/abc")
+    assert r.status_code == 404 and "There is no such project" in r.text
+    assert 'href="/portal/static/portal.css"' in r.text
     for client, who in ((anonymous, None), (portal, admin.email)):
         for path in paths:
             r = client.get(path)

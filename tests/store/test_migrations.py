@@ -56,9 +56,7 @@ def test_postgres_json_columns_migrate_with_their_rows(
                     " INSERT INTO events (project_id, user_id, name, data, created_at, received_at)"
                     " VALUES (1, 1, 'e', '{\"b\": 2, \"a\": [1]}', 0, 0)"
                 )
-            monkeypatch.setattr(
-                "pier.store.postgres.migrations", lambda _: every[:4]
-            )  # up to 0004, whatever comes after
+            monkeypatch.setattr("pier.store.postgres.migrations", lambda _: every[:4])
             assert await store.migrate() == [4]
             user = await store.get_user(1, "u", "external_id")
             assert user is not None and user.data == {"plan": "pro", "n": 1.5}

@@ -8,9 +8,10 @@ import random
 
 from prometheus_client import REGISTRY
 
+from pier.clock import now_ms
 from pier.domain.commands import EventIn, TrackEvents
 from pier.store.postgres import PostgresStore
-from pier.writer import Writer, now_ms
+from pier.writer import Writer
 from support.postgres import PostgresServer
 
 USERS = 40

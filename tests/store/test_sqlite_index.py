@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store import sqlite_index
 from pier.store.sqlite import SqliteStore
-from pier.writer import Writer, now_ms
+from pier.writer import Writer
 
 ANONS = ["a0", "a1", "a2"]
 EXTS = ["e0", "e1", "e2"]

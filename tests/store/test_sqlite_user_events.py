@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store.sqlite import SqliteStore
 from pier.store.sqlite_index import index_user_events
-from pier.writer import Writer, now_ms
+from pier.writer import Writer
 
 
 def track(pid: int, name: str, anon: str | None = None, ext: str | None = None) -> TrackEvents:
@@ -40,20 +41,20 @@ def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
             await writer.run_batch(
                 [track(pid, f"old{i}", ext="e1"), track(pid, f"anon{i}", anon="a")]
             )
-        assert index_user_events(store.db) == 8  # 6 events and 2 user_created
+        assert index_user_events(store.db) == 10  # 6 events, 2 user_created, 2 user_updated
         for i in range(3):
             await writer.run_batch(
                 [track(pid, f"new{i}", ext="e1"), track(pid, f"anon-new{i}", anon="a")]
             )
-        expected = ["new2", "new1", "new0", "old2", "old1", "old0", "user_created"]
+        expected = ["new2", "new1", "new0", "old2", "old1", "old0", "user_updated", "user_created"]
         assert await names(store, pid, "e1") == expected
 
         # merge the anonymous user (indexed and unindexed events) into e1
         ident = Identify(project_id=pid, anonymous_id="a", external_id="e1", traits=Traits())
         await writer.run_batch([ident])
         merged = await names(store, pid, "e1")
-        assert sorted(merged) == sorted(
-            [*expected, "user_merged", "user_created"]
+        assert sorted(merged) == sorted(  # a's own items (indexed) left with it
+            [*expected, "user_merged", "user_updated"]
             + [f"anon{i}" for i in range(3)]
             + [f"anon-new{i}" for i in range(3)]
         )
@@ -61,7 +62,40 @@ def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
         assert await names(store, pid, "e1") == merged
 
         assert await store.delete_user(pid, "e1", "external_id")
-        assert (await store.stats(pid))["events"] == 0
+        assert (await store.stats(pid))["events"] == 1  # its user_deleted
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_merges_of_one_batch_move_indexed_and_unindexed_events(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        users = range(3)
+        for phase in ("old", "new"):  # "old" indexed, "new" past the index
+            await writer.run_batch(
+                [track(pid, f"{phase}-e{i}", ext=f"e{i}") for i in users]
+                + [track(pid, f"{phase}-a{i}", anon=f"a{i}") for i in users]
+            )
+            if phase == "old":
+                index_user_events(store.db)
+        await writer.run_batch(  # three merges in one batch
+            [
+                Identify(project_id=pid, anonymous_id=f"a{i}", external_id=f"e{i}", traits=Traits())
+                for i in users
+            ]
+        )
+        for i in users:
+            expected = {f"{p}-{x}{i}" for p in ("old", "new") for x in "ea"} | {"user_merged"}
+            got = await names(store, pid, f"e{i}")
+            assert sorted(got) == sorted([*expected, "user_created", "user_created"])
+            index_user_events(store.db)
+            assert await names(store, pid, f"e{i}") == got
+        assert (await store.stats(pid))["users"] == 3
         await store.close()
 
     asyncio.run(main())

@@ -1,7 +1,11 @@
-"""API keys on requests: `Authorization: Bearer <key>`, looked up by hash and cached briefly."""
+"""API keys on requests: `Authorization: Bearer <key>`, looked up by hash and cached briefly.
+
+A value that does not have the shape of a key (`domain.keys.generate_key`) is refused before
+any lookup, and only keys that exist are cached: unknown keys never grow memory."""
 
 from __future__ import annotations
 
+import re
 import time
 
 from starlette.requests import Request
@@ -12,7 +16,8 @@ from .errors import ACCESS_DENIED_CODE, AUTH_CODE, HTTPProblem
 from .ratelimit import RateLimiter
 
 CACHE_SECONDS = 2.0  # revocation takes effect everywhere within this (contract: 5 s)
-CACHE_ENTRIES = 10_000
+CACHE_ENTRIES = 10_000  # keys that exist: their number is the operator's
+KEY_SHAPE = re.compile(r"[ps]k_[0-9a-f]{32}")  # what generate_key makes, and nothing else
 
 
 def _unauthorized(message: str) -> HTTPProblem:
@@ -23,15 +28,20 @@ class KeyCache:
     def __init__(self, store: Store, ttl: float = CACHE_SECONDS) -> None:
         self.store = store
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Key | None]] = {}
+        self._entries: dict[str, tuple[float, Key]] = {}
         self.limits = RateLimiter()  # per-key requests a second (keys with --rate-limit)
 
     async def lookup(self, value: str) -> Key | None:
+        """The key with this value (of a key's shape), or None. Only found keys are cached: an
+        unknown key costs a query each time, never memory."""
         now = time.monotonic()
         hit = self._entries.get(value)  # keyed by the value itself: no hashing on a hit
         if hit is not None and hit[0] > now:
             return hit[1]
         key = await self.store.find_key(hash_key(value))
+        if key is None:
+            self._entries.pop(value, None)
+            return None
         if len(self._entries) >= CACHE_ENTRIES:
             self._entries.clear()
         self._entries[value] = (now + self.ttl, key)
@@ -48,6 +58,10 @@ class KeyCache:
         value = value.strip()
         if not value:
             raise _unauthorized("The Authorization header carries no key.")
+        if not KEY_SHAPE.fullmatch(value):
+            raise _unauthorized(
+                "Unknown API key: a key is pk_ or sk_ followed by 32 lowercase hex digits."
+            )
         key = await self.lookup(value)
         if key is None:
             raise _unauthorized("Unknown API key.")

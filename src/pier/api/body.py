@@ -1,4 +1,5 @@
-"""Reading a request body: content type, gzip, the 1 MiB limit, JSON decoding."""
+"""Reading a request body: content type, gzip, the size limit (the max_body setting, 1 MiB by
+default), JSON decoding."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import zlib
 
 from starlette.requests import ClientDisconnect, Request
 
+from . import params
 from .errors import HTTPProblem
 
-MAX_BODY = 1024 * 1024
 JSON_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends
 
-TOO_LARGE = HTTPProblem(413, "The request body is larger than 1 MiB.")
+
+def _size(limit: int) -> str:
+    return f"{limit // 1048576} MiB" if limit % 1048576 == 0 else f"{limit} bytes"
+
+
+def too_large(limit: int, after: str = "") -> HTTPProblem:
+    return HTTPProblem(413, f"The request body is larger than {_size(limit)}{after}.")
 
 
 def _media_type(request: Request) -> str | None:
@@ -21,24 +28,27 @@ def _media_type(request: Request) -> str | None:
     return raw.split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request) -> bytes:
-    """The raw JSON bytes of the body, after the content-type, size and encoding checks."""
-    media = _media_type(request)
+async def read_body(request: Request, *, any_type: bool = False) -> bytes:
+    """The raw JSON bytes of the body, after the content-type, size and encoding checks.
+    `any_type`: whatever the Content-Type says, the body is JSON (the Segment-format routes:
+    rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded)."""
+    media = None if any_type else _media_type(request)
     if media is not None and media not in JSON_TYPES:
         raise HTTPProblem(
             415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."
         )
+    limit = request.app.state.settings.max_body
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_BODY:
-        raise TOO_LARGE
+    if (params.integer(length) or 0) > limit:  # (else the read below stops at the limit)
+        raise too_large(limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip"):
         raise HTTPProblem(415, f"Unsupported Content-Encoding {encoding!r}: send gzip or none.")
-    body = await _receive(request)
-    return _gunzip(body) if encoding == "gzip" else body
+    body = await _receive(request, limit)
+    return _gunzip(body, limit) if encoding == "gzip" else body
 
 
-async def _receive(request: Request) -> bytes:
+async def _receive(request: Request, limit: int) -> bytes:
     """The body's messages straight from the server (request.stream() is an async generator,
     a measurable cost per request); the usual case is one message."""
     receive = request.receive
@@ -50,22 +60,24 @@ async def _receive(request: Request) -> bytes:
             raise ClientDisconnect()
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
-            raise TOO_LARGE
+        if size > limit:
+            raise too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes, limit: int) -> bytes:
     """Decompress, stopping as soon as the output passes the limit."""
     d = zlib.decompressobj(wbits=31)
     try:
-        out = d.decompress(data, MAX_BODY + 1)
+        out = d.decompress(data, limit + 1)
     except zlib.error as exc:
         raise HTTPProblem(400, f"The gzip body is corrupt: {exc}.") from exc
-    if len(out) > MAX_BODY:
-        raise HTTPProblem(413, "The request body is larger than 1 MiB after decompression.")
+    if len(out) > limit:
+        raise too_large(limit, " after decompression")
     if not d.eof:
         raise HTTPProblem(400, "The gzip body is truncated.")
+    if d.unused_data:  # garbage, or a second gzip member: never dropped silently
+        raise HTTPProblem(400, f"The gzip body has {len(d.unused_data)} bytes after its end.")
     return out

@@ -45,14 +45,18 @@ def invalid(errors: list[Problem]) -> HTTPProblem:
     return HTTPProblem(422, errors[0].message, errors=errors)
 
 
-def error_response(problem: HTTPProblem) -> Response:
+def error_body(problem: HTTPProblem) -> bytes:
     body: dict[str, object] = {"status": "error", "error": problem.message}
     if problem.code is not None:
         body["code"] = problem.code
     if problem.errors is not None:
         body["errors"] = problem.errors
+    return _encode(body)
+
+
+def error_response(problem: HTTPProblem) -> Response:
     return Response(
-        _encode(body), problem.status, headers=problem.headers, media_type="application/json"
+        error_body(problem), problem.status, headers=problem.headers, media_type="application/json"
     )
 
 
@@ -65,6 +69,25 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     }
     message = messages.get(exc.status_code, str(exc.detail))
     return error_response(HTTPProblem(exc.status_code, message, headers=exc.headers))
+
+
+SERVER_ERROR = HTTPProblem(500, "internal error")
+# The database cannot serve now (store.StoreUnavailable), on any route: retrying later may work
+UNAVAILABLE = HTTPProblem(
+    503, "The database is unavailable; retry shortly.", headers={"Retry-After": "2"}
+)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    """Any unexpected error (a bug), under Starlette as in api/edge.py: a JSON 500 without
+    Retry-After (Starlette's own is text); the error is raised on afterwards, for uvicorn to log
+    with its traceback, in the request's task: the line carries its request id (api/logs.py)."""
+    return error_response(SERVER_ERROR)
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """store.StoreUnavailable wherever it is raised (a read, a key lookup): 503, Retry-After."""
+    return error_response(UNAVAILABLE)
 
 
 async def problem_handler(request: Request, exc: Exception) -> Response:

@@ -1,5 +1,9 @@
 """The four ingestion endpoints: identify, alias, devices, events. Each answers 204 only after
-its data is committed."""
+its data is committed.
+
+The intake every ingestion route shares (these four, track.py and segment.py): `checked` (the
+body rules), `decode`, `clock_skew` and `submit` (the command to the writer, its errors
+answered)."""
 
 from __future__ import annotations
 
@@ -11,17 +15,20 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
 from ..domain.errors import DomainError
 from ..store.base import StoreUnavailable
-from ..writer import KeyReused, Overloaded, RequestKey, now_ms
-from . import schemas, validation
+from ..writer import KeyReused, Overloaded, RequestKey
+from . import params, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
+from .fields import IDEMPOTENCY_KEY
 
 
-def _decode(raw: bytes) -> Any:
+def decode(raw: bytes) -> Any:
+    """The body as JSON values, or a 400 that says why it is not JSON."""
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
@@ -36,10 +43,20 @@ NUL_ESCAPE = b"\\u0000"  # JSON can carry U+0000 only escaped
 NUL_MESSAGE = "strings must not contain the NUL character (\\u0000)"
 
 
+def checked(raw: bytes) -> bytes:
+    """The rules for every body of every ingestion route, whatever part of it is stored: JSON
+    nested at most validation.MAX_DEPTH deep, numbers in range, no U+0000. A 422 names the
+    first place that breaks one."""
+    problem = validation.body_problem(raw)
+    if problem is not None:
+        raise invalid([problem])
+    return _no_nul(raw)
+
+
 def _no_nul(raw: bytes) -> bytes:
     """PostgreSQL cannot store U+0000 in text or jsonb: refuse it with a 422 on every backend."""
     if NUL_ESCAPE in raw:
-        path = _nul_path(_decode(raw), "")
+        path = _nul_path(decode(raw), "")
         if path is not None:
             raise invalid([Problem(path, NUL_MESSAGE)])
     return raw
@@ -74,15 +91,15 @@ def _request_key(request: Request, raw: bytes) -> RequestKey | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
-    if not key or len(key) > validation.ID_MAX:
-        raise invalid(
-            [Problem("/headers/Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")]
-        )
+    if not key or not IDEMPOTENCY_KEY.fits(key):
+        message = f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY.max_len} characters"
+        raise invalid([Problem("/headers/Idempotency-Key", message)])
     digest = hashlib.sha256(request.url.path.encode() + b"\0" + raw)
     return key, digest.hexdigest()
 
 
-async def _submit(request: Request, cmd: Command, raw: bytes) -> Response:
+async def submit(request: Request, cmd: Command, raw: bytes) -> Response:
+    """Hand `cmd` to the writer and wait for its commit: 204, or the error it met."""
     try:
         await request.app.state.writer.submit(cmd, _request_key(request, raw))
     except DomainError as exc:
@@ -104,23 +121,23 @@ async def _submit(request: Request, cmd: Command, raw: bytes) -> Response:
 
 async def identify(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     try:
         cmd = schemas.identify(raw, key.project_id)
     except schemas.Rejected as exc:
-        body = _decode(raw)
+        body = decode(raw)
         raise _rejected(
             raw,
             validation.problems_identify(body),
             str(exc.__cause__ or "the body does not match this endpoint"),
         ) from exc
-    return await _submit(request, cmd, raw)
+    return await submit(request, cmd, raw)
 
 
 async def alias(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
-    body = _decode(raw)
+    raw = checked(await read_body(request))
+    body = decode(raw)
     problems = validation.problems_alias(body)
     if problems:
         raise invalid(problems)
@@ -129,13 +146,13 @@ async def alias(request: Request) -> Response:
         anonymous_id=body["anonymous_id"],
         external_id=body["external_id"],
     )
-    return await _submit(request, cmd, raw)
+    return await submit(request, cmd, raw)
 
 
 async def devices(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
-    body = _decode(raw)
+    raw = checked(await read_body(request))
+    body = decode(raw)
     problems = validation.problems_device(body)
     if problems:
         raise invalid(problems)
@@ -152,32 +169,28 @@ async def devices(request: Request) -> Response:
         token=body["token"] or None if "token" in body else UNSET,
         extra={k: v for k, v in body.items() if k not in known},
     )
-    return await _submit(request, cmd, raw)
+    return await submit(request, cmd, raw)
 
 
 async def events(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request))
     now = now_ms()
-    skew = _clock_skew(request, now)
+    skew = clock_skew(request, now)
     try:
         batch = schemas.events(raw, now, skew)
     except schemas.Rejected as exc:
-        body = _decode(raw)
+        body = decode(raw)
         problems = validation.problems_events(body, now, skew)
         raise _rejected(
             raw, problems, str(exc.__cause__ or "the body does not match this endpoint")
         ) from exc
-    return await _submit(request, TrackEvents(project_id=key.project_id, events=batch), raw)
+    return await submit(request, TrackEvents(project_id=key.project_id, events=batch), raw)
 
 
-def _clock_skew(request: Request, now: int) -> int:
+def clock_skew(request: Request, now: int) -> int:
     """received_at - X-Sent-At: added to event timestamps to correct the client's clock."""
     sent = request.headers.get("x-sent-at")
     if not sent:
         return 0
-    value: int | str = int(sent) if sent.strip().isdigit() else sent.strip()
-    sent_ms, problem = validation.event_time(value, now)
-    if problem or sent_ms is None:
-        raise invalid([Problem("/headers/X-Sent-At", f"X-Sent-At: {problem}")])
-    return now - sent_ms
+    return now - params.timestamp(sent, "X-Sent-At", now)

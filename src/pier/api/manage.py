@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ..domain.keys import Key
 from ..store.base import FeedEvent, Store, StoreUnavailable
-from . import read, render
+from . import params, read, render
 from .errors import HTTPProblem, Problem, invalid
 
 FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
@@ -40,20 +40,17 @@ def feed_cursor(event_id: int) -> str:
 
 def decode_feed_cursor(value: str | None, name: str = "after") -> int | None:
     """The event id inside a feed cursor; 422 naming the parameter when it is not one of ours."""
-    try:
-        parts = render.decode_cursor(value, 1)
-    except HTTPProblem:
-        raise invalid([Problem(f"/{name}", f"{name} is not a cursor this API returned")]) from None
+    parts = params.cursor(value, 1, name)
     return parts[0] if parts else None
 
 
 async def list_users(request: Request) -> Response:
     """GET /api/client/users?limit=&cursor=&q=: newest first; q matches an id, email or phone."""
     key = await _secret_key(request)
-    params = request.query_params
-    limit = render.limit(params.get("limit"))
-    before = render.decode_cursor(params.get("cursor"), 2)
-    q = params.get("q") or None
+    query = request.query_params
+    limit = params.limit(query.get("limit"), read.PAGE)
+    before = params.position(query.get("cursor"))
+    q = query.get("q") or None
     rows = await _store(request).list_users(key.project_id, limit + 1, before, q)
     page = rows[:limit]
     next_cursor = None
@@ -88,7 +85,10 @@ async def delete_user(request: Request) -> Response:
 
 
 async def event_feed(request: Request) -> Response:
-    """GET /api/client/events?after=&limit=: every event of the project in storage order.
+    """GET /api/client/events?after=&limit=: the project's change feed in storage order: tracked
+    events and Pier's own items (user_created, user_updated, user_merged, device_registered,
+    user_deleted: domain/feed.py; their data in docs/client-api.md and the OpenAPI document),
+    from which a consumer rebuilds the users and devices.
 
     `next_cursor` is where to continue: after the last event returned, or the `after` given when
     there is nothing new yet (null only when the project has no events and no `after` was given),
@@ -96,7 +96,7 @@ async def event_feed(request: Request) -> Response:
     key = await _secret_key(request)
     given = request.query_params.get("after") or None
     after = decode_feed_cursor(given)
-    limit = render.limit(request.query_params.get("limit"), default=FEED_LIMIT)
+    limit = params.limit(request.query_params.get("limit"), FEED_LIMIT)
     rows = await _store(request).event_feed(key.project_id, after, limit + 1)
     page = rows[:limit]
     next_cursor = feed_cursor(page[-1].id) if page else given

@@ -1,6 +1,7 @@
 """The OpenAPI 3.1 description of the Client API, served at GET /api/openapi.json (no key).
 
-Written by hand from docs/client-api.md and the validators (api/validation.py, api/schemas.py);
+Written by hand from docs/client-api.md; the string fields' schemas come from their declarations
+(api/fields.py), as do the validators' limits;
 tests/faults/test_fuzz.py generates requests from these schemas and checks the server's answers
 against them, and tests/faults/test_openapi.py checks that every /api/client route is here.
 """
@@ -14,8 +15,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..domain import feed
+from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
 from .segment import SUB_PATHS, TYPES
-from .validation import ID_MAX, LIMITS, MAX_EVENTS
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -25,11 +27,9 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def string(max_len: int = ID_MAX, *, nullable: bool = True, min_len: int = 0) -> Schema:
-    s: Schema = {"type": ["string", "null"] if nullable else "string", "maxLength": max_len}
-    if min_len:
-        s["minLength"] = min_len
-    return s
+def string(name: str, *, nullable: bool = True, nonempty: bool = False) -> Schema:
+    """The schema of the body field `name`, from its declaration (fields.py)."""
+    return field(name).schema(nullable=nullable, nonempty=nonempty)
 
 
 def one_id(extra: list[Schema] | None = None) -> list[Schema]:
@@ -41,19 +41,101 @@ def one_id(extra: list[Schema] | None = None) -> list[Schema]:
 
 
 TIME = "ISO-8601 UTC with milliseconds, e.g. 2026-11-26T08:39:35.123Z"
+RESERVED = sorted(feed.RESERVED_EVENT_NAMES)
+EVENT_NAME = {
+    **string("name", nullable=False, nonempty=True),
+    "not": {"enum": RESERVED},
+    "description": "Not one of Pier's own item names (422): " + ", ".join(RESERVED) + ".",
+}
+NULLABLE_STRING = {"type": ["string", "null"]}
+STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
+def _feed_items() -> dict[str, Schema]:
+    """The data of each of Pier's own feed items (docs/client-api.md, "The change feed")."""
+    return {
+        "UserCreatedData": {
+            "type": "object",
+            "description": "user_created: a user was created. As Parcelvoy records it: the"
+            " creating request's data plus the fields it set (external_id, anonymous_id when"
+            " sent, email, phone, timezone, locale). A user_updated with the new user's whole"
+            " state follows it: rebuild from that.",
+        },
+        "UserUpdatedData": {
+            "type": "object",
+            "description": "user_updated: identify, alias or an event's user block changed the"
+            " user (or it was just created, or gained what a merge brought). Only what changed,"
+            " with the new values.",
+            "minProperties": 1,
+            "additionalProperties": False,
+            "properties": {
+                "external_id": {"type": "string"},
+                "email": NULLABLE_STRING,
+                "phone": NULLABLE_STRING,
+                "timezone": NULLABLE_STRING,
+                "locale": NULLABLE_STRING,
+                "anonymous_ids_added": {**STRINGS, "minItems": 1},
+                "data": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "description": "The changed keys with their new values; null: removed (or"
+                    " set to null).",
+                },
+            },
+        },
+        "UserMergedData": {
+            "type": "object",
+            "description": "user_merged: the anonymous user merged_user_id was merged into this"
+            " one, and is gone. Its own items left the feed; what this user gained follows in a"
+            " user_updated, its devices in device_registered items.",
+            "required": ["merged_user_id", "anonymous_ids"],
+            "properties": {"merged_user_id": {"type": "integer"}, "anonymous_ids": STRINGS},
+        },
+        "DeviceRegisteredData": {
+            "type": "object",
+            "description": "device_registered: a device of this user, as stored after the"
+            " change (a devices call, a token moving away from it, a merge). A token lives on"
+            " one device: another device holding it is this one under its former device_id.",
+            "required": [*feed.DEVICE_FIELDS, "extra"],
+            "additionalProperties": False,
+            "properties": {
+                **{f: NULLABLE_STRING for f in feed.DEVICE_FIELDS},
+                "device_id": {"type": "string"},
+                "extra": {"type": "object"},
+            },
+        },
+        "UserDeletedData": {
+            "type": "object",
+            "description": "user_deleted: the user was deleted; its other items left the"
+            " feed. Also gone: any user holding one of anonymous_ids (merged into it), and the"
+            " devices device_ids.",
+            "required": ["external_id", "anonymous_ids", "device_ids"],
+            "properties": {
+                "external_id": NULLABLE_STRING,
+                "anonymous_ids": STRINGS,
+                "device_ids": STRINGS,
+            },
+        },
+    }
+
+
+ITEM_DATA = {
+    feed.USER_CREATED: "UserCreatedData",
+    feed.USER_UPDATED: "UserUpdatedData",
+    feed.USER_MERGED: "UserMergedData",
+    feed.DEVICE_REGISTERED: "DeviceRegisteredData",
+    feed.USER_DELETED: "UserDeletedData",
+}
 
 
 def _traits_properties() -> dict[str, Schema]:
     return {
-        "anonymous_id": string(),
-        "external_id": string(),
-        "email": string(LIMITS["email"]),
-        "phone": {**string(LIMITS["phone"]), "description": "Stored as sent; parsed for data."},
-        "timezone": {
-            **string(LIMITS["timezone"]),
-            "description": "An IANA zone, matched case-insensitively and stored canonically.",
-        },
-        "locale": string(LIMITS["locale"]),
+        "anonymous_id": string("anonymous_id"),
+        "external_id": string("external_id"),
+        "email": string("email"),
+        "phone": string("phone"),
+        "timezone": string("timezone"),
+        "locale": string("locale"),
         "data": {
             "type": ["object", "null"],
             "description": "Merged one level deep; null leaves data as it is.",
@@ -61,7 +143,7 @@ def _traits_properties() -> dict[str, Schema]:
     }
 
 
-SEGMENT_ID = {"type": ["string", "integer", "null"], "maxLength": ID_MAX}
+SEGMENT_ID = {"type": ["string", "integer", "null"], "maxLength": ID.max_len}
 SEGMENT_CALLS = {
     "type": "array",
     "minItems": 1,
@@ -90,8 +172,8 @@ def schemas() -> dict[str, Schema]:
             "type": "object",
             "required": ["anonymous_id", "external_id"],
             "properties": {
-                "anonymous_id": string(nullable=False, min_len=1),
-                "external_id": string(nullable=False, min_len=1),
+                "anonymous_id": string("anonymous_id", nullable=False, nonempty=True),
+                "external_id": string("external_id", nullable=False, nonempty=True),
             },
         },
         "Device": {
@@ -99,15 +181,15 @@ def schemas() -> dict[str, Schema]:
             "description": "Other keys (such as sdk_version) are kept in the device's extra.",
             "required": ["device_id", "os", "model", "app_build", "app_version"],
             "properties": {
-                "anonymous_id": string(),
-                "external_id": string(),
-                "device_id": string(nullable=False, min_len=1),
-                "token": {**string(), "description": "Left out: kept; null: cleared."},
-                "os": string(nullable=False),
-                "os_version": string(),
-                "model": string(nullable=False),
-                "app_build": string(nullable=False),
-                "app_version": string(nullable=False),
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
+                "device_id": string("device_id", nullable=False, nonempty=True),
+                "token": {**string("token"), "description": "Left out: kept; null: cleared."},
+                "os": string("os", nullable=False),
+                "os_version": string("os_version"),
+                "model": string("model", nullable=False),
+                "app_build": string("app_build", nullable=False),
+                "app_version": string("app_version", nullable=False),
             },
             "anyOf": one_id(),
         },
@@ -116,9 +198,9 @@ def schemas() -> dict[str, Schema]:
             "description": "Unknown keys are ignored.",
             "required": ["name"],
             "properties": {
-                "name": string(nullable=False, min_len=1),
-                "anonymous_id": string(),
-                "external_id": string(),
+                "name": EVENT_NAME,
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
                 "properties": {
                     "type": ["object", "null"],
@@ -126,7 +208,7 @@ def schemas() -> dict[str, Schema]:
                 },
                 "user": {"anyOf": [ref("Traits"), {"type": "null"}]},
                 "message_id": {
-                    **string(),
+                    **string("message_id"),
                     "description": "Deduplicates: an event whose message_id the project already"
                     " has is not stored again (forever), and the request still succeeds.",
                 },
@@ -155,12 +237,12 @@ def schemas() -> dict[str, Schema]:
             " are ignored.",
             "required": ["event"],
             "properties": {
-                "event": string(nullable=False, min_len=1),
-                "anonymous_id": string(),
-                "external_id": string(),
+                "event": EVENT_NAME,
+                "anonymous_id": string("anonymous_id"),
+                "external_id": string("external_id"),
                 "data": {"type": ["object", "null"]},
                 "properties": {"type": ["object", "null"], "description": "Merged under data."},
-                "message_id": string(),
+                "message_id": string("message_id"),
                 "timestamp": {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
             },
             "anyOf": one_id(),
@@ -170,10 +252,13 @@ def schemas() -> dict[str, Schema]:
             "description": "A Segment call: identify, track, page, screen, alias or group"
             " (accepted and ignored). userId is the external id, anonymousId the anonymous id"
             " (numbers are taken as strings). The other fields are checked as the call's type"
-            " uses them (422 with a pointer): event (track: 1-255 characters), name and category"
-            " (page, screen: at most 255), properties and traits (objects), previousId (alias),"
-            " messageId (events: deduplicates), timestamp and sentAt (as on /events), context"
-            " (an object; its timezone and locale fill an identify's). Other keys are ignored.",
+            f" uses them (422 with a pointer): event (track: 1-{ID.max_len} characters), name and"
+            f" category (page, screen: at most {ID.max_len}), properties and traits (objects),"
+            " previousId (alias), event (track: not one of Pier's own item names),"
+            " messageId (events: deduplicates), timestamp (else originalTimestamp) and sentAt"
+            " (as on /events), context (an object; its timezone and locale fill an identify's,"
+            " its traits (an object) are an identify's traits, overlaid by traits key by key)."
+            " Other keys are ignored.",
             "properties": {
                 "type": {"enum": list(TYPES)},
                 "userId": SEGMENT_ID,
@@ -181,8 +266,13 @@ def schemas() -> dict[str, Schema]:
                 "writeKey": {"description": "The key, for analytics.js (without a header)."},
             },
         },
+        "SegmentSuccess": {
+            "type": "object",
+            "required": ["success"],
+            "properties": {"success": {"const": True}},
+        },
         "SegmentBatch": {
-            "description": "1..1000 calls, each with its type; all-or-nothing.",
+            "description": f"1..{MAX_EVENTS} calls, each with its type; all-or-nothing.",
             "anyOf": [
                 SEGMENT_CALLS,
                 {
@@ -267,8 +357,22 @@ def schemas() -> dict[str, Schema]:
                 "message_id": {"type": ["string", "null"]},
             },
         },
+        **_feed_items(),
         "FeedEvent": {
-            "allOf": [ref("StoredEvent")],
+            "description": "An item of the change feed: a tracked event, or one of Pier's own"
+            " items (" + ", ".join(feed.ITEMS) + "), whose data is described by its schema."
+            " The items alone rebuild the project's users and devices; user_id,"
+            " external_id and anonymous_id are the user's as they are when read.",
+            "allOf": [
+                ref("StoredEvent"),
+                *(
+                    {
+                        "if": {"required": ["name"], "properties": {"name": {"const": name}}},
+                        "then": {"properties": {"data": ref(schema)}},
+                    }
+                    for name, schema in ITEM_DATA.items()
+                ),
+            ],
             "type": "object",
             "properties": {
                 "user_id": {"type": ["integer", "null"]},
@@ -344,7 +448,14 @@ BY = _query(
     "How the path value is looked up (default external_id).",
     {"type": "string", "enum": ["external_id", "anonymous_id"]},
 )
-REF = {"name": "ref", "in": "path", "required": True, "schema": {"type": "string"}}
+REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "description": "The id as one percent-encoded path segment: %2F is part of the id, / is not;"
+    " . and .. as %2E and %2E%2E.",
+    "schema": {"type": "string"},
+}
 CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
 
 
@@ -358,9 +469,9 @@ def _ingest(summary: str, body: str) -> Schema:
                 "in": "header",
                 "required": False,
                 "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
-                " 204 and writes nothing; the same key with another request is a 409. Kept 7"
-                " days.",
-                "schema": {"type": "string", "maxLength": 255},
+                " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
+                " key with another request is a 409. Kept 7 days.",
+                "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
             }
         ],
         "requestBody": {
@@ -376,10 +487,9 @@ def _ingest(summary: str, body: str) -> Schema:
 
 
 def _body(name: str) -> Schema:
-    return {
-        "required": True,
-        "content": {JSON: {"schema": ref(name)}, "text/plain": {"schema": ref(name)}},
-    }
+    """A Segment-format body: JSON whatever the Content-Type says."""
+    schema = {"schema": ref(name)}
+    return {"required": True, "content": {JSON: schema, "text/plain": schema, "*/*": schema}}
 
 
 def _segment(summary: str) -> Schema:
@@ -387,8 +497,17 @@ def _segment(summary: str) -> Schema:
     op["security"] = [{"bearer": []}, {"basic": []}, {}]
     op["description"] = (
         "The key: Authorization Bearer, Basic with the key as user name (the Segment server"
-        " libraries), or the body's writeKey (analytics.js)."
+        " libraries), or the body's writeKey (analytics.js). The body is JSON whatever its"
+        ' Content-Type. Success is 200 {"success": true}, what Segment-format servers answer:'
+        " analytics-python 1.x and rudder-sdk-python take any other status for a failure."
     )
+    responses = op["responses"]
+    del responses["204"]
+    responses["200"] = {
+        "description": "Committed to the database.",
+        "content": {JSON: {"schema": ref("SegmentSuccess")}},
+    }
+    responses["415"] = _error("A Content-Encoding other than gzip.")
     return op
 
 
@@ -419,7 +538,7 @@ def _page(item: str, extra: dict[str, Schema] | None = None) -> Schema:
 
 
 def paths() -> dict[str, Schema]:
-    events_post = _ingest("Track events (1..1000, all-or-nothing).", "Events")
+    events_post = _ingest(f"Track events (1..{MAX_EVENTS}, all-or-nothing).", "Events")
     events_post["parameters"].append(
         {
             "name": "X-Sent-At",
@@ -429,8 +548,9 @@ def paths() -> dict[str, Schema]:
             "schema": {"type": "string"},
         }
     )
-    feed = _read(
-        "The project's events in storage order, for export and polling.",
+    feed_get = _read(
+        "The project's change feed in storage order: tracked events and Pier's own items"
+        " (FeedEvent), from which users and devices can be rebuilt; for export and polling.",
         [
             _query("after", "Continue after this cursor.", {"type": "string"}),
             _query("limit", "Page size (default 100).", LIMIT),
@@ -461,7 +581,7 @@ def paths() -> dict[str, Schema]:
         },
         "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
         "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
-        "/api/client/events": {"post": events_post, "get": feed},
+        "/api/client/events": {"post": events_post, "get": feed_get},
         "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
         "/api/client/segment": {"post": segment_batch},
         "/api/client/segment/{call}": {"post": segment_call},

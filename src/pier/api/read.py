@@ -7,10 +7,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..domain.model import User
-from . import render
+from . import params, render
 from .errors import Problem, invalid
 
 BY = ("external_id", "anonymous_id")
+PAGE = 25  # default page size of the read and management lists
 
 
 def json(body: object, status: int = 200) -> Response:
@@ -36,8 +37,8 @@ async def get_user(request: Request) -> Response:
 
 async def user_events(request: Request) -> Response:
     user = await find_user(request)
-    limit = render.limit(request.query_params.get("limit"))
-    before = render.decode_cursor(request.query_params.get("cursor"), 2)
+    limit = params.limit(request.query_params.get("limit"), PAGE)
+    before = params.position(request.query_params.get("cursor"))
     rows = await request.app.state.store.user_events(user.id, limit + 1, before)
     page = rows[:limit]
     next_cursor = None

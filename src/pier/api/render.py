@@ -9,7 +9,7 @@ from typing import Any
 
 from ..domain.model import Device, User
 from ..store.base import EventRow
-from .errors import HTTPProblem, Problem, invalid
+from .errors import HTTPProblem
 
 
 def iso(ms: int | None) -> str | None:
@@ -71,28 +71,8 @@ def event(e: EventRow) -> dict[str, Any]:
 
 
 def encode_cursor(*parts: int) -> str:
+    """A page's cursor (read back by params.cursor)."""
     return base64.urlsafe_b64encode(":".join(map(str, parts)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(value: str | None, size: int) -> tuple[int, ...] | None:
-    if not value:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        parts = tuple(int(p) for p in raw.split(":"))
-    except ValueError:
-        parts = ()
-    if len(parts) != size:
-        raise invalid([Problem("/cursor", "cursor is not one this API returned")])
-    return parts
-
-
-def limit(value: str | None, default: int = 25, maximum: int = 1000) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= maximum:
-        raise invalid([Problem("/limit", f"limit must be a whole number from 1 to {maximum}")])
-    return int(value)
 
 
 def not_found(what: str) -> HTTPProblem:

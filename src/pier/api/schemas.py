@@ -9,13 +9,18 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ..domain.commands import EventIn, Identify, Traits
+from ..domain.feed import RESERVED_EVENT_NAMES
 from ..domain.traits import canonical_timezone
-from .validation import MAX_EVENTS, event_time
+from .fields import ID, MAX_EVENTS, PROFILE
+from .validation import event_time
 
-Id = Annotated[str, Meta(max_length=255)]
-Email = Annotated[str, Meta(max_length=255)]
-Phone = Annotated[str, Meta(max_length=64)]
-Short = Annotated[str, Meta(max_length=50)]
+# the limits as declared in fields.py
+Id = Annotated[str, ID.meta()]
+Name = Annotated[str, ID.meta(nonempty=True)]
+Email = Annotated[str, PROFILE["email"].meta()]
+Phone = Annotated[str, PROFILE["phone"].meta()]
+Timezone = Annotated[str, PROFILE["timezone"].meta()]
+Locale = Annotated[str, PROFILE["locale"].meta()]
 Data = dict[str, Any]
 
 
@@ -28,8 +33,8 @@ class WireTraits(msgspec.Struct, kw_only=True):
     external_id: Id | None = None
     email: Email | None | UnsetType = UNSET
     phone: Phone | None | UnsetType = UNSET
-    timezone: Short | None | UnsetType = UNSET
-    locale: Short | None | UnsetType = UNSET
+    timezone: Timezone | None | UnsetType = UNSET
+    locale: Locale | None | UnsetType = UNSET
     data: Data | None | UnsetType = UNSET
 
 
@@ -42,7 +47,7 @@ OPEN_BRACE = ord("{")
 
 
 class WireEvent(msgspec.Struct, kw_only=True):
-    name: Annotated[str, Meta(min_length=1, max_length=255)]
+    name: Name
     anonymous_id: Id | None = None
     external_id: Id | None = None
     # kept as sent (msgspec has checked it is JSON): decoding and encoding it again was a
@@ -94,6 +99,8 @@ def events(body: bytes, now_ms: int, skew_ms: int) -> list[EventIn]:
         raise Rejected from exc  # too deep, or not UTF-8: ingest says 400
     result = []
     for w in wire:
+        if w.name in RESERVED_EVENT_NAMES:
+            raise Rejected
         if w.user is None and w.properties is None and w.timestamp is None and w.external_id:
             # the common shape, built without the general path's calls
             result.append(

@@ -7,18 +7,25 @@ Segment libraries append to a configured host are served too: `/b` and `/v1/batc
 
 - userId → external_id, anonymousId → anonymous_id (strings; numbers are taken as strings)
 - identify: traits.email/phone/timezone/locale → the profile fields (context.timezone and
-  context.locale when the traits lack them and they are valid), the other traits → data
+  context.locale when the traits lack them and they are valid), the other traits → data; the
+  traits are `context.traits` overlaid with `traits` key by key (rudder-sdk-python sends them
+  only under context.traits)
 - track: event → the name, properties → data; page → `Page Viewed`, screen → `Screen
   Viewed`, with properties plus the call's name and category as data
-- timestamp and messageId → the event's time and message_id, the time corrected by the
-  client's clock skew when the call or the batch carries `sentAt` (else X-Sent-At)
+- timestamp (else originalTimestamp, all rudder-sdk-node sends) and messageId → the event's
+  time and message_id, the time corrected by the client's clock skew when the call or the batch
+  carries `sentAt` (else X-Sent-At)
 - alias: previousId (else anonymousId) → anonymous_id, userId → external_id
 
 Every call is validated before anything is written (422 with JSON Pointers; each field the
 format defines is checked on every call, used by that call or not, as the OpenAPI says); then
 the whole batch is one Sequence command, committed all or nothing: an alias the domain refuses
-fails the batch with a 422 and nothing stored. The key: `Authorization: Bearer` or `Basic` (the write key
-as user name, as the Segment server libraries send it), or the body's `writeKey` (analytics.js).
+fails the batch with a 422 and nothing stored. Success is `200 {"success": true}`, what
+Segment-format servers answer (analytics-python 1.x and rudder-sdk-python take anything else,
+204 included, for a failure and send the batch again). The body is read as JSON whatever its
+Content-Type (rudder-sdk-node labels its gzip JSON application/x-www-form-urlencoded). The key:
+`Authorization: Bearer` or `Basic` (the write key as user name, as the Segment server libraries
+send it), or the body's `writeKey` (analytics.js).
 """
 
 from __future__ import annotations
@@ -31,16 +38,16 @@ from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import Alias, EventIn, Identify, Sequence, Single, TrackEvents, Traits
 from ..domain.keys import Key
 from ..domain.model import PROFILE_FIELDS
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
-from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
-from .validation import ID_MAX, LIMITS, MAX_EVENTS, pointer
+from .fields import ID, MAX_EVENTS, PROFILE
+from .validation import pointer
 
 TYPES = ("identify", "track", "page", "screen", "alias", "group")
 EVENT_NAMES = {"page": "Page Viewed", "screen": "Screen Viewed"}
@@ -54,6 +61,7 @@ SUB_PATHS = {
     **{t: t for t in TYPES},
     **{f"v1/{t}": t for t in TYPES},
 }
+SUCCESS = b'{"success":true}'
 FAR_FUTURE = 2**62  # sentAt is the client's clock: checked for form, not for being in the future
 
 
@@ -74,8 +82,8 @@ async def _handle(request: Request, kind: str) -> Response:
     # with a header, refuse a bad key before reading the body; analytics.js sends it inside
     has_header = "authorization" in request.headers
     key = await authenticate(request, None) if has_header else None
-    raw = ingest._no_nul(await read_body(request))
-    body = ingest._decode(raw)
+    raw = ingest.checked(await read_body(request, any_type=True))
+    body = ingest.decode(raw)
     if key is None:
         key = await authenticate(request, _write_key(body))
     now = now_ms()
@@ -83,15 +91,15 @@ async def _handle(request: Request, kind: str) -> Response:
     if problems:
         raise invalid(problems)
     envelope = body if base == "/batch" else {}  # {"batch": [...], "sentAt", "context", ...}
-    parser = _Parser(key.project_id, now, ingest._clock_skew(request, now), envelope)
+    parser = _Parser(key.project_id, now, ingest.clock_skew(request, now), envelope)
     for i, item in enumerate(calls):
         parser.add(item, pointer(base, i) if kind == "batch" else "", kind)
     if parser.problems:
         raise invalid(parser.problems)
     cmd = parser.command()
-    if cmd is None:  # only group calls
-        return NO_CONTENT
-    return await ingest._submit(request, cmd, raw)
+    if cmd is not None:  # None: only group calls
+        await ingest.submit(request, cmd, raw)
+    return Response(SUCCESS, media_type="application/json")  # a new one: Edge adds headers
 
 
 # -- authentication ----------------------------------------------------------------------
@@ -176,11 +184,11 @@ class _Parser:
         if "writeKey" in envelope and not isinstance(envelope["writeKey"], str):
             self.problems.append(Problem("/writeKey", "writeKey must be a string"))
 
-    def add(self, item: Any, at: str, kind: str) -> None:
+    def add(self, item: Any, at: str, route: str) -> None:
         if not isinstance(item, dict):
             self.problems.append(Problem(at, "a call must be a JSON object"))
             return
-        kind = item.get("type", kind if kind != "batch" else None)
+        kind = item.get("type", route if route != "batch" else None)
         if kind not in TYPES:
             self.problems.append(
                 Problem(pointer(at, "type"), f"type must be one of {', '.join(TYPES)}")
@@ -198,6 +206,7 @@ class _Parser:
         properties, traits, context = (
             self._object(item, field, at) for field in ("properties", "traits", "context")
         )
+        context_traits = self._object(context, "traits", pointer(at, "context"))
         timestamp = self._timestamp(item, at)
         if "writeKey" in item and not isinstance(item["writeKey"], str):
             self.problems.append(Problem(pointer(at, "writeKey"), "writeKey must be a string"))
@@ -210,6 +219,8 @@ class _Parser:
             self.problems.append(
                 Problem(pointer(at, "event"), "event is required for a track call")
             )
+        if kind == "track" and event and (problem := validation.reserved_name(event)):
+            self.problems.append(Problem(pointer(at, "event"), problem))
         if len(self.problems) > before or kind == "group":  # group: checked, then ignored
             return
         if kind == "identify":
@@ -217,7 +228,7 @@ class _Parser:
                 project_id=self.pid,
                 anonymous_id=anon,
                 external_id=user,
-                traits=self._traits(traits, context, pointer(at, "traits")),
+                traits=self._traits(traits, context_traits, context, at),
             )
             if len(self.problems) == before:
                 self._push(cmd, at)
@@ -251,19 +262,23 @@ class _Parser:
             pointer(at, field),
         )
 
-    def _traits(self, traits: dict[str, Any], context: dict[str, Any], base: str) -> Traits:
+    def _traits(
+        self, own: dict[str, Any], in_context: dict[str, Any], context: dict[str, Any], at: str
+    ) -> Traits:
+        """The call's traits: context.traits overlaid with traits, key by key."""
+        traits = {**in_context, **own}
         fields: dict[str, Any] = {}
         for field in PROFILE_FIELDS:
             if field not in traits:
                 continue
             value = traits[field]
-            limit = LIMITS[field]
-            if value is not None and (not isinstance(value, str) or len(value) > limit):
+            declared = PROFILE[field]
+            base = (
+                pointer(at, "traits") if field in own else pointer(pointer(at, "context"), "traits")
+            )
+            if value is not None and not declared.fits(value):
                 self.problems.append(
-                    Problem(
-                        pointer(base, field),
-                        f"{field} must be a string of at most {limit} characters, or null",
-                    )
+                    Problem(pointer(base, field), declared.expected(field, nullable=True))
                 )
             elif field == "timezone" and value is not None:
                 value = canonical_timezone(value)
@@ -273,7 +288,7 @@ class _Parser:
         context = {**self.context, **context}
         for field in ("timezone", "locale"):  # the device's, when the traits say nothing
             value = context.get(field)
-            if field not in fields and isinstance(value, str) and len(value) <= LIMITS[field]:
+            if field not in fields and PROFILE[field].fits(value):
                 value = canonical_timezone(value) if field == "timezone" else value
                 if value:
                     fields[field] = value
@@ -281,17 +296,21 @@ class _Parser:
         return Traits(**fields, data=data if data else UNSET)
 
     def _timestamp(self, item: dict, at: str) -> int | None:
-        """The call's time in epoch ms, moved by the client's clock skew (its own sentAt, else
-        the batch's, else X-Sent-At)."""
+        """The call's time in epoch ms: its timestamp, else its originalTimestamp (when the call
+        was made, by rudder-sdk-node), moved by the client's clock skew (its own sentAt, else
+        the batch's, else X-Sent-At). Both are checked when both are sent."""
         skew = self.skew
         if item.get("sentAt") is not None:
             skew = self._skew(item["sentAt"], pointer(at, "sentAt"), skew)
-        if item.get("timestamp") is None:
-            return None
-        timestamp, problem = validation.event_time(item["timestamp"], self.now, skew)
-        if problem:
-            self.problems.append(Problem(pointer(at, "timestamp"), problem))
-        return timestamp
+        found = None
+        for field in ("originalTimestamp", "timestamp"):  # the last one sent wins
+            if item.get(field) is None:
+                continue
+            timestamp, problem = validation.event_time(item[field], self.now, skew)
+            if problem:
+                self.problems.append(Problem(pointer(at, field), problem))
+            found = timestamp
+        return found
 
     # -- fields ------------------------------------------------------------------------------
     def _id(self, item: dict, field: str, at: str) -> str | None:
@@ -301,23 +320,15 @@ class _Parser:
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or len(value) > ID_MAX:
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value
 
     def _text(self, item: dict, field: str, at: str) -> str | None:
         value = item.get(field)
-        if value is not None and (not isinstance(value, str) or len(value) > ID_MAX):
-            self.problems.append(
-                Problem(
-                    pointer(at, field), f"{field} must be a string of at most {ID_MAX} characters"
-                )
-            )
+        if value is not None and not ID.fits(value):
+            self.problems.append(Problem(pointer(at, field), ID.expected(field)))
             return None
         return value or None
 

@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
 from ..domain.commands import EventIn, TrackEvents
-from ..writer import now_ms
 from . import ingest, validation
 from .body import read_body
 from .errors import Problem, invalid
@@ -22,7 +22,7 @@ def problems(body: Any, now: int, skew: int) -> list[Problem]:
     if not isinstance(body, dict):
         return [Problem("", "the body must be a JSON object (one event)")]
     out: list[Problem] = []
-    check_string(body, "event", "", out, required=True, nullable=False, nonempty=True)
+    validation.check_event_name(body, "event", "", out)
     for key in ("anonymous_id", "external_id", "message_id"):
         check_string(body, key, "", out)
     check_object(body, "data", "", out)
@@ -38,10 +38,10 @@ def problems(body: Any, now: int, skew: int) -> list[Problem]:
 
 async def track(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
-    raw = ingest._no_nul(await read_body(request))
-    body = ingest._decode(raw)
+    raw = ingest.checked(await read_body(request))
+    body = ingest.decode(raw)
     now = now_ms()
-    skew = ingest._clock_skew(request, now)
+    skew = ingest.clock_skew(request, now)
     found = problems(body, now, skew)
     if found:
         raise invalid(found)
@@ -58,4 +58,4 @@ async def track(request: Request) -> Response:
         timestamp=timestamp,
     )
     cmd = TrackEvents(project_id=key.project_id, events=[event])
-    return await ingest._submit(request, cmd, raw)
+    return await ingest.submit(request, cmd, raw)

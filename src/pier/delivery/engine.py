@@ -24,9 +24,11 @@ from dataclasses import dataclass
 import httpx
 
 from ..clock import now_ms
+from ..process import delivery_metrics as metrics
+from ..settings import Settings
 from ..store.base import FeedEvent, Store
 from ..store.destinations import Destination, Destinations
-from . import kinds, metrics
+from . import kinds
 from .secrets import SecretKeyMissing
 
 log = logging.getLogger("pier.delivery")
@@ -36,8 +38,9 @@ MAX_RETRY_AFTER = 3600.0  # seconds: a Retry-After beyond this is taken as this
 
 
 @dataclass
-class Settings:
-    """How the engine paces itself; `from_environment` reads PIER_DELIVERY_* (seconds)."""
+class Pacing:
+    """How the engine paces itself (seconds), and the key that opens sealed keys: from the
+    delivery settings of pier.settings (`of`)."""
 
     backoff_base: float = 1.0  # the first retry waits up to this (full jitter), doubling
     backoff_cap: float = 300.0  # ... up to this
@@ -47,23 +50,21 @@ class Settings:
     scan_every: float = 5.0  # how often unleased destinations are looked for
     poll_every: float = 0.05  # how often the feed heads are read for new items
     drain: float = 5.0  # at shutdown, the batch in flight gets this long, then is abandoned
+    sealing: str = ""  # the secret_key setting (secrets.seal)
 
     @classmethod
-    def from_environment(cls) -> Settings:
-        s = cls()
-        for name in vars(s):
-            variable = f"PIER_DELIVERY_{name.upper()}"
-            value = os.environ.get(variable)
-            if not value:
-                continue
-            try:
-                number = float(value)
-            except ValueError:
-                number = -1.0
-            if number <= 0:
-                raise ValueError(f"{variable} must be a positive number, not {value!r}")
-            setattr(s, name, type(getattr(s, name))(number))
-        return s
+    def of(cls, settings: Settings) -> Pacing:
+        return cls(
+            backoff_base=settings.delivery_backoff_base,
+            backoff_cap=settings.delivery_backoff_cap,
+            timeout=settings.delivery_timeout,
+            answer_limit=settings.delivery_answer_limit,
+            lease_ttl=settings.delivery_lease_ttl,
+            scan_every=settings.delivery_scan_every,
+            poll_every=settings.delivery_poll_every,
+            drain=settings.delivery_drain,
+            sealing=settings.secret_key,
+        )
 
 
 @dataclass
@@ -103,7 +104,7 @@ def _retry_after(value: str | None) -> float | None:
         return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)
 
 
-async def send(http: httpx.AsyncClient, call: kinds.Call, s: Settings) -> Answer:
+async def send(http: httpx.AsyncClient, call: kinds.Call, s: Pacing) -> Answer:
     """One call; the answer body is read up to `answer_limit` bytes, never more."""
     try:
         async with asyncio.timeout(s.timeout):
@@ -136,14 +137,14 @@ async def send_batch(
     d: Destination,
     items: list[FeedEvent],
     batch_id: str,
-    s: Settings,
+    s: Pacing,
     renew: Callable[[], Awaitable[object]] | None = None,
     encoded: dict[int, bytes] | None = None,
 ) -> Answer:
     """Every call of the batch, in order; the first that fails is the batch's answer. `renew`
     is awaited between calls once a third of the lease has passed (a batch of many calls)."""
     try:
-        planned = kinds.calls(d, items, batch_id, encoded)
+        planned = kinds.calls(d, items, batch_id, encoded, sealing=s.sealing)
     except SecretKeyMissing as exc:
         return Answer(False, True, str(exc))
     renewed = time.monotonic()
@@ -162,9 +163,9 @@ async def send_batch(
 class Deliverer:
     """Delivers every active destination this process can lease."""
 
-    def __init__(self, store: Store, settings: Settings | None = None) -> None:
+    def __init__(self, store: Store, pacing: Pacing) -> None:
         self.store = store
-        self.s = settings or Settings.from_environment()
+        self.s = pacing
         self.destinations = Destinations(store)  # type: ignore[arg-type]
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self._tasks: dict[int, asyncio.Task[None]] = {}

@@ -24,6 +24,15 @@ from urllib.parse import quote
 import msgspec
 
 from ..api.manage import feed_event
+from ..domain.feed import (
+    DEVICE_FIELDS,
+    DEVICE_REGISTERED,
+    RESERVED_EVENT_NAMES,
+    USER_CREATED,
+    USER_DELETED,
+    USER_MERGED,
+    USER_UPDATED,
+)
 from ..domain.model import PROFILE_FIELDS
 from ..store.base import FeedEvent
 from ..store.destinations import Destination
@@ -33,16 +42,10 @@ KINDS = ("webhook", "parcelvoy", "pier", "segment")
 NEEDS_KEY = ("parcelvoy", "pier", "segment")
 MAX_EVENTS_PER_CALL = 1000  # the Client API's limit
 
-# Pier's own feed items (docs/destinations-contract.md section 1); any other name is an event
-USER_CREATED = "user_created"
-USER_UPDATED = "user_updated"
-USER_MERGED = "user_merged"
-DEVICE_REGISTERED = "device_registered"
-USER_DELETED = "user_deleted"
-RESERVED = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, USER_DELETED)
+# Pier's own feed items (domain/feed.py) are not events; any other name is a client's event
+RESERVED = RESERVED_EVENT_NAMES
 IDS = ("external_id", "anonymous_id")
 DERIVED = ("phone_country", "phone_is_valid")  # set by the target from the phone
-DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.decode
@@ -62,9 +65,21 @@ def item_json(e: FeedEvent) -> bytes:
 
 
 def calls(
-    d: Destination, items: list[FeedEvent], batch_id: str, encoded: dict[int, bytes] | None = None
+    d: Destination,
+    items: list[FeedEvent],
+    batch_id: str,
+    encoded: dict[int, bytes] | None = None,
+    *,
+    sealing: str = "",
 ) -> list[Call]:
-    """The calls of a batch; `encoded`: items already encoded (item_json), by id."""
+    """The calls of a batch; `encoded`: items already encoded (item_json), by id; `sealing`:
+    the secret_key setting, which opens the destination's sealed keys (secrets.unseal)."""
+    d = msgspec.structs.replace(
+        d,
+        key=unseal(d.key, sealing),
+        secret_key=unseal(d.secret_key, sealing),
+        signing_secret=unseal(d.signing_secret, sealing),
+    )
     if d.kind == "webhook":
         return _webhook(d, items, batch_id, encoded or {})
     return BUILDERS[d.kind](d, items, batch_id)
@@ -76,7 +91,7 @@ def _webhook(
 ) -> list[Call]:
     parts = (encoded.get(e.id) or item_json(e) for e in items)
     body = b'{"destination":%d,"items":[%b]}' % (d.id, b",".join(parts))
-    secret = unseal(d.signing_secret) or ""
+    secret = d.signing_secret or ""
     headers = {
         "Content-Type": "application/json",
         "Pier-Signature": signature(secret, int(time.time()), body),
@@ -153,7 +168,7 @@ def _event(e: FeedEvent, pier: bool) -> dict[str, Any]:
 
 def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call]:
     base = d.url.rstrip("/") + "/api/client"
-    auth = {"Authorization": f"Bearer {unseal(d.key)}", "Content-Type": "application/json"}
+    auth = {"Authorization": f"Bearer {d.key}", "Content-Type": "application/json"}
     out: list[Call] = []
     events: list[FeedEvent] = []
 
@@ -214,7 +229,7 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
                         "DELETE",
                         f"{base}/users/{quote(ref, safe='')}?by={by}",
                         None,
-                        {"Authorization": f"Bearer {unseal(d.secret_key)}"},
+                        {"Authorization": f"Bearer {d.secret_key}"},
                     )
                 )
     flush()
@@ -285,7 +300,7 @@ def _segment(d: Destination, items: list[FeedEvent], batch_id: str) -> list[Call
                 batch.append(_alias(e, anon, f"{common['messageId']}-a{n}"))
     if not batch:
         return []
-    key = base64.b64encode(f"{unseal(d.key)}:".encode()).decode()
+    key = base64.b64encode(f"{d.key}:".encode()).decode()
     headers = {"Authorization": f"Basic {key}", "Content-Type": "application/json"}
     url = d.url.rstrip("/") + "/v1/batch"
     return [Call("POST", url, _encode({"batch": batch}), headers)]

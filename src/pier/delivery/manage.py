@@ -12,12 +12,13 @@ import httpx
 import msgspec
 
 from ..api.errors import HTTPProblem
+from ..api.fields import ID
 from ..api.manage import decode_feed_cursor, feed_cursor
 from ..api.render import iso
 from ..clock import now_ms
 from ..store.base import FeedEvent
 from ..store.destinations import Destination, Destinations
-from .engine import Settings, send_batch
+from .engine import Pacing, send_batch
 from .kinds import KINDS, NEEDS_KEY
 from .secrets import prefix, seal, signing_secret
 
@@ -78,9 +79,10 @@ def new_destination(
     retry_window: float | None = None,
     only: list[str] | None = None,
     skip: list[str] | None = None,
+    sealing: str = "",
 ) -> tuple[Destination, str | None]:
     """A destination to add, and the webhook signing secret (to show once); Invalid lists
-    every problem."""
+    every problem. `sealing`: the secret_key setting, which seals the keys (secrets.seal)."""
     problems = []
     if kind not in KINDS:
         problems.append(Problem("kind", f"unknown kind {kind!r}: one of {', '.join(KINDS)}"))
@@ -104,8 +106,8 @@ def new_destination(
         for glob in globs:
             if (why := _glob_problem(glob)) is not None:
                 problems.append(Problem(field, why))
-    if name is not None and len(name) > 255:
-        problems.append(Problem("name", "name must be at most 255 characters"))
+    if name is not None and not ID.fits(name):
+        problems.append(Problem("name", ID.too_long("name")))
     if problems:
         raise Invalid(problems)
     signing = signing_secret() if kind == "webhook" else None
@@ -114,11 +116,11 @@ def new_destination(
         kind=kind,
         name=name,
         url=url,
-        key=seal(key),
+        key=seal(key, sealing),
         key_prefix=prefix(key),
-        secret_key=seal(secret_key),
+        secret_key=seal(secret_key, sealing),
         secret_key_prefix=prefix(secret_key),
-        signing_secret=seal(signing),
+        signing_secret=seal(signing, sealing),
         signing_secret_prefix=prefix(signing),
         batch_size=batch_size or 500,
         max_bytes=max_bytes or MAX_BYTES,
@@ -161,19 +163,18 @@ async def replay_cursor(destinations: Destinations, d: Destination, point: str) 
 
 
 async def redeliver(
-    destinations: Destinations, d: Destination, only: int | None
+    destinations: Destinations, d: Destination, only: int | None, pacing: Pacing
 ) -> list[tuple[int, bool, str]]:
     """Send dead letters again, each alone (all, or the one numbered `only`); a delivered one
     leaves the list. Returns (dead letter id, delivered, answer) for each."""
     letters = [x for x in await destinations.dead_letters(d.id) if only in (None, x.id)]
     if only is not None and not letters:
         raise Invalid([Problem("dead_letter", f"destination {d.id} has no dead letter {only}")])
-    settings = Settings.from_environment()
     results = []
-    async with httpx.AsyncClient(follow_redirects=False, timeout=settings.timeout) as http:
+    async with httpx.AsyncClient(follow_redirects=False, timeout=pacing.timeout) as http:
         for letter in letters:
             item = _item(letter.item)
-            answer = await send_batch(http, d, [item], f"{d.id}-dl{letter.id}", settings)
+            answer = await send_batch(http, d, [item], f"{d.id}-dl{letter.id}", pacing)
             if answer.ok:
                 await destinations.delete_dead_letter(d.id, letter.id)
             results.append((letter.id, answer.ok, answer.text))

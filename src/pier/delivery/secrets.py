@@ -1,12 +1,11 @@
-"""Target keys and signing secrets: sealed for storage (Fernet, keyed by PIER_SECRET_KEY, when it
-is set; kept as given otherwise), shown only by their prefix, and the webhook signature."""
+"""Target keys and signing secrets: sealed for storage (Fernet, keyed by the `secret_key` setting,
+when it is set; kept as given otherwise), shown only by their prefix, and the webhook signature."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import os
 import secrets as random
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -16,37 +15,37 @@ PREFIX_LENGTH = 8
 
 
 class SecretKeyMissing(Exception):
-    """A sealed value cannot be opened: PIER_SECRET_KEY is unset or not the one it was sealed
-    with."""
+    """A sealed value cannot be opened: the `secret_key` setting is unset or not the one it was
+    sealed with."""
 
 
-def _fernet() -> Fernet | None:
-    key = os.environ.get("PIER_SECRET_KEY")
+def _fernet(key: str) -> Fernet | None:
     if not key:
         return None
     digest = hashlib.sha256(key.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
 
 
-def seal(value: str | None) -> str | None:
+def seal(value: str | None, key: str) -> str | None:
+    """`value` sealed with `key` (the secret_key setting); as given when `key` is empty."""
     if value is None:
         return None
-    fernet = _fernet()
+    fernet = _fernet(key)
     return value if fernet is None else SEALED + fernet.encrypt(value.encode()).decode()
 
 
-def unseal(stored: str | None) -> str | None:
+def unseal(stored: str | None, key: str) -> str | None:
     if stored is None or not stored.startswith(SEALED):
         return stored
-    fernet = _fernet()
+    fernet = _fernet(key)
     if fernet is None:
-        raise SecretKeyMissing("a destination's key is encrypted: set PIER_SECRET_KEY")
+        raise SecretKeyMissing(
+            "a destination's key is encrypted: set the secret key (--secret-key)"
+        )
     try:
         return fernet.decrypt(stored[len(SEALED) :].encode()).decode()
     except InvalidToken:
-        raise SecretKeyMissing(
-            "PIER_SECRET_KEY is not the key this value was sealed with"
-        ) from None
+        raise SecretKeyMissing("the secret key is not the one this value was sealed with") from None
 
 
 def prefix(value: str | None) -> str | None:

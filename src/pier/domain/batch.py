@@ -17,7 +17,8 @@ import msgspec
 from .commands import Alias, Command, Identify, RegisterDevice, Sequence, TrackEvents, flatten
 from .devices import register_device
 from .errors import DomainError, NeedsLoad
-from .identity import Identities
+from .feed import DEVICE_REGISTERED, MERGED_AWAY, USER_UPDATED, device_data, device_state
+from .identity import MAX_MERGES_PER_REQUEST, Identities
 from .model import Device, Event, User
 from .traits import apply_traits
 
@@ -157,9 +158,16 @@ class Batch:
         self.request_keys: dict[Key, str] = {}  # Idempotency-Key → fingerprint, committed or new
         self.new_request_keys: list[tuple[int, str, str]] = []
         self.events: list[Event] = []
-        self.recorded = 0  # events of Pier's own (user_created, user_merged) in `events`
+        self.recorded = 0  # events of Pier's own (user_created, user_merged...) in `events`
+        # what the command in progress changed: user_updated data per user, devices touched
+        # (flush() turns them into items when the command is done)
+        self.pending: dict[User, dict[str, Any]] = {}
+        self.pending_at: dict[User, int] = {}  # an item's time, when not now: a new user's
+        self.pending_devices: dict[Device, None] = {}
         self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
+        self.merged_into: dict[int, User] = {}  # merged-away user id → the user it went into
+        self.merges_left = MAX_MERGES_PER_REQUEST  # of the request being applied
 
     # -- loading -------------------------------------------------------------------------
     def add_user(self, user: User, anonymous_ids: Iterable[str] = ()) -> None:
@@ -185,6 +193,7 @@ class Batch:
             self.stored_anonymous[key] = uid
 
     def add_device(self, device: Device) -> None:
+        device.shown = device_state(device)  # stored: the feed has described it so
         pid = device.project_id
         self.devices_by_id[(pid, device.device_id)] = device
         if device.token is not None:
@@ -192,6 +201,14 @@ class Batch:
         owner = device.user
         if owner.devices is not None and device not in owner.devices:
             owner.devices.append(device)
+
+    def add_request_key(self, pid: int, key: str, fingerprint: str) -> None:
+        """An Idempotency-Key stored already, with the fingerprint of its request."""
+        self.request_keys[(pid, key)] = fingerprint
+
+    def add_seen_message_ids(self, pid: int, message_ids: Iterable[str]) -> None:
+        """Message ids of stored events: an event naming one again is a retry, dropped."""
+        self.seen_message_ids.update((pid, m) for m in message_ids)
 
     def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
         """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
@@ -202,22 +219,38 @@ class Batch:
                 continue  # only a pair can merge; only a device command needs devices
             pid = cmd.project_id
             owner = self.by_anonymous.get((pid, anon)) if anon else None
+            target = self.by_external.get((pid, ext)) if ext else None
             if owner is not None and ext and owner.external_id is None:
                 wanted.add(owner.id)
+                if target is not None:  # a merge: both users, else a replay per merge
+                    wanted.add(target.id)
             if device:
-                for user in (owner, self.by_external.get((pid, ext)) if ext else None):
+                for user in (owner, target):
                     if user is not None:
                         wanted.add(user.id)
         return {uid for uid in wanted if self.users[uid].devices is None or self.users[uid].partial}
 
     # -- applying ------------------------------------------------------------------------
     def apply(self, cmd: Command) -> None:
-        """Apply one command; raises DomainError (and changes nothing) when it is refused."""
+        """Apply one request's command; raises DomainError (and changes nothing) when it is
+        refused, TooManyMerges (having changed the batch) when it merges too many users. The
+        items of what it changed are recorded when it is done (flush)."""
+        self.merges_left = MAX_MERGES_PER_REQUEST
+        try:
+            self._apply(cmd)
+        except BaseException:
+            self.pending.clear()
+            self.pending_at.clear()
+            self.pending_devices.clear()
+            raise
+        self.flush()
+
+    def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, TrackEvents):
             self._track(cmd)
         elif isinstance(cmd, Identify):
             user = self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits)
-            self.touch(user, apply_traits(user, cmd.traits))
+            self.patch(user, apply_traits(user, cmd.traits))
         elif isinstance(cmd, Alias):
             self._alias(cmd)
         elif isinstance(cmd, Sequence):
@@ -237,7 +270,8 @@ class Batch:
     def _apply_each(self, seq: Sequence) -> None:
         for i, cmd in enumerate(seq.commands):
             try:
-                self.apply(cmd)
+                self._apply(cmd)
+                self.flush()  # each command's items before the next command's
             except DomainError as exc:
                 path = seq.paths[i] if i < len(seq.paths) else f"/{i}{exc.path}"
                 raise DomainError(exc.message, path) from exc
@@ -299,7 +333,9 @@ class Batch:
                     pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp
                 )
                 if ev.traits is not None:
-                    self.touch(user, apply_traits(user, ev.traits))
+                    self.patch(user, apply_traits(user, ev.traits))
+                if self.pending or self.pending_devices:
+                    self.flush()  # the user's items before its event
             created = ev.timestamp if ev.timestamp is not None else self.now
             append(Event(user, ev.name, ev.data, created, ev.message_id))
 
@@ -311,9 +347,55 @@ class Batch:
             user.dirty = True
             user.updated_at = self.now
 
-    def record(self, user: User, name: str, data: dict, at: int | None = None) -> None:
+    def patch(self, user: User, changes: dict[str, Any]) -> None:
+        """`user`'s profile changed (traits.apply_traits' result): touch it, note the changes."""
+        self.touch(user, bool(changes))
+        self.note(user, changes)
+
+    def record(self, user: User, name: str, data: dict[str, Any], at: int | None = None) -> None:
         self.recorded += 1
         self.events.append(Event(user, name, data, self.now if at is None else at))
+
+    def note(self, user: User, changes: dict[str, Any]) -> None:
+        """Add to what the command in progress changed on `user`, in a user_updated item's
+        words: fields with their new values, `anonymous_ids_added`, `data` (changed keys)."""
+        if not changes:
+            return
+        pending = self.pending.setdefault(user, {})
+        for key, value in changes.items():
+            if key == "data":
+                pending.setdefault("data", {}).update(value)
+            elif key == "anonymous_ids_added":
+                pending.setdefault(key, []).extend(value)
+            else:
+                pending[key] = value
+
+    def flush(self) -> None:
+        """Record the items of the command (or event) just applied: a user_updated for each user
+        it changed, then a device_registered for each device whose state (feed.device_state)
+        is not the one the feed last showed, in the order they were first touched. Nothing
+        changed, no item."""
+        if self.pending:
+            for user, changes in self.pending.items():
+                if not user.deleted:
+                    self.record(user, USER_UPDATED, changes, self.pending_at.get(user))
+            self.pending = {}
+            self.pending_at.clear()
+        if self.pending_devices:
+            for device in self.pending_devices:
+                if device.deleted:  # by the device cap: no item (docs/client-api.md)
+                    continue
+                state, shown = device_state(device), device.shown
+                if state == shown:
+                    continue
+                data = device_data(device)
+                if shown is not None and shown[1] != device.device_id:
+                    left = shown[0]  # renamed (found by its token) and moved: said to the user
+                    if left is not device.user and not left.deleted:  # it left too, whose
+                        self.record(left, DEVICE_REGISTERED, data)  # items keep its old id
+                device.shown = state
+                self.record(device.user, DEVICE_REGISTERED, data)
+            self.pending_devices = {}
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:
         """Mark a device changed. `seq` orders the updates of one batch, which share one time,
@@ -322,6 +404,7 @@ class Batch:
         if not device.dirty:
             device.dirty = True
             self.touched_devices.append(device)
+        self.pending_devices[device] = None
         if moved_only:
             return
         device.updated_at = self.now
@@ -341,6 +424,16 @@ class Batch:
             if stored is not None:
                 anon_deletes.append(key)
             anon_inserts.append((key[0], key[1], owner.id))
+        if self.merged_into:  # a merged-away user's own items leave the feed (feed.MERGED_AWAY:
+            kept = []  # the store does the same for the stored ones); its events go to E
+            for event in self.events:
+                if event.user.deleted:
+                    if event.name in MERGED_AWAY:
+                        self.recorded -= 1
+                        continue
+                    event.user = self.merged_into[event.user.id]
+                kept.append(event)
+            self.events = kept
         device_deletes = [d.id for d in self.touched_devices if d.stored and d.id is not None]
         device_writes = [d for d in self.touched_devices if not d.deleted]
         return ChangeSet(

@@ -3,21 +3,17 @@ follows the latest user, at most 25 devices a user."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from msgspec import UNSET
 
 from .commands import RegisterDevice
 from .errors import NeedsLoad
 from .model import Device, User
-
-if TYPE_CHECKING:
-    from .batch import Batch
+from .state import BatchState
 
 MAX_DEVICES_PER_USER = 25
 
 
-def register_device(b: Batch, cmd: RegisterDevice) -> None:
+def register_device(b: BatchState, cmd: RegisterDevice) -> None:
     pid = cmd.project_id
     user = b.ids.resolve(pid, cmd.anonymous_id, cmd.external_id, None)
     if user.devices is None:
@@ -44,7 +40,7 @@ def register_device(b: Batch, cmd: RegisterDevice) -> None:
     enforce_device_cap(b, user, device)
 
 
-def _set_token(b: Batch, device: Device, token: str | None) -> None:
+def _set_token(b: BatchState, device: Device, token: str | None) -> None:
     pid = device.project_id
     if device.token is not None:
         b.devices_by_token.pop((pid, device.token), None)
@@ -68,18 +64,22 @@ def _move(device: Device, user: User) -> None:
     user.devices.append(device)
 
 
-def enforce_device_cap(b: Batch, user: User, keep: Device | None = None) -> None:
-    """Beyond the cap, the least recently updated token-less devices go (never `keep`)."""
+def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) -> None:
+    """Beyond the cap, devices go least recently updated first, token-less ones before those
+    with a token (a token is what a device is kept for); never `keep`, the one registering."""
     assert user.devices is not None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
         return
-    tokenless = sorted(
-        (d for d in user.devices if d.token is None and d is not keep),
-        key=lambda d: (d.updated_at, d.seq, d.id or 0),
+    oldest = sorted(
+        (d for d in user.devices if d is not keep),
+        key=lambda d: (d.token is not None, d.updated_at, d.seq, d.id or 0),
     )
-    for device in tokenless[:excess]:
+    for device in oldest[:excess]:
         device.deleted = True
         user.devices.remove(device)
-        del b.devices_by_id[(device.project_id, device.device_id)]
+        pid = device.project_id
+        del b.devices_by_id[(pid, device.device_id)]
+        if device.token is not None and b.devices_by_token.get((pid, device.token)) is device:
+            del b.devices_by_token[(pid, device.token)]
         b.touch_device(device, moved_only=True)

@@ -18,3 +18,16 @@ class NeedsLoad(Exception):
     def __init__(self, user_ids: Iterable[int]) -> None:
         super().__init__("more to load")
         self.user_ids = set(user_ids)
+
+
+class TooManyMerges(Exception):
+    """A request reached the number of users one request may merge. Unlike a DomainError it is
+    raised midway, after the request changed the batch: the writer replays the batch without
+    the request, which is answered 422 with `error`."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("too many merges")
+        self.error = DomainError(
+            f"one request may merge at most {limit} anonymous users into identified users;"
+            " send the events that link new anonymous ids to external ids in smaller requests"
+        )

@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 from .commands import Traits
 from .devices import enforce_device_cap
-from .errors import NeedsLoad
+from .errors import NeedsLoad, TooManyMerges
+from .feed import USER_CREATED, USER_MERGED
 from .model import PROFILE_FIELDS, User
+from .state import BatchState
 from .traits import creation_data
 
-if TYPE_CHECKING:
-    from .batch import Batch
+# A merge moves a user's ids, devices and events: the costliest thing a request can ask for.
+# One request may make this many (the writer's work budget counts them); more is a 422.
+MAX_MERGES_PER_REQUEST = 100
 
 
 class Identities:
     def __init__(
-        self, batch: Batch, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
+        self, batch: BatchState, new_user_id: Callable[[], int], new_anonymous_id: Callable[[], str]
     ) -> None:
-        self.batch = weakref.proxy(batch)  # no cycle: a batch is freed as soon as it is done
+        self.batch: BatchState = weakref.proxy(
+            batch
+        )  # no cycle: a batch is freed as soon as it is done
         self.new_user_id = new_user_id
         self.new_anonymous_id = new_anonymous_id
 
@@ -52,6 +57,7 @@ class Identities:
                 a.external_id = ext
                 b.by_external[(pid, ext)] = a
                 b.touch(a)
+                b.note(a, {"external_id": ext})
                 return a
             return self.create(pid, ext, None, traits, at)  # the anonymous id stays with A
         if e is a:
@@ -71,10 +77,15 @@ class Identities:
         b = self.batch
         user = User(self.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
         b.users[user.id] = user
+        # its whole state goes in the user_updated after its user_created (Batch.flush), at
+        # the same time: the external id, the anonymous id (attach), what the command sets
+        b.pending[user] = {"external_id": ext} if ext else {}
+        if at is not None:
+            b.pending_at[user] = at
         if ext:
             b.by_external[(pid, ext)] = user
         self.attach(user, anon or self.new_anonymous_id())
-        b.record(user, "user_created", creation_data(traits, ext, anon), at)
+        b.record(user, USER_CREATED, creation_data(traits, ext, anon), at)
         return user
 
     def attach(self, user: User, anon: str) -> None:
@@ -84,6 +95,7 @@ class Identities:
         self.batch.touched_anonymous[key] = None
         if user.anonymous_ids is not None:
             user.anonymous_ids.append(anon)
+        self.batch.note(user, {"anonymous_ids_added": [anon]})
 
     def merge(self, a: User, e: User) -> None:
         """Merge anonymous user A into identified user E (contract section 3)."""
@@ -96,6 +108,9 @@ class Identities:
             or e.devices is None
         ):
             raise NeedsLoad([u.id for u in (a, e) if u.stored])
+        if b.merges_left <= 0:
+            raise TooManyMerges(MAX_MERGES_PER_REQUEST)
+        b.merges_left -= 1
         moved = list(a.anonymous_ids)
         for anon in moved:
             self.attach(e, anon)
@@ -106,16 +121,22 @@ class Identities:
             b.touch_device(device, moved_only=True)
         a.devices = []
         enforce_device_cap(b, e)
-        for event in b.events:
-            if event.user is a:
-                event.user = e
+        b.merged_into[a.id] = e  # its events of this batch go to E, its items leave (changes)
+        b.pending.pop(a, None)
         if a.stored:
             b.event_moves.append((a.id, e.id))
+        # what E gains is noted (with the anonymous ids, by attach) for its user_updated, which
+        # comes after user_merged, as the moved devices' items do (Batch.flush)
+        gained: dict[str, Any] = {}
         for key, value in a.data.items():
-            e.data.setdefault(key, value)
+            if key not in e.data:
+                e.data[key] = value
+                gained.setdefault("data", {})[key] = value
         for field in PROFILE_FIELDS:
-            if not getattr(e, field):
+            if not getattr(e, field) and getattr(a, field) != getattr(e, field):
                 setattr(e, field, getattr(a, field))
+                gained[field] = getattr(a, field)
+        b.note(e, gained)
         a.deleted = True
         b.touch(e)
-        b.record(e, "user_merged", {"merged_user_id": a.id, "anonymous_ids": moved})
+        b.record(e, USER_MERGED, {"merged_user_id": a.id, "anonymous_ids": moved})

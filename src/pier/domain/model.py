@@ -129,6 +129,7 @@ class Device:
         "dirty",
         "deleted",
         "seq",
+        "shown",
     )
 
     def __init__(
@@ -166,6 +167,9 @@ class Device:
         self.dirty = False
         self.deleted = False
         self.seq = -1  # order of the last update within the batch (-1: not updated in it)
+        # its state as the feed last described it (feed.device_state): set when loaded and when
+        # an item is recorded; None for a new device
+        self.shown: tuple[Any, ...] | None = None
 
 
 class Event:

@@ -37,44 +37,54 @@ def phone_metadata(phone: str | None) -> tuple[str, bool] | None:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
         return None
-    region = phonenumbers.region_code_for_number(
-        number
-    ) or phonenumbers.region_code_for_country_code(number.country_code)
+    region = phonenumbers.region_code_for_number(number)
+    if not region and number.country_code is not None:
+        region = phonenumbers.region_code_for_country_code(number.country_code)
     if not region or region == phonenumbers.UNKNOWN_REGION:
         return None
     return region, phonenumbers.is_valid_number(number)
 
 
-def apply_traits(user: User, traits: Traits) -> bool:
-    """Patch `user` with `traits`; True when anything changed."""
+def apply_traits(user: User, traits: Traits) -> dict[str, Any]:
+    """Patch `user` with `traits`; returns what changed, as a user_updated item says it (the
+    fields with their new values, `data` with the changed keys: empty when nothing changed)."""
     if user.partial:
         raise NeedsLoad([user.id])
-    changed = False
+    changes: dict[str, Any] = {}
     for field in PROFILE_FIELDS:
         value = getattr(traits, field)
         if value is not UNSET and getattr(user, field) != value:
             setattr(user, field, value)
-            changed = True
+            changes[field] = value
     data = traits.data
+    changed_data: dict[str, Any] = {}
     if data:  # one level deep: top-level keys replace, nested values are replaced whole
         for key, value in data.items():
             if user.data.get(key, UNSET) != value:
                 user.data[key] = value
-                changed = True
+                changed_data[key] = value
     if traits.phone is not UNSET:
-        changed |= _set_phone_metadata(user.data, traits.phone)
-    return changed
+        changed_data.update(_set_phone_metadata(user.data, traits.phone))
+    if changed_data:
+        changes["data"] = changed_data
+    return changes
 
 
-def _set_phone_metadata(data: dict[str, Any], phone: str | None) -> bool:
-    before = (data.get("phone_country", UNSET), data.get("phone_is_valid", UNSET))
+def _set_phone_metadata(data: dict[str, Any], phone: str | None) -> dict[str, Any]:
+    """Set or remove the phone's keys in `data`; returns those that changed (None: removed)."""
+    keys = ("phone_country", "phone_is_valid")
+    before = [data.get(key, UNSET) for key in keys]
     meta = phone_metadata(phone)
     if meta is None:
         data.pop("phone_country", None)
         data.pop("phone_is_valid", None)
     else:
         data["phone_country"], data["phone_is_valid"] = meta
-    return before != (data.get("phone_country", UNSET), data.get("phone_is_valid", UNSET))
+    return {
+        key: data.get(key)
+        for key, old in zip(keys, before, strict=True)
+        if data.get(key, UNSET) != old
+    }
 
 
 def creation_data(

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Iterator
 from functools import wraps
 
 from argon2 import PasswordHasher
@@ -23,15 +25,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..clock import now_ms
+from ..settings import Settings
 from ..store.base import Admin, AdminSession, Store
-from ..writer import now_ms
 
 SESSION_COOKIE = "pier_session"
 LOGIN_COOKIE = "pier_login_csrf"
 SESSION_SECONDS = 12 * 3600
 MIN_PASSWORD = 10
-LOGIN_FAILURES = 10  # failed logins from one address within LOGIN_WINDOW before a pause
-LOGIN_WINDOW = 15 * 60.0
+MAX_TRACKED = 10_000  # addresses and accounts the throttle remembers
+MAX_EMAIL = 320  # characters of an email the throttle keys on
+MAX_HASHES = 2  # password checks at once, per process
 
 hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile (64 MiB, 3 passes)
 _dummy_hash: str | None = None
@@ -76,31 +80,116 @@ async def check_password(store: Store, email: str, password: str) -> Admin | Non
     return admin
 
 
+class Throttled(Exception):
+    """A login refused before its password is checked: 429, try again in `retry_after` s."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
 class LoginThrottle:
-    """At most LOGIN_FAILURES failed logins per client address in LOGIN_WINDOW (per process)."""
+    """At most `failures` attempts per client address and per account (email, from any
+    address) in `window` seconds, per process (the settings login_failures, login_window). An attempt is counted before its password is
+    checked, so concurrent guesses cannot all get past the check; a right password clears the
+    address's and the account's count. A refused attempt records nothing. At most MAX_TRACKED
+    addresses and accounts are remembered: past that, those whose attempts have all expired
+    go first, then those attempted least recently."""
 
-    def __init__(self) -> None:
-        self._failures: defaultdict[str, deque[float]] = defaultdict(deque)
+    def __init__(
+        self,
+        failures: int = Settings.login_failures,
+        window: float = Settings.login_window,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.failures = failures
+        self.window = window
+        self.clock = clock
+        self._attempts: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
 
-    def _recent(self, who: str) -> deque[float]:
-        failures = self._failures[who]
-        while failures and failures[0] < time.monotonic() - LOGIN_WINDOW:
-            failures.popleft()
-        return failures
+    @staticmethod
+    def _keys(address: str, email: str) -> tuple[tuple[str, str], ...]:
+        return ("address", address), ("account", email[:MAX_EMAIL])
 
-    def blocked(self, who: str) -> bool:
-        return len(self._recent(who)) >= LOGIN_FAILURES
+    def admit(self, address: str, email: str) -> None:
+        """Count an attempt for the address and the account. Raises Throttled, recording
+        nothing, when either has had `failures` attempts in the window."""
+        now = self.clock()
+        keys = self._keys(address, email)
+        for who in keys:
+            attempts = self._attempts.get(who)
+            while attempts and attempts[0] <= now - self.window:
+                attempts.popleft()
+            if attempts and len(attempts) >= self.failures:
+                self._attempts.move_to_end(who)  # still active: the last to be forgotten
+                wait = max(1, math.ceil(attempts[0] + self.window - now))
+                raise Throttled("Too many failed logins. Wait a few minutes and try again.", wait)
+        for who in keys:
+            if who not in self._attempts:
+                self._make_room(now)
+                self._attempts[who] = deque()
+            self._attempts.move_to_end(who)
+            self._attempts[who].append(now)
 
-    def failed(self, who: str) -> None:
-        if len(self._failures) > 10_000:
-            self._failures.clear()
-        self._recent(who).append(time.monotonic())
+    def _make_room(self, now: float) -> None:
+        if len(self._attempts) < MAX_TRACKED:
+            return
+        for who in [w for w, a in self._attempts.items() if not a or a[-1] <= now - self.window]:
+            del self._attempts[who]
+        while len(self._attempts) >= MAX_TRACKED:
+            self._attempts.popitem(last=False)
 
-    def succeeded(self, who: str) -> None:
-        self._failures.pop(who, None)
+    def succeeded(self, address: str, email: str) -> None:
+        """The password was right: the address and the account start afresh."""
+        for who in self._keys(address, email):
+            self._attempts.pop(who, None)
+
+    def clear(self) -> None:
+        self._attempts.clear()
+
+    def __len__(self) -> int:
+        return len(self._attempts)
 
 
-throttle = LoginThrottle()
+class HashSlots:
+    """At most `size` password checks at once in a process (argon2id takes 64 MiB and a core
+    for each): a login arriving when all are taken is refused (429), not queued. `checked` and
+    `peak` count the checks run and the most at once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.busy = self.checked = self.peak = 0
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[None]:
+        if self.busy >= self.size:
+            raise Throttled("Too many logins at once. Try again in a moment.", 1)
+        self.busy += 1
+        self.peak = max(self.peak, self.busy)
+        try:
+            yield
+        finally:
+            self.busy -= 1
+
+
+hash_slots = HashSlots(MAX_HASHES)
+
+
+async def log_in(
+    store: Store, throttle: LoginThrottle, address: str, email: str, password: str
+) -> Admin | None:
+    """The admin when the password is right, None when not. Raises Throttled, before any hash
+    is computed, when the address or the account has failed too often or every hash slot is
+    busy."""
+    email = normalize_email(email)
+    with hash_slots.take():
+        throttle.admit(address, email)
+        hash_slots.checked += 1
+        admin = await check_password(store, email, password)
+    if admin is not None:
+        throttle.succeeded(address, email)
+    return admin
 
 
 async def start_session(store: Store, admin: Admin, response: Response, request: Request) -> None:

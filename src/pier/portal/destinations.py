@@ -9,10 +9,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..api import params
 from ..delivery import manage
+from ..delivery.engine import Pacing
 from ..delivery.kinds import KINDS
 from ..store.destinations import Destination, Destinations
-from .views import _missing, _project, admin_only, page, redirect, store
+from .views import _id, _missing, _project, admin_only, page, redirect, store
 
 DEAD_LETTERS_SHOWN = 20  # per destination on the page
 
@@ -80,9 +82,10 @@ async def add(request: Request) -> Response:
             key=text("key"),
             secret_key=text("secret_key"),
             name=text("name"),
-            batch_size=int(size) if size and size.isdigit() else (0 if size else None),
+            batch_size=(params.integer(size) or 0) if size else None,
             only=_globs(form.get("only")),
             skip=_globs(form.get("skip")),
+            sealing=request.app.state.settings.secret_key,
         )
         did = await manage.add(Destinations(store(request)), d, str(text("from") or "beginning"))  # type: ignore[arg-type]
     except manage.Invalid as exc:
@@ -96,7 +99,8 @@ async def add(request: Request) -> Response:
 async def _one(request: Request) -> tuple[Any, Destinations, Destination | None]:
     project = await _project(request)
     ds = Destinations(store(request))  # type: ignore[arg-type]
-    d = await ds.get(request.path_params["did"]) if project is not None else None
+    did = _id(request, "did")
+    d = await ds.get(did) if project is not None and did is not None else None
     if d is not None and d.project_id != project.id:
         d = None
     return project, ds, d
@@ -140,7 +144,8 @@ async def _replay(request: Request, ds: Destinations, d: Destination) -> str | N
 async def _redeliver(request: Request, ds: Destinations, d: Destination) -> str | None:
     raw = str((await request.form()).get("dead_letter") or "")
     try:
-        results = await manage.redeliver(ds, d, int(raw) if raw.isdigit() else None)
+        pacing = Pacing.of(request.app.state.settings)
+        results = await manage.redeliver(ds, d, params.integer(raw), pacing)
     except manage.Invalid as exc:
         return exc.problems[0].message
     failed = [f"#{i}: {answer[:200]}" for i, ok, answer in results if not ok]
@@ -157,7 +162,7 @@ redeliver = _action(_redeliver, "redelivered")
 def routes(project: str) -> list[Any]:
     from starlette.routing import Route
 
-    one = project + "/destinations/{did:int}"
+    one = project + "/destinations/{did}"
     return [
         Route(project + "/destinations", destinations, methods=["GET"]),
         Route(project + "/destinations", add, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""The portal's routes (mounted at /portal by api/app.py) and the headers every page carries."""
+"""The portal's routes (mounted at /portal by pier/app.py) and the headers every page carries."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class SecurityHeaders:
 
 
 def routes() -> list[Route | Mount]:
-    project = "/projects/{pid:int}"
+    project = "/projects/{pid}"  # ids are parsed by the views (views._id): a bad one is a 404
     pages = Router(
         # a path no route has: the portal's own 404 page, not the API's JSON
         default=views.not_found,
@@ -60,10 +60,10 @@ def routes() -> list[Route | Mount]:
             Route(project + "/chart.svg", views.chart_svg, methods=["GET"]),
             Route(project + "/keys", views.keys, methods=["GET"]),
             Route(project + "/keys", views.create_key, methods=["POST"]),
-            Route(project + "/keys/{kid:int}/revoke", views.revoke_key, methods=["POST"]),
+            Route(project + "/keys/{kid}/revoke", views.revoke_key, methods=["POST"]),
             Route(project + "/users", views.users, methods=["GET"]),
-            Route(project + "/users/{uid:int}", views.user, methods=["GET"]),
-            Route(project + "/users/{uid:int}/delete", views.delete_user, methods=["POST"]),
+            Route(project + "/users/{uid}", views.user, methods=["GET"]),
+            Route(project + "/users/{uid}/delete", views.delete_user, methods=["POST"]),
             *destinations.routes(project),
             Mount("/static", StaticFiles(directory=STATIC), name="portal-static"),
         ],

@@ -12,16 +12,19 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ..api import params
 from ..api.errors import HTTPProblem
-from ..api.render import decode_cursor, encode_cursor
+from ..api.render import encode_cursor
+from ..api.validation import nested_deeper
+from ..clock import now_ms
 from ..domain.keys import PUBLIC, SCOPES, generate_key, hash_key
 from ..store.base import EventRow, FeedEvent, Store
-from ..writer import now_ms
 from . import auth
 from .chart import events_chart, since
 
 PAGE = 25  # users a page
 EVENTS_PAGE = 50  # events a page on a user's page
+PRETTY_MAX = 10_000  # characters of one event's (or a user's) data shown on a page
 LIVE_ROWS = 50  # events the live view starts with and takes per poll
 MAX_NAME = 100
 MESSAGES = {  # notices after a redirect, chosen by a fixed code (no text from the URL is shown)
@@ -39,10 +42,21 @@ def when(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000))
 
 
-def pretty(value: Any) -> str:
-    """Indented JSON of a value or of raw JSON bytes."""
-    raw = bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value)
-    return msgspec.json.format(raw, indent=2).decode()  # numbers kept as written
+def pretty(value: Any, limit: int = PRETTY_MAX) -> str:
+    """Indented JSON of a value or of raw JSON bytes, cut after `limit` characters with a note.
+    Only what is small and shallow is indented (indenting multiplies the size by the depth);
+    anything else, such as data stored before the nesting rule, is shown as stored."""
+    try:
+        raw = bytes(value) if isinstance(value, msgspec.Raw) else msgspec.json.encode(value)
+    except RecursionError:
+        return "(nested too deeply to show)"
+    if len(raw) <= limit and not nested_deeper(raw):
+        text = msgspec.json.format(raw, indent=2).decode()  # numbers kept as written
+    else:
+        text = raw.decode()
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n… cut here: {len(text):,} characters in all"
 
 
 def compact(raw: msgspec.Raw, limit: int = 140) -> str:
@@ -147,15 +161,17 @@ async def login(request: Request) -> Response:
     if not auth.same_origin(request) or not auth.same(str(csrf or ""), cookie):
         error = "The login form expired. Please try again."
         return _login_page(request, 403, error=error, **context)
+    # the peer, or the client a proxy named when it is one of `pier serve --forwarded-allow-ips`
     who = request.client.host if request.client else "?"
-    if auth.throttle.blocked(who):
-        error = "Too many failed logins. Wait a few minutes and try again."
-        return _login_page(request, 429, error=error, **context)
-    admin = await auth.check_password(store(request), email, password)
+    try:
+        throttle = request.app.state.login_throttle
+        admin = await auth.log_in(store(request), throttle, who, email, password)
+    except auth.Throttled as refused:
+        response: Response = _login_page(request, 429, error=refused.message, **context)
+        response.headers["Retry-After"] = str(refused.retry_after)
+        return response
     if admin is None:
-        auth.throttle.failed(who)
         return _login_page(request, 401, error="Wrong email or password.", **context)
-    auth.throttle.succeeded(who)
     response = RedirectResponse(next_path, status_code=303)
     await auth.start_session(store(request), admin, response, request)
     response.delete_cookie(auth.LOGIN_COOKIE, path=auth.base_path(request))
@@ -196,8 +212,14 @@ async def create_project(request: Request) -> Response:
     return redirect(request, f"/projects/{project.id}/keys?msg=project-created")
 
 
+def _id(request: Request, name: str) -> int | None:
+    """A numeric id from the path (projects, keys, users); None when it cannot be one."""
+    return params.integer(request.path_params[name], 1)
+
+
 async def _project(request: Request) -> Any:
-    return await store(request).get_project(request.path_params["pid"])
+    pid = _id(request, "pid")
+    return None if pid is None else await store(request).get_project(pid)
 
 
 def _missing(request: Request, what: str = "project") -> HTMLResponse:
@@ -248,8 +270,7 @@ async def live_json(request: Request) -> Response:
     project = await _project(request)
     if project is None:
         return JSONResponse({"status": "error", "error": "No such project."}, 404)
-    after = request.query_params.get("after", "0")
-    after_id = int(after) if after.isdigit() else 0
+    after_id = params.integer(request.query_params.get("after")) or 0
     events = await store(request).latest_events(project.id, LIVE_ROWS, after_id)
     base = auth.base_path(request)
     return JSONResponse(
@@ -311,7 +332,7 @@ async def revoke_key(request: Request) -> Response:
     project = await _project(request)
     if project is None:
         return _missing(request)
-    key_id = request.path_params["kid"]
+    key_id = _id(request, "kid")
     if all(k.id != key_id for k in await store(request).list_keys(project.id)):
         return _missing(request, "key")
     await store(request).revoke_key(key_id, None, now_ms())
@@ -319,9 +340,9 @@ async def revoke_key(request: Request) -> Response:
 
 
 # -- users ------------------------------------------------------------------------------------
-def _cursor(value: str | None, size: int) -> tuple[int, ...] | None:
+def _cursor(value: str | None) -> tuple[int, int] | None:
     try:
-        return decode_cursor(value, size)
+        return params.position(value)
     except HTTPProblem:
         return None  # a cursor edited by hand: start from the first page
 
@@ -332,8 +353,8 @@ async def users(request: Request) -> Response:
     if project is None:
         return _missing(request)
     q = request.query_params.get("q", "").strip()
-    before = _cursor(request.query_params.get("cursor"), 2)
-    rows = await store(request).list_users(project.id, PAGE + 1, before, q or None)  # type: ignore[arg-type]
+    before = _cursor(request.query_params.get("cursor"))
+    rows = await store(request).list_users(project.id, PAGE + 1, before, q or None)
     shown = rows[:PAGE]
     more = len(rows) > PAGE
     return page(
@@ -353,11 +374,12 @@ async def user(request: Request) -> Response:
     project = await _project(request)
     if project is None:
         return _missing(request)
-    found = await store(request).get_user_by_id(project.id, request.path_params["uid"])
+    uid = _id(request, "uid")
+    found = None if uid is None else await store(request).get_user_by_id(project.id, uid)
     if found is None:
         return _missing(request, "user in this project")
-    before = _cursor(request.query_params.get("cursor"), 2)
-    rows: list[EventRow] = await store(request).user_events(found.id, EVENTS_PAGE + 1, before)  # type: ignore[arg-type]
+    before = _cursor(request.query_params.get("cursor"))
+    rows: list[EventRow] = await store(request).user_events(found.id, EVENTS_PAGE + 1, before)
     shown = rows[:EVENTS_PAGE]
     more = len(rows) > EVENTS_PAGE
     return page(
@@ -377,7 +399,7 @@ async def delete_user(request: Request) -> Response:
     project = await _project(request)
     if project is None:
         return _missing(request)
-    uid = str(request.path_params["uid"])
-    if not await store(request).delete_user(project.id, uid, "id"):
+    uid = _id(request, "uid")
+    if uid is None or not await store(request).delete_user(project.id, str(uid), "id"):
         return _missing(request, "user in this project")
     return redirect(request, f"/projects/{project.id}/users?msg=user-deleted")

@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 from .base import Store, StoreUnavailable
 
-DEFAULT_URL = "sqlite:///pier-data/pier.db"
-
-__all__ = ["DEFAULT_URL", "Store", "StoreUnavailable", "database_url", "make_store"]
-
-
-def database_url(given: str | None) -> str:
-    """The URL from the option, else PIER_DATABASE_URL, else the default SQLite file."""
-    return given or os.environ.get("PIER_DATABASE_URL") or DEFAULT_URL
+__all__ = ["Store", "StoreUnavailable", "make_store"]
 
 
 def make_store(url: str, durability: str = "full") -> Store:

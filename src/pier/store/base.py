@@ -11,6 +11,7 @@ from ..clock import now_ms
 from ..domain.batch import Batch, ChangeSet, LoadRequest
 from ..domain.keys import Key, Project
 from ..domain.model import User
+from ..domain.segments import Rule
 
 PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
 KEEP_REQUEST_KEYS_MS = 7 * 86_400_000  # an Idempotency-Key is honoured for 7 days
@@ -22,7 +23,9 @@ def request_keys_cutoff() -> int:
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached or cannot write; the request is answered 503."""
+    """The database cannot serve now (unreachable, locked, out of disk); the request is answered
+    503 with Retry-After. Each backend raises it only for the errors that say so (its
+    `check_unavailable`): any other error is a bug in Pier, answered 500."""
 
 
 class EventRow(msgspec.Struct):
@@ -120,6 +123,12 @@ class Store(Protocol):
         self, user_id: int, limit: int, before: tuple[int, int] | None
     ) -> list[EventRow]:
         """Newest first by (created_at, id), strictly before the cursor."""
+
+    async def segment_members(
+        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+    ) -> list[int]:
+        """Ids of the users of the project (or of `user_ids`) who are members of `rule` at
+        `now` (ms)."""
 
     async def stats(self, project_id: int) -> dict[str, int]:
         """Row counts of the project's users, user_anonymous_ids, devices and events."""

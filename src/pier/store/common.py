@@ -11,13 +11,17 @@ from typing import Any
 
 import msgspec
 
+from ..clock import now_ms
 from ..domain.batch import ChangeSet
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY, USER_DELETED
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
-from .base import Admin, AdminSession, EventRow, FeedEvent, StoreUnavailable
+from ..domain.segments import Rule
+from .base import Admin, AdminSession, EventRow, FeedEvent
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
+from .segments_sql import compile_members
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
@@ -75,7 +79,10 @@ class SqlTx(BatchQueries):
         await self.run.many(self.q.insert_device, [device_values(d) for d in devices])
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        """Give the events of each merged user (from) to the user it merged into (to)."""
+        """Give the events of each merged user (from) to the user it merged into (to); its own
+        items (feed.MERGED_AWAY) leave the feed instead."""
+        names = self.array(list(MERGED_AWAY))
+        await self.run.many(self.q.delete_merged_items, [(frm, names) for frm, _ in moves])
         await self.run.many(self.q.move_events, [(to, frm) for frm, to in moves])
 
     async def insert_events(self, events: list[Event], now: int) -> None:
@@ -113,7 +120,6 @@ class SqlStore:
     `writing()`; it implements the rest of the protocol itself."""
 
     q: Queries
-    unavailable: tuple[type[BaseException], ...] = ()  # errors of find_key that mean 503
 
     @property
     def reader(self) -> Run:
@@ -163,10 +169,7 @@ class SqlStore:
         return [ApiKey(*r) for r in await self.reader.all(self.q.keys, project_id)]
 
     async def find_key(self, key_hash: str) -> ApiKey | None:
-        try:
-            row = await self.reader.one(self.q.key_by_hash, key_hash)
-        except self.unavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        row = await self.reader.one(self.q.key_by_hash, key_hash)
         return ApiKey(*row) if row else None
 
     async def revoke_key(self, key_id: int | None, key_hash: str | None, now: int) -> bool:
@@ -175,6 +178,8 @@ class SqlStore:
 
     # -- reads ---------------------------------------------------------------------------
     async def get_user(self, project_id: int, ref: str, by: str) -> User | None:
+        if "\0" in ref:  # no id holds U+0000 (refused on ingestion); PostgreSQL text cannot
+            return None
         sql = self.q.user_of["anonymous_id" if by == "anonymous_id" else "external_id"]
         async with self.reading() as run:
             row = await run.one(sql, project_id, ref)
@@ -188,6 +193,8 @@ class SqlStore:
     async def list_users(
         self, project_id: int, limit: int, before: tuple[int, int] | None, q: str | None
     ) -> list[User]:
+        if q and "\0" in q:  # (as in get_user)
+            return []
         args: list[Any] = [project_id, q] if q else [project_id]
         if before is not None:
             args += before
@@ -217,19 +224,68 @@ class SqlStore:
             counts[table] = row[0] if row else 0
         return counts
 
-    async def _delete_user(self, run: Run, project_id: int, ref: str, by: str) -> bool:
-        """Delete a user and all its rows, inside the backend's write transaction."""
-        row = await run.one(self.q.user_id_of[by], project_id, int(ref) if by == "id" else ref)
+    async def _delete_user(self, tx: SqlTx, project_id: int, ref: str, by: str) -> bool:
+        """Delete a user and all its rows, inside the backend's write transaction, and record
+        its user_deleted item (the one item of the user that stays in the feed)."""
+        if "\0" in ref:  # (as in get_user)
+            return False
+        run, q = tx.run, self.q
+        row = await run.one(q.user_id_of[by], project_id, int(ref) if by == "id" else ref)
         if row is None:
             return False
-        await self._delete_events(run, project_id, row[0])
-        for sql in self.q.delete_user_rows:
-            await run.execute(sql, project_id, row[0])
-        await run.execute(self.q.delete_user, project_id, row[0])
+        uid = row[0]
+        found = await run.one(q.user_by_id, project_id, uid)
+        assert found is not None
+        user = user_from_row(found)
+        ids = q.dialect.array([uid])
+        anonymous = [a for _, a in await run.all(q.anonymous_ids_of, ids)]
+        devices = [row[3] for row in await run.all(q.devices_of, ids)]  # DEVICE_FIELDS order
+        devices += await self._gone_devices(run, project_id, uid, devices)
+        await self._delete_events(run, project_id, uid)
+        for sql in q.delete_user_rows:
+            await run.execute(sql, project_id, uid)
+        await run.execute(q.delete_user, project_id, uid)
+        now = now_ms()
+        # device_ids: a device's earlier items may name another user (it moved there from
+        # it): they stay, and the tombstone tells a consumer to drop the device too
+        data = {"external_id": user.external_id, "anonymous_ids": anonymous, "device_ids": devices}
+        await tx.insert_events([Event(user, USER_DELETED, data, now)], now)
         return True
+
+    async def _gone_devices(
+        self, run: Run, project_id: int, user_id: int, owned: list[str]
+    ) -> list[str]:
+        """The device ids that the user's device_registered items name, that it does not own
+        and no device has now (renamed, found by its token, or deleted with another user):
+        their items under other users, older, would stay in the feed with nothing after."""
+        named = {
+            _decode(d)["device_id"] for d in await self._device_items(run, project_id, user_id)
+        }
+        named -= set(owned)
+        if not named:
+            return []
+        found = await run.all(
+            self.q.devices_where["device_id"], project_id, self.q.dialect.array(sorted(named))
+        )
+        return sorted(named - {row[3] for row in found})
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        """The data of the user's device_registered items."""
+        rows = await run.all(self.q.user_items_named, project_id, user_id, DEVICE_REGISTERED)
+        return [r[0] for r in rows]
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         await run.execute(self.q.delete_user_events, project_id, user_id)
+
+    # -- segments ------------------------------------------------------------------------
+    async def segment_members(
+        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+    ) -> list[int]:
+        """The ids of the project's users (or of those of `user_ids`) for whom `rule` holds at
+        `now` (ms), from one query (segments_sql.py). Raises RuleError when a rule value cannot
+        be rendered at `now`."""
+        sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
+        return [r[0] for r in await self.reader.all(sql, *params)]
 
     # -- the feed ------------------------------------------------------------------------
     async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:

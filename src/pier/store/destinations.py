@@ -169,7 +169,7 @@ class Destinations:
         async with self.store.writing() as run:
             row = await run.one(self.q.insert, *args)
         assert row is not None
-        return row[0]
+        return int(row[0])
 
     async def get(self, destination_id: int) -> Destination | None:
         row = await self.store.reader.one(self.q.one, destination_id)

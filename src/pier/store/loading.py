@@ -98,9 +98,6 @@ def by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
     return grouped
 
 
-_UNKNOWN = object()  # not in the cache (None is a cached "no external id")
-
-
 class IdentityCache:
     """Which user owns each external and anonymous id, as committed. Valid only while this
     process is the only writer: the SQLite store clears it when another connection commits."""
@@ -144,11 +141,10 @@ class IdentityCache:
         misses = set()
         for key in keys:
             uid = index.get(key)
-            ext = external_of.get(uid, _UNKNOWN) if uid is not None else _UNKNOWN
-            if ext is _UNKNOWN:
+            if uid is None or uid not in external_of:  # (None there is "no external id")
                 misses.add(key)
                 continue
-            batch.add_partial(uid, key[0], ext, key[1] if anonymous else None)
+            batch.add_partial(uid, key[0], external_of[uid], key[1] if anonymous else None)
         return misses
 
 
@@ -219,11 +215,9 @@ class BatchQueries:
                 await self._add_devices(await self.devices_where(pid, column, values), batch)
         for pid, values in by_project(request.request_keys).items():
             for key, fingerprint in await self.stored_request_keys(pid, values):
-                batch.request_keys[(pid, key)] = fingerprint
+                batch.add_request_key(pid, key, fingerprint)
         for pid, values in by_project(request.message_ids).items():
-            batch.seen_message_ids.update(
-                (pid, m) for m in await self.seen_message_ids(pid, values)
-            )
+            batch.add_seen_message_ids(pid, await self.seen_message_ids(pid, values))
 
     def _add_users(self, rows: list[Row], batch: Batch, whole: bool) -> None:
         for row in rows:

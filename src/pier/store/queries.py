@@ -258,6 +258,8 @@ class Queries:
         " app_build, app_version, extra, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6,"
         " $7, $8, $9, $10{json}, $11, $12) RETURNING id"
     )
+    # a merged user's own items (domain.feed.MERGED_AWAY) leave the feed; its events move
+    delete_merged_items = "DELETE FROM events WHERE user_id = $1 AND name {any[2]}"
     move_events = "UPDATE events SET user_id = $1 WHERE user_id = $2"
     update_user = (
         "UPDATE users SET external_id = $1, email = $2, phone = $3, timezone = $4, locale = $5,"
@@ -273,6 +275,9 @@ class Queries:
     )
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
+    user_items_named = (  # PostgreSQL's (events_user index); SQLite reads user_events
+        "SELECT data{text} FROM events WHERE project_id = $1 AND user_id = $2 AND name = $3"
+    )
     prune_request_keys = "DELETE FROM request_keys WHERE created_at < $1"
 
     def __init__(self, dialect: Dialect) -> None:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -24,15 +25,39 @@ from .common import SqlStore, SqlTx, event_row
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run
+from .segments_sql import register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
     delete_user_events,
     indexed_upto,
     move_user_events,
+    user_items_named,
 )
 
 QUERIES = Queries(SQLITE)
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's lock
+# SQLite's primary result codes that say the database cannot serve now (locked past the busy
+# timeout, disk trouble, a file it cannot open or write): answered 503. Any other error (a
+# constraint, a statement Pier got wrong) is a bug: a 500.
+UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def check_unavailable(exc: BaseException) -> None:
+    """Raise StoreUnavailable for an error that means the database cannot serve now."""
+    if isinstance(exc, sqlite3.Error) and exc.sqlite_errorcode & 0xFF in UNAVAILABLE_CODES:
+        raise StoreUnavailable(f"{exc} ({exc.sqlite_errorname})") from exc
 
 
 def _user_events_sql(cursor: str) -> str:
@@ -82,8 +107,9 @@ class SqliteStore(SqlStore):
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # each connection has its own
+        register_sqlite_functions(conn)  # the coercions of rule-based segments
         return conn
 
     async def open(self) -> None:
@@ -136,13 +162,18 @@ class SqliteStore(SqlStore):
     async def writing(self) -> AsyncIterator[SqliteRun]:
         async with self._tx_lock:  # never inside a batch that is committing
             db = self.db
-            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                check_unavailable(exc)
+                raise
             try:
                 yield SqliteRun(db)
                 db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                check_unavailable(exc)
                 raise
 
     async def migrate(self) -> list[int]:
@@ -185,7 +216,8 @@ class SqliteStore(SqlStore):
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            check_unavailable(exc)
+            raise
         tx = SqliteTx(db, self._identity)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
@@ -199,8 +231,7 @@ class SqliteStore(SqlStore):
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError):
-                raise StoreUnavailable(str(exc)) from exc
+            check_unavailable(exc)
             raise
         if tx.written is None:
             self._identity.clear()  # written outside the batch path: the cache can't follow
@@ -222,6 +253,9 @@ class SqliteStore(SqlStore):
             if before is not None:
                 args["t"], args["i"] = before
             rows = ro.execute(USER_EVENTS[before is not None], args).fetchall()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
         finally:
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
@@ -258,7 +292,10 @@ class SqliteStore(SqlStore):
         # and creates a new one: no row can be left pointing to the deleted user. (The writer's
         # identity cache is cleared after a transaction that wrote outside a batch, as this one.)
         async with self.transaction() as tx:
-            return await self._delete_user(tx.run, project_id, ref, by)
+            return await self._delete_user(tx, project_id, ref, by)
+
+    async def _device_items(self, run: Run, project_id: int, user_id: int) -> list[str]:
+        return user_items_named(self.db, user_id, DEVICE_REGISTERED)  # through user_events
 
     async def _delete_events(self, run: Run, project_id: int, user_id: int) -> None:
         delete_user_events(self.db, user_id)  # and their user_events rows (sqlite_index.py)
@@ -294,16 +331,32 @@ class SqliteRun:
         self.db = db
 
     async def all(self, sql: str, *args: Any) -> list[Any]:
-        return self.db.execute(sql, args).fetchall()
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def one(self, sql: str, *args: Any) -> Any:
-        return self.db.execute(sql, args).fetchone()
+        try:
+            return self.db.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def execute(self, sql: str, *args: Any) -> int:
-        return self.db.execute(sql, args).rowcount
+        try:
+            return self.db.execute(sql, args).rowcount
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
     async def many(self, sql: str, rows: Any) -> None:
-        self.db.executemany(sql, rows)
+        try:
+            self.db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            check_unavailable(exc)
+            raise
 
 
 class SqliteTx(SqlTx):
@@ -330,8 +383,7 @@ class SqliteTx(SqlTx):
         await super().write(c)
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
-        for frm, to in moves:
-            move_user_events(self.db, frm, to)  # and user_events (sqlite_index.py)
+        move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
 
 
 def _statements(sql: str) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
@@ -55,7 +56,8 @@ def create_pending(db: sqlite3.Connection) -> None:
 
 
 def indexed_upto(db: sqlite3.Connection) -> int:
-    return db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+    upto: int = db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+    return upto
 
 
 class UserEventsIndexer:
@@ -179,31 +181,65 @@ def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) ->
     return last - upto
 
 
-def move_user_events(db: sqlite3.Connection, frm: int, to: int) -> None:
-    """Give every event of user `frm` to user `to` (a merge), indexed or not."""
+def move_user_events(
+    db: sqlite3.Connection, moves: list[tuple[int, int]], drop: Sequence[str] = ()
+) -> None:
+    """Give every event of user `from` to user `to`, indexed or not, for each (from, to) of a
+    batch's merges, but delete those named one of `drop` (a merged user's own items): each
+    statement serves them all (one scan of the events past the index per merge made a batch of
+    merges cost seconds)."""
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS moves (frm INTEGER PRIMARY KEY, dst INTEGER NOT NULL)"
+    )
+    db.execute("DELETE FROM temp.moves")
+    db.executemany("INSERT INTO temp.moves (frm, dst) VALUES (?, ?)", moves)
     upto = indexed_upto(db)
+    if drop:
+        named = f"name IN ({', '.join('?' * len(drop))})"
+        db.execute(
+            f"DELETE FROM events WHERE {named} AND id IN (SELECT event_id FROM user_events"
+            " WHERE user_id IN (SELECT frm FROM temp.moves))",
+            tuple(drop),
+        )
+        db.execute(
+            f"DELETE FROM events WHERE id > ? AND {named}"
+            " AND user_id IN (SELECT frm FROM temp.moves)",
+            (upto, *drop),
+        )
+    to = "(SELECT dst FROM temp.moves WHERE frm = events.user_id)"
     db.execute(
-        "UPDATE events SET user_id = ? WHERE id IN"
-        " (SELECT event_id FROM user_events WHERE user_id = ?)",
-        (to, frm),
+        f"UPDATE events SET user_id = {to} WHERE id IN (SELECT event_id FROM user_events"
+        " WHERE user_id IN (SELECT frm FROM temp.moves))"
     )
-    db.execute("UPDATE events SET user_id = ? WHERE id > ? AND user_id = ?", (to, upto, frm))
     db.execute(
-        "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id)"
-        " SELECT ?, created_at, event_id FROM user_events WHERE user_id = ?",
-        (to, frm),
+        f"UPDATE events SET user_id = {to} WHERE id > ?"
+        " AND user_id IN (SELECT frm FROM temp.moves)",
+        (upto,),
     )
-    db.execute("DELETE FROM user_events WHERE user_id = ?", (frm,))
-    # pending rows of `frm` go straight in, as `to`'s: a pass past `to` would miss them
-    db.execute(
-        "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id)"
-        " SELECT ?, created_at, event_id FROM temp.pending WHERE user_id = ?",
-        (to, frm),
-    )
-    db.execute("DELETE FROM temp.pending WHERE user_id = ?", (frm,))
+    # indexed rows, and pending ones (straight in, as `to`'s: a pass past `to` would miss them)
+    for table in ("user_events", "temp.pending"):
+        db.execute(
+            f"INSERT OR IGNORE INTO user_events ({COLUMNS}) SELECT m.dst, t.created_at,"
+            f" t.event_id FROM temp.moves m JOIN {table} t ON t.user_id = m.frm"
+            " JOIN events e ON e.id = t.event_id"  # not the dropped ones
+        )
+        db.execute(f"DELETE FROM {table} WHERE user_id IN (SELECT frm FROM temp.moves)")
+
+
+def user_items_named(db: sqlite3.Connection, user_id: int, name: str) -> list[str]:
+    """The data of a user's events with this name, indexed or not (some may come twice: an
+    indexer pass may have indexed events past the watermark)."""
+    rows = db.execute(
+        "SELECT e.data FROM user_events x JOIN events e ON e.id = x.event_id"
+        " WHERE x.user_id = ? AND e.name = ?"
+        " UNION ALL SELECT data FROM events WHERE id > ? AND user_id = ? AND name = ?",
+        (user_id, name, indexed_upto(db), user_id, name),
+    ).fetchall()
+    return [r[0] for r in rows]
 
 
 def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
+    """Delete every event of a user, indexed or not."""
     upto = indexed_upto(db)
     db.execute(
         "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",

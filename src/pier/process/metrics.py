@@ -21,8 +21,6 @@ from starlette.responses import Response
 from ..domain.batch import ChangeSet
 from ..domain.commands import Command, TrackEvents, flatten
 
-MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
 REQUESTS = Counter(
     "pier_http_requests",
     "HTTP requests answered, by method, route template and status.",
@@ -97,9 +95,14 @@ def queue_depth(items: int) -> None:
 _multiprocess_registry: CollectorRegistry | None = None
 
 
+def multiprocess_mode() -> bool:
+    """prometheus_client's own variable (read by it when imported): set by `pier serve`."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 def _registry() -> CollectorRegistry:
     global _multiprocess_registry
-    if not MULTIPROCESS:
+    if not multiprocess_mode():
         return REGISTRY
     if _multiprocess_registry is None:
         _multiprocess_registry = CollectorRegistry()
@@ -116,8 +119,8 @@ async def serve(request: Request) -> Response:
     return Response(encode(_registry()), headers={"Content-Type": content_type})
 
 
-if MULTIPROCESS:  # a live-sum gauge counts a process until it is marked dead
-
-    @atexit.register
-    def _mark_dead() -> None:
+@atexit.register
+def _mark_dead() -> None:
+    """A live-sum gauge counts a process until it is marked dead."""
+    if multiprocess_mode():
         multiprocess.mark_process_dead(os.getpid())

@@ -65,14 +65,25 @@ class JSONFormatter(logging.Formatter):
         return _encode(line).decode()
 
 
+# Control characters (CR, LF, ESC, the C1 set) and Unicode's line and paragraph separators, as
+# escapes: a request path (percent-decoded: %0D%0A) must not start a forged line or move a
+# terminal's cursor.
+_ESCAPES = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+}
+
+
 class TextFormatter(logging.Formatter):
-    """`time LEVEL logger: message key=value ...`, for reading in a terminal."""
+    """`time LEVEL logger: message key=value ...`, for reading in a terminal; one line a record
+    (a traceback follows on lines of its own)."""
 
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
         line = f"{_time(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
         if extra:
             line = f"{line} {extra}"
+        line = line.translate(_ESCAPES)
         if record.exc_info:
             line = f"{line}\n{self.formatException(record.exc_info)}"
         return line

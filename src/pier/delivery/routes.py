@@ -10,13 +10,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..delivery import manage
+from ..api import params, read
+from ..api.body import read_body
+from ..api.errors import HTTPProblem, Problem, invalid
+from ..api.ingest import checked, decode
+from ..api.render import iso
 from ..store.destinations import Destination, Destinations
-from . import read
-from .body import read_body
-from .errors import HTTPProblem, Problem, invalid
-from .ingest import _decode, _no_nul
-from .render import iso
+from . import manage
+from .engine import Pacing
 
 
 class NewDestination(msgspec.Struct, forbid_unknown_fields=True):
@@ -52,9 +53,9 @@ async def _project(request: Request) -> int:
 
 
 async def _body(request: Request, shape: type[Any]) -> Any:
-    raw = _no_nul(await read_body(request))
+    raw = checked(await read_body(request) or b"{}")
     try:
-        return msgspec.convert(_decode(raw or b"{}"), shape)
+        return msgspec.convert(decode(raw), shape)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$")
         path = where.rstrip("`").replace(".", "/").replace("[", "/").replace("]", "")
@@ -69,7 +70,8 @@ async def _destination(request: Request) -> tuple[Destinations, Destination]:
     project_id = await _project(request)
     ds = _destinations(request)
     raw = request.path_params["id"]
-    d = await ds.get(int(raw)) if raw.isdigit() else None
+    number = params.integer(raw, 1)
+    d = None if number is None else await ds.get(number)
     if d is None or d.project_id != project_id:
         raise HTTPProblem(404, f"No destination {raw} in this project.")
     return ds, d
@@ -102,6 +104,7 @@ async def add_destination(request: Request) -> Response:
             retry_window=body.retry_window,
             only=body.only,
             skip=body.skip,
+            sealing=request.app.state.settings.secret_key,
         )
         ds = _destinations(request)
         d.id = await manage.add(ds, d, body.start)
@@ -172,7 +175,9 @@ async def redeliver(request: Request) -> Response:
     if body.all == (body.dead_letter is not None):
         raise invalid([Problem("", "give either all: true or dead_letter: N")])
     try:
-        results = await manage.redeliver(ds, d, body.dead_letter)
+        results = await manage.redeliver(
+            ds, d, body.dead_letter, Pacing.of(request.app.state.settings)
+        )
     except manage.Invalid as exc:
         raise _invalid(exc) from None
     return read.json(

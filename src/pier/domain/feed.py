@@ -1,0 +1,36 @@
+"""Pier's own items in the feed (docs/destinations.md, section 1): the names, and what a device
+item holds. Every accepted change is an item, so that a consumer can rebuild the state from the
+feed alone (docs/client-api.md, "The change feed", says how)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .model import Device
+
+USER_CREATED = "user_created"
+USER_UPDATED = "user_updated"
+USER_MERGED = "user_merged"
+DEVICE_REGISTERED = "device_registered"
+USER_DELETED = "user_deleted"
+ITEMS = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, USER_DELETED)
+# A client event may not take one of these names (422): Pier's items, and the lists' (issue 13).
+RESERVED_EVENT_NAMES = frozenset((*ITEMS, "list_entered", "list_exited"))
+# The items of a user merged into another that leave the feed with it: they describe a user that
+# no longer exists, and the merge's own items describe the result (its tracked events move).
+MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED)
+
+DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")
+
+
+def device_state(device: Device) -> tuple[Any, ...]:
+    """What a device_registered item says of a device, and its owner (the User: [0]); the
+    device id is [1]. Equal states, no item."""
+    return (device.user, *(getattr(device, f) for f in DEVICE_FIELDS), dict(device.extra))
+
+
+def device_data(device: Device) -> dict[str, Any]:
+    """The data of a device_registered item: the device as stored."""
+    data = {f: getattr(device, f) for f in DEVICE_FIELDS}
+    data["extra"] = dict(device.extra)
+    return data

@@ -1,0 +1,370 @@
+"""Evaluating a parsed rule for one user in memory (contract §2-§5), what a rule depends on, and
+the next instant at which a user's membership can change with no new data."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .paths import Every, find
+from .rules import (
+    NEGATIONS,
+    Condition,
+    EventWrapper,
+    Node,
+    Rolling,
+    Rule,
+    Wrapper,
+    target,
+    uses_value,
+    walk,
+)
+from .templates import Call, Literal
+from .values import DAY_MS, DateTime, is_true, to_date, to_number, to_text
+
+USER_COLUMNS = ("external_id", "email", "phone", "timezone", "locale")
+HORIZON = 86_400_000  # how far ahead a template that moves in steps is followed
+
+
+def user_document(
+    data: Mapping[str, Any],
+    *,
+    external_id: str | None,
+    email: str | None,
+    phone: str | None,
+    timezone: str | None,
+    locale: str | None,
+    created_at: int,
+) -> dict[str, Any]:
+    """§2: the user's traits with the profile columns written over them."""
+    doc = dict(data)
+    doc.update(
+        external_id=external_id,
+        email=email,
+        phone=phone,
+        timezone=timezone,
+        locale=locale,
+        created_at=DateTime(created_at),
+    )
+    return doc
+
+
+def event_document(name: str, created_at: int, data: Mapping[str, Any]) -> dict[str, Any]:
+    """§2: the event's data with `name` and `created_at` written over it."""
+    doc = dict(data)
+    doc.update(name=name, created_at=DateTime(created_at))
+    return doc
+
+
+def _combine(operator: str, results: Iterable[bool]) -> bool:
+    if operator == "and":
+        return all(results)
+    if operator == "or":
+        return any(results)
+    if operator == "none":
+        return not any(results)
+    return sum(results) == 1  # xor
+
+
+def _compare(op: str, a: Any, b: Any) -> bool:
+    if op == "=":
+        return bool(a == b)
+    if op == "<":
+        return bool(a < b)
+    if op == "<=":
+        return bool(a <= b)
+    if op == ">":
+        return bool(a > b)
+    return bool(a >= b)
+
+
+class Evaluator:
+    """A rule at one instant `now` (ms): rule values are rendered once, then any number of
+    users are evaluated."""
+
+    def __init__(self, rule: Rule, now: int) -> None:
+        self.rule = rule
+        self.now = now
+        self._targets: dict[str, Any] = {}
+
+    def target(self, cond: Condition) -> Any:
+        if cond.pointer not in self._targets:
+            self._targets[cond.pointer] = target(cond, self.now) if uses_value(cond) else None
+        return self._targets[cond.pointer]
+
+    def member(self, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether the user (user_document) with these events (event_document) is a member.
+        Raises RuleError when the stored tree cannot be evaluated at this instant."""
+        return self.node(self.rule.root, user, events)
+
+    def node(self, node: Node, doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+        if isinstance(node, Condition):
+            return self.condition(node, doc)
+        if isinstance(node, Wrapper):
+            if not node.children:
+                return True  # whatever its operator (§9 Q9)
+            return _combine(node.operator, (self.node(c, doc, events) for c in node.children))
+        count = sum(1 for e in events if self.qualifies(node, e))
+        if node.frequency is None:
+            return count >= 1
+        return _compare(node.frequency.operator, count, node.frequency.count)
+
+    def qualifies(self, node: EventWrapper, event: Mapping[str, Any]) -> bool:
+        if event["name"] != node.name:
+            return False
+        if node.frequency is not None:
+            at, period = int(event["created_at"]), node.frequency.period
+            if isinstance(period, Rolling):
+                if at < self.now - period.length:
+                    return False
+            elif at < period.start or (period.end is not None and at > period.end):
+                return False
+        if not node.children:
+            return True
+        return _combine(node.operator, (self.node(c, event, ()) for c in node.children))
+
+    def condition(self, cond: Condition, doc: Mapping[str, Any]) -> bool:
+        values = [v for v in find(doc, cond.path) if v is not None]
+        kind, op = cond.type, cond.operator
+        if kind == "boolean":
+            some_true = any(is_true(v) for v in values)
+            return bool(some_true == self.target(cond)) is (op == "=")
+        if kind == "array":
+            arrays = [v for v in values if isinstance(v, list)]
+            if op == "is set":
+                return bool(arrays)
+            if op == "is not set":
+                return not arrays
+            if op == "empty":
+                return not any(arrays)
+            want = self.target(cond)
+            return any(to_text(x) == want for a in arrays for x in a if x is not None)
+        positive = NEGATIONS.get(op, op)
+        result = self.some(cond, positive, values)
+        return not result if positive != op else result
+
+    def some(self, cond: Condition, op: str, values: list[Any]) -> bool:
+        """Whether some found value satisfies the positive operator `op`."""
+        if cond.type == "string":
+            texts = [t for t in map(to_text, values) if t is not None]
+            if op == "is set":
+                return bool(texts)
+            if op == "is not set":
+                return not texts
+            if op == "empty":
+                return all(t == "" for t in texts)
+            want = self.target(cond)
+            test: Callable[[str], bool] = {
+                "=": lambda t: t == want,
+                "contains": lambda t: want in t,
+                "starts with": lambda t: t.startswith(want),
+                "ends with": lambda t: t.endswith(want),
+            }[op]
+            return any(test(t) for t in texts)
+        coerce = to_number if cond.type == "number" else to_date
+        found = [x for x in map(coerce, values) if x is not None]
+        if op == "is set":
+            return bool(found)
+        if op == "is not set":
+            return not found
+        want = self.target(cond)
+        if op == "is same day":
+            day = want - want % DAY_MS
+            return any(day <= x < day + DAY_MS for x in found)
+        return any(_compare(op, x, want) for x in found)
+
+
+def member(
+    rule: Rule, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int
+) -> bool:
+    """§2: `evaluate(tree, user, events, now)`. Raises RuleError (naming the node) when a stored
+    tree cannot be evaluated at `now`."""
+    return Evaluator(rule, now).member(user, events)
+
+
+# -- what a rule depends on ------------------------------------------------------------------
+
+
+class Dependencies(msgspec.Struct, frozen=True):
+    """What can change a rule's answer for a user.
+
+    - `events`: names of the events its event wrappers count (names are exact: the contract
+      has no wildcard event condition);
+    - `profile_keys`: first keys of the user document its user conditions read; None when a
+      path starts with [*] (any key);
+    - `time`: whether the answer can change with no new data (a rolling period, or a rule value
+      that renders `now`): see `next_change`."""
+
+    events: frozenset[str]
+    profile_keys: frozenset[str] | None
+    time: bool
+
+
+def dependencies(rule: Rule) -> Dependencies:
+    events: set[str] = set()
+    keys: set[str] | None = set()
+    time = False
+
+    def visit(node: Node, in_event: bool) -> None:
+        nonlocal keys, time
+        if isinstance(node, Condition):
+            if uses_value(node) and node.template is not None and node.template.uses_now:
+                time = True
+            if not in_event and keys is not None and node.path:
+                first = node.path[0]
+                if isinstance(first, Every):
+                    keys = None
+                elif isinstance(first, str):
+                    keys.add(first)
+            return
+        if isinstance(node, EventWrapper):
+            events.add(node.name)
+            if node.frequency is not None and isinstance(node.frequency.period, Rolling):
+                time = True
+        for child in node.children:
+            visit(child, in_event or isinstance(node, EventWrapper))
+
+    visit(rule.root, False)
+    return Dependencies(frozenset(events), None if keys is None else frozenset(keys), time)
+
+
+# -- when membership can change with no new data ----------------------------------------------
+
+
+def next_change(
+    rule: Rule, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int
+) -> int | None:
+    """The next instant after `now` at which the user's membership changes with no new data,
+    or None when it cannot. Membership is the same at every instant in [now, result).
+
+    Exact for rolling periods (an event leaves a window of length L at created_at + L + 1 ms)
+    and for date rules whose value is `now` moved by addDate/subDate/nextDate/dateFormat (their
+    value grows with time: the instants where it passes each found date are found by
+    bisection): membership is evaluated at each such instant, in order. Any other rule value
+    that renders `now` gives the next instant its text changes, looked for up to 24 h ahead (or
+    now + 24 h): there membership may change, and must be looked at again."""
+    exact: set[int] = set()
+    recheck: list[int] = []
+    for node in walk(rule.root):
+        if isinstance(node, EventWrapper):
+            period = node.frequency.period if node.frequency is not None else None
+            mine = [e for e in events if e["name"] == node.name]
+            if isinstance(period, Rolling):
+                exact.update(int(e["created_at"]) + period.length + 1 for e in mine)
+            for child in node.children:
+                for cond in walk(child):
+                    if isinstance(cond, Condition):
+                        _moves(cond, mine, now, exact, recheck)
+    for node in _outside_events(rule.root):
+        _moves(node, [user], now, exact, recheck)
+    limit = min(recheck, default=None)
+    now_member = member(rule, user, events, now)
+    for t in sorted(t for t in exact if t > now):
+        if limit is not None and t >= limit:
+            break
+        if member(rule, user, events, t) != now_member:
+            return t
+    return limit
+
+
+def _outside_events(node: Node) -> Iterable[Condition]:
+    if isinstance(node, Condition):
+        yield node
+    elif isinstance(node, Wrapper):
+        for child in node.children:
+            yield from _outside_events(child)
+
+
+def _moves(
+    cond: Condition,
+    docs: Sequence[Mapping[str, Any]],
+    now: int,
+    exact: set[int],
+    recheck: list[int],
+) -> None:
+    """Add the instants after `now` at which this condition may change for these documents."""
+    template = cond.template
+    if template is None or not uses_value(cond) or not template.uses_now:
+        return
+    if cond.type == "date" and _grows(template):
+        thresholds: set[int] = set()
+        for doc in docs:
+            for v in find(doc, cond.path):
+                ms = to_date(v)
+                if ms is None:
+                    continue
+                if cond.operator == "is same day":
+                    day = ms - ms % DAY_MS
+                    thresholds |= {day, day + DAY_MS}
+                else:
+                    thresholds.add(ms)
+        for x in thresholds:
+            for strict in (False, True):
+                t = _first(functools.partial(_passes, cond, x=x, strict=strict), now)
+                if t is not None:
+                    exact.add(t)
+        return
+    rendered = template.render(now)
+    t = _first(lambda t: template.render(t) != rendered, now, HORIZON)
+    recheck.append(t if t is not None else now + HORIZON)
+
+
+def _passes(cond: Condition, t: int, x: int, strict: bool) -> bool:
+    value = target(cond, t)
+    return bool(value > x) if strict else bool(value >= x)
+
+
+def _first(test: Callable[[int], bool], now: int, horizon: int | None = None) -> int | None:
+    """The first instant t > now where `test` holds, for a test that stays true once true
+    (within the horizon); None if none."""
+    if test(now):
+        return None  # already past: no later transition
+    step, limit = 1000, horizon if horizon is not None else 400 * 365 * DAY_MS
+    lo = now  # test(lo) is false, or lo is now
+    while not test(now + step):
+        lo = now + step
+        if step >= limit:
+            return None
+        step = min(step * 2, limit)
+    hi = now + step
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if test(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+_ORDERED = re.compile(r"yyyy-MM-dd(?:[T ]HH:mm(?::ss(?:\.SSS)?)?Z?)?")
+_GROWING = {"now", "addDate", "subDate", "subtractDate", "nextDate", "dateFormat"}
+
+
+def _grows(template: Any) -> bool:
+    """Whether a date template's instant never decreases as `now` grows: one mustache that
+    moves `now` by fixed amounts (and formats it in UTC)."""
+    parts = [p for p in template.parts if not (isinstance(p, str) and not p.strip())]
+    if len(parts) != 1 or isinstance(parts[0], str):
+        return False
+
+    def grows(expr: Any) -> bool:
+        if isinstance(expr, Literal):
+            return True  # "now" or a fixed date
+        if not isinstance(expr, Call) or expr.helper not in _GROWING:
+            return False
+        if expr.helper in ("now", "dateFormat"):
+            fmt = expr.args[0 if expr.helper == "now" else 1 :][:1]
+            if len(expr.args) > (1 if expr.helper == "now" else 2):
+                return False  # a time zone: local time read as UTC jumps back in autumn
+            if fmt and not (isinstance(fmt[0], Literal) and _ORDERED.fullmatch(str(fmt[0].value))):
+                return False
+            if expr.helper == "now":
+                return True
+        first, rest = (expr.args[0], expr.args[1:]) if expr.args else (None, ())
+        return grows(first) and all(isinstance(a, Literal) for a in rest)
+
+    return grows(parts[0].expr)

@@ -1,0 +1,51 @@
+"""What the rules of identity and devices see of a batch: the indexes they read and the changes
+they record. `batch.Batch` is the one implementation; identity.py and devices.py type against
+this, so that batch.py imports them and they do not import it back."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .commands import Traits
+from .model import Device, User
+
+Key = tuple[int, str]  # (project id, value)
+
+
+class Resolver(Protocol):
+    def resolve(
+        self,
+        pid: int,
+        anon: str | None,
+        ext: str | None,
+        traits: Traits | None,
+        at: int | None = None,
+    ) -> User: ...
+
+
+class BatchState(Protocol):
+    now: int
+    users: dict[int, User]
+    by_external: dict[Key, User]
+    by_anonymous: dict[Key, User]
+    touched_anonymous: dict[Key, None]
+    devices_by_id: dict[Key, Device]
+    devices_by_token: dict[Key, Device]
+    event_moves: list[tuple[int, int]]
+    merged_into: dict[int, User]
+    merges_left: int
+    pending: dict[User, dict[str, Any]]  # the command in progress's user_updated data
+    pending_at: dict[User, int]
+
+    @property
+    def ids(self) -> Resolver: ...
+
+    def touch(self, user: User, changed: bool = True) -> None: ...
+
+    def record(
+        self, user: User, name: str, data: dict[str, Any], at: int | None = None
+    ) -> None: ...
+
+    def touch_device(self, device: Device, *, moved_only: bool = False) -> None: ...
+
+    def note(self, user: User, changes: dict[str, Any]) -> None: ...

@@ -1,0 +1,630 @@
+"""Rule trees in the domain (domain/segments): what is refused and where, the template helpers,
+evaluation errors, what a rule depends on, and when membership can change with no new data."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pier.domain.segments import (
+    MAX_DEPTH,
+    Evaluator,
+    RuleError,
+    RuleInvalid,
+    dependencies,
+    event_document,
+    member,
+    next_change,
+    parse_rule,
+    user_document,
+)
+from pier.domain.segments.templates import TemplateError, parse_template
+from pier.domain.segments.values import js_number_text, parse_date, parse_number
+from support.segment_trees import NOW, TREES, USERS
+
+DAY = 86_400_000
+
+
+def cond(uuid: str = "c", **fields: Any) -> dict[str, Any]:
+    node = {"uuid": uuid, "type": "string", "group": "user", "path": "$.plan", "operator": "="}
+    node["value"] = "pro"
+    return node | fields
+
+
+def root(*children: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    node = {"uuid": "r", "type": "wrapper", "group": "parent", "path": "$", "operator": "and"}
+    return node | {"children": list(children)} | fields
+
+
+def event(uuid: str = "e", *children: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    node = {"uuid": uuid, "type": "wrapper", "group": "event", "path": "$.name"}
+    node |= {"operator": "and", "value": "purchased", "children": list(children)}
+    return node | fields
+
+
+def problems(tree: Any, now: int = NOW) -> list[tuple[str, str]]:
+    with pytest.raises(RuleInvalid) as caught:
+        parse_rule(tree, now)
+    return caught.value.problems
+
+
+REFUSED = [
+    (root(cond(extra=1)), "/children/0/extra", "unknown field"),
+    (root(cond(type="text")), "/children/0/type", "unknown type"),
+    (root(cond(group="users")), "/children/0/group", "unknown group"),
+    (root(cond(operator="like")), "/children/0/operator", "unknown operator"),
+    (root(cond(type="number", operator="contains")), "/children/0/operator", "unknown operator"),
+    (root(cond(type="array", operator="=")), "/children/0/operator", "use contains"),
+    (root(cond(operator="any")), "/children/0/operator", "value lists"),
+    (root(cond(value=["pro"])), "/children/0/value", "must not be an array"),
+    (root(cond(value={"a": 1})), "/children/0/value", "must not be an object"),
+    (root(cond(path=7)), "/children/0/path", "must be a string"),
+    (root(cond(path="$..plan")), "/children/0/path", "not supported"),
+    (root(cond(path="$.tags[?(@.x)]")), "/children/0/path", "not supported"),
+    (root(cond(path="$.tags[1:2]")), "/children/0/path", "not supported"),
+    (
+        root({k: v for k, v in cond().items() if k != "operator"}),
+        "/children/0/operator",
+        "required",
+    ),
+    (root({k: v for k, v in cond().items() if k != "uuid"}), "/children/0/uuid", "required"),
+    (root(cond(), cond()), "/children/1/uuid", "used twice"),
+    (root(cond(children=[cond("x")])), "/children/0/children", "cannot have children"),
+    (root(cond(frequency={})), "/children/0/frequency", "cannot have frequency"),
+    (root(cond(value="{{now")), "/children/0/value", "template"),
+    (root(cond(value="{{lowercase 'X'}}")), "/children/0/value", "unknown helper"),
+    (root(cond(value="{{#if x}}a{{/if}}")), "/children/0/value", "block helpers"),
+    (root(cond(value='{{subDate "now" 1 "parsecs"}}')), "/children/0/value", "not a unit"),
+    (root(cond(type="date", value='{{now "dd/MM"}}')), "/children/0/value", "not a date"),
+    (root(cond(type="date", value="yesterday")), "/children/0/value", "not a date"),
+    (root(cond(type="date", value=True)), "/children/0/value", "not a date"),
+    (root(cond(type="number", operator=">", value="")), "/children/0/value", "not a number"),
+    (root(cond(type="number", operator=">", value="0x10")), "/children/0/value", "not a number"),
+    (root(cond(type="number", operator=">")) | {}, "/children/0/value", "not a number"),
+    (root(cond(type="boolean", value="yes")), "/children/0/value", "boolean rule"),
+    (root(cond(type="boolean", value=2)), "/children/0/value", "boolean rule"),
+    (root(cond(type="boolean", operator="is set")), "/children/0/operator", "unknown operator"),
+    (root(operator="nand"), "/operator", "unknown operator"),
+    (root(frequency={"period": None}), "/frequency", "only event wrappers"),
+    (root(children={"a": 1}), "/children", "must be an array"),
+    (root("plan"), "/children/0", "must be an object"),
+    ([], "", "must be an object"),
+    (root(event(value="")), "/children/0/value", "event name"),
+    (root(event(value=None)), "/children/0/value", "event name"),
+    (root(event(path="$.event")), "/children/0/path", '"$.name"'),
+    (root(event("e", event("e2"))), "/children/0/children/0", "inside another event wrapper"),
+    (root(event("e", cond(), operator="=")), "/children/0/operator", "unknown operator"),
+    (
+        root(event(frequency={"period": {"type": "rolling", "unit": "day", "value": 7}})),
+        "/children/0/frequency/operator",
+        "required",
+    ),
+    (
+        root(event(frequency={"operator": ">=", "count": 1})),
+        "/children/0/frequency/period",
+        "required",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "rolling", "unit": "day", "value": 7},
+                    "operator": "!=",
+                    "count": 1,
+                }
+            )
+        ),
+        "/children/0/frequency/operator",
+        "unknown count operator",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "rolling", "unit": "day", "value": 7},
+                    "operator": ">=",
+                    "count": 1.5,
+                }
+            )
+        ),
+        "/children/0/frequency/count",
+        "integer",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "rolling", "unit": "days", "value": 0},
+                    "operator": ">=",
+                    "count": 1,
+                }
+            )
+        ),
+        "/children/0/frequency/period/unit",
+        "unit must be",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "rolling", "unit": "day", "value": 0},
+                    "operator": ">=",
+                    "count": 1,
+                }
+            )
+        ),
+        "/children/0/frequency/period/value",
+        "positive integer",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "fixed", "start_date": "{{now}}"},
+                    "operator": ">=",
+                    "count": 1,
+                }
+            )
+        ),
+        "/children/0/frequency/period/start_date",
+        "ISO 8601",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "fixed", "start_date": "2024-01-01", "end_date": 5},
+                    "operator": ">=",
+                    "count": 1,
+                }
+            )
+        ),
+        "/children/0/frequency/period/end_date",
+        "ISO 8601",
+    ),
+    (
+        root(event(frequency={"period": {"type": "weekly"}, "operator": ">=", "count": 1})),
+        "/children/0/frequency/period/type",
+        "rolling or fixed",
+    ),
+    (
+        root(
+            event(
+                frequency={
+                    "period": {"type": "rolling", "unit": "day", "value": 1, "x": 1},
+                    "operator": ">=",
+                    "count": 1,
+                    "y": 2,
+                }
+            )
+        ),
+        "/children/0/frequency/y",
+        "unknown field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("tree", "where", "message"), REFUSED)
+def test_a_tree_that_breaks_the_format_is_refused_with_the_pointer(
+    tree: Any, where: str, message: str
+) -> None:
+    found = problems(tree)
+    assert any(p == where and message in m for p, m in found), found
+
+
+def test_every_problem_is_listed_with_its_pointer() -> None:
+    tree = root(
+        cond("a", operator="like"),
+        cond("b", value=[1]),
+        root(cond("c", extra=True), uuid="inner", group="user"),
+        event("e", cond("d", path="$..x")),
+    )
+    assert {p for p, _ in problems(tree)} == {
+        "/children/0/operator",
+        "/children/1/value",
+        "/children/2/children/0/extra",
+        "/children/3/children/0/path",
+    }
+
+
+def nested(depth: int) -> dict[str, Any]:
+    node = cond("leaf")
+    for i in range(depth - 1):
+        node = root(node, uuid=f"w{i}", group="user")
+    return node
+
+
+def test_twenty_levels_pass_and_the_twenty_first_is_refused() -> None:
+    parse_rule(nested(MAX_DEPTH), NOW)
+    found = problems(nested(MAX_DEPTH + 1))
+    assert found == [("/children/0" * MAX_DEPTH, "the tree is more than 20 levels deep")]
+
+
+def test_five_hundred_nodes_pass_and_more_are_refused() -> None:
+    parse_rule(root(*[cond(f"c{i}") for i in range(499)]), NOW)
+    found = problems(root(*[cond(f"c{i}", operator="like") for i in range(5000)]))
+    assert found[0] == ("", "the tree has more than 500 nodes")
+    assert len(found) == 500  # the first 499 conditions' problems, and no more
+
+
+def test_accepted_shapes_of_parcelvoy_trees() -> None:
+    """ids, null links, null children, old operators, an event wrapper's `=` without
+    children, a value ignored by its operator."""
+    tree = root(
+        cond(id=12, root_uuid="r", parent_uuid="r", children=[], frequency=None),
+        event("e", operator="="),
+        root(uuid="w", group="user", operator="xor", children=None),
+        cond("s", operator="is set", value=None),
+        cond("n", type="number", operator="is set", value="abc"),
+        id=None,
+        root_uuid=None,
+        parent_uuid=None,
+        operator="none",
+    )
+    parse_rule(tree, NOW)
+
+
+# -- values and templates -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (30.0, "30"),
+        (1.5, "1.5"),
+        (-0.0, "0"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1.5e-7, "1.5e-7"),
+        (1e-6, "0.000001"),
+        (123.456, "123.456"),
+        (-2.5e30, "-2.5e+30"),
+    ],
+)
+def test_numbers_are_written_as_javascript_does(x: float, text: str) -> None:
+    assert js_number_text(x) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "x"),
+    [
+        ("-12", -12.0),
+        (" 3.5\n", 3.5),
+        (".5", 0.5),
+        ("1e3", 1000.0),
+        ("+5", 5.0),
+        ("5.", 5.0),
+        ("", None),
+        ("abc", None),
+        ("0x10", None),
+        ("1_000", None),
+        ("Infinity", None),
+        ("nan", None),
+        ("1e400", None),
+        ("1e-400", None),
+        ("٣", None),
+    ],
+)
+def test_numeric_text(text: str, x: float | None) -> None:
+    assert parse_number(text) == x
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2024-03-01", "2024-03-01T00:00:00.000Z"),
+        ("2024-03-01T10:00", "2024-03-01T10:00:00.000Z"),
+        ("2024-03-01 10:00:00.123999", "2024-03-01T10:00:00.123Z"),
+        ("2024-03-01T10:00:00+02:00", "2024-03-01T08:00:00.000Z"),
+        ("2024-03-01T00:30:00-01:30", "2024-03-01T02:00:00.000Z"),
+        ("2024-02-29T23:59:59Z", "2024-02-29T23:59:59.000Z"),
+    ],
+)
+def test_iso_dates(text: str, iso: str) -> None:
+    assert parse_date(text) == parse_date(iso)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2023-02-29",
+        "2024-13-01",
+        "2024-03-01T24:00",
+        "2024-03-01Z",
+        "1700000000",
+        "March 1",
+        "2024-03-01T10:00:00+24:00",
+        "2024-3-1",
+        "2024-03-01t10:00",
+    ],
+)
+def test_not_dates(text: str) -> None:
+    assert parse_date(text) is None
+
+
+AT = parse_date("2024-06-15T12:00:00.250Z")  # a Saturday
+
+
+@pytest.mark.parametrize(
+    ("template", "text"),
+    [
+        ("{{now}}", "2024-06-15 12:00:00"),
+        ('{{now "yyyy-MM-dd"}}', "2024-06-15"),
+        ('{{now "HH:mm" "Europe/Paris"}}', "14:00"),
+        ('{{dateFormat "2024-01-02T03:04:05Z" "dd/MM/yyyy HH:mm:ss"}}', "02/01/2024 03:04:05"),
+        ('{{subDate "now" 30 "days"}}', "2024-05-16T12:00:00Z"),
+        ('{{subtractDate "now" "1" "day"}}', "2024-06-14T12:00:00Z"),
+        ('{{addDate "2024-01-31" 1 "months"}}', "2024-02-29T00:00:00Z"),
+        ('{{subDate "2024-03-31" 1 "month"}}', "2024-02-29T00:00:00Z"),
+        ('{{addDate "2024-02-29" 1 "years"}}', "2025-02-28T00:00:00Z"),
+        ('{{addDate "now" 2 "weeks"}}', "2024-06-29T12:00:00Z"),
+        ('{{addDate "now" 90 "minutes"}}', "2024-06-15T13:30:00Z"),
+        ('{{addDate 0 1.9 "seconds"}}', "1970-01-01T00:00:01Z"),
+        ('{{setDate "now" "years" 2020}}', "2020-06-15T12:00:00Z"),
+        ('{{setDate "now" "months" 2}}', "2024-02-15T12:00:00Z"),
+        ('{{setDate "2024-01-31" "months" 2}}', "2024-02-29T00:00:00Z"),
+        ('{{setDate "now" "days" 1}}', "2024-06-01T12:00:00Z"),
+        ('{{setDate "now" "hours" 0}}', "2024-06-15T00:00:00Z"),
+        ('{{setDate "now" "minutes" 5}}', "2024-06-15T12:05:00Z"),
+        ('{{setDate "now" "seconds" 9}}', "2024-06-15T12:00:09Z"),
+        ('{{nextDate "now" "mo"}}', "2024-06-17T12:00:00Z"),
+        ('{{nextDate "now" "sa"}}', "2024-06-22T12:00:00Z"),
+        ('{{nextDate "now" "su"}}', "2024-06-16T12:00:00Z"),
+        ('{{dateDiff "now" "2024-06-01"}}', "14"),
+        ('{{dateDiff "2024-06-01" "now"}}', "-14"),
+        ('{{dateDiff "now" "2024-01-01" "weeks"}}', "23"),
+        ('{{dateDiff "now" "2024-03-15T12:00:01Z" "months"}}', "2"),
+        ('{{dateDiff "now" "2023-06-15" "year"}}', "1"),
+        ('{{dateFormat (subDate "now" 1 "days") "yyyy-MM-dd"}}', "2024-06-14"),
+        ("{{user.email}}", ""),
+        ("a{{! a comment }}b{{!-- and --}}c", "abc"),
+        ('x {{~ now "yyyy" ~}} y', "x2024y"),
+        ('{{"<b>"}}|{{{"<b>"}}}|{{&"<b>"}}', "&lt;b&gt;|<b>|<b>"),
+        ("abc{def", "abc{def"),
+    ],
+)
+def test_template_helpers(template: str, text: str) -> None:
+    assert parse_template(template).render(AT) == text
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{addDate "now" 1 "fortnights"}}',
+        '{{addDate "soon" 1 "days"}}',
+        '{{nextDate "now" "mon"}}',
+        '{{setDate "now" "months" 13}}',
+        '{{now "HH" "Mars/Olympus"}}',
+        '{{addDate "now" "x" "days"}}',
+    ],
+)
+def test_template_helpers_refuse_bad_arguments(template: str) -> None:
+    with pytest.raises(TemplateError):
+        parse_template(template).render(AT)
+
+
+def test_a_stored_tree_that_fails_at_evaluation_names_its_node() -> None:
+    tree = root(cond(type="date", path="$.d", operator=">", value='{{addDate "now" 7000 "years"}}'))
+    rule = parse_rule(tree, AT)  # year 9024: valid when saved
+    later = parse_date("3100-01-01")
+    with pytest.raises(RuleError) as caught:
+        member(rule, user({"d": "2024-01-01"}), [], later)
+    assert caught.value.pointer == "/children/0/value"
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+
+def user(data: dict[str, Any], **columns: Any) -> dict[str, Any]:
+    profile = {"external_id": None, "email": None, "phone": None, "timezone": None}
+    profile |= {"locale": None, "created_at": 0} | columns
+    return user_document(data, **profile)
+
+
+def test_fixed_period_bounds_are_inclusive_and_counts_are_exact() -> None:
+    period = {"type": "fixed", "start_date": "2024-05-01T00:00:00Z", "end_date": "2024-05-31"}
+    tree = root(event(frequency={"period": period, "operator": "=", "count": 2}))
+    rule = parse_rule(tree, AT)
+    at = [
+        parse_date(t)
+        for t in ("2024-05-01T00:00:00Z", "2024-05-31T00:00:00Z", "2024-05-31T00:00:00.001Z")
+    ]
+    events = [event_document("purchased", t, {}) for t in at]
+    assert member(rule, user({}), events[:2], AT)
+    assert not member(rule, user({}), events[:1], AT)
+    assert member(rule, user({}), events, AT)  # the third lies after the end
+
+
+# -- dependencies ---------------------------------------------------------------------------
+
+
+def test_dependencies() -> None:
+    rolling = {
+        "period": {"type": "rolling", "unit": "day", "value": 30},
+        "operator": ">=",
+        "count": 1,
+    }
+    tree = root(
+        cond("a", path="plan"),
+        root(cond("b", path="$['a.b'].c", value='{{now "yyyy"}}'), uuid="w", group="user"),
+        event("e", cond("c", path="$.price"), frequency=rolling),
+        event("f", value="login"),
+    )
+    deps = dependencies(parse_rule(tree, AT))
+    assert deps.events == {"purchased", "login"}
+    assert deps.profile_keys == {"plan", "a.b"}
+    assert deps.time
+
+    fixed = {"period": {"type": "fixed", "start_date": "2024-01-01"}, "operator": ">=", "count": 1}
+    deps = dependencies(parse_rule(root(event(frequency=fixed), cond(path="$[*]")), AT))
+    assert deps.profile_keys is None and not deps.time
+    assert dependencies(parse_rule(root(), AT)).profile_keys == frozenset()
+
+
+# -- next_change ----------------------------------------------------------------------------
+
+
+def test_a_rolling_window_changes_when_the_last_event_ages_out() -> None:
+    """ "Did purchase in the last 30 days": the user leaves 1 ms after the last purchase is
+    30 days old."""
+    rolling = {
+        "period": {"type": "rolling", "unit": "day", "value": 30},
+        "operator": ">=",
+        "count": 1,
+    }
+    rule = parse_rule(root(event(frequency=rolling)), AT)
+    last = AT - 10 * DAY
+    events = [event_document("purchased", t, {}) for t in (AT - 20 * DAY, last)]
+    at = next_change(rule, user({}), events, AT)
+    assert at == last + 30 * DAY + 1
+    assert member(rule, user({}), events, at - 1)
+    assert not member(rule, user({}), events, at)
+    assert next_change(rule, user({}), [], AT) is None
+
+
+def test_a_relative_date_changes_when_now_passes_the_value() -> None:
+    rule = parse_rule(
+        root(cond(type="date", path="$.seen", operator=">", value='{{subDate "now" 30 "days"}}')),
+        AT,
+    )
+    person = user({"seen": "2024-06-01T00:00:00Z"})
+    at = next_change(rule, person, [], AT)
+    assert at is not None
+    assert member(rule, person, [], at - 1) and not member(rule, person, [], at)
+    assert at == parse_date("2024-07-01T00:00:00Z")  # 30 days later, `>` stops holding
+
+
+def test_a_rule_without_time_never_changes_by_itself() -> None:
+    rule = parse_rule(root(cond(), event()), AT)
+    assert next_change(rule, user({"plan": "pro"}), [], AT) is None
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(tree=TREES, users=USERS, offsets=st.lists(st.floats(0, 1, exclude_max=True), max_size=4))
+def test_membership_holds_until_next_change(
+    tree: dict[str, Any], users: list[dict[str, Any]], offsets: list[float]
+) -> None:
+    """At every instant in [now, next_change) membership is what it is at now."""
+    rule = parse_rule(tree, NOW)
+    for u in users:
+        person = user(
+            u["data"],
+            external_id=u["external_id"],
+            email=u["email"],
+            locale=u["locale"],
+            created_at=u["created_at"],
+        )
+        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        now_member = member(rule, person, events, NOW)
+        at = next_change(rule, person, events, NOW)
+        end = at if at is not None else NOW + 3 * 365 * DAY
+        for t in {NOW + 1, end - 1, *(NOW + int(f * (end - NOW)) for f in offsets)}:
+            assert Evaluator(rule, t).member(person, events) == now_member, (t, at)
+
+
+ROLLING = st.builds(
+    lambda unit, value, op, count, children: event(
+        "e",
+        *children,
+        value="buy",
+        frequency={
+            "period": {"type": "rolling", "unit": unit, "value": value},
+            "operator": op,
+            "count": count,
+        },
+    ),
+    st.sampled_from(["minute", "hour", "day", "week", "month", "year"]),
+    st.integers(1, 3),
+    st.sampled_from(["=", "<", "<=", ">", ">="]),
+    st.integers(0, 3),
+    st.lists(
+        st.sampled_from(
+            [
+                cond("p", type="number", path="$.price", operator=">", value=5),
+                cond(
+                    "q",
+                    type="date",
+                    path="$.created_at",
+                    operator=">",
+                    value='{{subDate "now" 2 "days"}}',
+                ),
+            ]
+        ),
+        max_size=1,
+    ),
+)
+GROWING = st.builds(
+    lambda op, template: cond("d", type="date", path="$.seen", operator=op, value=template),
+    st.sampled_from(["=", "!=", "<", "<=", ">", ">=", "is same day"]),
+    st.sampled_from(
+        [
+            "{{now}}",
+            '{{subDate "now" 30 "days"}}',
+            '{{addDate "now" 1 "months"}}',
+            '{{nextDate "now" "mo"}}',
+            '{{now "yyyy-MM-dd"}}',
+            '{{dateFormat (subDate "now" 1 "weeks") "yyyy-MM-dd HH:mm"}}',
+        ]
+    ),
+)
+STEPPED = st.sampled_from(
+    [
+        cond("s", path="$.day", value='{{now "yyyy-MM-dd"}}'),
+        cond(
+            "n", type="number", path="$.age", operator=">=", value='{{dateDiff "now" "2024-06-01"}}'
+        ),
+    ]
+)
+OFFSETS = st.integers(-40 * DAY, 40 * DAY)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    children=st.lists(
+        ROLLING | GROWING | STEPPED, min_size=1, max_size=3, unique_by=lambda c: c["uuid"]
+    ),
+    op=st.sampled_from(["and", "or", "none", "xor"]),
+    bought=st.lists(OFFSETS, max_size=4),
+    seen=OFFSETS,
+    samples=st.lists(st.floats(0, 1, exclude_max=True), max_size=4),
+)
+def test_next_change_is_exact_for_windows_and_growing_dates(
+    children: list[dict[str, Any]],
+    op: str,
+    bought: list[int],
+    seen: int,
+    samples: list[float],
+) -> None:
+    """Rolling windows and relative dates: membership holds until next_change, and changes
+    there (unless a template that moves in steps asked for a look at that instant)."""
+    rule = parse_rule(root(*children, operator=op), NOW)
+    person = user(
+        {"seen": NOW + seen, "day": "2024-06-16", "age": 15},
+    )
+    events = [event_document("buy", NOW - b, {"price": 10}) for b in bought]
+    before = member(rule, person, events, NOW)
+    at = next_change(rule, person, events, NOW)
+    end = at if at is not None else NOW + 3 * 365 * DAY
+    for t in {NOW + 1, end - 1, *(NOW + int(f * (end - NOW)) for f in samples)}:
+        assert member(rule, person, events, t) == before, (t, at)
+    stepped = any(c["uuid"] in ("s", "n") for c in children)
+    if at is not None and not stepped:
+        assert member(rule, person, events, at) != before
+
+
+def test_the_tree_is_not_changed_by_parsing() -> None:
+    tree = root(
+        cond(), event("e", cond("x", path="$.price", type="number", operator=">", value="10"))
+    )
+    before = copy.deepcopy(tree)
+    parse_rule(tree, NOW)
+    assert tree == before
