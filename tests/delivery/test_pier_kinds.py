@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import msgspec
 import pytest
@@ -94,7 +95,27 @@ def users(t: Tenant) -> list[dict]:
             return out
 
 
-def user_state(t: Tenant) -> list[tuple]:
+def devices(t: Tenant, u: dict) -> tuple:
+    ref, by = (
+        (u["external_id"], "external_id")
+        if u["external_id"]
+        else (u["anonymous_id"], "anonymous_id")
+    )
+    r = t.secret.get(f"/api/client/users/{quote(ref, safe='')}/devices", params={"by": by})
+    assert r.status_code == 200, r.text
+    encode = msgspec.json.encode
+    return tuple(
+        sorted(
+            encode(
+                {k: v for k, v in d.items() if k not in ("created_at", "updated_at")},
+                order="sorted",
+            )
+            for d in r.json()["results"]
+        )
+    )
+
+
+def user_state(t: Tenant, with_devices: bool = False) -> list[tuple]:
     data = msgspec.json.encode
     return sorted(
         (
@@ -106,6 +127,7 @@ def user_state(t: Tenant) -> list[tuple]:
                 u["timezone"],
                 u["locale"],
                 data(u["data"], order="sorted"),
+                devices(t, u) if with_devices else (),
             )
             for u in users(t)
         ),
@@ -127,15 +149,69 @@ def client_events(t: Tenant, message_ids: bool = True) -> Counter:
     )
 
 
-def workload(tenant: Tenant, seed: int, steps: int = 80, tag: str = "") -> None:
+def workload(
+    tenant: Tenant,
+    seed: int,
+    steps: int = 80,
+    tag: str = "",
+    full: bool = False,
+    people: tuple[list[str], list[str]] | None = None,
+) -> None:
     """Identifies of new users, events with and without message ids (known and new users),
-    aliases that merge an anonymous user into a known one. (Re-identifies, devices and deletes
-    reach the feed with its items user_updated, device_registered and user_deleted.)"""
+    aliases that merge an anonymous user into a known one. `full` adds what the feed's items
+    user_updated, device_registered and user_deleted carry: re-identifies that change fields and
+    data (a key set to null too), device registrations from a small pool of device ids and
+    tokens (a token taken by another device, a device moving to another user, a token cleared),
+    and deletions of known and anonymous users. `people`: the (known, anonymous) ids a run
+    starts from and leaves behind, for a run that changes users of an earlier one."""
     rng = random.Random(seed)
-    known: list[str] = []
-    anonymous: list[str] = []
+    known, anonymous = people if people is not None else ([], [])
     n = 0
     for step in range(steps):
+        roll = rng.random()
+        if full and roll < 0.1 and known:
+            ext = rng.choice(known)
+            body = {"external_id": ext, "data": {"plan": rng.choice(["a", "b", "c"]), "v": step}}
+            if rng.random() < 0.5:
+                body["email"] = f"{ext}.{step}@example.com"
+            if rng.random() < 0.3:
+                body["data"]["n"] = None
+            if rng.random() < 0.3:
+                body["locale"] = rng.choice(["de", None])
+            assert tenant.post("identify", body).status_code == 204
+            continue
+        if full and roll < 0.22 and (known or anonymous):
+            ids = (
+                {"external_id": rng.choice(known)}
+                if known and (not anonymous or rng.random() < 0.6)
+                else {"anonymous_id": rng.choice(anonymous)}
+            )
+            device = {
+                **ids,
+                "device_id": f"d{tag}{rng.randrange(8)}",
+                "os": rng.choice(["ios", "android"]),
+                "model": "m",
+                "app_build": str(step),
+                "app_version": "1.0",
+            }
+            token = rng.random()
+            if token < 0.7:
+                device["token"] = f"t{tag}{rng.randrange(5)}"  # may be another device's
+            elif token < 0.8:
+                device["token"] = None
+            if rng.random() < 0.3:
+                device["sdk_version"] = "2.1"  # kept in extra
+            r = tenant.post("devices", device)
+            assert r.status_code == 204, r.text
+            continue
+        if full and roll < 0.27 and (known or anonymous):
+            if known and (not anonymous or rng.random() < 0.6):
+                ref, by = known.pop(rng.randrange(len(known))), "external_id"
+            else:
+                ref, by = anonymous.pop(rng.randrange(len(anonymous))), "anonymous_id"
+            r = tenant.secret.delete(f"/api/client/users/{quote(ref, safe='')}", params={"by": by})
+            assert r.status_code in (204, 404), r.text  # 404: merged away and deleted with it
+            continue
         roll = rng.random()
         if roll < 0.15:
             ext = f"e{tag}{step}"
@@ -186,7 +262,10 @@ def workload(tenant: Tenant, seed: int, steps: int = 80, tag: str = "") -> None:
 
 
 def test_pier_to_pier_converges(tenant: Tenant, target: Tenant) -> None:
-    workload(tenant, seed=7)
+    """The whole workload, before and while delivering: B ends with A's users, anonymous ids,
+    devices and events, each event once."""
+    people: tuple[list[str], list[str]] = ([], [])
+    workload(tenant, seed=7, steps=150, full=True, people=people)
     did = add(
         tenant,
         "pier",
@@ -196,14 +275,19 @@ def test_pier_to_pier_converges(tenant: Tenant, target: Tenant) -> None:
         batch_size=50,
     )
     with delivering(tenant.server.database_url):
-        workload(tenant, seed=8, tag="b")  # while delivering
+        workload(tenant, seed=8, steps=150, tag="b", full=True, people=people)  # meanwhile
+        wait_for(lambda: lag(tenant, did) == 0)
+        # users B has by now: merged into others, re-identified, their devices moved, deleted
+        workload(tenant, seed=9, steps=150, tag="c", full=True, people=people)
         wait_for(lambda: lag(tenant, did) == 0)
     pause(tenant, did)
-    assert user_state(target) == user_state(tenant)
+    assert db_call(tenant.server.database_url, lambda s: Destinations(s).dead_letters(did)) == []
+    made = Counter(e["name"] for e in feed(target))
+    assert all(made[name] > 0 for name in ITEMS), made  # B was made to do each change
+    assert user_state(target, with_devices=True) == user_state(tenant, with_devices=True)
     source = client_events(tenant)
     assert client_events(target) == source
     assert max(source.values()) == 1  # each event once (their data differ)
-    assert target.counts()["events"] == tenant.counts()["events"]
 
 
 def test_pier_replay_stores_nothing_twice(tenant: Tenant, target: Tenant) -> None:

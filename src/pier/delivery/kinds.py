@@ -216,24 +216,40 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
             if e.external_id or e.anonymous_id:
                 call("/devices", _device(e, with_extra=pier), e)
         elif e.name == USER_DELETED and pier and d.secret_key:
-            data = _data(e)
-            anons = data.get("anonymous_ids") or []
-            ref, by = (
-                (data["external_id"], "external_id")
-                if data.get("external_id")
-                else (anons[0] if anons else None, "anonymous_id")
-            )
-            if ref:
-                out.append(
-                    Call(
-                        "DELETE",
-                        f"{base}/users/{quote(ref, safe='')}?by={by}",
-                        None,
-                        {"Authorization": f"Bearer {d.secret_key}"},
-                    )
-                )
+            _delete(e, base, d.secret_key, call, out)
     flush()
     return out
+
+
+def _delete(
+    e: FeedEvent,
+    base: str,
+    secret_key: str,
+    call: Callable[[str, Any, FeedEvent | None], None],
+    out: list[Call],
+) -> None:
+    """A user_deleted at the target, whatever of it the target has seen: the items of the
+    deleted user (and of those merged into it) left the feed, so the target may hold the user
+    under fewer ids, users that were merged into it still apart, and devices that were moved
+    to it still under their former users. So: the tombstone's devices are registered to the
+    user (their fields do not matter: they go with it), the user is deleted, then whatever user
+    still holds one of its anonymous ids. A 404 is a user the target never had."""
+    data = _data(e)
+    anons = [a for a in data.get("anonymous_ids") or [] if isinstance(a, str)]
+    ref, by = (
+        (data["external_id"], "external_id")
+        if data.get("external_id")
+        else (anons[0] if anons else None, "anonymous_id")
+    )
+    if not ref:
+        return
+    for device_id in data.get("device_ids") or []:
+        placeholder = {"os": "-", "model": "-", "app_build": "-", "app_version": "-"}
+        call("/devices", {by: ref, "device_id": device_id, **placeholder}, e)
+    auth = {"Authorization": f"Bearer {secret_key}"}
+    refs = [(ref, by), *((a, "anonymous_id") for a in anons if (a, "anonymous_id") != (ref, by))]
+    for value, key in refs:
+        out.append(Call("DELETE", f"{base}/users/{quote(value, safe='')}?by={key}", None, auth))
 
 
 def _parcelvoy(d: Destination, items: list[FeedEvent], batch_id: str) -> list[Call]:
