@@ -50,7 +50,11 @@ DEVICE = item(
     },
 )
 DELETED = item(
-    3, "user_deleted", {"external_id": "u/1", "anonymous_ids": ["a-1"]}, ext=None, anon=None
+    3,
+    "user_deleted",
+    {"external_id": "u/1", "anonymous_ids": ["a-1"], "device_ids": ["d9"]},
+    ext=None,
+    anon=None,
 )
 EVENT = item(4, "Order Paid", {"total": 3})
 
@@ -94,7 +98,22 @@ def test_pier_reproduces_every_item_with_idempotency_keys() -> None:
                 "sdk_version": "9",
             },
         ),
+        # the tombstone's device goes with the user at the target, wherever it is there
+        (
+            "POST",
+            "/api/client/devices",
+            {
+                "external_id": "u/1",
+                "device_id": "d9",
+                "os": "-",
+                "model": "-",
+                "app_build": "-",
+                "app_version": "-",
+            },
+        ),
         ("DELETE", "/api/client/users/u%2F1?by=external_id", None),
+        # a user merged into it that the target still holds apart
+        ("DELETE", "/api/client/users/a-1?by=anonymous_id", None),
         (
             "POST",
             "/api/client/events",
@@ -109,7 +128,7 @@ def test_pier_reproduces_every_item_with_idempotency_keys() -> None:
             ],
         ),
     ]
-    assert calls[3].headers["Authorization"] == "Bearer sk_t"
+    assert calls[4].headers["Authorization"] == calls[5].headers["Authorization"] == "Bearer sk_t"
     keys = [c.headers.get("Idempotency-Key") for c in calls if c.method == "POST"]
     assert all(keys) and len(set(keys)) == len(keys)
     again = kinds.calls(d, [UPDATED, DEVICE, DELETED, EVENT], "4-1-4")
