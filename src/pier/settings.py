@@ -196,8 +196,9 @@ def markdown() -> str:
             low, high = meta["minimum"], meta["maximum"]
             allowed = f"{low} to {high}" if high is not None else f">= {low}"
         default = f"`{declared.default}`" if declared.default != "" else "(none)"
+        flag = option(name) + (f"/--no-{option(name)[2:]}" if value_type(name) is bool else "")
         lines.append(
-            f"| `{option(name)}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
+            f"| `{flag}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
         )
     return "\n".join(lines) + "\n"
 
