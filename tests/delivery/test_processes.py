@@ -190,8 +190,8 @@ def test_sigterm_abandons_a_batch_in_flight_within_the_drain_time(
             pause(database_url, did)
         d, lag = state(database_url, did)
         assert (
-            d.cursor == 0 and d.delivered == 0 and lag == 10
-        )  # 5 users, 5 events: abandoned, the cursor stayed
+            d.cursor == 0 and d.delivered == 0 and lag == 15
+        )  # 5 users (user_created, user_updated), 5 events: abandoned, the cursor stayed
         assert d.lease_holder is None  # given back
 
 
