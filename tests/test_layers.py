@@ -22,9 +22,18 @@ MAY_IMPORT: dict[str, set[str]] = {
     "process": {"domain", "clock"},
     "writer": {"store", "domain", "clock", "process", "settings"},
     "api": {"writer", "store", "domain", "clock", "process", "settings"},
-    "portal": {"api", "writer", "store", "domain", "clock", "process", "settings"},
-    "app": {"api", "portal", "writer", "store", "domain", "clock", "process", "settings"},
-    "cli": {"app", "api", "portal", "writer", "store", "domain", "clock", "process", "settings"},
+    # destinations: the engine reads the store and sends the feed as api/ renders it; its
+    # routes are the API's, its tab the portal's; the app and the CLI start it
+    "delivery": {"api", "writer", "store", "domain", "clock", "process", "settings"},
+    "portal": {"delivery", "api", "writer", "store", "domain", "clock", "process", "settings"},
+    "app": {
+        *("delivery", "api", "portal", "writer", "store", "domain", "clock", "process"),
+        "settings",
+    },
+    "cli": {
+        *("app", "delivery", "api", "portal", "writer", "store", "domain", "clock", "process"),
+        "settings",
+    },
 }
 
 

@@ -24,6 +24,8 @@ from .api.errors import (
     server_error,
     store_unavailable,
 )
+from .delivery import routes as destinations
+from .delivery.engine import Deliverer, Pacing
 from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
@@ -98,13 +100,15 @@ def routes() -> list[Route | Mount]:
         RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
+        *destinations.routes(),
         Mount("/portal", routes=portal_routes()),
     ]
 
 
 def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
-    garbage on a timer (see gctune); for a process that serves only Pier."""
+    garbage on a timer (see gctune); for a process that serves only Pier. With
+    `settings.deliver`, the delivery engine (pier.delivery) runs in the background."""
     store = make_store(settings.database_url, settings.durability)
 
     @contextlib.asynccontextmanager
@@ -117,10 +121,15 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         app.state.writer = writer
         app.state.keys = KeyCache(store)
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
+        deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
+        if deliverer is not None:
+            deliverer.start()
         try:
             async with gc_mode:
                 yield
         finally:
+            if deliverer is not None:
+                await deliverer.stop()
             await writer.stop()
             await store.close()
 

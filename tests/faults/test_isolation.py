@@ -42,13 +42,18 @@ def seed(b: Tenant) -> None:
         b.post("devices", {"external_id": "b-only-user", "device_id": "b-only-dev"} | DEVICE),
     ]
     assert [r.status_code for r in ok] == [204] * 8
+    hook = {"kind": "webhook", "url": "http://127.0.0.1:9/b-hook", "name": "b-dest", "from": "now"}
+    made = b.secret.post("/api/client/destinations", json=hook)
+    assert made.status_code == 201, made.text
+    assert b.secret.post(f"/api/client/destinations/{made.json()['id']}/pause").status_code == 200
 
 
 def snapshot(b: Tenant) -> tuple[object, ...]:
     """Everything of B's, read with B's own secret key."""
     users = b.secret.get("/api/client/users", params={"limit": 1000}).json()
     feed = b.secret.get("/api/client/events", params={"limit": 1000}).json()
-    return users, feed, b.counts()
+    destinations = b.secret.get("/api/client/destinations").json()
+    return users, feed, b.counts(), destinations
 
 
 def b_cursors(b: Tenant) -> dict[str, str]:
@@ -63,7 +68,16 @@ def b_cursors(b: Tenant) -> dict[str, str]:
 
 
 # What A never sends itself (A does send some of B's ids, to try to reach B's data with them)
-B_VALUES = ("b@b", "b-shared@b", "b-event", "b-only-user", "b-only-anon", "b-only-dev", "marker-b")
+B_VALUES = (
+    "b@b",
+    "b-shared@b",
+    "b-event",
+    "b-only-user",
+    "b-only-anon",
+    "b-only-dev",
+    "marker-b",
+    "b-hook",
+)
 
 
 def no_b(text: str) -> None:
@@ -171,6 +185,35 @@ def delete_user(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     assert b.user("b-only-user")["external_id"] == "b-only-user"
 
 
+def b_destination(b: Tenant) -> str:
+    (d,) = b.secret.get("/api/client/destinations").json()["results"]
+    return f"/api/client/destinations/{d['id']}"
+
+
+def list_destinations(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.get("/api/client/destinations")
+    assert r.status_code == 200, r.text
+    no_b(r.text)
+
+
+def add_destination(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    body = {"kind": "webhook", "url": "http://127.0.0.1:9/a-hook", "from": "now"}
+    r = a.secret.post("/api/client/destinations", json=body)
+    assert r.status_code == 201, r.text
+    assert a.secret.post(f"/api/client/destinations/{r.json()['id']}/pause").status_code == 200
+
+
+def destination_check(method: str, tail: str = "", body: object = None) -> Check:
+    """A names B's destination: 404, as if it did not exist."""
+
+    def check(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+        r = a.secret.request(method, b_destination(b) + tail, json=body)
+        assert r.status_code == 404, r.text
+        no_b(r.text)
+
+    return check
+
+
 CHECKS: dict[tuple[str, str], Check] = {
     ("post", "/api/client/identify"): write_identify,
     ("post", "/api/client/alias"): write_alias,
@@ -185,6 +228,21 @@ CHECKS: dict[tuple[str, str], Check] = {
     ("delete", "/api/client/users/{ref}"): delete_user,
     ("get", "/api/client/users/{ref}/events"): read_user_events,
     ("get", "/api/client/users/{ref}/devices"): read_user_devices,
+    ("get", "/api/client/destinations"): list_destinations,
+    ("post", "/api/client/destinations"): add_destination,
+    ("get", "/api/client/destinations/{id}"): destination_check("GET"),
+    ("delete", "/api/client/destinations/{id}"): destination_check("DELETE"),
+    ("post", "/api/client/destinations/{id}/pause"): destination_check("POST", "/pause"),
+    ("post", "/api/client/destinations/{id}/resume"): destination_check("POST", "/resume"),
+    ("post", "/api/client/destinations/{id}/replay"): destination_check(
+        "POST", "/replay", {"from": "beginning"}
+    ),
+    ("get", "/api/client/destinations/{id}/dead-letters"): destination_check(
+        "GET", "/dead-letters"
+    ),
+    ("post", "/api/client/destinations/{id}/redeliver"): destination_check(
+        "POST", "/redeliver", {"all": True}
+    ),
 }
 
 
