@@ -37,11 +37,12 @@ class LiveServer:
     """uvicorn serving Pier in a background thread, on a free port of 127.0.0.1."""
 
     def __init__(self, database_url: str, **settings: Any) -> None:
-        """`settings`: the settings that differ from the defaults (pier/settings.py)."""
+        """`settings`: the settings that differ from the defaults (pier/settings.py). It does
+        not deliver destinations unless told (`deliver=True`): tests run their own engine."""
         self.database_url = database_url
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(Settings(database_url=database_url, **settings))
+        app = create_app(Settings(database_url=database_url, **{"deliver": False, **settings}))
         self.state = app.app.state  # the Starlette app's: its settings, its login throttle
         config = uvicorn.Config(
             app,

@@ -23,17 +23,19 @@ MAY_IMPORT: dict[str, set[str]] = {
     "writer": {"store", "domain", "clock", "process", "settings"},
     "lists": {"store", "domain", "clock"},  # beside the writer: lists' backfill and sweeper
     "api": {"writer", "lists", "store", "domain", "clock", "process", "settings"},
-    "portal": {"api", "writer", "lists", "store", "domain", "clock", "process", "settings"},
-    "app": {"api", "portal", "writer", "lists", "store", "domain", "clock", "process", "settings"},
+    # destinations: the engine reads the store and sends the feed as api/ renders it; its
+    # routes are the API's, its tab the portal's; the app and the CLI start it
+    "delivery": {"api", "writer", "store", "domain", "clock", "process", "settings"},
+    "portal": {
+        *("delivery", "api", "writer", "lists", "store", "domain", "clock", "process"),
+        "settings",
+    },
+    "app": {
+        *("delivery", "api", "portal", "writer", "lists", "store", "domain", "clock", "process"),
+        "settings",
+    },
     "cli": {
-        "app",
-        "api",
-        "portal",
-        "writer",
-        "lists",
-        "store",
-        "domain",
-        "clock",
+        *("app", "delivery", "api", "portal", "writer", "lists", "store", "domain", "clock"),
         "process",
         "settings",
     },

@@ -24,6 +24,8 @@ from .api.errors import (
     server_error,
     store_unavailable,
 )
+from .delivery import routes as destinations
+from .delivery.engine import Deliverer, Pacing
 from .lists import ListJobs
 from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
@@ -101,13 +103,15 @@ def routes() -> list[Route | Mount]:
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         *lists.routes(),
+        *destinations.routes(),
         Mount("/portal", routes=portal_routes()),
     ]
 
 
 def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
-    garbage on a timer (see gctune); for a process that serves only Pier."""
+    garbage on a timer (see gctune); for a process that serves only Pier. With
+    `settings.deliver`, the delivery engine (pier.delivery) runs in the background."""
     store = make_store(settings.database_url, settings.durability)
 
     @contextlib.asynccontextmanager
@@ -122,11 +126,16 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         app.state.lists = ListJobs(store, settings.list_sweep)
         await app.state.lists.start()
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
+        deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
+        if deliverer is not None:
+            deliverer.start()
         try:
             async with gc_mode:
                 yield
         finally:
             await app.state.lists.stop()
+            if deliverer is not None:
+                await deliverer.stop()
             await writer.stop()
             await store.close()
 

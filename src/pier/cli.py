@@ -40,8 +40,12 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
         kind = click.FloatRange(low, meta["maximum"], min_open=meta["above"] is not None)
     else:
         kind = settings.value_type(name)
+    flag = settings.option(name)
+    if kind is bool:  # --x/--no-x
+        flag = f"{flag}/--no-{flag[2:]}"
     return click.option(
-        settings.option(name),
+        flag,
+        name,
         type=kind,
         default=declared.default,
         show_default=declared.default != "",
@@ -52,6 +56,17 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 database_option = setting_option("database_url")
+DELIVERY_SETTINGS = (
+    "secret_key",
+    *(f.name for f in settings.table() if f.name.startswith("delivery_")),
+)
+
+
+def delivery_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The settings of delivery (the key that seals destinations' keys, the pacing) as options."""
+    for name in reversed(DELIVERY_SETTINGS):
+        command = setting_option(name)(command)
+    return command
 
 
 def serve_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -563,3 +578,259 @@ def admins_remove(email: str, database_url: str) -> None:
     if not run(database_url, lambda s: s.delete_admin(email)):
         raise click.ClickException(f"no administrator {email}")
     click.echo(f"administrator {email} removed; their portal sessions are ended", err=True)
+
+
+@main.command()
+@database_option
+@delivery_options
+def deliver(database_url: str, **values: Any) -> None:
+    """Deliver every destination (alone, without serving the API) until SIGTERM or Ctrl-C.
+
+    With several processes, each destination is delivered by one at a time."""
+    import signal
+
+    from .delivery.engine import Deliverer, Pacing
+
+    pacing = Pacing.of(Settings(database_url=database_url, **values))
+
+    async def action(store: Store) -> None:
+        deliverer = Deliverer(store, pacing)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, deliverer.stop_soon)
+        click.echo(f"delivering as {deliverer.holder}", err=True)
+        await deliverer.run_until_stopped()
+
+    run(database_url, action)
+
+
+@main.group()
+@delivery_options
+@click.pass_context
+def destinations(context: click.Context, **values: Any) -> None:
+    """Destinations: a project's feed delivered to webhooks, Parcelvoy, another Pier, Segment.
+    The options here (or their variables) are the delivery settings of docs/settings.md."""
+    context.obj = Settings(**values)
+
+
+def _destination_action(
+    destination_id: int, action: Callable[[Any, Any], Awaitable[T]]
+) -> Callable[[Store], Awaitable[T]]:
+    """`action(destinations, destination)`, or an error when there is no such destination."""
+    from .store.destinations import Destinations
+
+    async def wrapped(store: Store) -> T:
+        ds = Destinations(store)  # type: ignore[arg-type]
+        d = await ds.get(destination_id)
+        if d is None:
+            raise click.ClickException(f"no destination {destination_id}")
+        return await action(ds, d)
+
+    return wrapped
+
+
+def _invalid(exc: Exception) -> click.ClickException:
+    problems = getattr(exc, "problems", [])
+    lines = [f"--{p.field.replace('_', '-')}: {p.message}" for p in problems] or [str(exc)]
+    return click.ClickException("\n".join(lines))
+
+
+@destinations.command("add")
+@click.pass_obj
+@click.option("--project", "project_id", required=True, type=int)
+@click.option("--kind", required=True, help="webhook, parcelvoy, pier or segment.")
+@click.option("--url", required=True)
+@click.option("--key", default=None, help="The target's key (parcelvoy, pier) or write key.")
+@click.option("--secret-key", default=None, help="pier: the target's secret key, for deletions.")
+@click.option("--name", default=None)
+@click.option("--batch-size", default=None, type=int, help="Items per batch (default 500).")
+@click.option("--max-bytes", default=None, type=int, help="Bytes per batch at most (1 MiB).")
+@click.option(
+    "--retry-window",
+    default=None,
+    type=float,
+    help="Seconds a failing batch is retried before its failing items are dead-lettered (86400).",
+)
+@click.option("--only", multiple=True, help="Send only the items whose name matches (a glob).")
+@click.option("--skip", multiple=True, help="Skip the items whose name matches (a glob).")
+@click.option("--from", "start", type=click.Choice(["beginning", "now"]), default="beginning")
+@database_option
+def destinations_add(
+    config: Settings,
+    project_id: int,
+    kind: str,
+    url: str,
+    key: str | None,
+    secret_key: str | None,
+    name: str | None,
+    batch_size: int | None,
+    max_bytes: int | None,
+    retry_window: float | None,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    start: str,
+    database_url: str,
+) -> None:
+    """Add a destination; prints its id (and a webhook's signing secret, shown only this once)."""
+    from .delivery import manage
+    from .store.destinations import Destinations
+
+    try:
+        d, signing = manage.new_destination(
+            project_id,
+            kind,
+            url,
+            key=key,
+            secret_key=secret_key,
+            name=name,
+            batch_size=batch_size,
+            max_bytes=max_bytes,
+            retry_window=retry_window,
+            only=list(only),
+            skip=list(skip),
+            sealing=config.secret_key,
+        )
+    except manage.Invalid as exc:
+        raise _invalid(exc) from None
+
+    async def action(store: Store) -> int:
+        if await store.get_project(project_id) is None:
+            raise click.ClickException(f"no project with id {project_id}")
+        return await manage.add(Destinations(store), d, start)  # type: ignore[arg-type]
+
+    click.echo(run(database_url, action))
+    if signing:
+        click.echo(f"signing secret: {signing}   (shown once: keep it)", err=True)
+
+
+def _echo_json(value: Any) -> None:
+    import json
+
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@destinations.command("list")
+@click.option("--project", "project_id", required=True, type=int)
+@database_option
+def destinations_list(project_id: int, database_url: str) -> None:
+    """id, kind, state, name, url, delivered count and last error of a project's destinations."""
+    from .store.destinations import Destinations
+
+    rows = run(database_url, lambda s: Destinations(s).of_project(project_id))  # type: ignore[arg-type]
+    click.echo("id\tkind\tstate\tname\turl\tdelivered\tlast_error")
+    for d in rows:
+        click.echo(
+            f"{d.id}\t{d.kind}\t{d.state}\t{d.name or ''}\t{d.url}\t{d.delivered}\t"
+            f"{(d.last_error or '')[:80]}"
+        )
+
+
+@destinations.command("show")
+@click.argument("destination_id", type=int)
+@database_option
+def destinations_show(destination_id: int, database_url: str) -> None:
+    """A destination as JSON: state, cursor, lag, counts, last success and error (keys never)."""
+    from .delivery.manage import view
+
+    _echo_json(run(database_url, _destination_action(destination_id, view)))
+
+
+def _set_state(destination_id: int, state: str, database_url: str) -> None:
+    async def action(ds: Any, d: Any) -> None:
+        await ds.set_state(d.id, state)
+
+    run(database_url, _destination_action(destination_id, action))
+    click.echo(f"destination {destination_id} {state}", err=True)
+
+
+@destinations.command("pause")
+@click.argument("destination_id", type=int)
+@database_option
+def destinations_pause(destination_id: int, database_url: str) -> None:
+    """Stop delivering (the cursor stays; the lag grows)."""
+    _set_state(destination_id, "paused", database_url)
+
+
+@destinations.command("resume")
+@click.argument("destination_id", type=int)
+@database_option
+def destinations_resume(destination_id: int, database_url: str) -> None:
+    """Deliver again from the cursor."""
+    _set_state(destination_id, "active", database_url)
+
+
+@destinations.command("replay")
+@click.argument("destination_id", type=int)
+@click.option("--from", "point", required=True, help="beginning, a feed cursor or an ISO time.")
+@database_option
+def destinations_replay(destination_id: int, point: str, database_url: str) -> None:
+    """Rewind the cursor: everything after it is sent again."""
+    from .delivery import manage
+
+    async def action(ds: Any, d: Any) -> int:
+        cursor = await manage.replay_cursor(ds, d, point)
+        await ds.rewind(d.id, cursor)
+        return cursor
+
+    try:
+        run(database_url, _destination_action(destination_id, action))
+    except manage.Invalid as exc:
+        raise _invalid(exc) from None
+    click.echo(f"destination {destination_id} replays from {point}", err=True)
+
+
+@destinations.command("dead-letters")
+@click.argument("destination_id", type=int)
+@database_option
+def destinations_dead_letters(destination_id: int, database_url: str) -> None:
+    """The items that failed alone: id, item id, time, the answer they got, the item."""
+
+    async def action(ds: Any, d: Any) -> list[Any]:
+        return await ds.dead_letters(d.id)
+
+    click.echo("id\titem\tcreated_at\tanswer\titem_json")
+    for x in run(database_url, _destination_action(destination_id, action)):
+        answer = x.answer.replace("\t", " ").replace("\n", " ")[:200]
+        click.echo(f"{x.id}\t{x.event_id}\t{iso(x.created_at)}\t{answer}\t{bytes(x.item).decode()}")
+
+
+@destinations.command("redeliver")
+@click.argument("destination_id", type=int)
+@click.option("--all", "every", is_flag=True, help="Every dead letter.")
+@click.option("--dead-letter", type=int, default=None, help="The dead letter with this id.")
+@database_option
+@click.pass_obj
+def destinations_redeliver(
+    config: Settings, destination_id: int, every: bool, dead_letter: int | None, database_url: str
+) -> None:
+    """Send dead letters again, each alone; those delivered leave the list."""
+    from .delivery import manage
+    from .delivery.engine import Pacing
+
+    if every == (dead_letter is not None):
+        raise click.UsageError("give either --all or --dead-letter N")
+
+    async def action(ds: Any, d: Any) -> list[tuple[int, bool, str]]:
+        return await manage.redeliver(ds, d, dead_letter, Pacing.of(config))
+
+    try:
+        results = run(database_url, _destination_action(destination_id, action))
+    except manage.Invalid as exc:
+        raise _invalid(exc) from None
+    for letter_id, ok, answer in results:
+        click.echo(f"{letter_id}\t{'delivered' if ok else 'failed'}\t{answer[:200]}")
+    if not all(ok for _, ok, _ in results):
+        raise click.ClickException("some dead letters failed again; they stay in the list")
+
+
+@destinations.command("remove")
+@click.argument("destination_id", type=int)
+@database_option
+def destinations_remove(destination_id: int, database_url: str) -> None:
+    """Remove a destination and its dead letters."""
+
+    async def action(ds: Any, d: Any) -> None:
+        await ds.remove(d.id)
+
+    run(database_url, _destination_action(destination_id, action))
+    click.echo(f"destination {destination_id} removed", err=True)

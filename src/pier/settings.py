@@ -111,6 +111,44 @@ class Settings:
         minimum=1,
     )
 
+    # -- delivery (docs/destinations.md) ----------------------------------------------------
+    deliver: bool = setting(
+        True, "Deliver destinations in this process (--no-deliver: run `pier deliver` elsewhere)."
+    )
+    secret_key: str = setting(
+        "",
+        "Seals destinations' keys at rest (Fernet); the same on every process. Default: stored "
+        "as given.",
+    )
+    delivery_backoff_base: float = setting(
+        1.0, "Seconds the first retry of a batch waits at most (full jitter), doubling.", above=0
+    )
+    delivery_backoff_cap: float = setting(
+        300.0, "Seconds a retry of a batch waits at most.", above=0
+    )
+    delivery_timeout: float = setting(
+        10.0, "Seconds one call to a destination has, from connecting to its answer.", above=0
+    )
+    delivery_answer_limit: int = setting(
+        4096, "Bytes of a destination's answer body read (kept with a dead letter).", minimum=1
+    )
+    delivery_lease_ttl: float = setting(
+        15.0,
+        "Seconds a destination's lease lasts unrenewed; then another process takes it.",
+        above=0,
+    )
+    delivery_scan_every: float = setting(
+        5.0, "Seconds between looks for destinations no process delivers.", above=0
+    )
+    delivery_poll_every: float = setting(
+        0.05, "Seconds between reads of the feeds' heads for new items.", above=0
+    )
+    delivery_drain: float = setting(
+        5.0,
+        "Seconds a batch in flight gets at shutdown; then it is abandoned (sent again).",
+        above=0,
+    )
+
     # -- lists -------------------------------------------------------------------------------
     list_sweep: float = setting(
         5.0,
@@ -169,8 +207,9 @@ def markdown() -> str:
             low, high = meta["minimum"], meta["maximum"]
             allowed = f"{low} to {high}" if high is not None else f">= {low}"
         default = f"`{declared.default}`" if declared.default != "" else "(none)"
+        flag = option(name) + (f"/--no-{option(name)[2:]}" if value_type(name) is bool else "")
         lines.append(
-            f"| `{option(name)}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
+            f"| `{flag}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -55,6 +55,10 @@ def seed(b: Tenant) -> None:
     assert dynamic.status_code == 201, dynamic.text
     while b.secret.get(f"/api/client/lists/{dynamic.json()['id']}").json()["state"] == "loading":
         time.sleep(0.02)
+    hook = {"kind": "webhook", "url": "http://127.0.0.1:9/b-hook", "name": "b-dest", "from": "now"}
+    made = b.secret.post("/api/client/destinations", json=hook)
+    assert made.status_code == 201, made.text
+    assert b.secret.post(f"/api/client/destinations/{made.json()['id']}/pause").status_code == 200
 
 
 def snapshot(b: Tenant) -> tuple[object, ...]:
@@ -66,7 +70,8 @@ def snapshot(b: Tenant) -> tuple[object, ...]:
         b.secret.get(f"/api/client/lists/{x['id']}/users", params={"limit": 1000}).json()
         for x in lists
     ]
-    return users, feed, b.counts(), lists, members
+    destinations = b.secret.get("/api/client/destinations").json()
+    return users, feed, b.counts(), lists, members, destinations
 
 
 def b_cursors(b: Tenant) -> dict[str, str]:
@@ -91,6 +96,7 @@ B_VALUES = (
     "b-only-anon",
     "b-only-dev",
     "marker-b",
+    "b-hook",
 )
 
 
@@ -209,6 +215,17 @@ def read_lists(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     no_b(r.text)
 
 
+def b_destination(b: Tenant) -> str:
+    (d,) = b.secret.get("/api/client/destinations").json()["results"]
+    return f"/api/client/destinations/{d['id']}"
+
+
+def list_destinations(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.get("/api/client/destinations")
+    assert r.status_code == 200, r.text
+    no_b(r.text)
+
+
 def write_list(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     r = a.secret.post(
         "/api/client/lists", json={"name": "a-list", "type": "dynamic", "rule": EVERYONE}
@@ -228,6 +245,24 @@ def on_b_lists(method: str, suffix: str = "", body: object = None) -> Check:
         for list_id in b_lists(b):
             r = a.secret.request(method, f"/api/client/lists/{list_id}{suffix}", json=body)
             assert r.status_code == 404, (method, suffix, r.text)
+
+    return check
+
+
+def add_destination(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    body = {"kind": "webhook", "url": "http://127.0.0.1:9/a-hook", "from": "now"}
+    r = a.secret.post("/api/client/destinations", json=body)
+    assert r.status_code == 201, r.text
+    assert a.secret.post(f"/api/client/destinations/{r.json()['id']}/pause").status_code == 200
+
+
+def destination_check(method: str, tail: str = "", body: object = None) -> Check:
+    """A names B's destination: 404, as if it did not exist."""
+
+    def check(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+        r = a.secret.request(method, b_destination(b) + tail, json=body)
+        assert r.status_code == 404, r.text
+        no_b(r.text)
 
     return check
 
@@ -253,6 +288,21 @@ CHECKS: dict[tuple[str, str], Check] = {
     ("delete", "/api/client/users/{ref}"): delete_user,
     ("get", "/api/client/users/{ref}/events"): read_user_events,
     ("get", "/api/client/users/{ref}/devices"): read_user_devices,
+    ("get", "/api/client/destinations"): list_destinations,
+    ("post", "/api/client/destinations"): add_destination,
+    ("get", "/api/client/destinations/{id}"): destination_check("GET"),
+    ("delete", "/api/client/destinations/{id}"): destination_check("DELETE"),
+    ("post", "/api/client/destinations/{id}/pause"): destination_check("POST", "/pause"),
+    ("post", "/api/client/destinations/{id}/resume"): destination_check("POST", "/resume"),
+    ("post", "/api/client/destinations/{id}/replay"): destination_check(
+        "POST", "/replay", {"from": "beginning"}
+    ),
+    ("get", "/api/client/destinations/{id}/dead-letters"): destination_check(
+        "GET", "/dead-letters"
+    ),
+    ("post", "/api/client/destinations/{id}/redeliver"): destination_check(
+        "POST", "/redeliver", {"all": True}
+    ),
     # last: A's own list would add list_entered items to the events the checks above expect
     ("get", "/api/client/lists"): read_lists,
     ("post", "/api/client/lists"): write_list,

@@ -472,6 +472,7 @@ def schemas() -> dict[str, Schema]:
                 "next_cursor": {"type": ["string", "null"], "description": "null: last page."},
             },
         },
+        **destination_schemas(),
     }
 
 
@@ -818,6 +819,129 @@ def paths() -> dict[str, Schema]:
             )
         },
         **list_paths(),
+        **destination_paths(),
+    }
+
+
+# -- destinations (docs/destinations.md) -----------------------------------------------------
+def destination_schemas() -> dict[str, Schema]:
+    text = {"type": ["string", "null"]}
+    time = {"type": ["string", "null"], "format": "date-time", "description": TIME}
+    globs = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 255}}
+    return {
+        "NewDestination": {
+            "type": "object",
+            "required": ["kind", "url"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"enum": ["webhook", "parcelvoy", "pier", "segment"]},
+                "url": {"type": "string", "description": "http or https."},
+                "key": {**text, "description": "The target's key (parcelvoy, pier, segment)."},
+                "secret_key": {**text, "description": "pier: the target's secret key."},
+                "name": {"type": ["string", "null"], "maxLength": 255},
+                "batch_size": {"type": ["integer", "null"], "minimum": 1, "maximum": 5000},
+                "max_bytes": {"type": ["integer", "null"], "minimum": 1024, "maximum": 1048576},
+                "retry_window": {"type": ["number", "null"], "minimum": 0},
+                "only": globs,
+                "skip": globs,
+                "from": {"enum": ["beginning", "now"]},
+            },
+        },
+        "Destination": {
+            "type": "object",
+            "description": "Keys and secrets appear only as their first characters; a new"
+            " webhook's signing_secret is given whole in the answer that created it, only.",
+            "properties": {
+                "id": {"type": "integer"},
+                "kind": {"type": "string"},
+                "name": text,
+                "url": {"type": "string"},
+                "key": text,
+                "secret_key": text,
+                "signing_secret": text,
+                "state": {"enum": ["active", "paused"]},
+                "cursor": {**text, "description": "A feed cursor: the last item delivered."},
+                "lag_items": {"type": "integer"},
+                "lag_seconds": {"type": "number"},
+                "delivered": {"type": "integer"},
+                "dead_letters": {"type": "integer"},
+                "last_success_at": time,
+                "last_error": text,
+                "last_error_at": time,
+                "only": globs,
+                "skip": globs,
+            },
+        },
+        "DeadLetter": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "integer"},
+                "item": ref("FeedEvent"),
+                "answer": {"type": "string", "description": "What the destination answered."},
+                "created_at": time,
+            },
+        },
+    }
+
+
+def destination_paths() -> dict[str, Schema]:
+    one = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+    def op(summary: str, schema: Schema | None, body: Schema | None = None) -> Schema:
+        out = _read(summary, [] if summary.startswith("The project") else [one], schema or {})
+        out["responses"]["404"] = _error("No such destination in this project.")
+        if schema is None:
+            out["responses"].pop("200")
+            out["responses"]["204"] = {"description": "Done."}
+        if body is not None:
+            out["requestBody"] = {"required": True, "content": {JSON: {"schema": body}}}
+            out["responses"]["400"] = _error("The body is not valid JSON.")
+        return out
+
+    results = {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "items": ref("Destination")}},
+    }
+    add = op("The project's destinations: add one.", ref("Destination"), ref("NewDestination"))
+    add["responses"]["201"] = add["responses"].pop("200")
+    add["responses"]["422"] = _error("Bad input: errors lists every problem; nothing created.")
+    add["responses"].pop("404")
+    listing = op("The project's destinations.", results)
+    listing["responses"].pop("404")
+    replay = {
+        "type": "object",
+        "required": ["from"],
+        "properties": {"from": {"type": "string", "description": "beginning, a cursor, a time."}},
+    }
+    redeliver = {
+        "type": "object",
+        "properties": {"all": {"type": "boolean"}, "dead_letter": {"type": "integer"}},
+    }
+    letters = {
+        "type": "object",
+        "properties": {"results": {"type": "array", "items": ref("DeadLetter")}},
+    }
+    base = "/api/client/destinations"
+    return {
+        base: {"get": listing, "post": add},
+        base + "/{id}": {
+            "get": op("A destination.", ref("Destination")),
+            "delete": op("Remove a destination and its dead letters.", None),
+        },
+        base + "/{id}/pause": {
+            "post": op("Pause delivery (the cursor stays).", ref("Destination"))
+        },
+        base + "/{id}/resume": {"post": op("Resume delivery.", ref("Destination"))},
+        base + "/{id}/replay": {
+            "post": op(
+                "Rewind: everything after the point is sent again.", ref("Destination"), replay
+            )
+        },
+        base + "/{id}/dead-letters": {"get": op("Items that failed alone.", letters)},
+        base + "/{id}/redeliver": {
+            "post": op("Send dead letters again, each alone.", {"type": "object"}, redeliver)
+        },
     }
 
 

@@ -9,7 +9,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import views
+from . import destinations, views
 
 STATIC = Path(__file__).parent / "static"
 
@@ -64,6 +64,7 @@ def routes() -> list[Route | Mount]:
             Route(project + "/users", views.users, methods=["GET"]),
             Route(project + "/users/{uid}", views.user, methods=["GET"]),
             Route(project + "/users/{uid}/delete", views.delete_user, methods=["POST"]),
+            *destinations.routes(project),
             Mount("/static", StaticFiles(directory=STATIC), name="portal-static"),
         ],
     )
