@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import BACKENDS, db_call
+from conftest import BACKENDS, Tenant, db_call
 from pier.cli import main
 from pier.clock import now_ms
 from pier.portal.auth import check_password, new_token, token_hash
@@ -137,3 +138,44 @@ def test_admins_list_and_remove(any_url: str) -> None:
     r = admins(any_url, "remove", "ann@example.com")
     assert r.exit_code != 0 and "no administrator ann@example.com" in r.output
     assert len(admins(any_url, "list").stdout.splitlines()) == 1
+
+
+def test_lists(tenant: Tenant, tmp_path: Path) -> None:
+    """pier lists ...: on the live server's database, with users ingested over HTTP."""
+    url, pid = tenant.server.database_url, str(tenant.id)
+    for ext, plan in (("ann", "pro"), ("bob", "free")):
+        assert (
+            tenant.post("identify", {"external_id": ext, "data": {"plan": plan}}).status_code == 204
+        )
+    rule = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and",
+            "children": [{"uuid": "p", "type": "string", "group": "user", "path": "$.plan",
+                          "operator": "=", "value": "pro"}]}  # fmt: skip
+    (tmp_path / "rule.json").write_text(json.dumps(rule))
+    dynamic = pier(url, "lists", "create", "--project", pid, "--name", "Pro",
+                   "--rule-file", str(tmp_path / "rule.json"))  # fmt: skip
+    assert pier(url, "lists", "members", dynamic, "--project", pid) == "ann"
+    shown = json.loads(pier(url, "lists", "show", dynamic, "--project", pid))
+    assert (shown["state"], shown["users_count"], shown["rule"]) == ("draft", 1, rule)
+    static = pier(url, "lists", "create", "--project", pid, "--name", "VIP", "--static")
+    pier(url, "lists", "add", static, "ann", "bob", "--project", pid)
+    pier(url, "lists", "remove", static, "ann", "--project", pid)
+    assert pier(url, "lists", "members", static, "--project", pid) == "bob"
+    listing = pier(url, "lists", "list", "--project", pid)
+    assert "\tPro\tdynamic\tdraft\t1\t" in listing and "\tVIP\tstatic\tdraft\t1\t" in listing
+    # refusals: nothing changes
+    bad = CliRunner().invoke(main, ["lists", "add", static, "cat", "--project", pid,
+                                    "--database-url", url])  # fmt: skip
+    assert bad.exit_code != 0 and "cat" in bad.output
+    bad = CliRunner().invoke(main, ["lists", "add", dynamic, "bob", "--project", pid,
+                                    "--database-url", url])  # fmt: skip
+    assert bad.exit_code != 0 and "dynamic" in bad.output
+    (tmp_path / "bad.json").write_text(json.dumps({**rule, "operator": "~"}))
+    bad = CliRunner().invoke(main, ["lists", "create", "--project", pid, "--name", "X",
+                                    "--rule-file", str(tmp_path / "bad.json"),
+                                    "--database-url", url])  # fmt: skip
+    assert bad.exit_code != 0 and "/operator" in bad.output
+    pier(url, "lists", "delete", static, "--project", pid)
+    assert "VIP" not in pier(url, "lists", "list", "--project", pid)
+    gone = CliRunner().invoke(main, ["lists", "members", static, "--project", pid,
+                                     "--database-url", url])  # fmt: skip
+    assert gone.exit_code != 0 and "no list" in gone.output

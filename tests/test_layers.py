@@ -21,17 +21,22 @@ MAY_IMPORT: dict[str, set[str]] = {
     "store": {"domain", "clock"},
     "process": {"domain", "clock"},
     "writer": {"store", "domain", "clock", "process", "settings"},
-    "api": {"writer", "store", "domain", "clock", "process", "settings"},
+    "lists": {"store", "domain", "clock"},  # beside the writer: lists' backfill and sweeper
+    "api": {"writer", "lists", "store", "domain", "clock", "process", "settings"},
     # destinations: the engine reads the store and sends the feed as api/ renders it; its
     # routes are the API's, its tab the portal's; the app and the CLI start it
     "delivery": {"api", "writer", "store", "domain", "clock", "process", "settings"},
-    "portal": {"delivery", "api", "writer", "store", "domain", "clock", "process", "settings"},
+    "portal": {
+        *("delivery", "api", "writer", "lists", "store", "domain", "clock", "process"),
+        "settings",
+    },
     "app": {
-        *("delivery", "api", "portal", "writer", "store", "domain", "clock", "process"),
+        *("delivery", "api", "portal", "writer", "lists", "store", "domain", "clock", "process"),
         "settings",
     },
     "cli": {
-        *("app", "delivery", "api", "portal", "writer", "store", "domain", "clock", "process"),
+        *("app", "delivery", "api", "portal", "writer", "lists", "store", "domain", "clock"),
+        "process",
         "settings",
     },
 }

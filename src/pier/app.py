@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
-from .api import ingest, manage, openapi, read, segment, track
+from .api import ingest, lists, manage, openapi, read, segment, track
 from .api.auth import KeyCache
 from .api.edge import Edge
 from .api.errors import (
@@ -26,6 +26,7 @@ from .api.errors import (
 )
 from .delivery import routes as destinations
 from .delivery.engine import Deliverer, Pacing
+from .lists import ListJobs
 from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
@@ -97,9 +98,11 @@ def routes() -> list[Route | Mount]:
         # {ref}: one segment of the raw path; an id holding "/" is sent with %2F
         RawPathRoute("/api/client/users/{ref}/events", read.user_events, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}/devices", manage.user_devices, methods=["GET"]),
+        RawPathRoute("/api/client/users/{ref}/lists", lists.user_lists, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
+        *lists.routes(),
         *destinations.routes(),
         Mount("/portal", routes=portal_routes()),
     ]
@@ -120,6 +123,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         app.state.store = store
         app.state.writer = writer
         app.state.keys = KeyCache(store)
+        app.state.lists = ListJobs(store, settings.list_sweep)
+        await app.state.lists.start()
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
         deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
         if deliverer is not None:
@@ -128,6 +133,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
             async with gc_mode:
                 yield
         finally:
+            await app.state.lists.stop()
             if deliverer is not None:
                 await deliverer.stop()
             await writer.stop()

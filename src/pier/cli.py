@@ -8,13 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
+import msgspec
 
-from . import settings
+from . import lists, settings
+from .api.lists import render_list
 from .api.render import iso
 from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
+from .domain.segments import RuleInvalid, parse_rule
 from .settings import Settings
 from .store import Store, make_store
+from .store.base import ListRow
 
 T = TypeVar("T")
 
@@ -270,6 +274,151 @@ def keys_revoke(key: str, database_url: str) -> None:
     if not run(database_url, lambda s: s.revoke_key(key_id, digest, now_ms())):
         raise click.ClickException(f"no key {key!r}")
     click.echo("revoked", err=True)
+
+
+@main.group("lists")
+def lists_group() -> None:
+    """Lists (docs/lists.md): dynamic (a rule tree) or static (members by external id)."""
+
+
+project_option = click.option("--project", "project_id", required=True, type=int)
+
+
+async def _list(store: Store, project_id: int, list_id: int) -> ListRow:
+    row = await store.get_list(project_id, list_id)
+    if row is None:
+        raise click.ClickException(f"no list {list_id} in project {project_id}")
+    return row
+
+
+@lists_group.command("create")
+@project_option
+@click.option("--name", required=True)
+@click.option("--rule-file", type=click.File("rb"), help="A rule tree (JSON): a dynamic list.")
+@click.option("--static", "static", is_flag=True, help="A static list (members by external id).")
+@database_option
+def lists_create(
+    project_id: int, name: str, rule_file: Any, static: bool, database_url: str
+) -> None:
+    """Create a list; a dynamic one is computed before this returns. Prints its id."""
+    if bool(rule_file) == static or not name:
+        raise click.UsageError("give a --name and one of --rule-file or --static")
+    text = None
+    if rule_file is not None:
+        raw = rule_file.read()
+        try:
+            parse_rule(msgspec.json.decode(raw), now_ms())
+        except msgspec.DecodeError as exc:
+            raise click.ClickException(f"the rule file is not JSON: {exc}") from exc
+        except RuleInvalid as exc:
+            problems = "\n".join(f"  {p or '/'}: {m}" for p, m in exc.problems)
+            raise click.ClickException(f"the rule is invalid:\n{problems}") from exc
+        text = raw.decode()
+
+    async def action(store: Store) -> int:
+        if await store.get_project(project_id) is None:
+            raise click.ClickException(f"no project with id {project_id}")
+        kind = "static" if static else "dynamic"
+        row = await store.create_list(project_id, name, kind, text, now_ms())
+        if text is not None:
+            await lists.compute(store, row)
+        return row.id
+
+    click.echo(run(database_url, action))
+
+
+@lists_group.command("list")
+@project_option
+@database_option
+def lists_list(project_id: int, database_url: str) -> None:
+    """A project's lists."""
+    click.echo("id\tname\ttype\tstate\tusers_count\tupdated_at")
+    for r in run(database_url, lambda s: s.lists(project_id)):
+        click.echo(f"{r.id}\t{r.name}\t{r.type}\t{r.state}\t{r.users_count}\t{iso(r.updated_at)}")
+
+
+@lists_group.command("show")
+@click.argument("list_id", type=int)
+@project_option
+@database_option
+def lists_show(list_id: int, project_id: int, database_url: str) -> None:
+    """A list as the API shows it (JSON)."""
+    row = run(database_url, lambda s: _list(s, project_id, list_id))
+    click.echo(msgspec.json.encode(render_list(row)).decode())
+
+
+@lists_group.command("members")
+@click.argument("list_id", type=int)
+@project_option
+@database_option
+def lists_members(list_id: int, project_id: int, database_url: str) -> None:
+    """The external ids of a list's members (user id where there is none), newest first."""
+
+    async def action(store: Store) -> list[str]:
+        await _list(store, project_id, list_id)
+        out: list[str] = []
+        before = None
+        while True:
+            page = await store.list_members(project_id, list_id, 1000, before)
+            out += [u.external_id or f"(user {u.id})" for u in page]
+            if len(page) < 1000:
+                return out
+            before = (page[-1].created_at, page[-1].id)
+
+    for line in run(database_url, action):
+        click.echo(line)
+
+
+def _change_static(
+    url: str, project_id: int, list_id: int, external_ids: list[str], add: bool
+) -> None:
+    async def action(store: Store) -> None:
+        row = await _list(store, project_id, list_id)
+        if row.type != "static":
+            raise click.ClickException("this list is dynamic: its rule decides its members")
+        if not add:
+            return await lists.remove_members(store, row, external_ids, now_ms())
+        unknown = await lists.add_members(store, row, external_ids, now_ms())
+        if unknown:
+            names = ", ".join(external_ids[i] for i in unknown)
+            raise click.ClickException(f"no user with these external ids: {names}")
+
+    run(url, action)
+
+
+@lists_group.command("add")
+@click.argument("list_id", type=int)
+@click.argument("external_ids", nargs=-1, required=True)
+@project_option
+@database_option
+def lists_add(
+    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str
+) -> None:
+    """Add users (by external id) to a static list: all of them, or none."""
+    _change_static(database_url, project_id, list_id, list(external_ids), add=True)
+
+
+@lists_group.command("remove")
+@click.argument("list_id", type=int)
+@click.argument("external_ids", nargs=-1, required=True)
+@project_option
+@database_option
+def lists_remove(
+    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str
+) -> None:
+    """Remove users (by external id) from a static list."""
+    _change_static(database_url, project_id, list_id, list(external_ids), add=False)
+
+
+@lists_group.command("delete")
+@click.argument("list_id", type=int)
+@project_option
+@database_option
+def lists_delete(list_id: int, project_id: int, database_url: str) -> None:
+    """Delete a list and its members."""
+    if not run(database_url, lambda s: s.delete_list(project_id, list_id)):
+        raise click.ClickException(f"no list {list_id} in project {project_id}")
+    click.echo("deleted", err=True)
 
 
 @main.command()

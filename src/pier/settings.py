@@ -149,6 +149,15 @@ class Settings:
         above=0,
     )
 
+    # -- lists -------------------------------------------------------------------------------
+    list_sweep: float = setting(
+        5.0,
+        "Seconds between two looks for list memberships that time alone moves (a rolling "
+        "window, a relative date; docs/lists.md).",
+        above=0,
+        maximum=60,
+    )
+
     def to_environment(self) -> dict[str, str]:
         """The settings for worker processes: one variable, read by `from_environment`."""
         return {SETTINGS_VARIABLE: msgspec.json.encode(self).decode()}
@@ -192,6 +201,8 @@ def markdown() -> str:
         allowed = " \\| ".join(choices(name) or ())
         if meta["above"] is not None:
             allowed = f"> {meta['above']}"
+            if meta["maximum"] is not None:
+                allowed += f", <= {meta['maximum']}"
         elif meta["minimum"] is not None or meta["maximum"] is not None:
             low, high = meta["minimum"], meta["maximum"]
             allowed = f"{low} to {high}" if high is not None else f">= {low}"

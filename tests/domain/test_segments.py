@@ -19,6 +19,7 @@ from pier.domain.segments import (
     event_document,
     member,
     next_change,
+    next_look,
     parse_rule,
     user_document,
 )
@@ -529,6 +530,11 @@ def test_membership_holds_until_next_change(
         end = at if at is not None else NOW + 3 * 365 * DAY
         for t in {NOW + 1, end - 1, *(NOW + int(f * (end - NOW)) for f in offsets)}:
             assert Evaluator(rule, t).member(person, events) == now_member, (t, at)
+        # next_look: no later than next_change, and None only when next_change is too
+        look = next_look(rule, person, events, NOW)
+        assert (look is None) == (at is None) or (look is not None and at is None)
+        if at is not None:
+            assert look is not None and NOW < look <= at
 
 
 ROLLING = st.builds(

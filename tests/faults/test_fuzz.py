@@ -694,7 +694,7 @@ def reads(draw: st.DrawFn) -> Read:
                 (m, p)
                 for p, item in SPEC["paths"].items()
                 for m in item
-                if m != "post" and not p.startswith(DESTINATIONS)
+                if m != "post" and not p.startswith(DESTINATIONS) and "/lists" not in p
             ]
         )
     )

@@ -4,6 +4,7 @@ cursors. Every operation of the OpenAPI document must have a check here."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from pier.api.openapi import document
 
 DEVICE = {"os": "iOS", "model": "iPhone", "app_build": "1", "app_version": "1.0"}
 MARK = {"secret": "marker-b"}
+EVERYONE = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and"}
 
 
 @pytest.fixture
@@ -42,6 +44,17 @@ def seed(b: Tenant) -> None:
         b.post("devices", {"external_id": "b-only-user", "device_id": "b-only-dev"} | DEVICE),
     ]
     assert [r.status_code for r in ok] == [204] * 8
+    static = b.secret.post("/api/client/lists", json={"name": "b-static", "type": "static"})
+    r = b.secret.post(
+        f"/api/client/lists/{static.json()['id']}/users", json={"external_ids": ["b-only-user"]}
+    )
+    assert r.status_code == 204, r.text
+    dynamic = b.secret.post(
+        "/api/client/lists", json={"name": "b-dynamic", "type": "dynamic", "rule": EVERYONE}
+    )
+    assert dynamic.status_code == 201, dynamic.text
+    while b.secret.get(f"/api/client/lists/{dynamic.json()['id']}").json()["state"] == "loading":
+        time.sleep(0.02)
     hook = {"kind": "webhook", "url": "http://127.0.0.1:9/b-hook", "name": "b-dest", "from": "now"}
     made = b.secret.post("/api/client/destinations", json=hook)
     assert made.status_code == 201, made.text
@@ -52,8 +65,13 @@ def snapshot(b: Tenant) -> tuple[object, ...]:
     """Everything of B's, read with B's own secret key."""
     users = b.secret.get("/api/client/users", params={"limit": 1000}).json()
     feed = b.secret.get("/api/client/events", params={"limit": 1000}).json()
+    lists = b.secret.get("/api/client/lists").json()["results"]
+    members = [
+        b.secret.get(f"/api/client/lists/{x['id']}/users", params={"limit": 1000}).json()
+        for x in lists
+    ]
     destinations = b.secret.get("/api/client/destinations").json()
-    return users, feed, b.counts(), destinations
+    return users, feed, b.counts(), lists, members, destinations
 
 
 def b_cursors(b: Tenant) -> dict[str, str]:
@@ -69,6 +87,8 @@ def b_cursors(b: Tenant) -> dict[str, str]:
 
 # What A never sends itself (A does send some of B's ids, to try to reach B's data with them)
 B_VALUES = (
+    "b-static",
+    "b-dynamic",
     "b@b",
     "b-shared@b",
     "b-event",
@@ -185,6 +205,16 @@ def delete_user(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     assert b.user("b-only-user")["external_id"] == "b-only-user"
 
 
+def b_lists(b: Tenant) -> list[int]:
+    return [x["id"] for x in b.secret.get("/api/client/lists").json()["results"]]
+
+
+def read_lists(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.get("/api/client/lists")
+    assert r.status_code == 200, r.text
+    no_b(r.text)
+
+
 def b_destination(b: Tenant) -> str:
     (d,) = b.secret.get("/api/client/destinations").json()["results"]
     return f"/api/client/destinations/{d['id']}"
@@ -194,6 +224,29 @@ def list_destinations(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     r = a.secret.get("/api/client/destinations")
     assert r.status_code == 200, r.text
     no_b(r.text)
+
+
+def write_list(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.post(
+        "/api/client/lists", json={"name": "a-list", "type": "dynamic", "rule": EVERYONE}
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["project_id"] == a.id
+
+
+def preview_list(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.post("/api/client/lists/preview", json={"rule": EVERYONE})
+    assert r.status_code == 200, r.text
+    no_b(r.text)
+
+
+def on_b_lists(method: str, suffix: str = "", body: object = None) -> Check:
+    def check(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+        for list_id in b_lists(b):
+            r = a.secret.request(method, f"/api/client/lists/{list_id}{suffix}", json=body)
+            assert r.status_code == 404, (method, suffix, r.text)
+
+    return check
 
 
 def add_destination(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
@@ -212,6 +265,13 @@ def destination_check(method: str, tail: str = "", body: object = None) -> Check
         no_b(r.text)
 
     return check
+
+
+def read_user_lists(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    assert a.secret.get("/api/client/users/b-only-user/lists").status_code == 404
+    r = a.secret.get("/api/client/users/b-user/lists")
+    assert r.status_code in (200, 404)  # A's own b-user, if A made one: never B's lists
+    no_b(r.text)
 
 
 CHECKS: dict[tuple[str, str], Check] = {
@@ -243,6 +303,22 @@ CHECKS: dict[tuple[str, str], Check] = {
     ("post", "/api/client/destinations/{id}/redeliver"): destination_check(
         "POST", "/redeliver", {"all": True}
     ),
+    # last: A's own list would add list_entered items to the events the checks above expect
+    ("get", "/api/client/lists"): read_lists,
+    ("post", "/api/client/lists"): write_list,
+    ("post", "/api/client/lists/preview"): preview_list,
+    ("get", "/api/client/lists/{id}"): on_b_lists("GET"),
+    ("patch", "/api/client/lists/{id}"): on_b_lists("PATCH", "", {"name": "a-renamed"}),
+    ("delete", "/api/client/lists/{id}"): on_b_lists("DELETE"),
+    ("post", "/api/client/lists/{id}/recount"): on_b_lists("POST", "/recount"),
+    ("get", "/api/client/lists/{id}/users"): on_b_lists("GET", "/users"),
+    ("post", "/api/client/lists/{id}/users"): on_b_lists(
+        "POST", "/users", {"external_ids": ["b-only-user"]}
+    ),
+    ("delete", "/api/client/lists/{id}/users"): on_b_lists(
+        "DELETE", "/users", {"external_ids": ["b-only-user"]}
+    ),
+    ("get", "/api/client/users/{ref}/lists"): read_user_lists,
 }
 
 

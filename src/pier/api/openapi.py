@@ -116,6 +116,13 @@ def _feed_items() -> dict[str, Schema]:
                 "device_ids": STRINGS,
             },
         },
+        "ListMembershipData": {
+            "type": "object",
+            "description": "list_entered / list_exited: the user entered or left a list"
+            " (docs/lists.md), in the transaction of the change that moved it.",
+            "required": ["list_id", "name"],
+            "properties": {"list_id": {"type": "integer"}, "name": {"type": "string"}},
+        },
     }
 
 
@@ -125,6 +132,8 @@ ITEM_DATA = {
     feed.USER_MERGED: "UserMergedData",
     feed.DEVICE_REGISTERED: "DeviceRegisteredData",
     feed.USER_DELETED: "UserDeletedData",
+    feed.LIST_ENTERED: "ListMembershipData",
+    feed.LIST_EXITED: "ListMembershipData",
 }
 
 
@@ -360,7 +369,9 @@ def schemas() -> dict[str, Schema]:
         **_feed_items(),
         "FeedEvent": {
             "description": "An item of the change feed: a tracked event, or one of Pier's own"
-            " items (" + ", ".join(feed.ITEMS) + "), whose data is described by its schema."
+            " items ("
+            + ", ".join((*feed.ITEMS, feed.LIST_ENTERED, feed.LIST_EXITED))
+            + "), whose data is described by its schema."
             " The items alone rebuild the project's users and devices; user_id,"
             " external_id and anonymous_id are the user's as they are when read.",
             "allOf": [
@@ -379,6 +390,79 @@ def schemas() -> dict[str, Schema]:
                 "external_id": {"type": ["string", "null"]},
                 "anonymous_id": {"type": ["string", "null"]},
             },
+        },
+        "RuleTree": {
+            "type": "object",
+            "description": "A Parcelvoy rule tree (docs/segments-contract.md): checked whole,"
+            " each problem answered with its JSON Pointer; stored and returned as received.",
+        },
+        "List": {
+            "type": "object",
+            "required": ["id", "name", "type", "rule", "state", "users_count", "published"],
+            "properties": {
+                "id": {"type": "integer"},
+                "project_id": {"type": "integer"},
+                "name": {"type": "string"},
+                "type": {"enum": ["dynamic", "static"]},
+                "rule": {"anyOf": [ref("RuleTree"), {"type": "null"}]},
+                "state": {
+                    "enum": ["draft", "loading", "ready"],
+                    "description": "loading: being computed; then ready if published, else"
+                    " draft. The state never changes who the members are.",
+                },
+                "progress": {"type": ["number", "null"], "description": "0..1 while loading."},
+                "users_count": {"type": "integer"},
+                "published": {"type": "boolean"},
+                "created_at": {"type": "string", "description": TIME},
+                "updated_at": {"type": "string", "description": TIME},
+            },
+        },
+        "ListCreate": {
+            "type": "object",
+            "required": ["name", "type"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                "type": {"enum": ["dynamic", "static"]},
+                "rule": {
+                    "anyOf": [ref("RuleTree"), {"type": "null"}],
+                    "description": "Required for dynamic lists, refused for static ones.",
+                },
+                "tags": {"type": "array", "items": {"type": "string"}, "description": "Ignored."},
+                "is_visible": {"type": "boolean", "description": "Ignored."},
+            },
+        },
+        "ListPatch": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 255},
+                "rule": {
+                    "anyOf": [ref("RuleTree"), {"type": "null"}],
+                    "description": "A new rule: the list is computed again (loading).",
+                },
+                "published": {"type": "boolean"},
+                "tags": {"type": "array", "items": {"type": "string"}, "description": "Ignored."},
+            },
+        },
+        "ExternalIds": {
+            "type": "object",
+            "required": ["external_ids"],
+            "additionalProperties": False,
+            "properties": {
+                "external_ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {"type": "string", "minLength": 1},
+                }
+            },
+        },
+        "Preview": {
+            "type": "object",
+            "required": ["rule"],
+            "additionalProperties": False,
+            "properties": {"rule": ref("RuleTree")},
         },
         "Page": {
             "type": "object",
@@ -537,6 +621,119 @@ def _page(item: str, extra: dict[str, Schema] | None = None) -> Schema:
     }
 
 
+LIST_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "The list's id.",
+    "schema": {"type": "integer"},
+}
+
+
+def _results(item: str) -> Schema:
+    return {
+        "type": "object",
+        "required": ["results"],
+        "properties": {"results": {"type": "array", "items": ref(item)}},
+    }
+
+
+def _list_op(
+    summary: str,
+    params: list[Schema],
+    schema: Schema | None,
+    *,
+    body: str | None = None,
+    status: str = "200",
+    conflict: bool = False,
+) -> Schema:
+    """An operation of the list routes (secret keys)."""
+    op = _read(summary, params, schema or {}, found=bool(params))
+    if params:
+        op["responses"]["404"] = _error("No such list (or user) in this project.")
+    if schema is None or status != "200":
+        content = op["responses"].pop("200")
+        op["responses"][status] = (
+            {"description": "Committed."} if schema is None else content | {"description": "OK"}
+        )
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref(body)}}}
+        op["responses"]["422"] = _error("Invalid body: errors gives a JSON Pointer per problem.")
+        op["responses"]["400"] = _error("The body is not valid JSON.")
+        op["responses"]["413"] = _error("The body is over 1 MiB.")
+        op["responses"]["415"] = _error("A Content-Type other than JSON.")
+    if conflict:
+        op["responses"]["409"] = _error("The list is dynamic: its rule decides its members.")
+    return op
+
+
+def list_paths() -> dict[str, Schema]:
+    members = "External ids of the project's users"
+    return {
+        "/api/client/lists": {
+            "get": _list_op("The project's lists.", [], _results("List")),
+            "post": _list_op(
+                "Create a list (a dynamic one is computed in the background).",
+                [],
+                ref("List"),
+                body="ListCreate",
+                status="201",
+            ),
+        },
+        "/api/client/lists/preview": {
+            "post": _list_op(
+                "How many users a rule holds now, and a few of them; nothing is saved.",
+                [],
+                {
+                    "type": "object",
+                    "required": ["count", "sample"],
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "sample": {"type": "array", "items": ref("User")},
+                    },
+                },
+                body="Preview",
+            )
+        },
+        "/api/client/lists/{id}": {
+            "get": _list_op("A list.", [LIST_ID], ref("List")),
+            "patch": _list_op(
+                "Rename, publish, or give a new rule.", [LIST_ID], ref("List"), body="ListPatch"
+            ),
+            "delete": _list_op("Delete a list and its members.", [LIST_ID], None, status="204"),
+        },
+        "/api/client/lists/{id}/recount": {
+            "post": _list_op("Compute a dynamic list again.", [LIST_ID], ref("List"))
+        },
+        "/api/client/lists/{id}/users": {
+            "get": _list_op(
+                "A list's members, newest users first.",
+                [LIST_ID, _query("limit", "Page size (default 25).", LIMIT), CURSOR],
+                _page("User"),
+            ),
+            "post": _list_op(
+                f"Add members to a static list: {members}, all or none.",
+                [LIST_ID],
+                None,
+                body="ExternalIds",
+                status="204",
+                conflict=True,
+            ),
+            "delete": _list_op(
+                f"Remove members from a static list: {members}.",
+                [LIST_ID],
+                None,
+                body="ExternalIds",
+                status="204",
+                conflict=True,
+            ),
+        },
+        "/api/client/users/{ref}/lists": {
+            "get": _list_op("The lists a user is a member of.", [REF, BY], _results("List"))
+        },
+    }
+
+
 def paths() -> dict[str, Schema]:
     events_post = _ingest(f"Track events (1..{MAX_EVENTS}, all-or-nothing).", "Events")
     events_post["parameters"].append(
@@ -621,6 +818,7 @@ def paths() -> dict[str, Schema]:
                 },
             )
         },
+        **list_paths(),
         **destination_paths(),
     }
 

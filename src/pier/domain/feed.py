@@ -14,11 +14,15 @@ USER_MERGED = "user_merged"
 DEVICE_REGISTERED = "device_registered"
 USER_DELETED = "user_deleted"
 ITEMS = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, USER_DELETED)
-# A client event may not take one of these names (422): Pier's items, and the lists' (issue 13).
-RESERVED_EVENT_NAMES = frozenset((*ITEMS, "list_entered", "list_exited"))
+# A user entering or leaving a dynamic or static list (docs/lists.md); data: list_id, name.
+LIST_ENTERED = "list_entered"
+LIST_EXITED = "list_exited"
+# A client event may not take one of these names (422): Pier's items, and the lists'.
+RESERVED_EVENT_NAMES = frozenset((*ITEMS, LIST_ENTERED, LIST_EXITED))
 # The items of a user merged into another that leave the feed with it: they describe a user that
-# no longer exists, and the merge's own items describe the result (its tracked events move).
-MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED)
+# no longer exists, and the merge's own items describe the result (its tracked events move). The
+# survivor is evaluated again for every dynamic list, so its own list items say where it is.
+MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED)
 
 DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")
 

@@ -45,6 +45,24 @@ class FeedEvent(EventRow):
     anonymous_id: str | None = None  # the user's first anonymous id
 
 
+class ListRow(msgspec.Struct):
+    """A list (docs/lists.md). `rule` is the tree's JSON text as received (None: static);
+    `users_count` is counted when read."""
+
+    id: int
+    project_id: int
+    name: str
+    type: str
+    rule: str | None
+    state: str
+    progress: float | None
+    published: bool
+    version: int
+    created_at: int
+    updated_at: int
+    users_count: int
+
+
 class Admin(msgspec.Struct):
     """A portal administrator; `password_hash` is an argon2 hash."""
 
@@ -157,6 +175,65 @@ class Store(Protocol):
 
     async def events_per_minute(self, project_id: int, since: int) -> dict[int, int]:
         """Events received since `since` (ms), counted by minute: {minute start ms: count}."""
+
+    # lists (docs/lists.md)
+    async def create_list(
+        self, project_id: int, name: str, type: str, rule: str | None, now: int
+    ) -> ListRow:
+        """A new list: a dynamic one in state loading (to be computed), a static one draft."""
+
+    async def get_list(self, project_id: int, list_id: int) -> ListRow | None: ...
+    async def lists(self, project_id: int) -> list[ListRow]: ...
+    async def loading_lists(self) -> list[ListRow]:
+        """Every list of every project whose members are still to be computed."""
+
+    async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]: ...
+    async def update_list(
+        self, project_id: int, list_id: int, name: str, published: bool, now: int
+    ) -> ListRow | None:
+        """A new name and published flag (a computed list's state follows published)."""
+
+    async def restart_list(
+        self, project_id: int, list_id: int, rule: str | None, now: int
+    ) -> ListRow | None:
+        """Ask for the members to be computed again (with a new rule, unless None): a new
+        version, state loading. The computation is the caller's (`pier.lists`)."""
+
+    async def delete_list(self, project_id: int, list_id: int) -> bool:
+        """The list and its members, in one transaction; False when there is no such list."""
+
+    async def list_members(
+        self, project_id: int, list_id: int, limit: int, before: tuple[int, int] | None
+    ) -> list[User]:
+        """Members newest first by (created_at, id), as list_users pages them."""
+
+    async def user_ids(self, project_id: int, external_ids: list[str]) -> dict[str, int]:
+        """{external id: user id} of those of the project's users that exist."""
+
+    async def change_members(
+        self, project_id: int, list_id: int, add: list[int], remove: list[int], now: int
+    ) -> None:
+        """Add and remove members (static lists), in one transaction."""
+
+    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+        """segment_members for a backfill: on SQLite on a connection and thread of its own, so
+        that the event loop goes on serving meanwhile."""
+
+    async def sweep_lists(self, now: int, limit: int) -> int:
+        """Evaluate again (in one transaction) up to `limit` memberships of lists whose rule
+        moves with time that are due by `now`; returns how many were due."""
+
+    async def feed_mark(self, project_id: int) -> int:
+        """The id of the project's newest event (0 when none): where a backfill starts."""
+
+    async def finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        """End a backfill: `members` (computed at `now`, from a snapshot taken after the feed
+        was at `mark`) become the list's members, and its state settles, in one transaction,
+        unless its version is no longer `row.version` (then False, nothing written). Users
+        whose events or profile changed since are evaluated again in that transaction, so an
+        incremental update that raced the backfill is not lost."""
 
     # portal admins and sessions
     async def create_admin(self, email: str, password_hash: str, now: int) -> Admin: ...

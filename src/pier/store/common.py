@@ -4,6 +4,7 @@ connections, its transaction policy, id reservation, bulk insert of events and i
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
@@ -13,18 +14,31 @@ import msgspec
 
 from ..clock import now_ms
 from ..domain.batch import ChangeSet
-from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY, USER_DELETED
+from ..domain.feed import DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED, MERGED_AWAY, USER_DELETED
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
-from ..domain.segments import Rule
-from .base import Admin, AdminSession, EventRow, FeedEvent
+from ..domain.segments import (
+    Dependencies,
+    Evaluator,
+    Rule,
+    RuleError,
+    RuleInvalid,
+    dependencies,
+    event_document,
+    next_look,
+    parse_rule,
+    user_document,
+)
+from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import Queries, Row, Run
 from .segments_sql import compile_members
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
+log = logging.getLogger("pier.lists")
+MAX_ATTEMPTS = 20  # of a backfill's last transaction, when it conflicts with batches (PostgreSQL)
 
 
 def _encode(value: Any) -> str:
@@ -52,6 +66,7 @@ class SqlTx(BatchQueries):
             await self.write_devices(c.device_writes)
         if c.event_moves:
             await self.move_events(c.event_moves)
+            await run.many(q.move_list_members, [(to, frm) for frm, to in c.event_moves])
         if c.updated_users:
             await run.many(
                 q.update_user,
@@ -72,7 +87,139 @@ class SqlTx(BatchQueries):
         if c.events:
             await self.insert_events(c.events, c.now)
         if c.deleted_users:
-            await run.execute(q.delete_users, self.array([u.id for u in c.deleted_users]))
+            gone = self.array([u.id for u in c.deleted_users])
+            for sql in q.delete_members_of:
+                await run.execute(sql, gone)
+            await run.execute(q.delete_users, gone)
+        await self.update_lists(c)
+
+    async def update_lists(self, c: ChangeSet) -> None:
+        """Keep the dynamic lists current for the users this change set touched, in its
+        transaction, evaluating only the lists each change can affect (docs/lists.md)."""
+        everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
+        profile = {u.id: u.project_id for u in c.updated_users}
+        named: dict[int, set[str]] = defaultdict(set)
+        projects = {u.project_id for u in c.new_users} | set(profile.values())
+        for e in c.events:
+            named[e.user.id].add(e.name)
+            projects.add(e.user.project_id)
+        if not (everything or profile or named):
+            return
+        gone = {u.id for u in c.deleted_users}
+        work = []
+        for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
+            list_id, project_id, name, text = row
+            parsed = _parsed(list_id, text, c.now)
+            if parsed is None:
+                continue
+            rule, deps = parsed
+            users = everything | {u for u, names in named.items() if names & deps.events}
+            if deps.profile_keys is None or deps.profile_keys:
+                users |= {u for u, pid in profile.items() if pid == project_id}
+            users -= gone
+            if users:
+                work.append((list_id, project_id, name, rule, deps, sorted(users)))
+        await self.settle_many(work, c.now)
+
+    async def settle_many(self, work: list[tuple[Any, ...]], now: int) -> None:
+        """settle() each (list id, project id, name, rule, dependencies, user ids), reading
+        each project's users and their events once for all its lists."""
+        by_project: dict[int, tuple[set[int], set[str]]] = {}
+        for _, project_id, _, _, deps, users in work:
+            ids, names = by_project.setdefault(project_id, (set(), set()))
+            ids.update(users)
+            names.update(deps.events)
+        docs: Docs = {}
+        for project_id, (ids, names) in by_project.items():
+            docs.update(await self.documents(project_id, sorted(ids), names))
+        for list_id, project_id, name, rule, deps, users in work:
+            await self.settle(list_id, project_id, name, rule, deps, now, users, docs)
+
+    async def sweep(self, now: int, limit: int) -> int:
+        """Evaluate again the memberships due by `now` (a window moved, a date passed): how
+        many were due."""
+        due: dict[int, list[int]] = defaultdict(list)
+        rows = await self.run.all(self.q.due, now, limit)
+        for list_id, user_id in rows:
+            due[list_id].append(user_id)
+        lists = await self.run.all(self.q.lists_by_id, self.array(sorted(due))) if due else []
+        work = []
+        for list_id, project_id, name, text in lists:
+            parsed = _parsed(list_id, text, now)
+            if parsed is not None:
+                work.append((list_id, project_id, name, *parsed, due.pop(list_id)))
+        await self.settle_many(work, now)
+        for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
+            await self.run.execute(self.q.delete_due, list_id, self.array(users))
+        return len(rows)
+
+    async def settle(
+        self,
+        list_id: int,
+        project_id: int,
+        name: str,
+        rule: Rule,
+        deps: Dependencies,
+        now: int,
+        user_ids: list[int],
+        docs: Docs,
+        items: bool = True,
+    ) -> None:
+        """Make these users' membership of the list what the rule says at `now` (`docs`: their
+        documents, from `documents`; a user without one, deleted or of another project, is no
+        member), and when the rule moves with time, note when each is next to be looked at
+        (list_due); with `items`, a list_entered / list_exited event in the feed for each user
+        who enters or leaves."""
+        run, q = self.run, self.q
+        try:
+            members, due = evaluate(rule, deps, now, docs, user_ids)
+        except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
+            log.exception("list %s cannot be evaluated at %s", list_id, now)
+            return
+        ids = self.array(user_ids)
+        had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
+        entered, left = sorted(members - had), sorted(had - members)
+        if entered:
+            await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
+        if left:
+            await run.many(q.delete_list_member, [(list_id, u) for u in left])
+        if deps.time:
+            await run.execute(q.delete_due, list_id, ids)
+            await run.many(q.insert_due, [(list_id, project_id, u, t) for u, t in due.items()])
+        if items and (entered or left):
+            data = _encode({"list_id": list_id, "name": name})
+            await run.many(
+                q.insert_events,
+                [(project_id, u, LIST_ENTERED, data, now, now, None) for u in entered]
+                + [(project_id, u, LIST_EXITED, data, now, now, None) for u in left],
+            )
+
+    async def documents(self, project_id: int, user_ids: list[int], names: set[str]) -> Docs:
+        """The user documents of these users of the project, read in this transaction, with
+        their events of these names (event documents, by name)."""
+        docs: Docs = {}
+        for row in await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids)):
+            u = user_from_row(row)
+            doc = user_document(
+                u.data,
+                external_id=u.external_id,
+                email=u.email,
+                phone=u.phone,
+                timezone=u.timezone,
+                locale=u.locale,
+                created_at=u.created_at,
+            )
+            docs[u.id] = (doc, defaultdict(list))
+        if names and docs:
+            for uid, name, data, at in await self.events_of(list(docs), frozenset(names)):
+                docs[uid][1][name].append(event_document(name, at, _decode(data)))
+        return docs
+
+    async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Row]:
+        """(user id, name, data JSON, created_at) of these users' events with these names."""
+        return await self.run.all(
+            self.q.events_of_users, self.array(user_ids), self.array(sorted(names))
+        )
 
     async def write_devices(self, devices: list[Device]) -> None:
         """Insert devices whole (stored ones were deleted just before)."""
@@ -87,6 +234,32 @@ class SqlTx(BatchQueries):
 
     async def insert_events(self, events: list[Event], now: int) -> None:
         await self.run.many(self.q.insert_events, event_values(events, now))
+
+
+Docs = dict[int, tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]]
+
+
+def evaluate(
+    rule: Rule, deps: Dependencies, now: int, docs: Docs, user_ids: list[int]
+) -> tuple[set[int], dict[int, int]]:
+    """In memory: the members among these users at `now`, and when the rule moves with time,
+    {user id: the next instant to look again} for those whose membership can change with no
+    new data."""
+    evaluator = Evaluator(rule, now)
+    members: set[int] = set()
+    due: dict[int, int] = {}
+    for uid in user_ids:
+        if uid not in docs:
+            continue
+        doc, by_name = docs[uid]
+        events = [e for name in deps.events for e in by_name.get(name, ())]
+        if evaluator.member(doc, events):
+            members.add(uid)
+        if deps.time:
+            at = next_look(rule, doc, events, now)
+            if at is not None:
+                due[uid] = at
+    return members, due
 
 
 def event_values(events: list[Event], now: int) -> Sequence[tuple[Any, ...]]:
@@ -108,6 +281,28 @@ def event_values(events: list[Event], now: int) -> Sequence[tuple[Any, ...]]:
 
 def event_row(r: Row) -> EventRow:
     return EventRow(r[0], r[1], msgspec.Raw(r[2].encode()), r[3], r[4], r[5], r[6])
+
+
+_RULES: dict[str, tuple[Rule, Dependencies] | None] = {}  # by the tree's text
+
+
+def _parsed(list_id: int, text: str, now: int) -> tuple[Rule, Dependencies] | None:
+    """A stored rule, parsed once (by its text: a process may serve several databases, whose
+    list ids meet); None for one that no longer parses."""
+    if text not in _RULES:
+        if len(_RULES) >= 1_000:
+            _RULES.clear()
+        try:
+            rule = parse_rule(_decode(text), now)
+            _RULES[text] = (rule, dependencies(rule))
+        except RuleInvalid:
+            log.exception("list %s: the stored rule does not parse", list_id)
+            _RULES[text] = None
+    return _RULES[text]
+
+
+def _list_row(r: Row) -> ListRow:
+    return ListRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
 
 
 def _feed_event(r: Row) -> FeedEvent:
@@ -286,6 +481,146 @@ class SqlStore:
         be rendered at `now`."""
         sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
         return [r[0] for r in await self.reader.all(sql, *params)]
+
+    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+        return await self.segment_members(project_id, rule, now)
+
+    # -- lists ---------------------------------------------------------------------------
+    async def create_list(
+        self, project_id: int, name: str, type: str, rule: str | None, now: int
+    ) -> ListRow:
+        state, progress = ("loading", 0.0) if rule is not None else ("draft", None)
+        args = (project_id, name, type, rule, state, progress, 0, now)
+        async with self.writing() as run:
+            row = await run.one(self.q.insert_list, *args)
+        assert row is not None
+        return ListRow(row[0], project_id, name, type, rule, state, progress, False, 1, now, now, 0)
+
+    async def get_list(self, project_id: int, list_id: int) -> ListRow | None:
+        row = await self.reader.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def lists(self, project_id: int) -> list[ListRow]:
+        return [_list_row(r) for r in await self.reader.all(self.q.lists_of, project_id)]
+
+    async def loading_lists(self) -> list[ListRow]:
+        return [_list_row(r) for r in await self.reader.all(self.q.loading_lists)]
+
+    async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]:
+        rows = await self.reader.all(self.q.lists_of_user, project_id, user_id)
+        return [_list_row(r) for r in rows]
+
+    async def update_list(
+        self, project_id: int, list_id: int, name: str, published: bool, now: int
+    ) -> ListRow | None:
+        async with self.writing() as run:
+            await run.execute(self.q.update_list, project_id, list_id, name, int(published), now)
+            row = await run.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def restart_list(
+        self, project_id: int, list_id: int, rule: str | None, now: int
+    ) -> ListRow | None:
+        async with self.writing() as run:
+            await run.execute(self.q.restart_list, project_id, list_id, rule, now)
+            row = await run.one(self.q.list_by_id, project_id, list_id)
+        return _list_row(row) if row else None
+
+    async def delete_list(self, project_id: int, list_id: int) -> bool:
+        async with self.writing() as run:
+            if not await run.execute(self.q.delete_list, project_id, list_id):
+                return False
+            for sql in self.q.delete_list_members:
+                await run.execute(sql, list_id)
+        return True
+
+    async def list_members(
+        self, project_id: int, list_id: int, limit: int, before: tuple[int, int] | None
+    ) -> list[User]:
+        args = (list_id, project_id, *(before or ()), limit)
+        async with self.reading() as run:
+            rows = await run.all(self.q.list_members[before is not None], *args)
+            return await self._whole_users(run, rows)
+
+    async def user_ids(self, project_id: int, external_ids: list[str]) -> dict[str, int]:
+        ids = self.q.dialect.array([e for e in external_ids if "\0" not in e])
+        rows = await self.reader.all(self.q.user_ids_by_external, project_id, ids)
+        return {r[0]: r[1] for r in rows}
+
+    async def change_members(
+        self, project_id: int, list_id: int, add: list[int], remove: list[int], now: int
+    ) -> None:
+        async with self.writing() as run:
+            await self._change_members(run, project_id, list_id, add, remove, now)
+
+    async def _change_members(
+        self, run: Run, project_id: int, list_id: int, add: list[int], remove: list[int], now: int
+    ) -> None:
+        q = self.q
+        if add:
+            await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in add])
+        if remove:
+            await run.many(q.delete_list_member, [(list_id, u) for u in remove])
+
+    async def sweep_lists(self, now: int, limit: int) -> int:
+        if not await self.reader.one(self.q.any_due, now):  # the usual case: no write lock
+            return 0
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with self.transaction() as tx:  # type: ignore[attr-defined]
+                    done: int = await tx.sweep(now, limit)
+                    return done
+            except Exception as exc:
+                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
+                    raise
+        raise AssertionError("unreachable")
+
+    async def feed_mark(self, project_id: int) -> int:
+        row = await self.reader.one(self.q.feed_mark, project_id)
+        return row[0] if row and row[0] is not None else 0
+
+    async def finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                return await self._finish_list(row, members, now, mark, rule)
+            except Exception as exc:
+                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _finish_list(
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+    ) -> bool:
+        q = self.q
+        async with self.transaction() as tx:  # type: ignore[attr-defined]
+            run = tx.run
+            if not await run.one(q.finish_list, row.id, row.version):
+                return False
+            # users whose data changed since the backfill's snapshot: evaluated now instead
+            changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
+            had = {r[0] for r in await run.all(q.list_member_ids, row.id)}
+            wanted = set(members)
+            await self._change_members(
+                run,
+                row.project_id,
+                row.id,
+                sorted(wanted - had - changed),
+                sorted(had - wanted - changed),
+                now,
+            )
+            await run.execute(q.prune_gone_members, row.id, row.project_id)
+            deps = dependencies(rule)
+            if deps.time:  # every user is looked at once by the sweeper, which notes when next
+                await run.execute(q.due_all, row.id, row.project_id, now)
+            if changed:
+                users = sorted(changed)
+                docs = await tx.documents(row.project_id, users, set(deps.events))
+                await tx.settle(
+                    row.id, row.project_id, row.name, rule, deps, now_ms(), users, docs, False
+                )
+        return True
 
     # -- the feed ------------------------------------------------------------------------
     async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:

@@ -122,6 +122,12 @@ FEED = (
     " WHERE e.project_id = $1 AND e.id > $2"
 )
 
+LIST_COLUMNS = (
+    "l.id, l.project_id, l.name, l.type, l.rule, l.state, l.progress, l.published, l.version,"
+    " l.created_at, l.updated_at, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id)"
+)
+LISTS = f"SELECT {LIST_COLUMNS} FROM lists l"
+
 
 def _list_users(q: bool, before: bool) -> str:
     """Newest users first, from a cursor; with `q`, the few exact, indexed matches first (the
@@ -271,7 +277,7 @@ class Queries:
     delete_users = "DELETE FROM users WHERE id {any[1]}"
     delete_user_rows = tuple(  # a deleted user's rows, its events apart (sqlite_index.py)
         f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
-        for table in ("devices", "user_anonymous_ids")
+        for table in ("devices", "user_anonymous_ids", "list_members", "list_due")
     )
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
@@ -279,6 +285,102 @@ class Queries:
         "SELECT data{text} FROM events WHERE project_id = $1 AND user_id = $2 AND name = $3"
     )
     prune_request_keys = "DELETE FROM request_keys WHERE created_at < $1"
+
+    # -- lists (docs/lists.md)
+    insert_list = (
+        "INSERT INTO lists (project_id, name, type, rule, state, progress, published, version,"
+        " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) RETURNING id"
+    )
+    lists_of = LISTS + " WHERE l.project_id = $1 ORDER BY l.id"
+    list_by_id = LISTS + " WHERE l.project_id = $1 AND l.id = $2"
+    loading_lists = LISTS + " WHERE l.state = 'loading' ORDER BY l.id"
+    lists_of_user = (
+        LISTS + " JOIN list_members j ON j.list_id = l.id WHERE j.project_id = $1"
+        " AND j.user_id = $2 ORDER BY l.id"
+    )
+    update_list = (  # a list being computed stays loading: its end settles the state
+        "UPDATE lists SET name = $3, published = $4, updated_at = $5, state = CASE WHEN"
+        " state = 'loading' THEN state WHEN $4 = CAST(1 AS bigint) THEN 'ready' ELSE 'draft' END"
+        " WHERE project_id = $1 AND id = $2"
+    )
+    restart_list = (  # compute again (with a new rule when $3 is not null)
+        "UPDATE lists SET rule = COALESCE($3, rule), version = version + 1, state = 'loading',"
+        " progress = 0, updated_at = $4 WHERE project_id = $1 AND id = $2"
+    )
+    # the end of a computation: only when no newer one was asked for meanwhile
+    finish_list = (
+        "UPDATE lists SET progress = NULL, state = CASE WHEN published = 1 THEN 'ready'"
+        " ELSE 'draft' END WHERE id = $1 AND version = $2 RETURNING id"
+    )
+    delete_list = "DELETE FROM lists WHERE project_id = $1 AND id = $2"
+    delete_list_members = tuple(
+        f"DELETE FROM {table} WHERE list_id = $1" for table in ("list_members", "list_due")
+    )
+    list_member_ids = "SELECT user_id FROM list_members WHERE list_id = $1"
+    insert_list_member = (
+        "INSERT INTO list_members (list_id, project_id, user_id, joined_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+    )
+    delete_list_member = "DELETE FROM list_members WHERE list_id = $1 AND user_id = $2"
+    list_members = {
+        before: f"SELECT {USER_COLUMNS} FROM list_members m {{cross}} users u"
+        " ON u.project_id = m.project_id AND u.id = m.user_id WHERE m.list_id = $1"
+        " AND m.project_id = $2"
+        + (
+            " AND (u.created_at, u.id) < ($3, $4) ORDER BY u.created_at DESC, u.id DESC LIMIT $5"
+            if before
+            else " ORDER BY u.created_at DESC, u.id DESC LIMIT $3"
+        )
+        for before in (False, True)
+    }
+    user_ids_by_external = (
+        "SELECT external_id, id FROM users WHERE project_id = $1 AND external_id {any[2]}"
+    )
+    # a merged user's static memberships go to the user it merged into (SqlTx.write)
+    move_list_members = (
+        "INSERT INTO list_members (list_id, project_id, user_id, joined_at)"
+        " SELECT list_id, project_id, $1, joined_at FROM list_members WHERE user_id = $2"
+        " AND list_id IN (SELECT id FROM lists WHERE type = 'static') ON CONFLICT DO NOTHING"
+    )
+    delete_members_of = tuple(
+        f"DELETE FROM {table} WHERE user_id {{any[1]}}" for table in ("list_members", "list_due")
+    )
+
+    dynamic_lists = (  # the lists a batch keeps current (SqlTx.update_lists)
+        "SELECT id, project_id, name, rule FROM lists WHERE type = 'dynamic'"
+        " AND project_id {any[1]}"
+    )
+    members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
+    lists_by_id = "SELECT id, project_id, name, rule FROM lists WHERE id {any[1]}"
+    # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)
+    list_users_by_id = (
+        f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id {{any[2]}}"
+    )
+    events_of_users = (  # PostgreSQL's (the events_user index); SQLite: sqlite.py
+        "SELECT user_id, name, data{text}, created_at FROM events WHERE user_id {any[1]}"
+        " AND name {any[2]}"
+    )
+    delete_due = "DELETE FROM list_due WHERE list_id = $1 AND user_id {any[2]}"
+    insert_due = (
+        "INSERT INTO list_due (list_id, project_id, user_id, due_at) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
+    )
+    due_all = (  # after a backfill: every user of the project is looked at once
+        "INSERT INTO list_due (list_id, project_id, user_id, due_at)"
+        " SELECT $1, project_id, id, $3 FROM users WHERE project_id = $2"
+        " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
+    )
+    due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
+    any_due = "SELECT 1 FROM list_due WHERE due_at <= $1 LIMIT 1"
+    feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"
+    changed_since = (  # the users a backfill may have missed (their events or profile changed)
+        "SELECT DISTINCT user_id FROM events WHERE project_id = $1 AND id > $2"
+        " UNION SELECT id FROM users WHERE project_id = $1 AND updated_at >= $3"
+    )
+    prune_gone_members = (  # users deleted while a backfill ran
+        "DELETE FROM list_members WHERE list_id = $1 AND NOT EXISTS"
+        " (SELECT 1 FROM users u WHERE u.project_id = $2 AND u.id = list_members.user_id)"
+    )
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..domain.batch import ChangeSet
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
+from ..domain.segments import Rule
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -24,8 +25,8 @@ from .base import (
 from .common import SqlStore, SqlTx, event_row
 from .loading import IdentityCache
 from .migrations import migrations
-from .queries import SQLITE, Queries, Run
-from .segments_sql import register_sqlite_functions
+from .queries import SQLITE, Queries, Run, json_text
+from .segments_sql import compile_members, register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -79,6 +80,16 @@ USER_EVENTS = {  # by whether there is a cursor
     False: _user_events_sql(""),
     True: _user_events_sql("AND (x.created_at, x.event_id) < (:t, :i)"),
 }
+
+
+EVENTS_OF = (
+    "SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM user_events x"
+    " JOIN events e ON e.id = x.event_id WHERE x.user_id IN (SELECT value FROM json_each(?1))"
+    " AND e.name IN (SELECT value FROM json_each(?2))"
+    " UNION SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM events e WHERE e.id > ?3"
+    " AND e.user_id IN (SELECT value FROM json_each(?1))"
+    " AND e.name IN (SELECT value FROM json_each(?2))"
+)
 
 
 class SqliteStore(SqlStore):
@@ -260,6 +271,20 @@ class SqliteStore(SqlStore):
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
 
+    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+        """One query that may take seconds over a large project: on a connection of its own, in
+        a thread (sqlite3 lets go of the GIL while it runs), so ingestion goes on meanwhile."""
+        sql, params = compile_members(rule, SQLITE, project_id, now)
+
+        def run() -> list[int]:
+            conn = self._connect()
+            try:
+                return [r[0] for r in conn.execute(sql, params).fetchall()]
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
     async def maintain(self) -> None:
         """Between batches: a step of the user_events indexer (sqlite_index.py)."""
         now = time.monotonic()
@@ -384,6 +409,12 @@ class SqliteTx(SqlTx):
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
         move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
+
+    async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
+        """From user_events up to its watermark, and from a scan of the events past it (the
+        ids keep an event found both ways once, and two alike events twice)."""
+        args = (json_text(user_ids), json_text(sorted(names)), indexed_upto(self.db))
+        return [r[1:] for r in self.db.execute(EVENTS_OF, args).fetchall()]
 
 
 def _statements(sql: str) -> list[str]:

@@ -9,6 +9,7 @@ from .evaluate import (
     event_document,
     member,
     next_change,
+    next_look,
     user_document,
 )
 from .rules import (
@@ -47,6 +48,7 @@ __all__ = [
     "event_document",
     "member",
     "next_change",
+    "next_look",
     "parse_rule",
     "target",
     "user_document",

@@ -247,6 +247,35 @@ def next_change(
     bisection): membership is evaluated at each such instant, in order. Any other rule value
     that renders `now` gives the next instant its text changes, looked for up to 24 h ahead (or
     now + 24 h): there membership may change, and must be looked at again."""
+    exact, limit = _candidates(rule, user, events, now)
+    now_member = member(rule, user, events, now)
+    for t in sorted(t for t in exact if t > now):
+        if limit is not None and t >= limit:
+            break
+        if member(rule, user, events, t) != now_member:
+            return t
+    return limit
+
+
+def next_look(
+    rule: Rule, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int
+) -> int | None:
+    """The first instant after `now` at which the user's membership *may* change with no new
+    data (the first of next_change's candidates, none of them evaluated), or None when it
+    cannot: membership is the same at every instant in [now, result). Cheaper than
+    next_change by the evaluations it skips; the caller evaluates there and looks again."""
+    exact, limit = _candidates(rule, user, events, now)
+    first = min((t for t in exact if t > now), default=None)
+    if first is None or (limit is not None and limit < first):
+        return limit
+    return first
+
+
+def _candidates(
+    rule: Rule, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]], now: int
+) -> tuple[set[int], int | None]:
+    """The instants where membership can change (exact), and the first instant a moving
+    template must be looked at again (or None)."""
     exact: set[int] = set()
     recheck: list[int] = []
     for node in walk(rule.root):
@@ -261,14 +290,7 @@ def next_change(
                         _moves(cond, mine, now, exact, recheck)
     for node in _outside_events(rule.root):
         _moves(node, [user], now, exact, recheck)
-    limit = min(recheck, default=None)
-    now_member = member(rule, user, events, now)
-    for t in sorted(t for t in exact if t > now):
-        if limit is not None and t >= limit:
-            break
-        if member(rule, user, events, t) != now_member:
-            return t
-    return limit
+    return exact, min(recheck, default=None)
 
 
 def _outside_events(node: Node) -> Iterable[Condition]:

@@ -1,0 +1,114 @@
+"""Ingestion with dynamic lists kept current, against none (issue 13's target: with 20 lists of
+mixed rules, at least 70% of the rate without lists).
+
+Starts `pier serve` on a fresh SQLite file (or a PostgreSQL URL given), per run a project with
+`--lists` dynamic lists (0 and 20 by default), then posts requests of events (a few names, some
+counted by the lists' rules) and identifies (a plan trait the rules read) for `--users` users,
+`--concurrency` requests at a time; prints events a second for each run.
+
+    .venv/bin/python bench/lists_ingest.py [--requests 400] [--events 100] [--users 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from procs import Server, free_port
+from run import PIER, pier_cli
+
+NAMES = ("purchase", "view", "login", "add_to_cart")
+
+
+def rules() -> list[dict]:
+    """20 mixed rules: traits, event counts in windows, event properties, or/and."""
+    out = []
+    for i in range(20):
+        name = NAMES[i % len(NAMES)]
+        event = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+                 "operator": "and", "value": name,
+                 "frequency": {"period": {"type": "rolling", "unit": "day", "value": 30},
+                               "operator": ">=", "count": 1 + i % 3},
+                 "children": [{"uuid": "p", "type": "number", "group": "event",
+                               "path": "$.price", "operator": ">", "value": str(i)}]}  # fmt: skip
+        trait = {"uuid": "t", "type": "string", "group": "user", "path": "$.plan",
+                 "operator": "=", "value": ("pro", "free", "team")[i % 3]}  # fmt: skip
+        children = [trait] if i % 4 == 0 else [event] if i % 4 == 1 else [trait, event]
+        op = "or" if i % 4 == 3 else "and"
+        out.append({"uuid": "r", "type": "wrapper", "group": "parent", "path": "$",
+                    "operator": op, "children": children})  # fmt: skip
+    return out
+
+
+def body(rng: random.Random, users: int, events: int) -> tuple[str, object]:
+    if rng.random() < 0.1:
+        plan = rng.choice(["pro", "free", "team"])
+        return "identify", {"external_id": f"u{rng.randrange(users)}", "data": {"plan": plan}}
+    return "events", [
+        {"name": rng.choice(NAMES), "external_id": f"u{rng.randrange(users)}",
+         "data": {"price": rng.randrange(40)}}
+        for _ in range(events)
+    ]  # fmt: skip
+
+
+async def run_once(base: str, url: str, tmp: Path, lists: int, args: argparse.Namespace) -> float:
+    project = pier_cli("projects", "create", f"lists-{lists}", "--database-url", url)
+    key = pier_cli("keys", "create", "--project", project, "--scope", "public",
+                   "--database-url", url)  # fmt: skip
+    for i, rule in enumerate(rules()[:lists]):
+        path = tmp / f"rule{i}.json"
+        path.write_text(json.dumps(rule))
+        pier_cli("lists", "create", "--project", project, "--name", f"l{i}",
+                 "--rule-file", str(path), "--database-url", url)  # fmt: skip
+    rng = random.Random(1)
+    bodies = [body(rng, args.users, args.events) for _ in range(args.requests)]
+    sent = sum(len(b) for kind, b in bodies if kind == "events")  # type: ignore[arg-type]
+    queue = list(bodies)
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base, timeout=300) as http:
+
+        async def worker() -> None:
+            while queue:
+                kind, b = queue.pop()
+                r = await http.post(f"/api/client/{kind}", json=b, headers=headers)
+                assert r.status_code == 204, r.text
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        return sent / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--events", type=int, default=100, help="events per request")
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--lists", type=int, nargs="+", default=[0, 20])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pier-lists-") as name:
+        tmp = Path(name)
+        url = args.database_url or f"sqlite:///{tmp}/pier.db"
+        port = free_port()
+        argv = [str(PIER), "serve", "--port", str(port), "--database-url", url]
+        server = Server("pier", argv, port, tmp / "server.log")
+        server.start()
+        try:
+            server.wait_healthy()
+            rates = {n: asyncio.run(run_once(server.url, url, tmp, n, args)) for n in args.lists}
+        finally:
+            server.stop()
+    base = rates[args.lists[0]]
+    for n, rate in rates.items():
+        print(f"{n:>3} dynamic lists: {rate:,.0f} events/s ({rate / base:.0%} of {args.lists[0]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The list routes (secret keys; docs/lists.md): Parcelvoy's /api/client/lists, their members,
+a user's lists, and a preview of a rule without saving it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import lists
+from ..clock import now_ms
+from ..domain.keys import Key
+from ..domain.segments import Rule, RuleError, RuleInvalid, parse_rule
+from ..lists import ListJobs
+from ..store.base import ListRow, Store
+from . import ingest, params, read, render
+from .body import read_body
+from .errors import HTTPProblem, Problem, invalid
+from .fields import ID
+from .validation import check_string, pointer
+
+TYPES = ("dynamic", "static")
+CREATE_FIELDS = ("name", "type", "rule", "tags", "is_visible")  # tags, is_visible: ignored
+PATCH_FIELDS = ("name", "rule", "published", "tags")
+MAX_MEMBERS = 1000  # external ids in one POST/DELETE of a static list's users
+SAMPLE = 10  # users in a preview's sample
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def _jobs(request: Request) -> ListJobs:
+    return request.app.state.lists
+
+
+async def _secret_key(request: Request) -> Key:
+    return await request.app.state.keys.authenticate(request, secret=True)
+
+
+def render_list(row: ListRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "project_id": row.project_id,
+        "name": row.name,
+        "type": row.type,
+        "rule": msgspec.Raw(row.rule.encode()) if row.rule is not None else None,
+        "state": row.state,
+        "progress": row.progress,
+        "users_count": row.users_count,
+        "published": row.published,
+        "created_at": render.iso(row.created_at),
+        "updated_at": render.iso(row.updated_at),
+    }
+
+
+async def _fields(request: Request, allowed: tuple[str, ...]) -> dict[str, msgspec.Raw]:
+    """The body's fields, each as the JSON text received; 422 for a body that is not an object
+    or has a field not in `allowed`."""
+    raw = ingest.checked(await read_body(request))
+    ingest.decode(raw)  # 400 when it is not JSON at all
+    try:
+        fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    except msgspec.ValidationError as exc:
+        raise invalid([Problem("", "the body must be a JSON object")]) from exc
+    unknown = [Problem(pointer("", k), f"unknown field {k!r}") for k in fields if k not in allowed]
+    if unknown:
+        raise invalid(unknown)
+    return fields
+
+
+def _values(fields: dict[str, msgspec.Raw]) -> dict[str, Any]:
+    return {k: msgspec.json.decode(v) for k, v in fields.items()}
+
+
+def _rule(value: Any, now: int, where: str, out: list[Problem]) -> Rule | None:
+    """The tree parsed, or its problems (each with its JSON Pointer under `where`) added."""
+    if not isinstance(value, dict):
+        out.append(Problem(where, "rule must be a JSON object (a rule tree)"))
+        return None
+    try:
+        return parse_rule(value, now)
+    except RuleInvalid as exc:
+        out.extend(Problem(where + p, message) for p, message in exc.problems)
+        return None
+
+
+def _check_common(values: dict[str, Any], out: list[Problem], *, creating: bool) -> None:
+    check_string(values, "name", "", out, required=creating, nullable=False, nonempty=True)
+    tags = values.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        out.append(Problem("/tags", "tags must be an array of strings"))
+
+
+async def _find(request: Request) -> tuple[Key, ListRow]:
+    key = await _secret_key(request)
+    list_id = params.integer(request.path_params["id"])
+    row = await _store(request).get_list(key.project_id, list_id) if list_id else None
+    if row is None:
+        raise render.not_found(f"No list with id {request.path_params['id']!r} in this project.")
+    return key, row
+
+
+async def create(request: Request) -> Response:
+    """POST /api/client/lists {name, type, rule?}: a dynamic list is computed in the
+    background (state loading, then draft); a static one starts empty."""
+    key = await _secret_key(request)
+    fields = await _fields(request, CREATE_FIELDS)
+    values = _values(fields)
+    now = now_ms()
+    out: list[Problem] = []
+    _check_common(values, out, creating=True)
+    kind: str = values.get("type", "")
+    if kind not in TYPES:
+        out.append(Problem("/type", "type must be dynamic or static"))
+    if kind == "dynamic":
+        if values.get("rule") is None:
+            out.append(Problem("/rule", "a dynamic list needs a rule"))
+        else:
+            _rule(values["rule"], now, "/rule", out)
+    elif kind == "static" and values.get("rule") is not None:
+        out.append(Problem("/rule", "a static list has no rule"))
+    if "is_visible" in values and not isinstance(values["is_visible"], bool):
+        out.append(Problem("/is_visible", "is_visible must be true or false"))
+    if out:
+        raise invalid(out)
+    rule = bytes(fields["rule"]).decode() if kind == "dynamic" else None
+    row = await _store(request).create_list(key.project_id, values["name"], kind, rule, now)
+    if rule is not None:
+        _jobs(request).schedule(row)
+    return read.json(render_list(row), 201)
+
+
+async def index(request: Request) -> Response:
+    """GET /api/client/lists."""
+    key = await _secret_key(request)
+    rows = await _store(request).lists(key.project_id)
+    return read.json({"results": [render_list(r) for r in rows]})
+
+
+async def show(request: Request) -> Response:
+    """GET /api/client/lists/{id}."""
+    _, row = await _find(request)
+    return read.json(render_list(row))
+
+
+async def update(request: Request) -> Response:
+    """PATCH /api/client/lists/{id} {name?, rule?, published?}: a new rule is computed again
+    (state loading); `published` moves a computed list between draft and ready."""
+    _, row = await _find(request)
+    fields = await _fields(request, PATCH_FIELDS)
+    values = _values(fields)
+    now = now_ms()
+    out: list[Problem] = []
+    _check_common(values, out, creating=False)
+    rule = values.get("rule")
+    if rule is not None:
+        if row.type == "static":
+            out.append(Problem("/rule", "a static list has no rule"))
+        else:
+            _rule(rule, now, "/rule", out)
+    published = values.get("published", row.published)
+    if not isinstance(published, bool):
+        out.append(Problem("/published", "published must be true or false"))
+    if out:
+        raise invalid(out)
+    store = _store(request)
+    changed = await store.update_list(
+        row.project_id, row.id, values.get("name", row.name), published, now
+    )
+    if changed is None or rule is None:
+        return _answer(changed)
+    text = bytes(fields["rule"]).decode()
+    return _restarted(request, await store.restart_list(row.project_id, row.id, text, now))
+
+
+def _answer(row: ListRow | None) -> Response:
+    """The list as changed; 404 when it was deleted meanwhile."""
+    if row is None:
+        raise render.not_found("The list was deleted meanwhile.")
+    return read.json(render_list(row))
+
+
+def _restarted(request: Request, row: ListRow | None) -> Response:
+    """The list, now being computed again in the background."""
+    if row is not None:
+        _jobs(request).schedule(row)
+    return _answer(row)
+
+
+async def delete(request: Request) -> Response:
+    """DELETE /api/client/lists/{id}: the list and its members."""
+    key, row = await _find(request)
+    await _store(request).delete_list(key.project_id, row.id)
+    _jobs(request).cancel(row.id)
+    return Response(status_code=204)
+
+
+async def recount(request: Request) -> Response:
+    """POST /api/client/lists/{id}/recount: compute a dynamic list's members again, now (a
+    static list's count is always current)."""
+    _, row = await _find(request)
+    if row.type == "static":
+        return read.json(render_list(row))
+    restarted = await _store(request).restart_list(row.project_id, row.id, None, now_ms())
+    return _restarted(request, restarted)
+
+
+async def members(request: Request) -> Response:
+    """GET /api/client/lists/{id}/users?cursor=&limit=: paged as GET /api/client/users."""
+    key, row = await _find(request)
+    query = request.query_params
+    limit = params.limit(query.get("limit"), read.PAGE)
+    before = params.position(query.get("cursor"))
+    rows = await _store(request).list_members(key.project_id, row.id, limit + 1, before)
+    page = rows[:limit]
+    next_cursor = None
+    if len(rows) > limit:
+        next_cursor = render.encode_cursor(page[-1].created_at, page[-1].id)
+    return read.json({"results": [render.user(u) for u in page], "next_cursor": next_cursor})
+
+
+async def _external_ids(request: Request, row: ListRow) -> list[str]:
+    if row.type != "static":
+        raise HTTPProblem(409, "This list is dynamic: its rule decides its members.")
+    values = _values(await _fields(request, ("external_ids",)))
+    ids = values.get("external_ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MEMBERS:
+        message = f"external_ids must be an array of 1 to {MAX_MEMBERS} external ids"
+        raise invalid([Problem("/external_ids", message)])
+    out: list[Problem] = []
+    for i, value in enumerate(ids):
+        if not ID.fits(value) or not value:
+            out.append(Problem(f"/external_ids/{i}", ID.expected("an external id")))
+    if out:
+        raise invalid(out)
+    return ids
+
+
+async def add_members(request: Request) -> Response:
+    """POST /api/client/lists/{id}/users {external_ids}: all of them, or (when one is no user
+    of the project) none, with a 422 naming each unknown id."""
+    _, row = await _find(request)
+    ids = await _external_ids(request, row)
+    unknown = await lists.add_members(_store(request), row, ids, now_ms())
+    if unknown:
+        raise invalid(
+            [
+                Problem(
+                    f"/external_ids/{i}", f"no user with external_id {ids[i]!r} in this project"
+                )
+                for i in unknown
+            ]
+        )
+    return Response(status_code=204)
+
+
+async def remove_members(request: Request) -> Response:
+    """DELETE /api/client/lists/{id}/users {external_ids}: ids that are no member are skipped."""
+    _, row = await _find(request)
+    ids = await _external_ids(request, row)
+    await lists.remove_members(_store(request), row, ids, now_ms())
+    return Response(status_code=204)
+
+
+async def preview(request: Request) -> Response:
+    """POST /api/client/lists/preview {rule}: how many users the rule holds now, and a few of
+    them, without saving anything."""
+    key = await _secret_key(request)
+    values = _values(await _fields(request, ("rule",)))
+    now = now_ms()
+    out: list[Problem] = []
+    rule = _rule(values.get("rule"), now, "/rule", out)
+    if rule is None:
+        raise invalid(out)
+    store = _store(request)
+    try:
+        ids = await store.compute_members(key.project_id, rule, now)
+    except RuleError as exc:
+        raise invalid([Problem("/rule" + exc.pointer, exc.message)]) from exc
+    sample = [await store.get_user_by_id(key.project_id, u) for u in sorted(ids)[:SAMPLE]]
+    return read.json(
+        {"count": len(ids), "sample": [render.user(u) for u in sample if u is not None]}
+    )
+
+
+async def user_lists(request: Request) -> Response:
+    """GET /api/client/users/{ref}/lists: the lists the user is a member of."""
+    user = await read.find_user(request)
+    rows = await _store(request).user_lists(user.project_id, user.id)
+    return read.json({"results": [render_list(r) for r in rows]})
+
+
+def routes() -> list[Route]:
+    base = "/api/client/lists"
+    return [
+        Route(base, create, methods=["POST"]),
+        Route(base, index, methods=["GET"]),
+        Route(f"{base}/preview", preview, methods=["POST"]),
+        Route(base + "/{id}", show, methods=["GET"]),
+        Route(base + "/{id}", update, methods=["PATCH"]),
+        Route(base + "/{id}", delete, methods=["DELETE"]),
+        Route(base + "/{id}/recount", recount, methods=["POST"]),
+        Route(base + "/{id}/users", members, methods=["GET"]),
+        Route(base + "/{id}/users", add_members, methods=["POST"]),
+        Route(base + "/{id}/users", remove_members, methods=["DELETE"]),
+    ]

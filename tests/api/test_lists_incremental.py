@@ -1,0 +1,135 @@
+"""Dynamic lists kept current as data arrives (docs/lists.md), on every backend: every fixture
+case replayed into a list created first, the list_entered / list_exited feed items, and a change
+that races a backfill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+
+from api.test_lists import PRO, ROOT, create, members, seed, settled
+from api.test_lists_fixture import CASES, instant, replay
+from api.test_lists_fixture import members as case_members
+from conftest import Tenant, db_call
+from pier import clock
+from pier.domain.segments import parse_rule
+
+DAY = 86_400_000
+
+
+def sweep(t: Tenant, now: int) -> int:
+    """What the server's sweeper does every few seconds, at `now` (for every project)."""
+    return db_call(t.server.database_url, lambda s: s.sweep_lists(now, 100_000))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_fixture_case_incrementally(tenant: Tenant, case: dict[str, Any]) -> None:
+    """Each user is evaluated when it changes (identified at its created_at, its events at the
+    case's now); the memberships a change in time moves are due by then, and a sweep at `now`
+    evaluates them."""
+    now = instant(case["now"])
+    refs = {u["external_id"]: u["ref"] for u in case["users"]}
+    first = min(instant(u["created_at"]) for u in case["users"]) - 1000
+    with clock.frozen(first):
+        r = create(tenant, {"name": "live", "type": "dynamic", "rule": case["rule"]})
+        assert r.status_code == 201, r.text
+        list_id = r.json()["id"]
+        assert settled(tenant, list_id)["users_count"] == 0
+        replay(tenant, case["users"], now)
+        sweep(tenant, now)
+    assert case_members(tenant, list_id, refs) == sorted(case["expect_members"])
+
+
+def test_a_window_lets_go_of_a_user_when_the_event_leaves_it(tenant: Tenant) -> None:
+    rule = {**ROOT, "children": [{"uuid": "e", "root_uuid": "r", "parent_uuid": "r",
+            "type": "wrapper", "group": "event", "path": "$.name", "operator": "and",
+            "value": "purchased", "frequency": {"period": {"type": "rolling", "unit": "day",
+            "value": 30}, "operator": ">=", "count": 1}}]}  # fmt: skip
+    t0 = instant("2026-01-01T00:00:00Z")
+    with clock.frozen(t0):
+        list_id = create(tenant, {"name": "Buyers", "type": "dynamic", "rule": rule}).json()["id"]
+        settled(tenant, list_id)
+        seed(tenant)  # bob purchased at t0
+        assert members(tenant, list_id) == ["bob"]
+        left = t0 + 30 * DAY + 1  # the first instant the purchase is out of the window
+        clock.set_frozen(left - 1)
+        sweep(tenant, left - 1)
+        assert members(tenant, list_id) == ["bob"]
+        clock.set_frozen(left)
+        sweep(tenant, left)
+        assert members(tenant, list_id) == []
+        assert feed(tenant)[-1] == ("list_exited", "bob", {"list_id": list_id, "name": "Buyers"})
+        assert len(feed(tenant)) == 2  # entered, exited
+
+
+def feed(t: Tenant) -> list[tuple[str, str, Any]]:
+    r = t.secret.get("/api/client/events", params={"limit": 1000})
+    return [
+        (e["name"], e["external_id"], e["data"])
+        for e in r.json()["results"]
+        if e["name"].startswith("list_")
+    ]
+
+
+def test_entering_and_leaving_are_feed_items(tenant: Tenant) -> None:
+    list_id = create(tenant, {"name": "Pro", "type": "dynamic", "rule": PRO}).json()["id"]
+    settled(tenant, list_id)
+    seed(tenant)
+    data = {"list_id": list_id, "name": "Pro"}
+    assert feed(tenant) == [("list_entered", "ann", data), ("list_entered", "cat", data)]
+    assert (
+        tenant.post("identify", {"external_id": "ann", "data": {"plan": "free"}}).status_code == 204
+    )
+    assert (
+        tenant.post("identify", {"external_id": "bob", "data": {"plan": "pro"}}).status_code == 204
+    )
+    assert members(tenant, list_id) == ["bob", "cat"]
+    assert feed(tenant)[2:] == [("list_exited", "ann", data), ("list_entered", "bob", data)]
+    # events that no rule names change nothing
+    assert tenant.post("events", [{"name": "viewed", "external_id": "bob"}]).status_code == 204
+    assert len(feed(tenant)) == 4
+
+
+def test_a_change_that_races_the_backfill_is_kept(tenant: Tenant) -> None:
+    """The backfill's snapshot is taken, then a user changes (and the list is kept current in
+    that change's transaction), then the backfill ends: the change is not undone."""
+    seed(tenant)
+    url = tenant.server.database_url
+
+    async def start(store):  # type: ignore[no-untyped-def]
+        row = await store.create_list(
+            tenant.id, "Pro", "dynamic", msgspec.json.encode(PRO).decode(), clock.now_ms()
+        )
+        rule = parse_rule(PRO, clock.now_ms())
+        mark = await store.feed_mark(tenant.id)
+        at = clock.now_ms()
+        return row, rule, mark, at, await store.compute_members(tenant.id, rule, at)
+
+    row, rule, mark, at, snapshot = db_call(url, start)
+    assert len(snapshot) == 2  # ann and cat
+    # meanwhile: ann leaves, bob joins (the loading list is kept current as they change)
+    assert (
+        tenant.post("identify", {"external_id": "ann", "data": {"plan": "free"}}).status_code == 204
+    )
+    assert (
+        tenant.post("identify", {"external_id": "bob", "data": {"plan": "pro"}}).status_code == 204
+    )
+    assert db_call(url, lambda s: s.finish_list(row, snapshot, at, mark, rule))
+    assert members(tenant, row.id) == ["bob", "cat"]
+    assert settled(tenant, row.id)["state"] == "draft"
+
+
+def test_a_merged_users_list_items_leave_with_it(tenant: Tenant) -> None:
+    """Both users entered the list; after the merge the survivor has entered it once (the
+    merged user's list_entered left the feed with its other own items)."""
+    list_id = create(tenant, {"name": "All", "type": "dynamic", "rule": ROOT}).json()["id"]
+    settled(tenant, list_id)
+    assert tenant.post("identify", {"external_id": "b"}).status_code == 204
+    assert tenant.post("identify", {"anonymous_id": "a"}).status_code == 204
+    assert tenant.post("alias", {"anonymous_id": "a", "external_id": "b"}).status_code == 204
+    items = tenant.secret.get("/api/client/events", params={"limit": 1000}).json()["results"]
+    listed = [(i["name"], i["external_id"]) for i in items if i["name"].startswith("list_")]
+    assert listed == [("list_entered", "b")]
+    assert settled(tenant, list_id)["users_count"] == 1
