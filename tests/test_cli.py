@@ -50,6 +50,34 @@ def test_unknown_project_and_key_fail(tmp_path: Path) -> None:
     assert r.exit_code != 0
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export"],
+        ["keys", "list"],
+        ["keys", "create", "--scope", "public"],
+        ["lists", "list"],
+        ["destinations", "list"],
+    ],
+)
+@pytest.mark.parametrize("project", ["9223372036854775808", "0", "-1"])
+def test_a_project_id_out_of_range_is_a_usage_error(
+    tmp_path: Path, command: list[str], project: str
+) -> None:
+    url = f"sqlite:///{tmp_path}/pier.db"
+    r = CliRunner().invoke(main, [*command, "--project", project, "--database-url", url])
+    assert r.exit_code == 2, r.output  # click's usage error, not a traceback
+    assert "--project" in r.output and r.exception is not None
+    assert isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize("command", [["lists", "show"], ["destinations", "show"]])
+def test_an_id_out_of_range_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    url = f"sqlite:///{tmp_path}/pier.db"
+    r = CliRunner().invoke(main, [*command, "9223372036854775808", "--database-url", url])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+
+
 def test_database_url_from_environment(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PIER_DATABASE_URL", f"sqlite:///{tmp_path}/env.db")
     result = CliRunner().invoke(main, ["projects", "create", "x"])

@@ -56,6 +56,9 @@ def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 database_option = setting_option("database_url")
+# an id as the store keeps it: 1 to 2^63-1 (beyond: click's usage error, not a traceback)
+STORED_ID = click.IntRange(1, 2**63 - 1)
+project_option = click.option("--project", "project_id", required=True, type=STORED_ID)
 DELIVERY_SETTINGS = (
     "secret_key",
     *(f.name for f in settings.table() if f.name.startswith("delivery_")),
@@ -237,7 +240,7 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--project", "project_id", required=True, type=int)
+@project_option
 @click.option("--scope", type=click.Choice(SCOPES), required=True)
 @click.option("--name", default=None)
 @click.option("--rate-limit", type=click.IntRange(1), default=None, help="Requests per second.")
@@ -250,7 +253,7 @@ def keys_create(
 
 
 @keys.command("list")
-@click.option("--project", "project_id", required=True, type=int)
+@project_option
 @database_option
 def keys_list(project_id: int, database_url: str) -> None:
     """List a project's keys (secret values are never shown)."""
@@ -279,9 +282,6 @@ def keys_revoke(key: str, database_url: str) -> None:
 @main.group("lists")
 def lists_group() -> None:
     """Lists (docs/lists.md): dynamic (a rule tree) or static (members by external id)."""
-
-
-project_option = click.option("--project", "project_id", required=True, type=int)
 
 
 async def _list(store: Store, project_id: int, list_id: int) -> ListRow:
@@ -338,7 +338,7 @@ def lists_list(project_id: int, database_url: str) -> None:
 
 
 @lists_group.command("show")
-@click.argument("list_id", type=int)
+@click.argument("list_id", type=STORED_ID)
 @project_option
 @database_option
 def lists_show(list_id: int, project_id: int, database_url: str) -> None:
@@ -348,7 +348,7 @@ def lists_show(list_id: int, project_id: int, database_url: str) -> None:
 
 
 @lists_group.command("members")
-@click.argument("list_id", type=int)
+@click.argument("list_id", type=STORED_ID)
 @project_option
 @database_option
 def lists_members(list_id: int, project_id: int, database_url: str) -> None:
@@ -387,7 +387,7 @@ def _change_static(
 
 
 @lists_group.command("add")
-@click.argument("list_id", type=int)
+@click.argument("list_id", type=STORED_ID)
 @click.argument("external_ids", nargs=-1, required=True)
 @project_option
 @database_option
@@ -399,7 +399,7 @@ def lists_add(
 
 
 @lists_group.command("remove")
-@click.argument("list_id", type=int)
+@click.argument("list_id", type=STORED_ID)
 @click.argument("external_ids", nargs=-1, required=True)
 @project_option
 @database_option
@@ -411,7 +411,7 @@ def lists_remove(
 
 
 @lists_group.command("delete")
-@click.argument("list_id", type=int)
+@click.argument("list_id", type=STORED_ID)
 @project_option
 @database_option
 def lists_delete(list_id: int, project_id: int, database_url: str) -> None:
@@ -447,7 +447,7 @@ def demo(database_url: str) -> None:
 
 
 @main.command()
-@click.option("--project", "project_id", required=True, type=int)
+@project_option
 @click.option("--after", default=None, help="A cursor of the event feed: start after it.")
 @click.option("--page-size", default=1000, type=click.IntRange(1, 10_000), hidden=True)
 @database_option
@@ -637,7 +637,7 @@ def _invalid(exc: Exception) -> click.ClickException:
 
 @destinations.command("add")
 @click.pass_obj
-@click.option("--project", "project_id", required=True, type=int)
+@project_option
 @click.option("--kind", required=True, help="webhook, parcelvoy, pier or segment.")
 @click.option("--url", required=True)
 @click.option("--key", default=None, help="The target's key (parcelvoy, pier) or write key.")
@@ -710,7 +710,7 @@ def _echo_json(value: Any) -> None:
 
 
 @destinations.command("list")
-@click.option("--project", "project_id", required=True, type=int)
+@project_option
 @database_option
 def destinations_list(project_id: int, database_url: str) -> None:
     """id, kind, state, name, url, delivered count and last error of a project's destinations."""
@@ -726,7 +726,7 @@ def destinations_list(project_id: int, database_url: str) -> None:
 
 
 @destinations.command("show")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @database_option
 def destinations_show(destination_id: int, database_url: str) -> None:
     """A destination as JSON: state, cursor, lag, counts, last success and error (keys never)."""
@@ -744,7 +744,7 @@ def _set_state(destination_id: int, state: str, database_url: str) -> None:
 
 
 @destinations.command("pause")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @database_option
 def destinations_pause(destination_id: int, database_url: str) -> None:
     """Stop delivering (the cursor stays; the lag grows)."""
@@ -752,7 +752,7 @@ def destinations_pause(destination_id: int, database_url: str) -> None:
 
 
 @destinations.command("resume")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @database_option
 def destinations_resume(destination_id: int, database_url: str) -> None:
     """Deliver again from the cursor."""
@@ -760,7 +760,7 @@ def destinations_resume(destination_id: int, database_url: str) -> None:
 
 
 @destinations.command("replay")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @click.option("--from", "point", required=True, help="beginning, a feed cursor or an ISO time.")
 @database_option
 def destinations_replay(destination_id: int, point: str, database_url: str) -> None:
@@ -780,7 +780,7 @@ def destinations_replay(destination_id: int, point: str, database_url: str) -> N
 
 
 @destinations.command("dead-letters")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @database_option
 def destinations_dead_letters(destination_id: int, database_url: str) -> None:
     """The items that failed alone: id, item id, time, the answer they got, the item."""
@@ -795,7 +795,7 @@ def destinations_dead_letters(destination_id: int, database_url: str) -> None:
 
 
 @destinations.command("redeliver")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @click.option("--all", "every", is_flag=True, help="Every dead letter.")
 @click.option("--dead-letter", type=int, default=None, help="The dead letter with this id.")
 @database_option
@@ -824,7 +824,7 @@ def destinations_redeliver(
 
 
 @destinations.command("remove")
-@click.argument("destination_id", type=int)
+@click.argument("destination_id", type=STORED_ID)
 @database_option
 def destinations_remove(destination_id: int, database_url: str) -> None:
     """Remove a destination and its dead letters."""
