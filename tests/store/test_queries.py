@@ -1,5 +1,5 @@
-"""The shared statements (store/queries.py): each one, as its dialect renders it, is valid SQL
-against the migrated schema of its backend, including those few tests reach."""
+"""Every statement (store/queries.py, store/destinations.py): each one, as its dialect renders
+it, is valid SQL against the migrated schema of its backend, including those few tests reach."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from pier.store.destinations import DestinationQueries
 from pier.store.postgres import PostgresStore
 from pier.store.queries import POSTGRES, SQLITE, Queries
 from pier.store.sqlite import SqliteStore
 from support.postgres import PostgresServer
 
+# each class of statements, rendered per dialect: (class, how many it has at least)
+STATEMENT_SETS = pytest.mark.parametrize(
+    ("queries", "at_least"),
+    [(Queries, 50), (DestinationQueries, 15)],
+    ids=["shared", "destinations"],
+)
 
-def statements(q: Queries) -> Iterator[tuple[str, str]]:
-    """(name, SQL) of every statement of a rendered Queries."""
+
+def statements(q: Any) -> Iterator[tuple[str, str]]:
+    """(name, SQL) of every statement of a rendered Queries (or DestinationQueries)."""
     for name, value in vars(q).items():
         if isinstance(value, str):
             yield name, value
@@ -25,14 +36,17 @@ def statements(q: Queries) -> Iterator[tuple[str, str]]:
             yield from ((f"{name}[{i}]", sql) for i, sql in enumerate(value))
 
 
-def test_every_statement_compiles_on_sqlite(tmp_path: Path) -> None:
+@STATEMENT_SETS
+def test_every_statement_compiles_on_sqlite(tmp_path: Path, queries: Any, at_least: int) -> None:
     store = SqliteStore("sqlite:///x", str(tmp_path / "pier.db"))
 
     async def main() -> None:
         await store.open()
         try:
             await store.migrate()
-            for name, sql in statements(Queries(SQLITE)):
+            found = list(statements(queries(SQLITE)))
+            assert len(found) >= at_least
+            for name, sql in found:
                 assert "{" not in sql and "$" not in sql, name
                 numbered = [int(n) for n in re.findall(r"\?(\d+)", sql)]
                 count = max(numbered) if numbered else sql.count("?")
@@ -43,7 +57,10 @@ def test_every_statement_compiles_on_sqlite(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_every_statement_prepares_on_postgres(pg_server: PostgresServer) -> None:
+@STATEMENT_SETS
+def test_every_statement_prepares_on_postgres(
+    pg_server: PostgresServer, queries: Any, at_least: int
+) -> None:
     store = PostgresStore(pg_server.create_database())
 
     async def main() -> None:
@@ -51,7 +68,9 @@ def test_every_statement_prepares_on_postgres(pg_server: PostgresServer) -> None
         try:
             await store.migrate()
             async with store.pool.acquire() as conn:
-                for name, sql in statements(Queries(POSTGRES)):
+                found = list(statements(queries(POSTGRES)))
+                assert len(found) >= at_least
+                for name, sql in found:
                     assert "{" not in sql, name
                     await conn.prepare(sql)  # parsed, typed and planned against the schema
         finally:
