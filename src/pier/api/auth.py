@@ -72,3 +72,9 @@ class KeyCache:
         if key.rate_limit:
             self.limits.check(key.id, key.rate_limit)  # 429 over the limit
         return key
+
+
+async def secret_key(request: Request) -> Key:
+    """The request's key, which must be a secret one (the read and management routes)."""
+    key: Key = await request.app.state.keys.authenticate(request, secret=True)
+    return key

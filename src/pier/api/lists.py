@@ -17,6 +17,7 @@ from ..domain.segments import Rule, RuleError, RuleInvalid, parse_rule
 from ..lists import ListJobs
 from ..store.base import ListRow, Store
 from . import ingest, params, read, render
+from .auth import secret_key
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
 from .fields import ID
@@ -35,10 +36,6 @@ def _store(request: Request) -> Store:
 
 def _jobs(request: Request) -> ListJobs:
     return request.app.state.lists
-
-
-async def _secret_key(request: Request) -> Key:
-    return await request.app.state.keys.authenticate(request, secret=True)
 
 
 def render_list(row: ListRow) -> dict[str, Any]:
@@ -96,7 +93,7 @@ def _check_common(values: dict[str, Any], out: list[Problem], *, creating: bool)
 
 
 async def _find(request: Request) -> tuple[Key, ListRow]:
-    key = await _secret_key(request)
+    key = await secret_key(request)
     list_id = params.integer(request.path_params["id"])
     row = await _store(request).get_list(key.project_id, list_id) if list_id else None
     if row is None:
@@ -107,7 +104,7 @@ async def _find(request: Request) -> tuple[Key, ListRow]:
 async def create(request: Request) -> Response:
     """POST /api/client/lists {name, type, rule?}: a dynamic list is computed in the
     background (state loading, then draft); a static one starts empty."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     fields = await _fields(request, CREATE_FIELDS)
     values = _values(fields)
     now = now_ms()
@@ -136,7 +133,7 @@ async def create(request: Request) -> Response:
 
 async def index(request: Request) -> Response:
     """GET /api/client/lists."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     rows = await _store(request).lists(key.project_id)
     return read.json({"results": [render_list(r) for r in rows]})
 
@@ -269,7 +266,7 @@ async def remove_members(request: Request) -> Response:
 async def preview(request: Request) -> Response:
     """POST /api/client/lists/preview {rule}: how many users the rule holds now, and a few of
     them, without saving anything."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     values = _values(await _fields(request, ("rule",)))
     now = now_ms()
     out: list[Problem] = []

@@ -8,9 +8,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..domain.keys import Key
 from ..store.base import FeedEvent, Store, StoreUnavailable
 from . import params, read, render
+from .auth import secret_key
 from .errors import HTTPProblem, Problem, invalid
 
 FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
@@ -18,10 +18,6 @@ FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
 
 def _store(request: Request) -> Store:
     return request.app.state.store
-
-
-async def _secret_key(request: Request) -> Key:
-    return await request.app.state.keys.authenticate(request, secret=True)
 
 
 def feed_event(e: FeedEvent) -> dict[str, Any]:
@@ -46,7 +42,7 @@ def decode_feed_cursor(value: str | None, name: str = "after") -> int | None:
 
 async def list_users(request: Request) -> Response:
     """GET /api/client/users?limit=&cursor=&q=: newest first; q matches an id, email or phone."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     query = request.query_params
     limit = params.limit(query.get("limit"), read.PAGE)
     before = params.position(query.get("cursor"))
@@ -68,7 +64,7 @@ async def user_devices(request: Request) -> Response:
 async def delete_user(request: Request) -> Response:
     """DELETE /api/client/users/{ref}: the user, its anonymous ids, devices and events, in one
     transaction (a person's right to be forgotten)."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     by = request.query_params.get("by", "external_id")
     if by not in read.BY:
         raise invalid([Problem("/by", "by must be external_id or anonymous_id")])
@@ -93,7 +89,7 @@ async def event_feed(request: Request) -> Response:
     `next_cursor` is where to continue: after the last event returned, or the `after` given when
     there is nothing new yet (null only when the project has no events and no `after` was given),
     so a consumer can keep polling with it. `has_more` says whether another page is ready now."""
-    key = await _secret_key(request)
+    key = await secret_key(request)
     given = request.query_params.get("after") or None
     after = decode_feed_cursor(given)
     limit = params.limit(request.query_params.get("limit"), FEED_LIMIT)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..api import params, read
+from ..api.auth import secret_key
 from ..api.body import read_body
 from ..api.errors import HTTPProblem, Problem, invalid
 from ..api.ingest import checked, decode
@@ -48,7 +49,7 @@ def _destinations(request: Request) -> Destinations:
 
 
 async def _project(request: Request) -> int:
-    key = await request.app.state.keys.authenticate(request, secret=True)
+    key = await secret_key(request)
     return key.project_id
 
 
