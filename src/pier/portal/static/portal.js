@@ -33,6 +33,67 @@
     });
   });
 
+  // -- lists: the rule editor's live count and problems; a list being computed reloads --------
+  document.querySelectorAll("[data-preview-url]").forEach(function (editor) {
+    var form = editor.closest("form");
+    var rule = editor.querySelector("[data-rule]");
+    var count = editor.querySelector("[data-preview]");
+    var problems = editor.querySelector("[data-problems]");
+    var timer = null;
+    var asked = 0;
+
+    function showProblems(list) {
+      problems.textContent = "";
+      list.forEach(function (p) {
+        var item = document.createElement("li");
+        item.appendChild(element("code", "pointer", p.path || "/"));
+        item.appendChild(document.createTextNode(" " + p.message));
+        problems.appendChild(item);
+      });
+    }
+
+    function ask() {
+      if (!rule.value.trim()) {
+        count.textContent = "";
+        showProblems([]);
+        return;
+      }
+      var mine = ++asked;
+      var body = new URLSearchParams();
+      body.set("csrf", form.querySelector("[name=csrf]").value);
+      body.set("rule", rule.value);
+      fetch(editor.dataset.previewUrl, { method: "POST", body: body, headers: { Accept: "application/json" } })
+        .then(function (response) { return response.json().then(function (data) { return [response.status, data]; }); })
+        .then(function (answer) {
+          if (mine !== asked) return; // an older answer than the one shown
+          var data = answer[1];
+          if (answer[0] === 200) {
+            count.textContent = data.count + (data.count === 1 ? " user matches now" : " users match now");
+            count.className = "preview";
+            showProblems([]);
+          } else {
+            count.textContent = "No count: the rule has problems";
+            count.className = "preview off";
+            showProblems(data.errors || [{ path: "", message: data.error }]);
+          }
+        })
+        .catch(function () {
+          count.textContent = "No count (the server did not answer)";
+          count.className = "preview off";
+        });
+    }
+
+    rule.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(ask, 400);
+    });
+    if (rule.value.trim() && !problems.children.length) ask();
+  });
+
+  if (document.querySelector("[data-loading]")) {
+    setTimeout(function () { window.location.reload(); }, 1000);
+  }
+
   // -- live view: poll the portal's JSON endpoint for events after the newest one shown --------
   var live = document.getElementById("live");
   if (!live) return;
