@@ -25,10 +25,10 @@ def post_csv(t: Tenant, list_id: int, text: str, **kw: Any) -> Any:
     return t.secret.post(url, content=text.encode(), headers={"Content-Type": CSV})
 
 
-def feed_names(t: Tenant) -> list[str]:
+def feed(t: Tenant) -> list[dict[str, Any]]:
     r = t.secret.get("/api/client/events", params={"limit": 1000})
     assert r.status_code == 200, r.text
-    return [e["name"] for e in r.json()["results"]]
+    return r.json()["results"]  # type: ignore[no-any-return]
 
 
 def test_a_csv_creates_and_updates_users_and_adds_them(tenant: Tenant) -> None:
@@ -51,9 +51,13 @@ def test_a_csv_creates_and_updates_users_and_adds_them(tenant: Tenant) -> None:
     bob = tenant.user("bob")
     assert bob["email"] is None and bob["data"] == {"first_name": "Bob", "plan": "pro, annual"}
     # through the writer: the feed has the changes, the dynamic list follows them
-    names = feed_names(tenant)
+    items = feed(tenant)
+    names = [e["name"] for e in items]
     assert names.count("user_created") == 2 and names.count("user_updated") >= 2
     assert members(tenant, pro) == ["ann"]  # "pro, annual" is not "pro"
+    # the dynamic list ann entered says so; the static list's changes add no items
+    entered = [(e["external_id"], e["data"]["list_id"]) for e in items if e["name"] == "list_entered"]  # fmt: skip
+    assert entered == [("ann", pro)] and "list_exited" not in names
     # a second import adds to the members already there
     files = {"file": ("more.csv", b"external_id\ncat\n", "text/csv")}
     assert post_csv(tenant, list_id, "", files=files).status_code == 204
