@@ -74,9 +74,14 @@ def test_the_briefs_example_and_quoted_values() -> None:
                 {"uuid": "c", "type": "string", "group": "user", "path": "$['x y'][0]",
                  "operator": "!=", "value": ""},
                 {"uuid": "d", "type": "number", "group": "user", "path": "n", "operator": "<",
-                 "value": 2.5}]}  # fmt: skip
+                 "value": 2.5},
+                {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+                 "operator": "none", "value": "refunded", "children": [
+                     {"uuid": "f", "type": "number", "group": "event", "path": "$.amount",
+                      "operator": ">", "value": 10}]}]}  # fmt: skip
     assert rule_words(parse_rule(tree, NOW)) == (
         "plan is pro, and did purchased at least 3 times in the last 30 days, "
-        """and ['x y'][0] is not "", and n is less than 2.5"""
+        """and ['x y'][0] is not "", and n is less than 2.5, """
+        "and did refunded where none of (amount is more than 10)"
     )
     assert path_words(()) == "$"

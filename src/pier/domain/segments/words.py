@@ -103,10 +103,10 @@ def _event(node: EventWrapper) -> str:
     if node.frequency is not None:
         text += " " + _frequency(node.frequency)
     parts = [_node(child) for child in node.children]
-    if len(parts) == 1:
-        text += f" where {parts[0]}"
-    elif parts:
-        text += f" where ({_join(node.operator, parts)})"
+    if parts:
+        joined = _join(node.operator, parts)
+        wrap = len(parts) > 1 and node.operator in ("and", "or")
+        text += f" where ({joined})" if wrap else f" where {joined}"
     return text
 
 
