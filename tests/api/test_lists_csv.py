@@ -77,6 +77,8 @@ def test_a_bad_csv_is_a_422_naming_row_and_column_and_writes_nothing(tenant: Ten
             "/rows/5",
         ],
         "external_id,email\nann," + "x" * 300 + "@example.com\n": ["/rows/2/email"],
+        # rows are named by the line they start on: a quoted line break, an empty line
+        'external_id,note\nann,"two\nlines"\n\nbob,x,y\n': ["/rows/5"],
         "external_id,nick\nann,a\0b\n": ["/rows/2/nick"],
         'external_id\n"ann\n': [""],
     }

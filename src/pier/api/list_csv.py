@@ -3,8 +3,8 @@
 all-or-nothing Sequence of identify commands whose users join the list in the same transaction.
 
 Each row is checked as an identify body (validation.problems_identify, the same rules as
-POST /api/client/identify); a problem is reported at /rows/{row}/{column}, rows numbered as a
-spreadsheet numbers them (the header is row 1)."""
+POST /api/client/identify); a problem is reported at /rows/{row}/{column}, a row numbered by
+the line of the file it starts on (the header's is 1)."""
 
 from __future__ import annotations
 
@@ -68,23 +68,29 @@ def sequence(raw: bytes, project_id: int, list_id: int) -> Sequence:
         text = raw.decode("utf-8-sig")  # a byte order mark, as spreadsheets write, is skipped
     except UnicodeDecodeError as exc:
         raise invalid([Problem("", f"the CSV is not UTF-8 text (byte {exc.start})")]) from exc
+    records: list[tuple[int, list[str]]] = []  # (the line the record starts on, its fields)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        records = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+        start = 1
+        for record in reader:
+            if record:  # an empty line is skipped
+                records.append((start, record))
+            start = reader.line_num + 1
     except csv.Error as exc:
-        raise invalid([Problem("", f"the CSV cannot be read: {exc}")]) from exc
+        raise invalid([Problem("", f"the CSV cannot be read: {exc} (line {start})")]) from exc
     if not records:
         raise invalid([Problem("/rows/1", "the CSV is empty: the first row names the columns")])
-    header, rows = records[0], records[1:]
+    (_, header), rows = records[0], records[1:]
     out: list[Problem] = _header_problems(header)
     if not rows:
         out.append(Problem("/rows/2", "the CSV has no rows after its header"))
     if len(rows) > MAX_ROWS:
         message = f"at most {MAX_ROWS:,} users in one import: split the file"
-        out.append(Problem(f"/rows/{MAX_ROWS + 2}", message))
+        out.append(Problem(f"/rows/{rows[MAX_ROWS][0]}", message))
     if out:
         raise invalid(out)
     commands: list[Single] = []
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         cmd = _identify(row, header, number, project_id, out)
         if cmd is not None:
             commands.append(cmd)

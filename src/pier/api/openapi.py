@@ -674,7 +674,8 @@ CSV_IMPORT = (
     " created_at is not applied, any other column is a trait (an empty cell leaves it as it"
     " is). Each row creates or updates its user as identify would, and every user joins the"
     " list, in one transaction: all or nothing. A bad row or column is a 422 at"
-    f" /rows/{{row}}/{{column}} (the header is row 1); at most {list_csv.MAX_ROWS:,} rows."
+    f" /rows/{{row}}/{{column}} (row: the line it starts on; the header's is 1); at most"
+    f" {list_csv.MAX_ROWS:,} rows."
 )
 
 

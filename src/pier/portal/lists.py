@@ -33,7 +33,7 @@ NOTICES = {
     "imported": "CSV imported: its users are created or updated, and members.",
     "deleted": "List deleted.",
 }
-_SEPARATORS = re.compile(r"[\s,]+")
+_SEPARATORS = re.compile(r"[\r\n,]+")  # (an external id may hold a space)
 
 
 def words(row: ListRow) -> str | None:
@@ -183,7 +183,8 @@ async def _update(request: Request, row: ListRow) -> None:
 
 
 def _ids(form: Any) -> list[str]:
-    return [i for i in _SEPARATORS.split(str(form.get("external_ids") or "")) if i]
+    found = (i.strip() for i in _SEPARATORS.split(str(form.get("external_ids") or "")))
+    return [i for i in found if i]
 
 
 async def _add(request: Request, row: ListRow) -> None:
