@@ -5,6 +5,7 @@ added and removed; and the same over plain HTTP for what a browser cannot get wr
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from typing import Any
@@ -165,6 +166,21 @@ def test_lists_over_http(portal, tenant: Tenant) -> None:  # type: ignore[no-unt
         files={"file": ("bad.csv", b"email\nx@example.com\n", "text/csv")},
     )
     assert r.status_code == 422 and "the CSV needs an external_id column" in r.text
+    # members are paged, 25 a page, newest users first
+    many = "external_id\n" + "".join(f"m{i:02}\n" for i in range(30))
+    r = tenant.secret.post(
+        f"/api/client/lists/{made['id']}/users",
+        content=many.encode(),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert r.status_code == 204, r.text
+    member_link = f'href="/portal/projects/{tenant.id}/users/'
+    first = portal.get(one).text
+    assert first.count(member_link) == 25
+    older = re.search(r'href="/portal(/projects/[^"]+\?cursor=[^"]+)">Older', first)
+    assert older, first
+    rest = portal.get(html.unescape(older.group(1))).text
+    assert rest.count(member_link) == 32 - 25 and "Newest" in rest
     assert portal.get(f"/projects/{tenant.id + 1000}/lists/{made['id']}").status_code == 404
     assert portal.submit(f"{one}/delete", page=one).status_code == 303
     assert lists(tenant) == []
