@@ -61,6 +61,10 @@ def test_lists_tab_in_chromium(server: LiveServer, admin, tenant: Tenant) -> Non
             expect(shown.nth(0)).to_contain_text("/rule/colour")
             expect(shown.nth(1)).to_contain_text("/rule/children/0/operator")
             expect(page.locator("[data-preview]")).to_contain_text("problems")
+            # a problem's pointer selects its place in the rule
+            shown.nth(1).get_by_role("button").click()
+            selected = "el => el.value.slice(el.selectionStart, el.selectionEnd)"
+            assert editor.evaluate(selected) == '"equals"'
             page.get_by_role("button", name="Create list").click()
             expect(page.locator("[data-problems] li")).to_have_count(2)
             expect(page.locator("[data-problems] li").nth(0)).to_contain_text(
@@ -69,6 +73,8 @@ def test_lists_tab_in_chromium(server: LiveServer, admin, tenant: Tenant) -> Non
             expect(page.locator("[data-problems] li").nth(1)).to_contain_text(
                 "unknown operator 'equals'"
             )
+            page.locator("[data-problems] li").nth(0).get_by_role("button").click()
+            assert editor.evaluate(selected) == '"red"'  # also on the page the server made
             assert lists(tenant) == []
             editor.fill('{"uuid": ')
             expect(shown.first).to_contain_text("The rule is not valid JSON")

@@ -46,11 +46,28 @@
       problems.textContent = "";
       list.forEach(function (p) {
         var item = document.createElement("li");
-        item.appendChild(element("code", "pointer", p.path || "/"));
+        var button = element("button", "link", "");
+        button.type = "button";
+        button.dataset.pointer = p.path;
+        button.appendChild(element("code", "pointer", p.path || "/"));
+        item.appendChild(button);
         item.appendChild(document.createTextNode(" " + p.message));
         problems.appendChild(item);
       });
     }
+
+    // A problem's pointer selects its place in the rule: the value it names, or the nearest
+    // enclosing one that is there (a missing key points into the object that lacks it).
+    problems.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-pointer]");
+      if (!button) return;
+      var found = jsonPlaces(rule.value);
+      var pointer = button.dataset.pointer.replace(/^\/rule/, "");
+      while (!(pointer in found) && pointer) pointer = pointer.replace(/\/[^/]*$/, "");
+      var place = found[pointer];
+      rule.focus();
+      if (place) rule.setSelectionRange(place[0], place[1]);
+    });
 
     function ask() {
       if (!rule.value.trim()) {
@@ -89,6 +106,56 @@
     });
     if (rule.value.trim() && !problems.children.length) ask();
   });
+
+  // Where each value of a JSON text is: {JSON Pointer: [start, end]}, as far as the text parses.
+  function jsonPlaces(text) {
+    var at = 0;
+    var places = {};
+    function space() {
+      while (at < text.length && " \t\r\n".indexOf(text[at]) >= 0) at++;
+    }
+    function string() {
+      var start = at++;
+      while (at < text.length && text[at] !== '"') at += text[at] === "\\" ? 2 : 1;
+      at++;
+      return JSON.parse(text.slice(start, at));
+    }
+    function items(close, pointer, keyed) {
+      at++;
+      for (var i = 0; ; i++) {
+        space();
+        if (at >= text.length || text[at] === close) break;
+        var before = at;
+        var key = i;
+        if (keyed) {
+          if (text[at] !== '"') return;
+          key = string();
+          space();
+          at++; // the colon
+        }
+        value(pointer + "/" + String(key).replace(/~/g, "~0").replace(/\//g, "~1"));
+        space();
+        if (text[at] === ",") at++;
+        if (at === before) return;
+      }
+      at++;
+    }
+    function value(pointer) {
+      space();
+      var start = at;
+      if (text[at] === "{") items("}", pointer, true);
+      else if (text[at] === "[") items("]", pointer, false);
+      else if (text[at] === '"') string();
+      else while (at < text.length && ",]} \t\r\n".indexOf(text[at]) < 0) at++;
+      places[pointer] = [start, at];
+    }
+    try {
+      value("");
+    } catch (e) {
+      // a string that does not parse: the places found so far
+    }
+    return places;
+  }
 
   if (document.querySelector("[data-loading]")) {
     setTimeout(function () { window.location.reload(); }, 1000);
