@@ -202,6 +202,19 @@ def test_lists(tenant: Tenant, tmp_path: Path) -> None:
                                     "--rule-file", str(tmp_path / "bad.json"),
                                     "--database-url", url])  # fmt: skip
     assert bad.exit_code != 0 and "/operator" in bad.output
+    # Parcelvoy's CSV: users created or updated through the writer, and added, all or none
+    (tmp_path / "bad.csv").write_text("external_id,timezone\ncat,UTC\ndan,Mars/Base\n")
+    bad = CliRunner().invoke(main, ["lists", "add", static, "--csv", str(tmp_path / "bad.csv"),
+                                    "--project", pid, "--database-url", url])  # fmt: skip
+    assert bad.exit_code != 0 and "/rows/3/timezone" in bad.output, bad.output
+    assert tenant.secret.get("/api/client/users/cat").status_code == 404
+    (tmp_path / "vip.csv").write_text("external_id,plan\ncat,gold\nann,pro\n")
+    pier(url, "lists", "add", static, "--csv", str(tmp_path / "vip.csv"), "--project", pid)
+    assert pier(url, "lists", "members", static, "--project", pid).split() == ["cat", "bob", "ann"]
+    assert tenant.user("cat")["data"] == {"plan": "gold"}
+    bad = CliRunner().invoke(main, ["lists", "add", static, "--project", pid,
+                                    "--database-url", url])  # fmt: skip
+    assert bad.exit_code == 2 and "--csv" in bad.output
     pier(url, "lists", "delete", static, "--project", pid)
     assert "VIP" not in pier(url, "lists", "list", "--project", pid)
     gone = CliRunner().invoke(main, ["lists", "members", static, "--project", pid,

@@ -11,6 +11,8 @@ import click
 import msgspec
 
 from . import lists, settings
+from .api import list_csv
+from .api.errors import HTTPProblem
 from .api.lists import render_list
 from .api.render import iso
 from .clock import now_ms
@@ -19,6 +21,7 @@ from .domain.segments import RuleInvalid, parse_rule
 from .settings import Settings
 from .store import Store, make_store
 from .store.base import ListRow
+from .writer import Writer
 
 T = TypeVar("T")
 
@@ -388,14 +391,41 @@ def _change_static(
 
 @lists_group.command("add")
 @click.argument("list_id", type=STORED_ID)
-@click.argument("external_ids", nargs=-1, required=True)
+@click.argument("external_ids", nargs=-1)
+@click.option(
+    "--csv",
+    "csv_file",
+    type=click.File("rb"),
+    help="Parcelvoy's CSV import: creates or updates the users of its rows and adds them.",
+)
 @project_option
 @database_option
 def lists_add(
-    list_id: int, external_ids: tuple[str, ...], project_id: int, database_url: str
+    list_id: int, external_ids: tuple[str, ...], csv_file: Any, project_id: int, database_url: str
 ) -> None:
-    """Add users (by external id) to a static list: all of them, or none."""
-    _change_static(database_url, project_id, list_id, list(external_ids), add=True)
+    """Add users to a static list, all of them or none: existing users by external id, or the
+    rows of a CSV (an external_id column; docs/lists.md)."""
+    if bool(external_ids) == bool(csv_file):
+        raise click.UsageError("give external ids or --csv FILE")
+    if csv_file is None:
+        return _change_static(database_url, project_id, list_id, list(external_ids), add=True)
+    raw = csv_file.read()
+
+    async def action(store: Store) -> None:
+        row = await _list(store, project_id, list_id)
+        if row.type != "static":
+            raise click.ClickException("this list is dynamic: its rule decides its members")
+        try:
+            cmd = list_csv.sequence(raw, project_id, list_id)
+        except HTTPProblem as exc:
+            problems = "\n".join(f"  {p.path or '/'}: {p.message}" for p in exc.errors or [])
+            raise click.ClickException(f"the CSV is refused, nothing written:\n{problems}") from exc
+        (error,) = await Writer(store).run_batch([cmd])  # one transaction, as the API's
+        if error is not None:
+            raise click.ClickException(str(error))
+        click.echo(f"{len(cmd.commands)} users imported", err=True)
+
+    run(database_url, action)
 
 
 @lists_group.command("remove")

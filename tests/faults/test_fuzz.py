@@ -694,6 +694,7 @@ def reads(draw: st.DrawFn) -> Read:
                 (m, p)
                 for p, item in SPEC["paths"].items()
                 for m in item
+                # (the list routes: test_fuzz_lists.py)
                 if m != "post" and not p.startswith(DESTINATIONS) and "/lists" not in p
             ]
         )

@@ -60,3 +60,13 @@ def test_documented_limits_match_the_validators() -> None:
     assert schemas["Identify"]["properties"]["phone"]["maxLength"] == 64
     assert schemas["Identify"]["properties"]["timezone"]["maxLength"] == 50
     assert schemas["Identify"]["additionalProperties"] is False
+
+
+def test_the_csv_import_of_a_static_list_is_documented() -> None:
+    op = document()["paths"]["/api/client/lists/{id}/users"]["post"]
+    assert set(op["requestBody"]["content"]) == {
+        "application/json",
+        "text/csv",
+        "multipart/form-data",
+    }
+    assert "/rows/{row}/{column}" in op["description"] and "409" in op["responses"]

@@ -16,7 +16,7 @@ from ..domain.keys import Key
 from ..domain.segments import Rule, RuleError, RuleInvalid, parse_rule
 from ..lists import ListJobs
 from ..store.base import ListRow, Store
-from . import ingest, params, read, render
+from . import ingest, list_csv, params, read, render
 from .auth import secret_key
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
@@ -73,6 +73,17 @@ def _values(fields: dict[str, msgspec.Raw]) -> dict[str, Any]:
     return {k: msgspec.json.decode(v) for k, v in fields.items()}
 
 
+def rule_of_text(text: str) -> Any:
+    """A rule tree sent as JSON text on its own (the portal's editor), decoded under the rules
+    of every body (ingest.checked); a 422 at /rule when it breaks them or is not JSON."""
+    raw = text.encode()
+    try:
+        return ingest.decode(ingest.checked(raw))
+    except HTTPProblem as exc:
+        problems = exc.errors or [Problem("", exc.message.replace("The body is", "The rule is"))]
+        raise invalid([Problem("/rule" + p.path, p.message) for p in problems]) from exc
+
+
 def _rule(value: Any, now: int, where: str, out: list[Problem]) -> Rule | None:
     """The tree parsed, or its problems (each with its JSON Pointer under `where`) added."""
     if not isinstance(value, dict):
@@ -101,12 +112,25 @@ async def _find(request: Request) -> tuple[Key, ListRow]:
     return key, row
 
 
+def _text(fields: dict[str, msgspec.Raw], name: str) -> str | None:
+    """A field's JSON text as received (a rule is stored as sent)."""
+    return bytes(fields[name]).decode() if name in fields else None
+
+
 async def create(request: Request) -> Response:
     """POST /api/client/lists {name, type, rule?}: a dynamic list is computed in the
     background (state loading, then draft); a static one starts empty."""
     key = await secret_key(request)
     fields = await _fields(request, CREATE_FIELDS)
-    values = _values(fields)
+    row = await create_list(request, key.project_id, _values(fields), _text(fields, "rule"))
+    return read.json(render_list(row), 201)
+
+
+async def create_list(
+    request: Request, project_id: int, values: dict[str, Any], rule_text: str | None
+) -> ListRow:
+    """Create a list from the decoded fields of a request (the API's body, the portal's form)
+    and `rule_text`, the rule's JSON text; 422 listing every problem, and nothing created."""
     now = now_ms()
     out: list[Problem] = []
     _check_common(values, out, creating=True)
@@ -124,11 +148,11 @@ async def create(request: Request) -> Response:
         out.append(Problem("/is_visible", "is_visible must be true or false"))
     if out:
         raise invalid(out)
-    rule = bytes(fields["rule"]).decode() if kind == "dynamic" else None
-    row = await _store(request).create_list(key.project_id, values["name"], kind, rule, now)
+    rule = rule_text if kind == "dynamic" else None
+    row = await _store(request).create_list(project_id, values["name"], kind, rule, now)
     if rule is not None:
         _jobs(request).schedule(row)
-    return read.json(render_list(row), 201)
+    return row
 
 
 async def index(request: Request) -> Response:
@@ -149,7 +173,16 @@ async def update(request: Request) -> Response:
     (state loading); `published` moves a computed list between draft and ready."""
     _, row = await _find(request)
     fields = await _fields(request, PATCH_FIELDS)
-    values = _values(fields)
+    return read.json(
+        render_list(await update_list(request, row, _values(fields), _text(fields, "rule")))
+    )
+
+
+async def update_list(
+    request: Request, row: ListRow, values: dict[str, Any], rule_text: str | None
+) -> ListRow:
+    """Change a list from the decoded fields of a request (the API's, the portal's); a new
+    rule (`rule_text`, its JSON text) is computed again. 422 (nothing changed), 404."""
     now = now_ms()
     out: list[Problem] = []
     _check_common(values, out, creating=False)
@@ -170,18 +203,17 @@ async def update(request: Request) -> Response:
     )
     if changed is None or rule is None:
         return _answer(changed)
-    text = bytes(fields["rule"]).decode()
-    return _restarted(request, await store.restart_list(row.project_id, row.id, text, now))
+    return _restarted(request, await store.restart_list(row.project_id, row.id, rule_text, now))
 
 
-def _answer(row: ListRow | None) -> Response:
+def _answer(row: ListRow | None) -> ListRow:
     """The list as changed; 404 when it was deleted meanwhile."""
     if row is None:
         raise render.not_found("The list was deleted meanwhile.")
-    return read.json(render_list(row))
+    return row
 
 
-def _restarted(request: Request, row: ListRow | None) -> Response:
+def _restarted(request: Request, row: ListRow | None) -> ListRow:
     """The list, now being computed again in the background."""
     if row is not None:
         _jobs(request).schedule(row)
@@ -203,7 +235,7 @@ async def recount(request: Request) -> Response:
     if row.type == "static":
         return read.json(render_list(row))
     restarted = await _store(request).restart_list(row.project_id, row.id, None, now_ms())
-    return _restarted(request, restarted)
+    return read.json(render_list(_restarted(request, restarted)))
 
 
 async def members(request: Request) -> Response:
@@ -220,11 +252,20 @@ async def members(request: Request) -> Response:
     return read.json({"results": [render.user(u) for u in page], "next_cursor": next_cursor})
 
 
-async def _external_ids(request: Request, row: ListRow) -> list[str]:
+def static_only(row: ListRow) -> None:
+    """409 for a change of members on a dynamic list."""
     if row.type != "static":
         raise HTTPProblem(409, "This list is dynamic: its rule decides its members.")
-    values = _values(await _fields(request, ("external_ids",)))
-    ids = values.get("external_ids")
+
+
+async def _external_ids(request: Request, row: ListRow) -> list[str]:
+    static_only(row)
+    return checked_ids(_values(await _fields(request, ("external_ids",))).get("external_ids"))
+
+
+def checked_ids(ids: Any) -> list[str]:
+    """external_ids of a change of a static list's members: 1 - MAX_MEMBERS external ids, or
+    a 422 naming each bad one."""
     if not isinstance(ids, list) or not 1 <= len(ids) <= MAX_MEMBERS:
         message = f"external_ids must be an array of 1 to {MAX_MEMBERS} external ids"
         raise invalid([Problem("/external_ids", message)])
@@ -238,10 +279,21 @@ async def _external_ids(request: Request, row: ListRow) -> list[str]:
 
 
 async def add_members(request: Request) -> Response:
-    """POST /api/client/lists/{id}/users {external_ids}: all of them, or (when one is no user
-    of the project) none, with a 422 naming each unknown id."""
+    """POST /api/client/lists/{id}/users: {external_ids} (JSON), all of them or (when one is
+    no user of the project) none, with a 422 naming each unknown id; or Parcelvoy's CSV import
+    (text/csv, or a multipart form's file), which creates or updates the users and adds them,
+    all or nothing (api/list_csv.py)."""
     _, row = await _find(request)
-    ids = await _external_ids(request, row)
+    if list_csv.is_csv(request):
+        static_only(row)
+        raw = await list_csv.csv_text(request)
+        return await ingest.submit(request, list_csv.sequence(raw, row.project_id, row.id), raw)
+    await add_ids(request, row, await _external_ids(request, row))
+    return Response(status_code=204)
+
+
+async def add_ids(request: Request, row: ListRow, ids: list[str]) -> None:
+    """Add users by external id to a static list: all, or none and a 422 naming each unknown."""
     unknown = await lists.add_members(_store(request), row, ids, now_ms())
     if unknown:
         raise invalid(
@@ -252,7 +304,6 @@ async def add_members(request: Request) -> Response:
                 for i in unknown
             ]
         )
-    return Response(status_code=204)
 
 
 async def remove_members(request: Request) -> Response:
@@ -268,20 +319,24 @@ async def preview(request: Request) -> Response:
     them, without saving anything."""
     key = await secret_key(request)
     values = _values(await _fields(request, ("rule",)))
+    return read.json(await preview_rule(request, key.project_id, values.get("rule")))
+
+
+async def preview_rule(request: Request, project_id: int, value: Any) -> dict[str, Any]:
+    """{count, sample} of a rule tree (decoded JSON) now, nothing saved (the API's preview,
+    the portal's live count); 422 with a pointer under /rule for each problem."""
     now = now_ms()
     out: list[Problem] = []
-    rule = _rule(values.get("rule"), now, "/rule", out)
+    rule = _rule(value, now, "/rule", out)
     if rule is None:
         raise invalid(out)
     store = _store(request)
     try:
-        ids = await store.compute_members(key.project_id, rule, now)
+        ids = await store.compute_members(project_id, rule, now)
     except RuleError as exc:
         raise invalid([Problem("/rule" + exc.pointer, exc.message)]) from exc
-    sample = [await store.get_user_by_id(key.project_id, u) for u in sorted(ids)[:SAMPLE]]
-    return read.json(
-        {"count": len(ids), "sample": [render.user(u) for u in sample if u is not None]}
-    )
+    sample = [await store.get_user_by_id(project_id, u) for u in sorted(ids)[:SAMPLE]]
+    return {"count": len(ids), "sample": [render.user(u) for u in sample if u is not None]}
 
 
 async def user_lists(request: Request) -> Response:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..domain import feed
+from . import list_csv
 from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
 from .segment import SUB_PATHS, TYPES
 
@@ -667,6 +668,28 @@ def _list_op(
     return op
 
 
+CSV_IMPORT = (
+    "Or Parcelvoy's CSV import (text/csv, or the first file of a multipart/form-data upload):"
+    " an external_id column is required; email, phone, timezone and locale are profile fields,"
+    " created_at is not applied, any other column is a trait (an empty cell leaves it as it"
+    " is). Each row creates or updates its user as identify would, and every user joins the"
+    " list, in one transaction: all or nothing. A bad row or column is a 422 at"
+    f" /rows/{{row}}/{{column}} (row: the line it starts on; the header's is 1); at most"
+    f" {list_csv.MAX_ROWS:,} rows."
+)
+
+
+def _csv_import(op: Schema) -> Schema:
+    """The add-members operation, with Parcelvoy's CSV import beside the JSON body."""
+    csv = {"type": "string", "description": "CSV text, UTF-8, a header row first."}
+    upload = {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+    op["requestBody"]["content"]["text/csv"] = {"schema": csv}
+    op["requestBody"]["content"]["multipart/form-data"] = {"schema": upload}
+    op["description"] = CSV_IMPORT
+    op["responses"]["415"] = _error("A Content-Type other than JSON, CSV or a multipart form.")
+    return op
+
+
 def list_paths() -> dict[str, Schema]:
     members = "External ids of the project's users"
     return {
@@ -711,13 +734,15 @@ def list_paths() -> dict[str, Schema]:
                 [LIST_ID, _query("limit", "Page size (default 25).", LIMIT), CURSOR],
                 _page("User"),
             ),
-            "post": _list_op(
-                f"Add members to a static list: {members}, all or none.",
-                [LIST_ID],
-                None,
-                body="ExternalIds",
-                status="204",
-                conflict=True,
+            "post": _csv_import(
+                _list_op(
+                    f"Add members to a static list: {members}, all or none; or a CSV import.",
+                    [LIST_ID],
+                    None,
+                    body="ExternalIds",
+                    status="204",
+                    conflict=True,
+                )
             ),
             "delete": _list_op(
                 f"Remove members from a static list: {members}.",

@@ -53,6 +53,7 @@ class ChangeSet(msgspec.Struct):
     device_writes: list[Device]  # inserted whole (stored ones were deleted just before)
     events: list[Event]
     request_keys: list[tuple[int, str, str]]  # (project, Idempotency-Key, request fingerprint)
+    list_joins: list[tuple[int, int, int]]  # (static list id, project, user id): Sequence.join_list
     client_events: int = 0  # of `events`, those the clients sent (the others: user_created...)
     duplicates: int = 0  # client events dropped: their message_id was stored already
 
@@ -167,6 +168,7 @@ class Batch:
         self.duplicates = 0  # client events dropped as retries
         self.event_moves: list[tuple[int, int]] = []
         self.merged_into: dict[int, User] = {}  # merged-away user id → the user it went into
+        self.list_joins: list[tuple[int, User]] = []  # (static list id, user): Sequence.join_list
         self.merges_left = MAX_MERGES_PER_REQUEST  # of the request being applied
 
     # -- loading -------------------------------------------------------------------------
@@ -266,6 +268,11 @@ class Batch:
         if any(isinstance(cmd, Alias) for cmd in seq.commands):
             self._trial(seq)._apply_each(seq)
         self._apply_each(seq)
+        if seq.join_list is not None:
+            for cmd in seq.commands:
+                if isinstance(cmd, Identify) and cmd.external_id:
+                    user = self.by_external[(seq.project_id, cmd.external_id)]
+                    self.list_joins.append((seq.join_list, user))
 
     def _apply_each(self, seq: Sequence) -> None:
         for i, cmd in enumerate(seq.commands):
@@ -412,6 +419,17 @@ class Batch:
         self._device_updates += 1
 
     # -- result --------------------------------------------------------------------------
+    def _list_joins(self) -> list[tuple[int, int, int]]:
+        """Each static list join, for the user it ended in (a user merged away later in the
+        batch joins through the user it went into)."""
+        out = []
+        for list_id, user in self.list_joins:
+            while user.deleted and user.id in self.merged_into:
+                user = self.merged_into[user.id]
+            if not user.deleted:
+                out.append((list_id, user.project_id, user.id))
+        return out
+
     def changes(self) -> ChangeSet:
         users = list(self.users.values())
         anon_deletes: list[Key] = []
@@ -448,6 +466,7 @@ class Batch:
             device_writes=device_writes,
             events=self.events,
             request_keys=self.new_request_keys,
+            list_joins=self._list_joins(),
             client_events=len(self.events) - self.recorded,
             duplicates=self.duplicates,
         )

@@ -70,6 +70,9 @@ class Sequence(msgspec.Struct, kw_only=True):
     commands: list[Single]
     # paths[i]: the JSON Pointer a refusal of commands[i] is reported at (default /i + its own)
     paths: list[str] = []
+    # a static list that every user the Identify commands name by external id joins, in the
+    # same transaction (Parcelvoy's CSV import of a list: docs/lists.md)
+    join_list: int | None = None
 
 
 Command = Single | Sequence

@@ -9,7 +9,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import destinations, views
+from . import destinations, lists, views
 
 STATIC = Path(__file__).parent / "static"
 
@@ -65,6 +65,7 @@ def routes() -> list[Route | Mount]:
             Route(project + "/users/{uid}", views.user, methods=["GET"]),
             Route(project + "/users/{uid}/delete", views.delete_user, methods=["POST"]),
             *destinations.routes(project),
+            *lists.routes(project),
             Mount("/static", StaticFiles(directory=STATIC), name="portal-static"),
         ],
     )

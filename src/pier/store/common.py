@@ -86,6 +86,8 @@ class SqlTx(BatchQueries):
             )
         if c.events:
             await self.insert_events(c.events, c.now)
+        if c.list_joins:
+            await run.many(q.join_static_list, [(*j, c.now) for j in c.list_joins])
         if c.deleted_users:
             gone = self.array([u.id for u in c.deleted_users])
             for sql in q.delete_members_of:

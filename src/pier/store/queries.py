@@ -322,6 +322,12 @@ class Queries:
         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
     )
     delete_list_member = "DELETE FROM list_members WHERE list_id = $1 AND user_id = $2"
+    # the writer's (a CSV import): nothing when the list was deleted meanwhile
+    join_static_list = (
+        "INSERT INTO list_members (list_id, project_id, user_id, joined_at)"
+        " SELECT $1, $2, CAST($3 AS bigint), CAST($4 AS bigint) WHERE EXISTS (SELECT 1 FROM lists WHERE id = $1"
+        " AND project_id = $2 AND type = 'static') ON CONFLICT DO NOTHING"
+    )
     list_members = {
         before: f"SELECT {USER_COLUMNS} FROM list_members m {{cross}} users u"
         " ON u.project_id = m.project_id AND u.id = m.user_id WHERE m.list_id = $1"

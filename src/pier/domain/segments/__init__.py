@@ -28,6 +28,7 @@ from .rules import (
     parse_rule,
     target,
 )
+from .words import path_words, rule_words
 
 __all__ = [
     "MAX_DEPTH",
@@ -50,6 +51,8 @@ __all__ = [
     "next_change",
     "next_look",
     "parse_rule",
+    "path_words",
+    "rule_words",
     "target",
     "user_document",
 ]
