@@ -7,42 +7,17 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 from urllib.parse import quote
 
 import msgspec
-import pytest
 
-from conftest import LiveServer, Tenant, db_call, make_tenant
+from conftest import Tenant, db_call
 from delivery.receiver import delivering, pause_afterwards, receiver, wait_for  # noqa: F401
 from pier.delivery import manage
 from pier.domain.feed import ITEMS
 from pier.store.destinations import Destinations
 
 IDENTIFY_KEYS = {"anonymous_id", "external_id", "email", "phone", "timezone", "locale", "data"}
-
-
-@pytest.fixture(scope="module")
-def server_b(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, request
-) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    """A second Pier, on a database of its own of the same backend."""
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path_factory.mktemp('pier-b')}/pier.db"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()
-    live = LiveServer(url)
-    live.start()
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-def target(server_b: LiveServer) -> Iterator[Tenant]:
-    t = make_tenant(server_b)
-    yield t
-    t.public.close()
-    t.secret.close()
 
 
 def add(tenant: Tenant, kind: str, url: str, **options) -> int:  # type: ignore[no-untyped-def]
