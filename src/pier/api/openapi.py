@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from ..domain import feed
 from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
+from .ingest import EXTRA_MODES
 from .segment import SUB_PATHS, TYPES
 
 JSON = "application/json"
@@ -543,7 +544,7 @@ REF = {
 CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
 
 
-def _ingest(summary: str, body: str) -> Schema:
+def _ingest(summary: str, body: str, *parameters: Schema) -> Schema:
     return {
         "summary": summary,
         "x-pier-scope": "public",
@@ -556,7 +557,8 @@ def _ingest(summary: str, body: str) -> Schema:
                 " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
                 " key with another request is a 409. Kept 7 days.",
                 "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
-            }
+            },
+            *parameters,
         ],
         "requestBody": {
             "required": True,
@@ -777,7 +779,18 @@ def paths() -> dict[str, Schema]:
             "post": _ingest("Identify a user and patch its fields.", "Identify")
         },
         "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
-        "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
+        "/api/client/devices": {
+            "post": _ingest(
+                "Register or update a device.",
+                "Device",
+                _query(
+                    "extra",
+                    "merge (default): the body's other keys are merged into the device's extra;"
+                    " replace: they become its whole extra (keys left out are removed).",
+                    {"type": "string", "enum": list(EXTRA_MODES)},
+                ),
+            )
+        },
         "/api/client/events": {"post": events_post, "get": feed_get},
         "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
         "/api/client/segment": {"post": segment_batch},

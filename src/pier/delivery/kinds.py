@@ -213,8 +213,8 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
             for anon in _data(e).get("anonymous_ids") or [] if e.external_id else []:
                 call("/alias", {"anonymous_id": anon, "external_id": e.external_id}, e)
         elif e.name == DEVICE_REGISTERED:
-            if e.external_id or e.anonymous_id:
-                call("/devices", _device(e, with_extra=pier), e)
+            if e.external_id or e.anonymous_id:  # to a Pier: the device's whole extra
+                call("/devices?extra=replace" if pier else "/devices", _device(e, pier), e)
         elif e.name == USER_DELETED and pier and d.secret_key:
             _delete(e, base, d.secret_key, call, out)
     flush()

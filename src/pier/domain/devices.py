@@ -33,7 +33,9 @@ def register_device(b: BatchState, cmd: RegisterDevice) -> None:
         _set_token(b, device, cmd.token)
     for field, value in cmd.fields.items():
         setattr(device, field, value)
-    if cmd.extra:
+    if cmd.replace_extra:
+        device.extra = dict(cmd.extra)
+    elif cmd.extra:
         device.extra = {**device.extra, **cmd.extra}
     _move(device, user)
     b.touch_device(device)
