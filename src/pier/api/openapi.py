@@ -105,6 +105,19 @@ def _feed_items() -> dict[str, Schema]:
                 "extra": {"type": "object"},
             },
         },
+        "DeviceRemovedData": {
+            "type": "object",
+            "description": "device_removed: the device device_id of this user is gone, pushed"
+            " out by the 25-device cap (reason device_cap). It comes before the items of the"
+            " change that pushed it out; in a merge, before user_merged (the device may still"
+            " be the merged user's): drop the device whoever holds it.",
+            "required": ["device_id", "reason"],
+            "additionalProperties": False,
+            "properties": {
+                "device_id": {"type": "string"},
+                "reason": {"type": "string", "enum": [feed.REMOVED_BY_CAP]},
+            },
+        },
         "UserDeletedData": {
             "type": "object",
             "description": "user_deleted: the user was deleted; its other items left the"
@@ -132,6 +145,7 @@ ITEM_DATA = {
     feed.USER_UPDATED: "UserUpdatedData",
     feed.USER_MERGED: "UserMergedData",
     feed.DEVICE_REGISTERED: "DeviceRegisteredData",
+    feed.DEVICE_REMOVED: "DeviceRemovedData",
     feed.USER_DELETED: "UserDeletedData",
     feed.LIST_ENTERED: "ListMembershipData",
     feed.LIST_EXITED: "ListMembershipData",
