@@ -12,6 +12,7 @@ from urllib.parse import quote
 import msgspec
 import pytest
 
+from api.test_lists import PRO, create, settled
 from conftest import Tenant, db_call
 from delivery.receiver import delivering, pause_afterwards, receiver, wait_for  # noqa: F401
 from pier.delivery import manage
@@ -321,3 +322,49 @@ def test_parcelvoy_kind_sends_only_what_parcelvoy_accepts(tenant: Tenant) -> Non
         e["data"]["n"] for g in r.got if g.path == "/api/client/events" for e in g.json()
     )
     assert max(sent.values()) == 1
+
+
+def test_list_items_per_kind(tenant: Tenant) -> None:
+    """list_entered / list_exited: as they are to a webhook, "List Entered" / "List Exited"
+    track events to a segment destination; skipped by parcelvoy and pier, whose targets compute
+    their own lists."""
+    list_id = create(tenant, {"name": "Pro", "type": "dynamic", "rule": PRO}).json()["id"]
+    settled(tenant, list_id)
+    events = [{"name": "view", "external_id": "ann", "message_id": f"m{i}"} for i in range(2)]
+    for path, body in (
+        ("identify", {"external_id": "ann", "data": {"plan": "pro"}}),  # enters
+        ("events", events[:1]),
+        ("identify", {"external_id": "ann", "data": {"plan": "free"}}),  # leaves
+        ("events", events[1:]),
+    ):
+        assert tenant.post(path, body).status_code == 204
+    data = {"list_id": list_id, "name": "Pro"}
+    with receiver() as r:
+        ids = [
+            add(tenant, kind, f"{r.url}/{kind}", **({} if kind == "webhook" else {"key": "k"}))
+            for kind in ("webhook", "segment", "parcelvoy", "pier")
+        ]
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: all(lag(tenant, did) == 0 for did in ids))
+
+    def got(kind: str) -> list:
+        return [g for g in r.got if g.path.split("/")[1] == kind]
+
+    hooked = [i for g in got("webhook") for i in g.json()["items"]]
+    assert [(i["name"], i["data"]) for i in hooked if i["name"].startswith("list_")] == [
+        ("list_entered", data),
+        ("list_exited", data),
+    ]
+    tracks = [c for g in got("segment") for c in g.json()["batch"] if c["type"] == "track"]
+    assert [(c["event"], c["properties"], c["userId"]) for c in tracks] == [
+        ("List Entered", data, "ann"),
+        ("view", {}, "ann"),
+        ("List Exited", data, "ann"),
+        ("view", {}, "ann"),
+    ]
+    assert len({c["messageId"] for c in tracks}) == 4
+    for kind in ("parcelvoy", "pier"):
+        calls = got(kind)
+        assert not any(b"list" in g.body.lower() for g in calls), kind
+        sent = [e.get("message_id") for g in calls if g.path.endswith("/events") for e in g.json()]
+        assert sent == (["m0", "m1"] if kind == "pier" else [None, None]), kind
