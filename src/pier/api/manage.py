@@ -11,7 +11,7 @@ from starlette.responses import Response
 from ..store.base import FeedEvent, Store, StoreUnavailable
 from . import params, read, render
 from .auth import secret_key
-from .errors import HTTPProblem, Problem, invalid
+from .errors import HTTPProblem
 
 FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
 
@@ -65,9 +65,7 @@ async def delete_user(request: Request) -> Response:
     """DELETE /api/client/users/{ref}: the user, its anonymous ids, devices and events, in one
     transaction (a person's right to be forgotten)."""
     key = await secret_key(request)
-    by = request.query_params.get("by", "external_id")
-    if by not in read.BY:
-        raise invalid([Problem("/by", "by must be external_id or anonymous_id")])
+    by = params.choice(request.query_params.get("by"), "by", read.BY)
     ref = request.path_params["ref"]
     try:
         deleted = await _store(request).delete_user(key.project_id, ref, by)
