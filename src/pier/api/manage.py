@@ -81,8 +81,9 @@ async def delete_user(request: Request) -> Response:
 async def event_feed(request: Request) -> Response:
     """GET /api/client/events?after=&limit=: the project's change feed in storage order: tracked
     events and Pier's own items (user_created, user_updated, user_merged, device_registered,
-    device_removed, user_deleted, list_entered, list_exited: domain/feed.py; their data in docs/client-api.md and the OpenAPI document),
-    from which a consumer rebuilds the users and devices.
+    device_removed, user_deleted, list_entered, list_exited: domain/feed.py; their data in
+    docs/client-api.md and the OpenAPI document), from which a consumer rebuilds the users and
+    devices.
 
     `next_cursor` is where to continue: after the last event returned, or the `after` given when
     there is nothing new yet (null only when the project has no events and no `after` was given),

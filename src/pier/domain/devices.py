@@ -71,7 +71,7 @@ def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) ->
     """Beyond the cap, devices go least recently updated first, token-less ones before those
     with a token (a token is what a device is kept for); never `keep`, the one registering.
     Each one the feed has described gets a device_removed item, before the items of the
-    change that pushed it out: a consumer (a `pier` target) drops it before adding another."""
+    change that pushed it out: a consumer of the feed drops it before adding another."""
     assert user.devices is not None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
