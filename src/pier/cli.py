@@ -484,8 +484,9 @@ def demo(database_url: str) -> None:
 def export(project_id: int, after: str | None, page_size: int, database_url: str) -> None:
     """Write a project's change feed to stdout as NDJSON, in storage order (as GET
     /api/client/events): tracked events and Pier's own items, user_created, user_updated,
-    user_merged, device_registered and user_deleted, from which the users and devices can be
-    rebuilt (docs/client-api.md, "The change feed", gives each item's data).
+    user_merged, device_registered, device_removed, user_deleted, list_entered and list_exited,
+    from which the users and devices can be rebuilt (docs/client-api.md, "The change feed",
+    gives each item's data).
 
     Reads page by page (constant memory) up to the newest item stored when it started, then
     prints on stderr the cursor to continue from with --after."""

@@ -72,6 +72,31 @@ def test_extra_keys_are_kept_and_merged(tenant: Tenant) -> None:
     assert tenant.user("e1")["devices"][0]["extra"] == {"sdk_version": "1.0.1", "push": "on"}
 
 
+def test_extra_replace_sets_the_whole_extra(tenant: Tenant) -> None:
+    """?extra=replace (what a `pier` destination sends): the other keys are the whole extra."""
+    register(tenant, sdk_version="1.0.0", push="on")
+    r = tenant.post("devices", device(sdk_version="1.0.1"), params={"extra": "replace"})
+    assert r.status_code == 204, r.text
+    assert tenant.user("e1")["devices"][0]["extra"] == {"sdk_version": "1.0.1"}
+    assert tenant.post("devices", device(), params={"extra": "replace"}).status_code == 204
+    assert tenant.user("e1")["devices"][0]["extra"] == {}
+    register(tenant, push="off")  # ?extra=merge is the default
+    r = tenant.post("devices", device(lang="de"), params={"extra": "merge"})
+    assert r.status_code == 204, r.text
+    assert tenant.user("e1")["devices"][0]["extra"] == {"push": "off", "lang": "de"}
+
+
+def test_extra_takes_merge_or_replace_only(tenant: Tenant) -> None:
+    before = tenant.counts()
+    for value in ("Replace", "", "all"):
+        r = tenant.post("devices", device(), params={"extra": value})
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"] == [
+            {"path": "/extra", "message": "extra must be merge or replace"}
+        ]
+    assert tenant.counts() == before
+
+
 def test_at_most_25_devices_per_user(tenant: Tenant) -> None:
     register(tenant, device_id="with-token", token="tok")
     for i in range(30):

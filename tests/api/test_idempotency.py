@@ -32,6 +32,18 @@ def test_same_key_with_another_request_is_409(tenant: Tenant) -> None:
     assert tenant.secret.get("/api/client/users/e2").status_code == 404
 
 
+def test_same_key_and_body_with_another_query_is_409(tenant: Tenant) -> None:
+    """?extra=replace asks for another change than the same body alone."""
+    device = {"external_id": "e1", "device_id": "d1", "os": "iOS", "model": "m"}
+    device |= {"app_build": "1", "app_version": "1"}
+    headers = {"Idempotency-Key": "req-1"}
+    assert tenant.post("devices", device | {"a": 1}).status_code == 204
+    assert tenant.post("devices", device, headers=headers).status_code == 204
+    r = tenant.post("devices", device, headers=headers, params={"extra": "replace"})
+    assert r.status_code == 409, r.text
+    assert tenant.user("e1")["devices"][0]["extra"] == {"a": 1}
+
+
 def test_a_refused_request_does_not_use_up_its_key(tenant: Tenant) -> None:
     tenant.post("alias", {"anonymous_id": "a", "external_id": "e1"})
     headers = {"Idempotency-Key": "k"}

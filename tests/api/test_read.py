@@ -44,8 +44,12 @@ def test_user_by_anonymous_id_and_unknown_user(tenant: Tenant) -> None:
     assert r.status_code == 404 and r.json()["status"] == "error"
     r = tenant.secret.get("/api/client/users/nobody/events")
     assert r.status_code == 404
+    by = [{"path": "/by", "message": "by must be external_id or anonymous_id"}]
     r = tenant.secret.get("/api/client/users/e1", params={"by": "email"})
-    assert r.status_code == 422
+    assert r.status_code == 422 and r.json()["errors"] == by
+    r = tenant.secret.delete("/api/client/users/e1", params={"by": "email"})
+    assert r.status_code == 422 and r.json()["errors"] == by
+    assert tenant.user("e1")["external_id"] == "e1"  # not deleted
 
 
 def test_user_fields(tenant: Tenant) -> None:

@@ -84,7 +84,7 @@ def test_pier_reproduces_every_item_with_idempotency_keys() -> None:
         ("POST", "/api/client/alias", {"anonymous_id": "a-2", "external_id": "u-1"}),
         (
             "POST",
-            "/api/client/devices",
+            "/api/client/devices?extra=replace",  # the device's whole extra
             {
                 "external_id": "u-1",
                 "anonymous_id": "a-1",

@@ -8,13 +8,12 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import LiveServer, db_call, make_tenant
+from conftest import Tenant, db_call
 from delivery.receiver import receiver, wait_for
 from faults.pierproc import PierProcess, new_project
 from pier.delivery import manage
@@ -101,27 +100,14 @@ def test_kill_9_mid_batch_then_restart_webhook_gets_everything(
     assert set(got) == set(range(300))  # at least once
 
 
-@pytest.fixture
-def pier_b(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, request
-) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
-    if database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path_factory.mktemp('pier-b')}/pier.db"
-    else:
-        url = request.getfixturevalue("pg_server").create_database()
-    live = LiveServer(url)
-    live.start()
-    yield live
-    live.stop()
-
-
 def test_kill_9_mid_batch_then_restart_pier_target_gets_each_event_once(
-    database_url: str, pier_b: LiveServer, tmp_path: Path
+    database_url: str, target: Tenant, tmp_path: Path
 ) -> None:
     project = new_project(database_url)
-    target = make_tenant(pier_b)
     # events without message ids: each is sent alone under its own Idempotency-Key
-    did = add(database_url, project.id, "pier", pier_b.url, key=target.public_key, batch_size=50)
+    did = add(
+        database_url, project.id, "pier", target.server.url, key=target.public_key, batch_size=50
+    )
     server = PierProcess(database_url, tmp_path / "a.log")
     try:
         post_events(server.url, project.public_key, 200, message_ids=False)

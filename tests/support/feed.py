@@ -48,6 +48,8 @@ def rebuild(items: Iterable[dict[str, Any]]) -> tuple[dict[int, dict], dict[str,
                 ]:
                     del devices[device_id]
             devices[data["device_id"]] = {**data, "user_id": uid}
+        elif name == "device_removed":  # by the 25-device cap; in a merge, before user_merged
+            devices.pop(data["device_id"], None)  # (the device may still be the merged user's)
         elif name == "user_deleted":
             # with it, any user holding one of its anonymous ids: merged into it (the
             # user_merged left the feed with it), and any device it had (moved to it)

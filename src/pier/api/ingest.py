@@ -26,6 +26,8 @@ from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
 from .fields import IDEMPOTENCY_KEY
 
+EXTRA_MODES = ("merge", "replace")  # of POST /devices?extra=
+
 
 def decode(raw: bytes) -> Any:
     """The body as JSON values, or a 400 that says why it is not JSON."""
@@ -87,14 +89,16 @@ def _rejected(raw: bytes, problems: list[Problem], fallback: str) -> HTTPProblem
 
 
 def _request_key(request: Request, raw: bytes) -> RequestKey | None:
-    """The Idempotency-Key header, with a fingerprint of the request (path and body)."""
+    """The Idempotency-Key header, with a fingerprint of the request (path, query and body)."""
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
     if not key or not IDEMPOTENCY_KEY.fits(key):
         message = f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY.max_len} characters"
         raise invalid([Problem("/headers/Idempotency-Key", message)])
-    digest = hashlib.sha256(request.url.path.encode() + b"\0" + raw)
+    query = request.url.query  # ?extra=replace asks for another change than the same body
+    path = f"{request.url.path}?{query}" if query else request.url.path
+    digest = hashlib.sha256(path.encode() + b"\0" + raw)
     return key, digest.hexdigest()
 
 
@@ -151,6 +155,9 @@ async def alias(request: Request) -> Response:
 
 async def devices(request: Request) -> Response:
     key = await request.app.state.keys.authenticate(request)
+    # ?extra=replace: the other keys are the device's whole extra (the pier kind's copy of a
+    # device); by default they are merged into it (Parcelvoy's behaviour)
+    extra = params.choice(request.query_params.get("extra"), "extra", EXTRA_MODES)
     raw = checked(await read_body(request))
     body = decode(raw)
     problems = validation.problems_device(body)
@@ -168,6 +175,7 @@ async def devices(request: Request) -> Response:
         fields=fields,
         token=body["token"] or None if "token" in body else UNSET,
         extra={k: v for k, v in body.items() if k not in known},
+        replace_extra=extra == "replace",
     )
     return await submit(request, cmd, raw)
 

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from ..store.base import FeedEvent, Store, StoreUnavailable
 from . import params, read, render
 from .auth import secret_key
-from .errors import HTTPProblem, Problem, invalid
+from .errors import HTTPProblem
 
 FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
 
@@ -65,9 +65,7 @@ async def delete_user(request: Request) -> Response:
     """DELETE /api/client/users/{ref}: the user, its anonymous ids, devices and events, in one
     transaction (a person's right to be forgotten)."""
     key = await secret_key(request)
-    by = request.query_params.get("by", "external_id")
-    if by not in read.BY:
-        raise invalid([Problem("/by", "by must be external_id or anonymous_id")])
+    by = params.choice(request.query_params.get("by"), "by", read.BY)
     ref = request.path_params["ref"]
     try:
         deleted = await _store(request).delete_user(key.project_id, ref, by)
@@ -83,8 +81,9 @@ async def delete_user(request: Request) -> Response:
 async def event_feed(request: Request) -> Response:
     """GET /api/client/events?after=&limit=: the project's change feed in storage order: tracked
     events and Pier's own items (user_created, user_updated, user_merged, device_registered,
-    user_deleted: domain/feed.py; their data in docs/client-api.md and the OpenAPI document),
-    from which a consumer rebuilds the users and devices.
+    device_removed, user_deleted, list_entered, list_exited: domain/feed.py; their data in
+    docs/client-api.md and the OpenAPI document), from which a consumer rebuilds the users and
+    devices.
 
     `next_cursor` is where to continue: after the last event returned, or the `after` given when
     there is nothing new yet (null only when the project has no events and no `after` was given),

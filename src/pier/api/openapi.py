@@ -18,6 +18,7 @@ from starlette.responses import Response
 from ..domain import feed
 from . import list_csv
 from .fields import ID, IDEMPOTENCY_KEY, MAX_EVENTS, field
+from .ingest import EXTRA_MODES
 from .segment import SUB_PATHS, TYPES
 
 JSON = "application/json"
@@ -105,6 +106,19 @@ def _feed_items() -> dict[str, Schema]:
                 "extra": {"type": "object"},
             },
         },
+        "DeviceRemovedData": {
+            "type": "object",
+            "description": "device_removed: the device device_id of this user is gone, pushed"
+            " out by the 25-device cap (reason device_cap). It comes before the items of the"
+            " change that pushed it out; in a merge, before user_merged (the device may still"
+            " be the merged user's): drop the device whoever holds it.",
+            "required": ["device_id", "reason"],
+            "additionalProperties": False,
+            "properties": {
+                "device_id": {"type": "string"},
+                "reason": {"type": "string", "enum": [feed.REMOVED_BY_CAP]},
+            },
+        },
         "UserDeletedData": {
             "type": "object",
             "description": "user_deleted: the user was deleted; its other items left the"
@@ -132,6 +146,7 @@ ITEM_DATA = {
     feed.USER_UPDATED: "UserUpdatedData",
     feed.USER_MERGED: "UserMergedData",
     feed.DEVICE_REGISTERED: "DeviceRegisteredData",
+    feed.DEVICE_REMOVED: "DeviceRemovedData",
     feed.USER_DELETED: "UserDeletedData",
     feed.LIST_ENTERED: "ListMembershipData",
     feed.LIST_EXITED: "ListMembershipData",
@@ -544,7 +559,7 @@ REF = {
 CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
 
 
-def _ingest(summary: str, body: str) -> Schema:
+def _ingest(summary: str, body: str, *parameters: Schema) -> Schema:
     return {
         "summary": summary,
         "x-pier-scope": "public",
@@ -557,7 +572,8 @@ def _ingest(summary: str, body: str) -> Schema:
                 " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
                 " key with another request is a 409. Kept 7 days.",
                 "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
-            }
+            },
+            *parameters,
         ],
         "requestBody": {
             "required": True,
@@ -802,7 +818,18 @@ def paths() -> dict[str, Schema]:
             "post": _ingest("Identify a user and patch its fields.", "Identify")
         },
         "/api/client/alias": {"post": _ingest("Link an anonymous id to an external id.", "Alias")},
-        "/api/client/devices": {"post": _ingest("Register or update a device.", "Device")},
+        "/api/client/devices": {
+            "post": _ingest(
+                "Register or update a device.",
+                "Device",
+                _query(
+                    "extra",
+                    "merge (default): the body's other keys are merged into the device's extra;"
+                    " replace: they become its whole extra (keys left out are removed).",
+                    {"type": "string", "enum": list(EXTRA_MODES)},
+                ),
+            )
+        },
         "/api/client/events": {"post": events_post, "get": feed_get},
         "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
         "/api/client/segment": {"post": segment_batch},

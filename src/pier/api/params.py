@@ -24,6 +24,15 @@ def integer(value: str | None, low: int = 0, high: int = MAX_INT) -> int | None:
     return number if low <= number <= high else None
 
 
+def choice(value: str | None, name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed`; the first when absent; a 422 naming the parameter for anything else."""
+    if value is None:
+        return allowed[0]
+    if value not in allowed:
+        raise invalid([Problem(f"/{name}", f"{name} must be {' or '.join(allowed)}")])
+    return value
+
+
 def limit(value: str | None, default: int, maximum: int = 1000) -> int:
     """A page size from 1 to `maximum`; `default` when absent."""
     if value is None:

@@ -9,7 +9,6 @@ from starlette.responses import Response
 from ..domain.model import User
 from . import params, render
 from .auth import secret_key
-from .errors import Problem, invalid
 
 BY = ("external_id", "anonymous_id")
 PAGE = 25  # default page size of the read and management lists
@@ -22,9 +21,7 @@ def json(body: object, status: int = 200) -> Response:
 async def find_user(request: Request) -> User:
     """The user named by the path, in the key's project; 404 when unknown."""
     key = await secret_key(request)
-    by = request.query_params.get("by", "external_id")
-    if by not in BY:
-        raise invalid([Problem("/by", "by must be external_id or anonymous_id")])
+    by = params.choice(request.query_params.get("by"), "by", BY)
     ref = request.path_params["ref"]
     user = await request.app.state.store.get_user(key.project_id, ref, by)
     if user is None:

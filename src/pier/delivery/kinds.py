@@ -1,15 +1,20 @@
 """What each kind of destination sends for a batch of feed items: a list of HTTP calls, made in
 order (a batch is delivered when every call is answered 2xx).
 
-- webhook: one signed POST of `{"destination": ID, "items": [...]}`;
+- webhook: one signed POST of `{"destination": ID, "items": [...]}`, every item as it is;
 - parcelvoy: the Client API calls that reproduce each item (identify with only the fields
   Parcelvoy's identify accepts; alias; devices; events, consecutive ones in one call);
 - pier: as parcelvoy, plus message_id and timestamp on events, an Idempotency-Key on every call,
-  and DELETE of a deleted user when the target's secret key is given;
-- segment: one `POST {url}/v1/batch` of track / identify / alias calls (HTTP Basic write key).
+  a device's whole extra (?extra=replace), and DELETE of a deleted user when the target's secret
+  key is given;
+- segment: one `POST {url}/v1/batch` of track / identify / alias calls (HTTP Basic write key);
+  list_entered / list_exited become the track events "List Entered" / "List Exited" with the
+  item's data (list_id, name) as properties.
 
-Items the kind has no call for (a deleted user on Parcelvoy, a device on Segment...) are
-skipped and counted as delivered."""
+Items the kind has no call for are skipped and counted as delivered (docs/destinations.md says
+why, kind by kind): user_deleted on Parcelvoy; device_removed on every kind but the webhook
+(the targets apply their own cap); list_entered / list_exited on parcelvoy and pier (the target
+computes its own lists); devices on Segment."""
 
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ from ..api.manage import feed_event
 from ..domain.feed import (
     DEVICE_FIELDS,
     DEVICE_REGISTERED,
+    DEVICE_REMOVED,
+    LIST_ENTERED,
+    LIST_EXITED,
     RESERVED_EVENT_NAMES,
     USER_CREATED,
     USER_DELETED,
@@ -45,6 +53,10 @@ MAX_EVENTS_PER_CALL = 1000  # the Client API's limit
 # Pier's own feed items (domain/feed.py) are not events; any other name is a client's event
 RESERVED = RESERVED_EVENT_NAMES
 IDS = ("external_id", "anonymous_id")
+# parcelvoy and pier: what the target decides itself (its own device cap, its own lists)
+TARGETS_OWN = (DEVICE_REMOVED, LIST_ENTERED, LIST_EXITED)
+# segment: a user entering or leaving a list, as a track event (Segment's "Object Action" names)
+LIST_TRACKS = {LIST_ENTERED: "List Entered", LIST_EXITED: "List Exited"}
 DERIVED = ("phone_country", "phone_is_valid")  # set by the target from the phone
 
 _encode = msgspec.json.Encoder().encode
@@ -194,6 +206,8 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
         events.clear()
 
     for e in items:
+        if e.name in TARGETS_OWN:
+            continue  # skipped, between events too: they still go many to a call
         if e.name not in RESERVED:
             if not e.external_id and not e.anonymous_id:
                 continue  # the user is gone (deleted): nothing to reproduce
@@ -213,8 +227,8 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
             for anon in _data(e).get("anonymous_ids") or [] if e.external_id else []:
                 call("/alias", {"anonymous_id": anon, "external_id": e.external_id}, e)
         elif e.name == DEVICE_REGISTERED:
-            if e.external_id or e.anonymous_id:
-                call("/devices", _device(e, with_extra=pier), e)
+            if e.external_id or e.anonymous_id:  # to a Pier: the device's whole extra
+                call("/devices?extra=replace" if pier else "/devices", _device(e, pier), e)
         elif e.name == USER_DELETED and pier and d.secret_key:
             _delete(e, base, d.secret_key, call, out)
     flush()
@@ -283,12 +297,12 @@ def _segment(d: Destination, items: list[FeedEvent], batch_id: str) -> list[Call
             "messageId": e.message_id or f"pier-{d.id}-{e.id}",
             "timestamp": _iso(e.created_at),
         }
-        if e.name not in RESERVED:
+        if e.name not in RESERVED or e.name in LIST_TRACKS:
             if _segment_ids(e):
                 batch.append(
                     {
                         "type": "track",
-                        "event": e.name,
+                        "event": LIST_TRACKS.get(e.name, e.name),
                         "properties": e.data,
                         **_segment_ids(e),
                         **common,

@@ -390,7 +390,7 @@ class Batch:
             self.pending_at.clear()
         if self.pending_devices:
             for device in self.pending_devices:
-                if device.deleted:  # by the device cap: no item (docs/client-api.md)
+                if device.deleted:  # by the device cap: its device_removed is recorded already
                     continue
                 state, shown = device_state(device), device.shown
                 if state == shown:

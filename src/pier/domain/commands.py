@@ -40,6 +40,7 @@ class RegisterDevice(msgspec.Struct, kw_only=True):
     fields: dict[str, Any]  # os, model, app_build, app_version and os_version when sent
     token: str | None | UnsetType = UNSET
     extra: dict[str, Any] = {}
+    replace_extra: bool = False  # `extra` becomes the device's whole extra (?extra=replace)
 
 
 EventData = dict[str, Any] | msgspec.Raw  # Raw: a JSON object as the client sent it

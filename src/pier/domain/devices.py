@@ -7,6 +7,7 @@ from msgspec import UNSET
 
 from .commands import RegisterDevice
 from .errors import NeedsLoad
+from .feed import DEVICE_REMOVED, REMOVED_BY_CAP
 from .model import Device, User
 from .state import BatchState
 
@@ -33,7 +34,9 @@ def register_device(b: BatchState, cmd: RegisterDevice) -> None:
         _set_token(b, device, cmd.token)
     for field, value in cmd.fields.items():
         setattr(device, field, value)
-    if cmd.extra:
+    if cmd.replace_extra:
+        device.extra = dict(cmd.extra)
+    elif cmd.extra:
         device.extra = {**device.extra, **cmd.extra}
     _move(device, user)
     b.touch_device(device)
@@ -66,7 +69,9 @@ def _move(device: Device, user: User) -> None:
 
 def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) -> None:
     """Beyond the cap, devices go least recently updated first, token-less ones before those
-    with a token (a token is what a device is kept for); never `keep`, the one registering."""
+    with a token (a token is what a device is kept for); never `keep`, the one registering.
+    Each one the feed has described gets a device_removed item, before the items of the
+    change that pushed it out: a consumer of the feed drops it before adding another."""
     assert user.devices is not None
     excess = len(user.devices) - MAX_DEVICES_PER_USER
     if excess <= 0:
@@ -83,3 +88,5 @@ def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) ->
         if device.token is not None and b.devices_by_token.get((pid, device.token)) is device:
             del b.devices_by_token[(pid, device.token)]
         b.touch_device(device, moved_only=True)
+        if device.shown is not None:  # under the id the feed knows it by
+            b.record(user, DEVICE_REMOVED, {"device_id": device.shown[1], "reason": REMOVED_BY_CAP})

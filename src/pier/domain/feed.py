@@ -12,8 +12,11 @@ USER_CREATED = "user_created"
 USER_UPDATED = "user_updated"
 USER_MERGED = "user_merged"
 DEVICE_REGISTERED = "device_registered"
+# A device this user had is gone; data: device_id, reason (REMOVED_BY_CAP, the only one so far)
+DEVICE_REMOVED = "device_removed"
+REMOVED_BY_CAP = "device_cap"  # the 25-device cap (domain/devices.py)
 USER_DELETED = "user_deleted"
-ITEMS = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, USER_DELETED)
+ITEMS = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, DEVICE_REMOVED, USER_DELETED)
 # A user entering or leaving a dynamic or static list (docs/lists.md); data: list_id, name.
 LIST_ENTERED = "list_entered"
 LIST_EXITED = "list_exited"
@@ -22,6 +25,8 @@ RESERVED_EVENT_NAMES = frozenset((*ITEMS, LIST_ENTERED, LIST_EXITED))
 # The items of a user merged into another that leave the feed with it: they describe a user that
 # no longer exists, and the merge's own items describe the result (its tracked events move). The
 # survivor is evaluated again for every dynamic list, so its own list items say where it is.
+# A device_removed stays (it moves to the survivor, as events do): the device's earlier items may
+# be under other users, whose items stay.
 MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED)
 
 DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")
