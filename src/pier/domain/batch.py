@@ -44,16 +44,6 @@ class ChangeSet(msgspec.Struct):
     duplicates: int = 0  # client events dropped: their message_id was stored already
 
 
-def _refusable_midway(cmd: Command) -> bool:
-    """Whether `cmd` may be refused after it changed the batch (Batch.apply)."""
-    if isinstance(cmd, Sequence):
-        if any(isinstance(c, Alias) for c in cmd.commands):
-            return True
-    elif not isinstance(cmd, TrackEvents) or len(cmd.events) <= MAX_MERGES_PER_REQUEST:
-        return False  # (a command that is no sequence names one pair at most)
-    return merge_bound(cmd) > MAX_MERGES_PER_REQUEST
-
-
 _LINKED = (User, Device)
 _ATOMS = frozenset({int, str, bool, bytes, float})
 
@@ -168,9 +158,17 @@ class Batch:
         undo: so a command that can be refused midway is first tried on a trial batch, and
         applied here only once the trial took it whole (then it cannot fail: the same commands
         deciding on the same state)."""
-        if _refusable_midway(cmd):
+        if self._refusable_midway(cmd):
             self._trial(cmd)._apply_whole(cmd)
         self._apply_whole(cmd)
+
+    def _refusable_midway(self, cmd: Command) -> bool:
+        if isinstance(cmd, Sequence):
+            if any(isinstance(c, Alias) for c in cmd.commands):
+                return True
+        elif not isinstance(cmd, TrackEvents) or len(cmd.events) <= MAX_MERGES_PER_REQUEST:
+            return False  # (a command that is no sequence names one pair at most)
+        return merge_bound(cmd, self.by_anonymous) > MAX_MERGES_PER_REQUEST
 
     def _apply_whole(self, cmd: Command) -> None:
         self.merges_left = MAX_MERGES_PER_REQUEST

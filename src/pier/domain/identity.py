@@ -11,7 +11,7 @@ from .devices import enforce_device_cap
 from .errors import DomainError, NeedsLoad, TooManyMerges
 from .feed import USER_CREATED, USER_MERGED
 from .model import PROFILE_FIELDS, User
-from .state import BatchState
+from .state import BatchState, Key
 from .traits import creation_data
 
 # A merge moves a user's ids, devices and events: the costliest thing a request can ask for.
@@ -67,10 +67,16 @@ def alias(b: BatchState, cmd: Alias) -> None:
     resolve(b, cmd.project_id, cmd.anonymous_id, cmd.external_id, None)
 
 
-def merge_bound(cmd: Command) -> int:
+def merge_bound(cmd: Command, by_anonymous: dict[Key, User] | None = None) -> int:
     """How many merges `cmd` may make at most: one for each distinct anonymous id it names
-    beside an external id (each can merge once)."""
-    return len({anon for anon, ext in _pairs(cmd) if anon and ext})
+    beside an external id (each can merge once); with the batch's index, not those whose user
+    has an external id (such a user is never merged away, so keeps them)."""
+    pid = cmd.project_id
+    anons = {anon for anon, ext in _pairs(cmd) if anon and ext}
+    if by_anonymous is None:
+        return len(anons)
+    held = (by_anonymous.get((pid, anon)) for anon in anons)
+    return sum(user is None or user.external_id is None for user in held)
 
 
 def _pairs(cmd: Command) -> Iterator[tuple[str | None, str | None]]:

@@ -72,7 +72,7 @@ class LoadRequest(msgspec.Struct):
         needs: list[Node] = []
         for pid, anon, ext in self.pairs:
             a = by_anonymous.get((pid, anon))
-            if a is not None and (a.external_id is not None):
+            if a is not None and a.external_id is not None:
                 continue  # linked already, or A keeps its id: no change, whatever came before
             x, y = (find(n) for n in nodes(pid, anon, ext))
             if x != y:
