@@ -52,8 +52,8 @@ def deepcopy_trial(self: Batch, cmd: Sequence) -> Batch:
     """Batch._trial with copy.deepcopy in place of _clone."""
     new_ids = itertools.count(-1, -1)
     trial = Batch(self.now, lambda: next(new_ids))
-    trial.seen_message_ids = set(self.seen_message_ids)
     named = load_request([cmd])
+    trial.seen_message_ids = {k for k in named.message_ids if k in self.seen_message_ids}
     memo: dict[int, Any] = {}
     for keys, source, target in (
         (named.external_ids, self.by_external, trial.by_external),
@@ -61,8 +61,10 @@ def deepcopy_trial(self: Batch, cmd: Sequence) -> Batch:
         (named.device_ids, self.devices_by_id, trial.devices_by_id),
         (named.tokens, self.devices_by_token, trial.devices_by_token),
     ):
-        for key in keys & source.keys():
-            target[key] = copy.deepcopy(source[key], memo)  # type: ignore[index]
+        for key in keys:
+            found = source.get(key)
+            if found is not None:
+                target[key] = copy.deepcopy(found, memo)
     for obj in list(memo.values()):
         if isinstance(obj, User):
             trial.users[obj.id] = obj

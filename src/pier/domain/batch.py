@@ -212,8 +212,8 @@ class Batch:
         cost grows with the command, not with the batch (a deep copy of it all is far slower)."""
         new_ids = itertools.count(-1, -1)  # never one of a copied user's
         trial = Batch(self.now, lambda: next(new_ids))
-        trial.seen_message_ids = set(self.seen_message_ids)
         named = load_request([cmd])
+        trial.seen_message_ids = {k for k in named.message_ids if k in self.seen_message_ids}
         memo: dict[int, User | Device] = {}
         for keys, source, target in (
             (named.external_ids, self.by_external, trial.by_external),
@@ -221,8 +221,10 @@ class Batch:
             (named.device_ids, self.devices_by_id, trial.devices_by_id),
             (named.tokens, self.devices_by_token, trial.devices_by_token),
         ):
-            for key in keys & source.keys():
-                target[key] = _clone(source[key], memo)
+            for key in keys:  # (not keys & source.keys(): that walks the whole index)
+                found = source.get(key)
+                if found is not None:
+                    target[key] = _clone(found, memo)
         for obj in list(memo.values()):
             if isinstance(obj, User):
                 trial.users[obj.id] = obj
