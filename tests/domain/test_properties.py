@@ -1,6 +1,9 @@
 """Property tests: random command sequences over small id pools keep the identity and device
 invariants, and applying them in one batch or one batch per command (state carried by a tiny
-in-memory store, loading the way the SQLite store does) ends in the same place."""
+in-memory store, loading the way the stores do: partial users, then those the plan completes)
+ends in the same place. Every batch goes through the writer's own plan and decide
+(domain/decide.py); a user the plan failed to complete raises NeedsLoad, which nothing
+catches, so every example also checks that the plan is complete."""
 
 from __future__ import annotations
 
