@@ -1,7 +1,8 @@
 """A batch: the commands of many requests applied in order, in memory, to what the store loaded.
 
-The writer loads every user, anonymous id and device a batch names, applies the commands here,
-and hands `changes()` to the store to write in one transaction.
+The store loads what the plan names (plan.py) into a Batch through its `add_*` methods;
+decide.py applies the commands here and hands `changes()` to the store to write in one
+transaction. The rules live in identity.py, events.py, devices.py and traits.py.
 """
 
 from __future__ import annotations
