@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pier.clock import now_ms
-from pier.domain.commands import Alias, EventIn, Identify, TrackEvents, Traits
+from pier.domain.commands import (
+    Alias,
+    Command,
+    EventIn,
+    Identify,
+    RegisterDevice,
+    TrackEvents,
+    Traits,
+)
 from pier.domain.errors import DomainError
 from pier.store import make_store
 from pier.store.base import StoreUnavailable
@@ -25,10 +36,12 @@ async def open_writer(tmp_path: Path) -> tuple[Writer, int]:
     return writer, project.id
 
 
-def event(pid: int, ext: str, data: dict | None = None) -> TrackEvents:
+def event(
+    pid: int, ext: str | None, data: dict | None = None, anon: str | None = None
+) -> TrackEvents:
     return TrackEvents(
         project_id=pid,
-        events=[EventIn(anonymous_id=None, external_id=ext, name="x", data=data or {})],
+        events=[EventIn(anonymous_id=anon, external_id=ext, name="x", data=data or {})],
     )
 
 
@@ -85,5 +98,104 @@ def test_stop_commits_what_is_queued(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable):
             await writer.submit(event(pid, "late"))
         await writer.store.close()
+
+    asyncio.run(main())
+
+
+# -- loading: what a batch needs is planned, and loaded once --------------------------------
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/pier.db"
+    return str(request.getfixturevalue("pg_server").create_database())
+
+
+class LoadCounter:
+    """Counts the loads of each transaction of `store`'s writer (`WriteTx.load` calls) and the
+    queries that complete users (every anonymous id of a user)."""
+
+    def __init__(self, store: Any) -> None:
+        self.loads = 0
+        self.completions = 0
+        transaction = store.transaction
+
+        @asynccontextmanager
+        async def counted() -> AsyncIterator[Any]:
+            async with transaction() as tx:
+                load, anonymous_ids_of = tx.load, tx.anonymous_ids_of
+
+                async def counting_load(*args: Any) -> Any:
+                    self.loads += 1
+                    return await load(*args)
+
+                async def counting_anonymous_ids_of(*args: Any) -> Any:
+                    self.completions += 1
+                    return await anonymous_ids_of(*args)
+
+                tx.load, tx.anonymous_ids_of = counting_load, counting_anonymous_ids_of
+                yield tx
+
+        store.transaction = counted
+
+    def reset(self) -> None:
+        self.loads = self.completions = 0
+
+
+def identify(pid: int, anon: str | None, ext: str | None) -> Identify:
+    return Identify(project_id=pid, anonymous_id=anon, external_id=ext, traits=Traits())
+
+
+def device(pid: int, anon: str | None, ext: str | None, device_id: str) -> RegisterDevice:
+    return RegisterDevice(
+        project_id=pid, anonymous_id=anon, external_id=ext, device_id=device_id, fields={}
+    )
+
+
+def test_a_merge_is_loaded_once(store_url: str) -> None:
+    """Merges of stored users, reached directly or through what the batch did before: each
+    batch is one load, completing its users in one query, never a replay."""
+
+    async def main() -> None:
+        store = make_store(store_url)
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        await writer.run_batch(
+            [
+                identify(pid, "a1", None),
+                device(pid, "a1", None, "d-a1"),
+                identify(pid, None, "e1"),
+                device(pid, None, "e1", "d-e1"),
+                identify(pid, "a2", None),
+            ]
+        )
+        counter = LoadCounter(store)
+        batches: list[list[Command]] = [
+            [Alias(project_id=pid, anonymous_id="a1", external_id="e1")],  # two stored users
+            # a new visitor merged into a stored user, and a stored one into it
+            [
+                event(pid, None, anon="a3"),
+                Alias(project_id=pid, anonymous_id="a3", external_id="e1"),
+            ],
+            [identify(pid, "a4", "e4"), Alias(project_id=pid, anonymous_id="a2", external_id="e4")],
+            # a device of the user an anonymous id was just linked to
+            [
+                Alias(project_id=pid, anonymous_id="a5", external_id="e1"),
+                device(pid, "a5", None, "d5"),
+            ],
+        ]
+        for batch in batches:
+            counter.reset()
+            assert await writer.run_batch(batch) == [None] * len(batch)
+            assert (counter.loads, counter.completions) == (1, 1), batch
+        e1 = await store.get_user(pid, "e1", "external_id")
+        assert e1 is not None
+        assert len(e1.anonymous_ids or ()) == 4  # a1, a3, a5 and its own
+        assert {"a1", "a3", "a5"} <= set(e1.anonymous_ids or ())
+        assert {d.device_id for d in e1.devices or ()} == {"d-a1", "d-e1", "d5"}
+        e4 = await store.get_user(pid, "a2", "anonymous_id")
+        assert e4 is not None and e4.external_id == "e4"
+        await store.close()
 
     asyncio.run(main())

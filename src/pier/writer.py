@@ -14,10 +14,10 @@ import time
 from collections import deque
 
 from .clock import now_ms
-from .domain.batch import Batch, ChangeSet, LoadRequest, load_request, merge_or_device_items
-from .domain.commands import Command, Sequence, TrackEvents
-from .domain.errors import DomainError, NeedsLoad, TooManyMerges
-from .domain.identity import MAX_MERGES_PER_REQUEST
+from .domain.batch import Batch, ChangeSet
+from .domain.commands import Command
+from .domain.decide import Plan, RequestKey, decide, plan, size
+from .domain.identity import MAX_MERGES_PER_REQUEST, merge_bound
 from .process import metrics
 from .settings import Settings
 from .store.base import Store, StoreUnavailable, WriteTx
@@ -32,24 +32,9 @@ class Overloaded(Exception):
     """The writer is too far behind; the request is answered 503 with Retry-After."""
 
 
-class KeyReused(Exception):
-    """An Idempotency-Key came back with a different request; answered 409."""
-
-
-RequestKey = tuple[str, str]  # (Idempotency-Key, fingerprint of the request)
-
-
-def _size(cmd: Command) -> int:
-    if isinstance(cmd, Sequence):
-        return sum(_size(c) for c in cmd.commands)
-    return len(cmd.events) if isinstance(cmd, TrackEvents) else 1
-
-
 def _work(cmd: Command) -> int:
-    """What a request may cost a batch, at most: its items, and a merge for each distinct
-    anonymous id it names beside an external id (each can merge once), up to the bound."""
-    pairs = {anon for _, anon, ext in merge_or_device_items([cmd]) if anon and ext}
-    return _size(cmd) + MERGE_WEIGHT * min(len(pairs), MAX_MERGES_PER_REQUEST)
+    """What a request may cost a batch, at most: its items, and its merges, up to the bound."""
+    return size(cmd) + MERGE_WEIGHT * min(merge_bound(cmd), MAX_MERGES_PER_REQUEST)
 
 
 class _Item:
@@ -94,17 +79,17 @@ class Writer:
     async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
         """Returns once `cmd` is committed; raises DomainError, KeyReused, StoreUnavailable or
         Overloaded. With a request key, a repeat of a committed request changes nothing."""
-        size = _size(cmd)
+        items = size(cmd)
         if self._closing:
             raise StoreUnavailable("the server is shutting down")
-        if self.pending + size > self.max_pending:
+        if self.pending + items > self.max_pending:
             raise Overloaded("the writer is behind")
         fut = asyncio.get_running_loop().create_future()
         lane = self._lanes.get(cmd.project_id)
         if lane is None:
             lane = self._lanes[cmd.project_id] = deque()
-        lane.append(_Item(cmd, fut, request_key, size))
-        self.pending += size
+        lane.append(_Item(cmd, fut, request_key, items))
+        self.pending += items
         self._wake.set()
         await fut
 
@@ -178,16 +163,12 @@ class Writer:
         self, commands: list[Command], keys: list[RequestKey | None] | None = None
     ) -> list[Exception | None]:
         """Load, decide and write `commands` in one transaction; the error of each, or None."""
-        keys = keys or [None] * len(commands)
-        request = load_request(commands)
-        request.request_keys.update(
-            (c.project_id, k[0]) for c, k in zip(commands, keys, strict=True) if k
-        )
+        planned = plan(commands, keys)
         started = time.perf_counter()
         for attempt in range(MAX_RETRIES):
             try:
                 async with self.store.transaction() as tx:
-                    errors, changes = await self._decide_and_write(tx, request, commands, keys)
+                    errors, changes = await self._decide_and_write(tx, planned)
                 self.batches += 1
                 self.committed += len(commands)
                 metrics.observe_batch(commands, time.perf_counter() - started, changes)
@@ -204,38 +185,15 @@ class Writer:
         raise AssertionError("unreachable")
 
     async def _decide_and_write(
-        self,
-        tx: WriteTx,
-        request: LoadRequest,
-        commands: list[Command],
-        keys: list[RequestKey | None],
+        self, tx: WriteTx, planned: Plan
     ) -> tuple[list[Exception | None], ChangeSet]:
-        ids = UserIds(await tx.reserve_user_ids(sum(_size(cmd) for cmd in commands)))
-        full: set[int] = set()
-        refused: dict[int, Exception] = {}  # commands that merged too many users: left out
-        while True:
-            ids.used = 0
-            batch = Batch(now_ms(), ids.next)
-            await tx.load(request, batch)
-            more = full | batch.full_load_candidates(commands)
-            if more:
-                await tx.load_full(more, batch)
-            errors: list[Exception | None] = []
-            try:
-                for i, (cmd, key) in enumerate(zip(commands, keys, strict=True)):
-                    errors.append(refused[i] if i in refused else _apply(batch, cmd, key))
-            except NeedsLoad as exc:  # replay with more loaded
-                if exc.user_ids <= more:
-                    raise RuntimeError(f"users {exc.user_ids} incomplete after loading") from exc
-                full = more | exc.user_ids
-                continue
-            except TooManyMerges as exc:  # replay without it: the batch has no undo
-                refused[len(errors)] = exc.error
-                continue
-            changes = batch.changes()
-            await tx.write(changes)
-            await tx.release_user_ids(ids.unused())
-            return errors, changes
+        ids = UserIds(await tx.reserve_user_ids(planned.new_users))
+        batch = Batch(now_ms(), ids.next)
+        await tx.load(planned.request, batch)
+        errors, changes = decide(planned, batch)
+        await tx.write(changes)
+        await tx.release_user_ids(ids.unused())
+        return errors, changes
 
 
 class UserIds:
@@ -251,18 +209,3 @@ class UserIds:
 
     def unused(self) -> list[int]:
         return self.ids[self.used :]
-
-
-def _apply(batch: Batch, cmd: Command, key: RequestKey | None = None) -> Exception | None:
-    if key is not None:  # Idempotency-Key: a repeat answers as the first did, and writes nothing
-        seen = batch.request_keys.get((cmd.project_id, key[0]))
-        if seen is not None:
-            return None if seen == key[1] else KeyReused(key[0])
-    try:
-        batch.apply(cmd)
-    except DomainError as exc:
-        return exc
-    if key is not None:
-        batch.request_keys[(cmd.project_id, key[0])] = key[1]
-        batch.new_request_keys.append((cmd.project_id, key[0], key[1]))
-    return None

@@ -1,12 +1,14 @@
 """Property tests: random command sequences over small id pools keep the identity and device
 invariants, and applying them in one batch or one batch per command (state carried by a tiny
-in-memory store, loading the way the SQLite store does) ends in the same place."""
+in-memory store, loading the way the stores do: partial users, then those the plan completes)
+ends in the same place. Every batch goes through the writer's own plan and decide
+(domain/decide.py); a user the plan failed to complete raises NeedsLoad, which nothing
+catches, so every example also checks that the plan is complete."""
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -14,7 +16,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET, UnsetType
 
-from pier.domain.batch import Batch, ChangeSet, LoadRequest, load_request
+from pier.domain.batch import Batch, ChangeSet
 from pier.domain.commands import (
     Alias,
     Command,
@@ -24,10 +26,12 @@ from pier.domain.commands import (
     TrackEvents,
     Traits,
 )
+from pier.domain.decide import decide, plan
 from pier.domain.devices import MAX_DEVICES_PER_USER
-from pier.domain.errors import DomainError, NeedsLoad
+from pier.domain.errors import DomainError
 from pier.domain.feed import MERGED_AWAY
 from pier.domain.model import Device, User
+from pier.domain.plan import LoadRequest
 from support.feed import rebuild, without_nulls
 
 PID = 1
@@ -124,17 +128,9 @@ def fresh_batch(now: int = NOW) -> Batch:
     return Batch(now, lambda: next(ids), lambda: f"gen-{next(anon)}")
 
 
-def apply_all(batch: Batch, cmds: Iterable[Command]) -> list[DomainError | None]:
-    """Apply each command as the writer does: a refused command is an error, the rest go on."""
-    errors: list[DomainError | None] = []
-    for cmd in cmds:
-        try:
-            batch.apply(cmd)
-        except DomainError as exc:
-            errors.append(exc)
-        else:
-            errors.append(None)
-    return errors
+def apply_all(batch: Batch, cmds: list[Command]) -> list[Exception | None]:
+    """Decide the commands over `batch` (fresh: nothing stored), as the writer does."""
+    return decide(plan(cmds), batch)[0]
 
 
 def named_anons(cmd: Command, seen_messages: set[str]) -> list[str]:
@@ -210,7 +206,8 @@ def test_one_batch_keeps_the_invariants(cmds: list[Command]) -> None:
             for anon in named_anons(cmd, seen):
                 assert (PID, anon) in b.by_anonymous
         else:
-            assert isinstance(cmd, Alias) and error.path == "/anonymous_id"
+            assert isinstance(cmd, Alias) and isinstance(error, DomainError)
+            assert error.path == "/anonymous_id"
 
 
 # -- a tiny in-memory store ----------------------------------------------------------------
@@ -234,6 +231,7 @@ class MemoryStore:
         self._device_ids = itertools.count(1)
         self._anon_ids = itertools.count(1)
         self._event_ids = itertools.count(1)
+        self.completed: list[set[int]] = []  # the users each load completed
 
     def new_user_id(self) -> int:
         return next(self._user_ids)
@@ -264,14 +262,22 @@ class MemoryStore:
         )
 
     def load(self, req: LoadRequest, b: Batch) -> None:
-        exts = {v for _, v in req.external_ids}
-        for uid, row in self.users.items():
-            if row["external_id"] in exts and uid not in b.users:
-                b.add_user(self._user(uid))
-        for _, anon in req.anonymous_ids:
-            if anon in self.anon:
-                uid = self.anon[anon]
-                b.add_user(b.users.get(uid) or self._user(uid), (anon,))
+        """As store/loading.py loads: the users the keys name (whole for a profile key, else
+        partial), the devices, the seen message ids; then the users the plan completes."""
+        ext_owner = {row["external_id"]: uid for uid, row in self.users.items()}
+        for whole in (True, False):  # whole rows first: a user named by several keys is one
+            for _, ext in req.profile_external_ids if whole else req.external_ids:
+                uid = ext_owner.get(ext)
+                if uid is not None and whole:
+                    b.add_user(b.users.get(uid) or self._user(uid))
+                elif uid is not None:
+                    b.add_partial(uid, PID, ext)
+            for _, anon in req.profile_anonymous_ids if whole else req.anonymous_ids:
+                uid = self.anon.get(anon)
+                if uid is not None and whole:
+                    b.add_user(b.users.get(uid) or self._user(uid), (anon,))
+                elif uid is not None:
+                    b.add_partial(uid, PID, self.users[uid]["external_id"], anon)
         for column, keys in (("device_id", req.device_ids), ("token", req.tokens)):
             wanted = {v for _, v in keys}
             for did, row in self.devices.items():
@@ -282,11 +288,15 @@ class MemoryStore:
                 if (PID, row["device_id"]) not in b.devices_by_id:
                     b.add_device(self._device(did, b.users[row["user_id"]]))
         stored_messages = {m for _, _, m, _, _ in self.events if m is not None}
-        b.seen_message_ids.update(k for k in req.message_ids if k[1] in stored_messages)
+        b.add_seen_message_ids(PID, (m for _, m in req.message_ids if m in stored_messages))
+        self.complete(req.to_complete(b.by_anonymous, b.by_external), b)
 
-    def load_full(self, user_ids: set[int], b: Batch) -> None:
+    def complete(self, user_ids: set[int], b: Batch) -> None:
+        self.completed.append(user_ids)
         for uid in user_ids:
             user = b.users[uid]
+            if user.partial:
+                user.fill(self._user(uid))
             user.anonymous_ids = [a for a, owner in self.anon.items() if owner == uid]
             b.add_user(user, user.anonymous_ids)
             user.devices = []
@@ -356,26 +366,15 @@ class MemoryStore:
     def _user_row(self, u: User) -> dict[str, Any]:
         return {**{k: getattr(u, k) for k in self.USER_FIELDS}, "data": _enc(u.data)}
 
-    # -- the writer's loop -------------------------------------------------------------------
-    def run_batch(self, cmds: list[Command], now: int) -> list[DomainError | None]:
-        """Load, apply and write like Writer.run_batch: replay with more loaded on NeedsLoad."""
-        request = load_request(cmds)
-        full: set[int] = set()
-        for _ in range(10):
-            b = Batch(now, self.new_user_id, self.new_anonymous_id)
-            self.load(request, b)
-            more = full | b.full_load_candidates(cmds)
-            if more:
-                self.load_full(more, b)
-            try:
-                errors = apply_all(b, cmds)
-            except NeedsLoad as exc:
-                assert not exc.user_ids <= more, f"NeedsLoad for loaded users {exc.user_ids}"
-                full = more | exc.user_ids
-                continue
-            self.write(b.changes())
-            return errors
-        raise AssertionError("NeedsLoad never settled")
+    # -- a batch, as the writer runs it ------------------------------------------------------
+    def run_batch(self, cmds: list[Command], now: int) -> list[Exception | None]:
+        """Plan, load, decide and write, like Writer.run_batch (domain/decide.py)."""
+        planned = plan(cmds)
+        b = Batch(now, self.new_user_id, self.new_anonymous_id)
+        self.load(planned.request, b)
+        errors, changes = decide(planned, b)
+        self.write(changes)
+        return errors
 
     # -- what we compare -----------------------------------------------------------------------
     def identity(self) -> tuple[dict[str, str | None], set[str]]:
@@ -437,12 +436,12 @@ class MemoryStore:
         ]
 
 
-def run_one_batch(cmds: list[Command]) -> tuple[MemoryStore, list[DomainError | None]]:
+def run_one_batch(cmds: list[Command]) -> tuple[MemoryStore, list[Exception | None]]:
     store = MemoryStore()
     return store, store.run_batch(cmds, NOW)
 
 
-def run_batch_per_command(cmds: list[Command]) -> tuple[MemoryStore, list[DomainError | None]]:
+def run_batch_per_command(cmds: list[Command]) -> tuple[MemoryStore, list[Exception | None]]:
     store = MemoryStore()
     errors = [store.run_batch([cmd], NOW + i)[0] for i, cmd in enumerate(cmds)]
     return store, errors
@@ -450,11 +449,11 @@ def run_batch_per_command(cmds: list[Command]) -> tuple[MemoryStore, list[Domain
 
 def run_in_chunks(
     cmds: list[Command], cuts: list[int]
-) -> tuple[MemoryStore, list[DomainError | None]]:
+) -> tuple[MemoryStore, list[Exception | None]]:
     """Batches of several commands each, split before the indexes in `cuts`."""
     store = MemoryStore()
     bounds = [0, *sorted({c % len(cmds) for c in cuts} - {0}), len(cmds)]
-    errors: list[DomainError | None] = []
+    errors: list[Exception | None] = []
     for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
         errors += store.run_batch(cmds[lo:hi], NOW + i)
     return store, errors
@@ -552,34 +551,44 @@ def test_a_request_that_changes_nothing_adds_no_item(cmds: list[Command]) -> Non
             assert store.feed()[before:] == []
 
 
-def test_needs_load_replays_the_batch_with_the_user_fully_loaded() -> None:
-    # E is stored with a device; in one batch a1 is aliased to E, then a device registers for a1:
-    # E was not a full-load candidate, so the batch raises NeedsLoad and is replayed.
+def test_the_plan_completes_the_user_an_anonymous_id_was_just_linked_to() -> None:
+    # E is stored with a device; in one batch a1 is aliased to E, then a device registers for
+    # a1: the device goes to E, under the cap, so E comes whole with its devices in the load.
     store = MemoryStore()
     store.run_batch(
         [Identify(project_id=PID, anonymous_id=None, external_id="e1", traits=Traits())], NOW
     )
     store.run_batch([register("d0", None, "e1", "t0")], NOW + 1)
+    [e_id] = [uid for uid, row in store.users.items() if row["external_id"] == "e1"]
     cmds: list[Command] = [
         Alias(project_id=PID, anonymous_id="a1", external_id="e1"),
         register("d1", "a1", None, UNSET),
     ]
-    b = Batch(NOW + 2, store.new_user_id, store.new_anonymous_id)
-    store.load(load_request(cmds), b)
-    assert b.full_load_candidates(cmds) == set()
-    try:
-        apply_all(b, cmds)
-    except NeedsLoad as exc:
-        assert exc.user_ids == {b.by_external[(PID, "e1")].id}
-    else:
-        raise AssertionError("expected NeedsLoad")
+    store.completed.clear()
     assert store.run_batch(cmds, NOW + 2) == [None, None]
-    [e_id] = [uid for uid, row in store.users.items() if row["external_id"] == "e1"]
+    assert store.completed == [{e_id}]
     assert sorted(r["device_id"] for r in store.devices.values() if r["user_id"] == e_id) == [
         "d0",
         "d1",
     ]
     assert store.anon["a1"] == e_id
+
+
+def test_the_plan_completes_no_one_when_no_id_changes_hands() -> None:
+    # Events and identify calls naming ids already linked: every key keeps its stored user,
+    # nothing beyond the keys' own rows is loaded.
+    store = MemoryStore()
+    store.run_batch(
+        [Identify(project_id=PID, anonymous_id="a1", external_id="e1", traits=Traits())], NOW
+    )
+    store.completed.clear()
+    again: list[Command] = [
+        Identify(project_id=PID, anonymous_id="a1", external_id="e1", traits=Traits(email="x")),
+        TrackEvents(project_id=PID, events=[EventIn("a1", "e1", "open", {})]),
+        TrackEvents(project_id=PID, events=[EventIn("a1", None, "open", {})]),
+    ]
+    assert store.run_batch(again, NOW + 1) == [None, None, None]
+    assert store.completed == [set()]
 
 
 # -- the device cap: enough device ids to reach it -----------------------------------------

@@ -7,10 +7,11 @@ import itertools
 
 import pytest
 
-from pier.domain.batch import Batch, load_request, merge_or_device_items
+from pier.domain.batch import Batch
 from pier.domain.commands import Alias, EventIn, Identify, Sequence, TrackEvents, Traits
 from pier.domain.errors import DomainError
 from pier.domain.model import Device, User
+from pier.domain.plan import load_request
 
 PID = 1
 NOW = 1_800_000_000_000
@@ -133,7 +134,4 @@ def test_loading_sees_inside_a_sequence() -> None:
     req = load_request([seq, track("u3", "x")])
     assert req.external_ids == {(PID, "u1"), (PID, "u2"), (PID, "u3")}
     assert req.anonymous_ids == {(PID, "a1"), (PID, "a2")}
-    assert [(anon, ext) for _, anon, ext in merge_or_device_items([seq])] == [
-        ("a1", "u1"),
-        ("a2", "u2"),
-    ]
+    assert req.pairs == [(PID, "a1", "u1"), (PID, "a2", "u2")]

@@ -17,9 +17,9 @@ from starlette.responses import Response
 
 from ..clock import now_ms
 from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
-from ..domain.errors import DomainError
+from ..domain.errors import DomainError, KeyReused
 from ..store.base import StoreUnavailable
-from ..writer import KeyReused, Overloaded, RequestKey
+from ..writer import Overloaded, RequestKey
 from . import params, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT

@@ -1,7 +1,8 @@
 """A batch: the commands of many requests applied in order, in memory, to what the store loaded.
 
-The writer loads every user, anonymous id and device a batch names, applies the commands here,
-and hands `changes()` to the store to write in one transaction.
+The store loads what the plan names (plan.py) into a Batch through its `add_*` methods;
+decide.py applies the commands here and hands `changes()` to the store to write in one
+transaction. The rules live in identity.py, events.py, devices.py and traits.py.
 """
 
 from __future__ import annotations
@@ -9,34 +10,21 @@ from __future__ import annotations
 import copy
 import itertools
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
-from .commands import Alias, Command, Identify, RegisterDevice, Sequence, TrackEvents, flatten
+from . import identity
+from .commands import Alias, Command, Identify, Sequence, TrackEvents, Traits
 from .devices import register_device
 from .errors import DomainError, NeedsLoad
+from .events import track
 from .feed import DEVICE_REGISTERED, MERGED_AWAY, USER_UPDATED, device_data, device_state
-from .identity import MAX_MERGES_PER_REQUEST, Identities
+from .identity import MAX_MERGES_PER_REQUEST, merge_bound
 from .model import Device, Event, User
+from .plan import Key, load_request
 from .traits import apply_traits
-
-Key = tuple[int, str]  # (project id, value)
-
-
-class LoadRequest(msgspec.Struct):
-    """What a batch names: the store loads the users, ids and devices behind these keys."""
-
-    external_ids: set[Key]
-    anonymous_ids: set[Key]
-    device_ids: set[Key]
-    tokens: set[Key]
-    message_ids: set[Key]
-    request_keys: set[Key]  # Idempotency-Key headers
-    # the keys whose users the commands will likely patch: loaded whole, the others partial
-    profile_external_ids: set[Key]
-    profile_anonymous_ids: set[Key]
 
 
 class ChangeSet(msgspec.Struct):
@@ -56,56 +44,6 @@ class ChangeSet(msgspec.Struct):
     list_joins: list[tuple[int, int, int]]  # (static list id, project, user id): Sequence.join_list
     client_events: int = 0  # of `events`, those the clients sent (the others: user_created...)
     duplicates: int = 0  # client events dropped: their message_id was stored already
-
-
-def load_request(commands: Iterable[Command]) -> LoadRequest:
-    """Every identity key the commands name."""
-    commands = flatten(commands)
-    req = LoadRequest(set(), set(), set(), set(), set(), set(), set(), set())
-    for cmd in commands:
-        pid = cmd.project_id
-        if isinstance(cmd, TrackEvents):
-            external, message_ids = req.external_ids.add, req.message_ids.add
-            for ev in cmd.events:
-                if ev.external_id:
-                    external((pid, ev.external_id))
-                    if ev.traits is not None:
-                        req.profile_external_ids.add((pid, ev.external_id))
-                if ev.anonymous_id:
-                    req.anonymous_ids.add((pid, ev.anonymous_id))
-                    if ev.traits is not None:
-                        req.profile_anonymous_ids.add((pid, ev.anonymous_id))
-                if ev.message_id:
-                    message_ids((pid, ev.message_id))
-            continue
-        profile = not isinstance(cmd, RegisterDevice)
-        if cmd.external_id:
-            req.external_ids.add((pid, cmd.external_id))
-            if profile:
-                req.profile_external_ids.add((pid, cmd.external_id))
-        if cmd.anonymous_id:
-            req.anonymous_ids.add((pid, cmd.anonymous_id))
-            if profile:
-                req.profile_anonymous_ids.add((pid, cmd.anonymous_id))
-        if isinstance(cmd, RegisterDevice):
-            req.device_ids.add((pid, cmd.device_id))
-            if cmd.token:
-                req.tokens.add((pid, cmd.token))
-    return req
-
-
-def merge_or_device_items(
-    commands: Iterable[Command],
-) -> Iterator[tuple[Command, str | None, str | None]]:
-    """(command, anonymous id, external id) of every command that may merge users or move a
-    device, inside sequences too. Events naming one id only (most) cannot, and are skipped."""
-    for cmd in flatten(commands):
-        if isinstance(cmd, TrackEvents):
-            for ev in cmd.events:
-                if ev.anonymous_id and ev.external_id:
-                    yield cmd, ev.anonymous_id, ev.external_id
-        else:
-            yield cmd, cmd.anonymous_id, cmd.external_id
 
 
 _LINKED = (User, Device)
@@ -145,7 +83,8 @@ class Batch:
         new_anonymous_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.now = now
-        self.ids = Identities(self, new_user_id, new_anonymous_id)
+        self.new_user_id = new_user_id
+        self.new_anonymous_id = new_anonymous_id
         self.users: dict[int, User] = {}
         self.by_external: dict[Key, User] = {}
         self.by_anonymous: dict[Key, User] = {}
@@ -156,8 +95,7 @@ class Batch:
         self.touched_devices: list[Device] = []
         self._device_updates = 0
         self.seen_message_ids: set[Key] = set()
-        self.request_keys: dict[Key, str] = {}  # Idempotency-Key → fingerprint, committed or new
-        self.new_request_keys: list[tuple[int, str, str]] = []
+        self.request_keys: dict[Key, str] = {}  # stored Idempotency-Key → its fingerprint
         self.events: list[Event] = []
         self.recorded = 0  # events of Pier's own (user_created, user_merged...) in `events`
         # what the command in progress changed: user_updated data per user, devices touched
@@ -212,31 +150,30 @@ class Batch:
         """Message ids of stored events: an event naming one again is a retry, dropped."""
         self.seen_message_ids.update((pid, m) for m in message_ids)
 
-    def full_load_candidates(self, commands: Iterable[Command]) -> set[int]:
-        """Users whose anonymous ids and devices a batch may need: device owners, merge sources."""
-        wanted: set[int] = set()
-        for cmd, anon, ext in merge_or_device_items(commands):
-            device = isinstance(cmd, RegisterDevice)
-            if not device and not (anon and ext):
-                continue  # only a pair can merge; only a device command needs devices
-            pid = cmd.project_id
-            owner = self.by_anonymous.get((pid, anon)) if anon else None
-            target = self.by_external.get((pid, ext)) if ext else None
-            if owner is not None and ext and owner.external_id is None:
-                wanted.add(owner.id)
-                if target is not None:  # a merge: both users, else a replay per merge
-                    wanted.add(target.id)
-            if device:
-                for user in (owner, target):
-                    if user is not None:
-                        wanted.add(user.id)
-        return {uid for uid in wanted if self.users[uid].devices is None or self.users[uid].partial}
-
     # -- applying ------------------------------------------------------------------------
     def apply(self, cmd: Command) -> None:
-        """Apply one request's command; raises DomainError (and changes nothing) when it is
-        refused, TooManyMerges (having changed the batch) when it merges too many users. The
-        items of what it changed are recorded when it is done (flush)."""
+        """Apply one request's command; raises DomainError or TooManyMerges, having changed
+        nothing, when it is refused. The items of what it changed are recorded when it is done
+        (flush).
+
+        A refusal may come midway, after the command changed the batch (an alias inside a
+        sequence, which is all or nothing; the merge past the bound), and the batch has no
+        undo: so a command that can be refused midway is first tried on a trial batch, and
+        applied here only once the trial took it whole (then it cannot fail: the same commands
+        deciding on the same state)."""
+        if self._refusable_midway(cmd):
+            self._trial(cmd)._apply_whole(cmd)
+        self._apply_whole(cmd)
+
+    def _refusable_midway(self, cmd: Command) -> bool:
+        if isinstance(cmd, Sequence):
+            if any(isinstance(c, Alias) for c in cmd.commands):
+                return True
+        elif not isinstance(cmd, TrackEvents) or len(cmd.events) <= MAX_MERGES_PER_REQUEST:
+            return False  # (a command that is no sequence names one pair at most)
+        return merge_bound(cmd, self.by_anonymous) > MAX_MERGES_PER_REQUEST
+
+    def _apply_whole(self, cmd: Command) -> None:
         self.merges_left = MAX_MERGES_PER_REQUEST
         try:
             self._apply(cmd)
@@ -249,30 +186,23 @@ class Batch:
 
     def _apply(self, cmd: Command) -> None:
         if isinstance(cmd, TrackEvents):
-            self._track(cmd)
+            track(self, cmd)
         elif isinstance(cmd, Identify):
-            user = self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits)
+            user = identity.resolve(
+                self, cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits
+            )
             self.patch(user, apply_traits(user, cmd.traits))
         elif isinstance(cmd, Alias):
-            self._alias(cmd)
+            identity.alias(self, cmd)
         elif isinstance(cmd, Sequence):
-            self._sequence(cmd)
+            self._apply_each(cmd)
+            if cmd.join_list is not None:
+                for c in cmd.commands:
+                    if isinstance(c, Identify) and c.external_id:
+                        user = self.by_external[(cmd.project_id, c.external_id)]
+                        self.list_joins.append((cmd.join_list, user))
         else:
             register_device(self, cmd)
-
-    def _sequence(self, seq: Sequence) -> None:
-        """All or nothing. A refusal (only an alias can be refused) may come after earlier
-        commands of the sequence changed the batch, and the batch has no undo: so a sequence
-        holding an alias is first tried on a trial batch, and applied here only once the trial
-        took it whole (then it cannot fail: the same commands deciding on the same state)."""
-        if any(isinstance(cmd, Alias) for cmd in seq.commands):
-            self._trial(seq)._apply_each(seq)
-        self._apply_each(seq)
-        if seq.join_list is not None:
-            for cmd in seq.commands:
-                if isinstance(cmd, Identify) and cmd.external_id:
-                    user = self.by_external[(seq.project_id, cmd.external_id)]
-                    self.list_joins.append((seq.join_list, user))
 
     def _apply_each(self, seq: Sequence) -> None:
         for i, cmd in enumerate(seq.commands):
@@ -283,15 +213,15 @@ class Batch:
                 path = seq.paths[i] if i < len(seq.paths) else f"/{i}{exc.path}"
                 raise DomainError(exc.message, path) from exc
 
-    def _trial(self, seq: Sequence) -> Batch:
-        """A small batch holding copies of what `seq` can reach: the users and devices behind
+    def _trial(self, cmd: Command) -> Batch:
+        """A small batch holding copies of what `cmd` can reach: the users and devices behind
         the keys it names (users with their devices, devices with their users) and the message
         ids seen. Commands look nothing else up, so they decide there as they would here. The
-        cost grows with the sequence, not with the batch (a deep copy of it all is far slower)."""
+        cost grows with the command, not with the batch (a deep copy of it all is far slower)."""
         new_ids = itertools.count(-1, -1)  # never one of a copied user's
         trial = Batch(self.now, lambda: next(new_ids))
-        trial.seen_message_ids = set(self.seen_message_ids)
-        named = load_request([seq])
+        named = load_request([cmd])
+        trial.seen_message_ids = {k for k in named.message_ids if k in self.seen_message_ids}
         memo: dict[int, User | Device] = {}
         for keys, source, target in (
             (named.external_ids, self.by_external, trial.by_external),
@@ -299,8 +229,10 @@ class Batch:
             (named.device_ids, self.devices_by_id, trial.devices_by_id),
             (named.tokens, self.devices_by_token, trial.devices_by_token),
         ):
-            for key in keys & source.keys():
-                target[key] = _clone(source[key], memo)
+            for key in keys:  # (not keys & source.keys(): that walks the whole index)
+                found = source.get(key)
+                if found is not None:
+                    target[key] = _clone(found, memo)
         for obj in list(memo.values()):
             if isinstance(obj, User):
                 trial.users[obj.id] = obj
@@ -310,45 +242,21 @@ class Batch:
                     trial.devices_by_token.setdefault((obj.project_id, obj.token), obj)
         return trial
 
-    def _alias(self, cmd: Alias) -> None:
-        owner = self.by_anonymous.get((cmd.project_id, cmd.anonymous_id))
-        if owner is not None and owner.external_id not in (None, cmd.external_id):
-            raise DomainError(
-                f"anonymous_id {cmd.anonymous_id} is already aliased to another external_id",
-                "/anonymous_id",
-            )
-        self.ids.resolve(cmd.project_id, cmd.anonymous_id, cmd.external_id, None)
-
-    def _track(self, cmd: TrackEvents) -> None:
-        pid = cmd.project_id
-        seen = self.seen_message_ids
-        by_external = self.by_external
-        append = self.events.append
-        for ev in cmd.events:
-            if ev.message_id is not None:
-                key = (pid, ev.message_id)
-                if key in seen:
-                    self.duplicates += 1
-                    continue  # already stored: a retry
-                seen.add(key)
-            # the common case, without the identity table: a known user named by external id
-            user = None
-            if ev.anonymous_id is None and ev.traits is None and ev.external_id:
-                user = by_external.get((pid, ev.external_id))
-            if user is None:
-                user = self.ids.resolve(
-                    pid, ev.anonymous_id, ev.external_id, ev.traits, ev.timestamp
-                )
-                if ev.traits is not None:
-                    self.patch(user, apply_traits(user, ev.traits))
-                if self.pending or self.pending_devices:
-                    self.flush()  # the user's items before its event
-            created = ev.timestamp if ev.timestamp is not None else self.now
-            append(Event(user, ev.name, ev.data, created, ev.message_id))
-
     # -- helpers for the rules -----------------------------------------------------------
+    def resolve(
+        self,
+        pid: int,
+        anon: str | None,
+        ext: str | None,
+        traits: Traits | None,
+        at: int | None = None,
+    ) -> User:
+        """identity.resolve, for the rules that cannot import it (devices.py: identity.py
+        imports it for the device cap)."""
+        return identity.resolve(self, pid, anon, ext, traits, at)
+
     def touch(self, user: User, changed: bool = True) -> None:
-        if user.partial:  # its row is written whole: load it first
+        if user.partial:  # its row is written whole: the plan should have loaded it
             raise NeedsLoad([user.id])
         if changed:
             user.dirty = True
@@ -430,7 +338,8 @@ class Batch:
                 out.append((list_id, user.project_id, user.id))
         return out
 
-    def changes(self) -> ChangeSet:
+    def changes(self, request_keys: list[tuple[int, str, str]] | None = None) -> ChangeSet:
+        """What the batch changed; `request_keys`: the Idempotency-Keys to record with it."""
         users = list(self.users.values())
         anon_deletes: list[Key] = []
         anon_inserts: list[tuple[int, str, int]] = []
@@ -465,7 +374,7 @@ class Batch:
             device_deletes=device_deletes,
             device_writes=device_writes,
             events=self.events,
-            request_keys=self.new_request_keys,
+            request_keys=request_keys or [],
             list_joins=self._list_joins(),
             client_events=len(self.events) - self.recorded,
             duplicates=self.duplicates,

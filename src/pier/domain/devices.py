@@ -16,7 +16,7 @@ MAX_DEVICES_PER_USER = 25
 
 def register_device(b: BatchState, cmd: RegisterDevice) -> None:
     pid = cmd.project_id
-    user = b.ids.resolve(pid, cmd.anonymous_id, cmd.external_id, None)
+    user = b.resolve(pid, cmd.anonymous_id, cmd.external_id, None)
     if user.devices is None:
         raise NeedsLoad([user.id])
     device = b.devices_by_id.get((pid, cmd.device_id))

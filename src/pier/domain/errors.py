@@ -13,7 +13,8 @@ class DomainError(Exception):
 
 
 class NeedsLoad(Exception):
-    """The batch reached users whose anonymous ids or devices were not loaded; load and replay."""
+    """A rule reached a user loaded short of what it needs (its profile, anonymous ids or
+    devices): the plan (plan.LoadRequest.to_complete) missed it. A bug, never caught."""
 
     def __init__(self, user_ids: Iterable[int]) -> None:
         super().__init__("more to load")
@@ -21,9 +22,9 @@ class NeedsLoad(Exception):
 
 
 class TooManyMerges(Exception):
-    """A request reached the number of users one request may merge. Unlike a DomainError it is
-    raised midway, after the request changed the batch: the writer replays the batch without
-    the request, which is answered 422 with `error`."""
+    """A request went past the number of users one request may merge; answered 422 with
+    `error`. Raised midway, so a request that may go past it is first tried on a trial batch
+    (Batch.apply), which it leaves unchanged."""
 
     def __init__(self, limit: int) -> None:
         super().__init__("too many merges")
@@ -31,3 +32,7 @@ class TooManyMerges(Exception):
             f"one request may merge at most {limit} anonymous users into identified users;"
             " send the events that link new anonymous ids to external ids in smaller requests"
         )
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key came back with a different request; answered 409."""

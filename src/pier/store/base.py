@@ -8,9 +8,10 @@ from typing import Protocol
 import msgspec
 
 from ..clock import now_ms
-from ..domain.batch import Batch, ChangeSet, LoadRequest
+from ..domain.batch import Batch, ChangeSet
 from ..domain.keys import Key, Project
 from ..domain.model import User
+from ..domain.plan import LoadRequest
 from ..domain.segments import Rule
 
 PRUNE_EVERY = 600.0  # seconds between two prunings of expired Idempotency-Keys
@@ -91,10 +92,8 @@ class WriteTx(Protocol):
         """Give back the ids the batch did not use."""
 
     async def load(self, request: LoadRequest, batch: Batch) -> None:
-        """Add every user, anonymous id, device and seen message id the request names."""
-
-    async def load_full(self, user_ids: set[int], batch: Batch) -> None:
-        """Load every anonymous id and device of these (already loaded) users."""
+        """Add every user, anonymous id, device, seen message id and Idempotency-Key the
+        request names, then complete the users it says to (`request.to_complete`)."""
 
     async def write(self, changes: ChangeSet) -> None: ...
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 
-from ..domain.batch import Batch, ChangeSet, Key, LoadRequest
+from ..domain.batch import Batch, ChangeSet
 from ..domain.model import Device, User
+from ..domain.plan import Key, LoadRequest
 from .queries import Queries, Row, Run
 
 _encoder = msgspec.json.Encoder()
@@ -193,8 +194,10 @@ class BatchQueries:
 
     # -- the shared loading logic ----------------------------------------------------------
     async def load(self, request: LoadRequest, batch: Batch) -> None:
-        """Add every user, anonymous id, device and seen message id the request names.
-        Whole rows first, so that a user named by several keys is one object."""
+        """Add every user, anonymous id, device, seen message id and Idempotency-Key the
+        request names, then complete the users it says to (request.to_complete), so that
+        the batch needs nothing more. Whole rows first, so that a user named by several keys
+        is one object."""
         for pid, values in by_project(request.profile_external_ids).items():
             self._add_users(await self.users_by_external(pid, values, True), batch, True)
         for pid, values in by_project(request.profile_anonymous_ids).items():
@@ -218,6 +221,9 @@ class BatchQueries:
                 batch.add_request_key(pid, key, fingerprint)
         for pid, values in by_project(request.message_ids).items():
             batch.add_seen_message_ids(pid, await self.seen_message_ids(pid, values))
+        complete = request.to_complete(batch.by_anonymous, batch.by_external)
+        if complete:
+            await self._complete(complete, batch)
 
     def _add_users(self, rows: list[Row], batch: Batch, whole: bool) -> None:
         for row in rows:
@@ -241,13 +247,12 @@ class BatchQueries:
             if (row[1], row[3]) not in batch.devices_by_id:
                 batch.add_device(device_from_row(row, batch.users[row[2]], self.decode))
 
-    async def load_full(self, user_ids: set[int], batch: Batch) -> None:
+    async def _complete(self, user_ids: set[int], batch: Batch) -> None:
         """Complete these users: whole rows, every anonymous id, every device."""
-        ids = sorted(uid for uid in user_ids if uid in batch.users)
-        for row in await self.users_by_id(ids):
-            user = batch.users[row[0]]
-            if user.partial:
-                user.fill(user_from_row(row))
+        ids = sorted(user_ids)
+        partial = [uid for uid in ids if batch.users[uid].partial]
+        for row in await self.users_by_id(partial) if partial else ():
+            batch.users[row[0]].fill(user_from_row(row))
         owned: dict[int, list[str]] = defaultdict(list)
         for uid, anon in await self.anonymous_ids_of(ids):
             owned[uid].append(anon)
