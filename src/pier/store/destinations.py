@@ -215,8 +215,10 @@ class Destinations:
     ) -> bool:
         """Move the cursor from `cursor` to `new_cursor` with the dead letters (event id, item
         JSON, answer) of the items passed, in one transaction. False, and nothing written, when
-        the lease was lost, the destination paused or removed, or its cursor moved (a replay)."""
-        async with self.store.writing() as run:
+        the lease was lost, the destination paused or removed, or its cursor moved (a replay).
+        Not durable (store.writing): a crash of the machine may take the cursor back to an
+        earlier batch, whose items are then sent again (at least once)."""
+        async with self.store.writing(durable=False) as run:
             moved = await run.execute(
                 self.q.commit, destination_id, holder, cursor, new_cursor, delivered, now
             )
