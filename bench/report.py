@@ -31,6 +31,7 @@ class Row:
     lag_items: int | None = None
     catch_up_s: float | None = None
     ratio_to_a: float | None = None
+    deliverer_cpu_s: float | None = None  # (d) with --deliver separate: `pier deliver`'s CPU
 
     @property
     def events_per_s(self) -> float | None:
@@ -86,6 +87,7 @@ class Row:
             "destination_lag_max_items": self.lag_items,
             "destination_catch_up_s": _round(self.catch_up_s, 2),
             "events_per_s_ratio_to_a": _round(self.ratio_to_a, 3),
+            "deliverer_cpu_s": _round(self.deliverer_cpu_s, 2),
         }
 
 
@@ -170,10 +172,13 @@ def destination_text(row: Row) -> str:
     catch_up = "-" if row.catch_up_s is None else f"{row.catch_up_s:.1f} s"
     base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
     without = "-" if base is None else f"{base:,.0f}"
+    apart = ""
+    if row.deliverer_cpu_s is not None and row.result.duration_s:
+        apart = f"; delivered by `pier deliver` apart, {row.deliverer_cpu_s / row.result.duration_s:.0%} of a core"
     return (
         f"{row.label}: {row.events_per_s or 0:,.0f} events/s with the destination, {without}"
         f" without (ratio {ratio}); destination lag at most {lag}, caught up {catch_up}"
-        " after wrk stopped"
+        f" after wrk stopped{apart}"
     )
 
 

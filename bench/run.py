@@ -26,7 +26,7 @@ from typing import Any
 import database
 import report
 from destination import Destination, LagWatch
-from procs import CpuWatch, RssSampler, Server, free_port, pin_prefix, tree_kb
+from procs import CpuWatch, RssSampler, Server, free_port, pids_cpu_s, pin_prefix, tree_kb
 from report import Row
 from wrkrun import BENCH_DIR, WrkResult, require_wrk, run_wrk
 
@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
+    p.add_argument(
+        "--deliver",
+        choices=["in-server", "separate"],
+        default="in-server",
+        help="(d): delivery by pier serve itself (default), or by a `pier deliver` process on"
+        " wrk's CPU (pier serve --no-deliver)",
+    )
     p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
     p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
@@ -109,6 +116,7 @@ class Bench:
         self.notes: list[str] = []
         self.idle_other_pct: float | None = None
         self.preloaded = 0  # events stored before the scale run of (a)
+        self.deliverer: Server | None = None  # --deliver separate
 
     # -- orchestration ---------------------------------------------------------------------
 
@@ -133,6 +141,8 @@ class Bench:
         keys = self.args.scenario_keys
         pairs = self.args.pairs if "d" in keys else 1
         receiver = self.start_receiver() if "d" in keys else None
+        if receiver is not None and self.args.deliver == "separate":
+            self.deliverer = self.start_deliverer(self.db.url)
         secret = create_key(self.db.url, project, "secret")[1] if receiver else ""
         for n in range(1, pairs + 1):
             suffix = "" if n == 1 else f"#{n}"
@@ -141,6 +151,8 @@ class Bench:
                 self.measure_destination(server, api_key, secret, receiver, suffix)
         if receiver is not None:
             self.stop_server(receiver)
+        if self.deliverer is not None:
+            self.stop_server(self.deliverer)
         if "b" in keys:
             self.measure(server, SCENARIOS["b"], api_key)
         if self.args.scale:
@@ -157,6 +169,15 @@ class Bench:
         self.measure(server, SCENARIOS["c"], "unused")
         self.stop_server(server)
 
+    def start_deliverer(self, url: str) -> Server:
+        """`pier deliver` in a process of its own, on wrk's CPU (the other core)."""
+        cmd = [*pin_prefix(WRK_CPU if self.pin else None), str(PIER), "deliver"]
+        server = Server("deliverer", [*cmd, "--database-url", url], 0, self.workdir / "deliver.log")
+        self.servers.append(server)
+        server.start()
+        print(f"pier deliver running (pid {server.proc.pid})", flush=True)  # type: ignore[union-attr]
+        return server
+
     def start_receiver(self) -> Server:
         """(d)'s webhook receiver: the bare ASGI app, in its own process, on wrk's CPU."""
         return self.start_server("receiver", self.bare_argv(workers=1), cpu=WRK_CPU)
@@ -169,8 +190,11 @@ class Bench:
         destination = Destination(server.url, secret, receiver.url + "/")
         try:
             destination.wait_leased()
+            apart = self.deliverer.pids() if self.deliverer else []
+            before = pids_cpu_s(apart)
             with LagWatch(destination) as lag:
                 row = self.measure(server, SCENARIOS["d"], api_key, row_key="d" + suffix)
+                row.deliverer_cpu_s = pids_cpu_s(apart) - before if apart else None
                 row.catch_up_s = destination.wait_caught_up()
             row.lag_s, row.lag_items = lag.max_seconds, lag.max_items
             if not lag.samples:
@@ -200,6 +224,8 @@ class Bench:
     def pier_argv(self, url: str) -> list[str]:
         argv = [str(PIER), "serve", "--host", "127.0.0.1", "--database-url", url]
         argv += ["--workers", str(self.args.workers)]
+        if self.args.deliver == "separate":
+            argv += ["--no-deliver"]
         if self.args.durability:
             argv += ["--durability", self.args.durability]
         return argv
@@ -369,6 +395,12 @@ class Bench:
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
                 + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
+                "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
+                + (
+                    "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)"
+                    if a.deliver == "separate"
+                    else "pier serve itself"
+                ),
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
                 " per scenario, 127.0.0.1 only",
                 "RSS: peak of the summed VmRSS of the server process and its children, "
@@ -444,6 +476,8 @@ class Bench:
                 "warmup_s": a.warmup,
                 "connections": a.connections,
                 "pinned": self.pin,
+                "deliver": a.deliver,
+                "pairs": a.pairs,
                 "scale_preload_events": a.preload_events if a.scale else None,
                 "scale_events_stored": self.preloaded if a.scale else None,
             },
