@@ -173,8 +173,9 @@ class SqliteStore(SqlStore):
     async def writing(self, durable: bool = True) -> AsyncIterator[SqliteRun]:
         async with self._tx_lock:  # never inside a batch that is committing
             db = self.db
-            if not durable:  # see SqlStore.writing: no fsync (the event loop would wait on it)
-                db.execute("PRAGMA synchronous=OFF")
+            if not durable:  # see SqlStore.writing: no fsync (the event loop would wait on it);
+                # in WAL mode NORMAL syncs only at checkpoints, which this connection never runs
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
