@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from pier.domain.feed import RESERVED_EVENT_NAMES
+
 
 @dataclass
 class BenchDatabase:
@@ -41,8 +43,11 @@ def drop(db: BenchDatabase) -> None:
         asyncio.run(_pg_execute(db.admin_url, f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)'))
 
 
-# Pier also records a `user_created` event for each new user: not one the benchmark sent.
-COUNT_SQL = "SELECT count(*) FROM events WHERE name <> 'user_created'"
+# Pier's own feed items (`user_created`, `user_updated`... for each new user) share the events
+# table: they are not events the benchmark sent.
+COUNT_SQL = "SELECT count(*) FROM events WHERE name NOT IN ({})".format(
+    ", ".join(f"'{name}'" for name in sorted(RESERVED_EVENT_NAMES))
+)
 
 
 def count_events(db: BenchDatabase) -> int | None:

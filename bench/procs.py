@@ -214,6 +214,7 @@ class CpuWatch:
         self.other_pct = 0.0  # of all CPUs
         self.server_cpu_s = 0.0
         self.db_cpu_s = 0.0
+        self.own_cpu_s = 0.0  # this script and its waited-for children: mostly wrk
 
     def _sample(self) -> tuple[float, float, float, float, float]:
         server = pids_cpu_s(self.server.pids()) if self.server else 0.0
@@ -229,6 +230,7 @@ class CpuWatch:
         wall, busy, own, server, db = (e - s for e, s in zip(end, self._start, strict=True))
         capacity = wall * (os.cpu_count() or 1)
         self.server_cpu_s, self.db_cpu_s = max(0.0, server), max(0.0, db)
+        self.own_cpu_s = max(0.0, own)
         others = busy - own - server - self.db_cpu_s
         self.other_pct = max(0.0, others) / capacity * 100 if capacity else 0.0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,14 @@ class Row:
     other_cpu_pct: float = 0.0  # CPU used by other processes on the machine meanwhile
     server_cpu_s: float = 0.0  # CPU time of the server's processes during the run
     db_cpu_s: float | None = None  # CPU time of a local PostgreSQL meanwhile (None: SQLite)
+    load_cpu_s: float = 0.0  # CPU time of wrk (and run.py) meanwhile
+    # (d) only: the destination's largest lag seen, in seconds and items; seconds from wrk's
+    # end until it had caught up; its events/s over those of the (a) just before
+    lag_s: float | None = None
+    lag_items: int | None = None
+    catch_up_s: float | None = None
+    ratio_to_a: float | None = None
+    deliverer_cpu_s: float | None = None  # (d) with --deliver separate: `pier deliver`'s CPU
 
     @property
     def events_per_s(self) -> float | None:
@@ -36,6 +45,11 @@ class Row:
         """Server CPU as a percentage of one core (100 = one core busy all the time)."""
         d = self.result.duration_s
         return self.server_cpu_s / d * 100 if d else 0.0
+
+    @property
+    def load_cpu_pct(self) -> float:
+        d = self.result.duration_s
+        return self.load_cpu_s / d * 100 if d else 0.0
 
     @property
     def db_cpu_pct(self) -> float | None:
@@ -69,6 +83,12 @@ class Row:
             "server_cpu_pct_of_one_core": round(self.server_cpu_pct, 1),
             "server_cpu_us_per_request": _round(self.server_us_per_request),
             "db_cpu_pct_of_one_core": _round(self.db_cpu_pct),
+            "wrk_cpu_pct_of_one_core": round(self.load_cpu_pct, 1),
+            "destination_lag_max_s": _round(self.lag_s, 3),
+            "destination_lag_max_items": self.lag_items,
+            "destination_catch_up_s": _round(self.catch_up_s, 2),
+            "events_per_s_ratio_to_a": _round(self.ratio_to_a, 3),
+            "deliverer_cpu_s": _round(self.deliverer_cpu_s, 2),
         }
 
 
@@ -85,6 +105,7 @@ COLUMNS = (
     ("srv CPU", ">9"),
     ("us/req", ">8"),
     ("db CPU", ">8"),
+    ("wrk CPU", ">9"),
     ("other CPU", ">11"),
 )
 
@@ -117,6 +138,7 @@ def _cells(row: Row) -> dict[str, str]:
         "srv CPU": f"{row.server_cpu_pct:.0f}%",
         "us/req": "-" if row.server_us_per_request is None else f"{row.server_us_per_request:.0f}",
         "db CPU": "-" if db is None else f"{db:.0f}%",
+        "wrk CPU": f"{row.load_cpu_pct:.0f}%",
         "other CPU": f"{row.other_cpu_pct:.0f}%",
     }
 
@@ -125,7 +147,7 @@ def _cells(row: Row) -> dict[str, str]:
 class Target:
     scenario: str
     what: str
-    op: str  # ">=", "<=" or "=="
+    op: str  # ">=", "<=", "<" or "=="
     goal: float
     value: float | None
 
@@ -138,9 +160,27 @@ class Target:
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
+    "<": operator.lt,
     "<=": operator.le,
     "==": operator.eq,
 }
+
+
+def destination_text(row: Row) -> str:
+    """(d)'s line: its rate against (a)'s just before, and the destination's lag."""
+    ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
+    lag = "not read" if row.lag_s is None else f"{row.lag_s:.2f} s ({row.lag_items:,} items)"
+    catch_up = "-" if row.catch_up_s is None else f"{row.catch_up_s:.1f} s"
+    base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
+    without = "-" if base is None else f"{base:,.0f}"
+    apart = ""
+    if row.deliverer_cpu_s is not None and row.result.duration_s:
+        apart = f"; delivered by `pier deliver` apart, {row.deliverer_cpu_s / row.result.duration_s:.0%} of a core"
+    return (
+        f"{row.label}: {row.events_per_s or 0:,.0f} events/s with the destination, {without}"
+        f" without (ratio {ratio}); destination lag at most {lag}, caught up {catch_up}"
+        f" after wrk stopped{apart}"
+    )
 
 
 def ratio_to_bare(rows: dict[str, Row]) -> float | None:
@@ -153,6 +193,9 @@ def targets(rows: dict[str, Row]) -> list[Target]:
     """The targets, with the measured value each is read against (None: not measured)."""
     a, b = rows.get("a"), rows.get("b")
     ratio = ratio_to_bare(rows)
+    # (d) over every pair (--pairs): the median ratio, the largest lag
+    d_ratios = [r.ratio_to_a for k, r in rows.items() if k[0] == "d" and r.ratio_to_a is not None]
+    d_lags = [r.lag_s for k, r in rows.items() if k[0] == "d" and r.lag_s is not None]
     pier_rss = [r.rss_kb for k, r in rows.items() if k != "c" and r.rss_kb is not None]
     return [
         Target("a", "events/s", ">=", 100_000, a.events_per_s if a else None),
@@ -161,8 +204,14 @@ def targets(rows: dict[str, Row]) -> list[Target]:
         Target("a", "p99 ms", "<=", 25, a.ms("p99") if a else None),
         Target("a", "non-2xx + socket errors", "==", 0, _failures(a)),
         Target("b", "identify/s (2xx)", ">=", 8_000, b.result.ok_rps if b else None),
+        Target("d", "events/s ratio to (a), median", ">=", 0.8, _median(d_ratios)),
+        Target("d", "destination lag max s", "<", 5, max(d_lags) if d_lags else None),
         Target("pier", "peak RSS MB", "<=", 200, max(pier_rss) / 1024 if pier_rss else None),
     ]
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _failures(row: Row | None) -> float | None:
@@ -175,7 +224,7 @@ def targets_text(items: list[Target]) -> str:
         value = "not run" if t.value is None else _num(t.value)
         verdict = {True: "met", False: "MISSED", None: ""}[t.met]
         goal = f"{t.op} {_num(t.goal)}"
-        lines.append(f"  ({t.scenario}) {t.what:<26}{goal:>12}{value:>14}   {verdict}")
+        lines.append(f"  ({t.scenario}) {t.what:<30}{goal:>12}{value:>14}   {verdict}")
     return "\n".join(lines)
 
 

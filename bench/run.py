@@ -25,7 +25,8 @@ from typing import Any
 
 import database
 import report
-from procs import CpuWatch, RssSampler, Server, free_port, pin_prefix, tree_kb
+from destination import Destination, LagWatch
+from procs import CpuWatch, RssSampler, Server, free_port, pids_cpu_s, pin_prefix, tree_kb
 from report import Row
 from wrkrun import BENCH_DIR, WrkResult, require_wrk, run_wrk
 
@@ -55,6 +56,7 @@ SCENARIOS = {
     "a": Scenario("a", "(a) events x10", "events.lua", 10),
     "b": Scenario("b", "(b) identify", "identify.lua", 0),
     "c": Scenario("c", "(c) bare ASGI", "events.lua", 0),
+    "d": Scenario("d", "(d) (a) + webhook dest.", "events.lua", 10),
 }
 
 
@@ -71,7 +73,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--scenarios", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
+    p.add_argument(
+        "--deliver",
+        choices=["in-server", "separate"],
+        default="in-server",
+        help="(d): delivery by pier serve itself (default), or by a `pier deliver` process on"
+        " wrk's CPU (pier serve --no-deliver)",
+    )
     p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
     p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
     p.add_argument("--no-pin", action="store_true", help="do not pin server and wrk to CPUs")
@@ -80,12 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if not keys or any(k not in SCENARIOS for k in keys):
-        p.error(f"--scenarios: expected a subset of a,b,c, got {args.scenarios!r}")
-    if args.scale and "a" not in keys:
-        keys.insert(0, "a")  # the scale figure is read against (a) on the empty database
+        p.error(f"--scenarios: expected a subset of a,b,c,d, got {args.scenarios!r}")
+    if (args.scale or "d" in keys) and "a" not in keys:
+        keys.insert(0, "a")  # the scale and (d) figures are read against (a)
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
-    if args.workers < 1 or args.duration < 1 or args.connections < 1 or args.warmup < 0:
-        p.error("--workers, --duration and --connections must be >= 1, --warmup >= 0")
+    if min(args.workers, args.duration, args.connections, args.pairs) < 1 or args.warmup < 0:
+        p.error("--workers, --duration, --connections and --pairs must be >= 1, --warmup >= 0")
     return args
 
 
@@ -106,13 +116,14 @@ class Bench:
         self.notes: list[str] = []
         self.idle_other_pct: float | None = None
         self.preloaded = 0  # events stored before the scale run of (a)
+        self.deliverer: Server | None = None  # --deliver separate
 
     # -- orchestration ---------------------------------------------------------------------
 
     def run(self) -> None:
         print(self.setup_text(), flush=True)
         self.check_idle()
-        if {"a", "b"} & set(self.args.scenario_keys):
+        if {"a", "b", "d"} & set(self.args.scenario_keys):
             self.run_pier()
         if "c" in self.args.scenario_keys:
             self.run_bare()
@@ -124,12 +135,26 @@ class Bench:
             self.args.database_url, self.workdir, fresh=not self.args.reuse_database
         )
         print(f"database: {self.db.url}", flush=True)
-        api_key = create_key(self.db.url)
+        project, api_key = create_key(self.db.url)
         server = self.start_server("pier", self.pier_argv(self.db.url))
         self.smoke_test(server, api_key)
-        for key in ("a", "b"):
-            if key in self.args.scenario_keys:
-                self.measure(server, SCENARIOS[key], api_key)
+        keys = self.args.scenario_keys
+        pairs = self.args.pairs if "d" in keys else 1
+        receiver = self.start_receiver() if "d" in keys else None
+        if receiver is not None and self.args.deliver == "separate":
+            self.deliverer = self.start_deliverer(self.db.url)
+        secret = create_key(self.db.url, project, "secret")[1] if receiver else ""
+        for n in range(1, pairs + 1):
+            suffix = "" if n == 1 else f"#{n}"
+            self.measure(server, SCENARIOS["a"], api_key, row_key="a" + suffix)
+            if receiver is not None:
+                self.measure_destination(server, api_key, secret, receiver, suffix)
+        if receiver is not None:
+            self.stop_server(receiver)
+        if self.deliverer is not None:
+            self.stop_server(self.deliverer)
+        if "b" in keys:
+            self.measure(server, SCENARIOS["b"], api_key)
         if self.args.scale:
             self.preload(server, api_key)
             self.preloaded = self.committed
@@ -143,6 +168,43 @@ class Bench:
         server = self.start_server("bare ASGI", self.bare_argv())
         self.measure(server, SCENARIOS["c"], "unused")
         self.stop_server(server)
+
+    def start_deliverer(self, url: str) -> Server:
+        """`pier deliver` in a process of its own, on wrk's CPU (the other core)."""
+        cmd = [*pin_prefix(WRK_CPU if self.pin else None), str(PIER), "deliver"]
+        server = Server("deliverer", [*cmd, "--database-url", url], 0, self.workdir / "deliver.log")
+        self.servers.append(server)
+        server.start()
+        print(f"pier deliver running (pid {server.proc.pid})", flush=True)  # type: ignore[union-attr]
+        return server
+
+    def start_receiver(self) -> Server:
+        """(d)'s webhook receiver: the bare ASGI app, in its own process, on wrk's CPU."""
+        return self.start_server("receiver", self.bare_argv(workers=1), cpu=WRK_CPU)
+
+    def measure_destination(
+        self, server: Server, api_key: str, secret: str, receiver: Server, suffix: str
+    ) -> None:
+        """(d): (a) again with one webhook destination added from now, its lag watched from the
+        warm-up until it has caught up after wrk stopped; then the destination is removed."""
+        destination = Destination(server.url, secret, receiver.url + "/")
+        try:
+            destination.wait_leased()
+            apart = self.deliverer.pids() if self.deliverer else []
+            before = pids_cpu_s(apart)
+            with LagWatch(destination) as lag:
+                row = self.measure(server, SCENARIOS["d"], api_key, row_key="d" + suffix)
+                row.deliverer_cpu_s = pids_cpu_s(apart) - before if apart else None
+                row.catch_up_s = destination.wait_caught_up()
+            row.lag_s, row.lag_items = lag.max_seconds, lag.max_items
+            if not lag.samples:
+                self.notes.append("(d): the destination's lag could not be read")
+            base = self.rows.get("a" + suffix)
+            if base and base.events_per_s and row.events_per_s is not None:
+                row.ratio_to_a = row.events_per_s / base.events_per_s
+            print("  " + report.destination_text(row), flush=True)
+        finally:
+            destination.remove()
 
     def check_idle(self) -> None:
         """Warn when other processes are busy: they take CPU from the server and wrk."""
@@ -162,21 +224,24 @@ class Bench:
     def pier_argv(self, url: str) -> list[str]:
         argv = [str(PIER), "serve", "--host", "127.0.0.1", "--database-url", url]
         argv += ["--workers", str(self.args.workers)]
+        if self.args.deliver == "separate":
+            argv += ["--no-deliver"]
         if self.args.durability:
             argv += ["--durability", self.args.durability]
         return argv
 
-    def bare_argv(self) -> list[str]:
+    def bare_argv(self, workers: int | None = None) -> list[str]:
+        workers = workers or self.args.workers
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "bare_asgi:app"]
         argv += ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
         argv += ["--no-access-log", "--log-level", "warning"]
-        if self.args.workers > 1:
-            argv += ["--workers", str(self.args.workers)]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
         return argv
 
-    def start_server(self, name: str, argv: list[str]) -> Server:
+    def start_server(self, name: str, argv: list[str], cpu: int = SERVER_CPU) -> Server:
         port = free_port()
-        cmd = [*pin_prefix(SERVER_CPU if self.pin else None), *argv, "--port", str(port)]
+        cmd = [*pin_prefix(cpu if self.pin else None), *argv, "--port", str(port)]
         log = self.workdir / f"{name.replace(' ', '_')}.log"
         server = Server(name, cmd, port, log)
         self.servers.append(server)
@@ -231,7 +296,7 @@ class Bench:
         api_key: str,
         row_key: str | None = None,
         label: str | None = None,
-    ) -> None:
+    ) -> Row:
         label = label or scenario.label
         if self.args.warmup:
             print(f"{label}: warm-up {self.args.warmup} s", flush=True)
@@ -252,9 +317,11 @@ class Bench:
             other_cpu_pct=cpu.other_pct,
             server_cpu_s=cpu.server_cpu_s,
             db_cpu_s=cpu.db_cpu_s if db_comm else None,
+            load_cpu_s=cpu.own_cpu_s,
         )
         self.rows[row.key] = row
         print("  " + brief(row), flush=True)
+        return row
 
     def preload(self, server: Server, api_key: str) -> None:
         """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged."""
@@ -328,6 +395,12 @@ class Bench:
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
                 + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
+                "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
+                + (
+                    "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)"
+                    if a.deliver == "separate"
+                    else "pier serve itself"
+                ),
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
                 " per scenario, 127.0.0.1 only",
                 "RSS: peak of the summed VmRSS of the server process and its children, "
@@ -367,6 +440,7 @@ class Bench:
                 f"Pier VmHWM at the end, summed over its processes: "
                 f"{self.pier_hwm_kb / 1024:.1f} MB"
             )
+        parts += [report.destination_text(r) for r in rows if r.key.startswith("d")]
         parts.append(self.db_check_text())
         parts += [f"note: {n}" for n in self.notes]
         parts += ["", report.targets_text(report.targets(self.rows))]
@@ -385,7 +459,7 @@ class Bench:
         else:
             verdict = f"UNEXPECTED: {extra:,} more than acknowledged (> {self.in_flight:,})"
         return (
-            f"database check: {self.db_events:,} bench events stored (user_created not counted), "
+            f"database check: {self.db_events:,} bench events stored (Pier's own feed items not counted), "
             f"{self.committed:,} acknowledged with 2xx: {verdict}"
         )
 
@@ -402,6 +476,8 @@ class Bench:
                 "warmup_s": a.warmup,
                 "connections": a.connections,
                 "pinned": self.pin,
+                "deliver": a.deliver,
+                "pairs": a.pairs,
                 "scale_preload_events": a.preload_events if a.scale else None,
                 "scale_events_stored": self.preloaded if a.scale else None,
             },
@@ -430,12 +506,11 @@ class Bench:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def create_key(url: str) -> str:
-    """A project and a public key through the pier CLI."""
-    project = pier_cli("projects", "create", "bench", "--database-url", url)
-    return pier_cli(
-        "keys", "create", "--project", project, "--scope", "public", "--database-url", url
-    )
+def create_key(url: str, project: str | None = None, scope: str = "public") -> tuple[str, str]:
+    """The project (a new one unless given) and a new key of it, through the pier CLI."""
+    project = project or pier_cli("projects", "create", "bench", "--database-url", url)
+    key = pier_cli("keys", "create", "--project", project, "--scope", scope, "--database-url", url)
+    return project, key
 
 
 def pier_cli(*args: str) -> str:

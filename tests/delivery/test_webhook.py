@@ -229,6 +229,31 @@ def test_items_the_filters_skip_count_as_delivered(tenant: Tenant) -> None:
     )
 
 
+def test_a_batch_stops_at_its_byte_budget_and_the_filters_still_apply(tenant: Tenant) -> None:
+    """max_bytes cuts a batch before the item that would pass it (each item's JSON and a comma
+    count), a lone item larger than it goes alone, and skipped items before the cut count."""
+    with receiver() as r:
+        did, _ = add_webhook(tenant, r.url, max_bytes=1024, skip=["noise"])
+        body = [
+            {"name": "noise" if j % 3 == 2 else "seen", "external_id": "u-1", "data": {"n": j}}
+            for j in range(30)
+        ]
+        body[7]["data"]["pad"] = "x" * 2000  # alone over the budget
+        assert tenant.post("events", body).status_code == 204
+        with delivering(tenant.server.database_url):
+            wait_for(lambda: destination(tenant, did).delivered == 32)
+    batches = [g.json()["items"] for g in r.accepted()]
+    assert sent_numbers(r.accepted()) == [j for j in range(30) if j % 3 != 2]
+    assert len(batches) > 3
+    frame = len(b'{"destination":%d,"items":[]}' % did)
+    for g, items in zip(r.accepted(), batches, strict=True):
+        assert len(items) == 1 or len(g.body) - frame + 1 <= 1024
+    assert [len(i) for i in batches if any(x["data"].get("pad") for x in i)] == [1]
+    assert destination(tenant, did).cursor == max(
+        e["id"] for e in tenant.secret.get("/api/client/events").json()["results"]
+    )
+
+
 def test_hostile_receivers_answer_huge_bodies_garbage_and_redirect_loops(tenant: Tenant) -> None:
     def huge(got, n):  # type: ignore[no-untyped-def]
         return 200, {}, (b"\xff\x00garbage" * 8192 for _ in range(160_000))  # "10 GiB"

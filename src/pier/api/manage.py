@@ -3,8 +3,6 @@ the project's event feed in storage order."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,14 +18,28 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
-def feed_event(e: FeedEvent) -> dict[str, Any]:
-    """An event of the feed: the read API's event plus its user's ids, as they are now."""
-    return {
-        **render.event(e),
-        "user_id": e.user_id,
-        "external_id": e.external_id,
-        "anonymous_id": e.anonymous_id,
-    }
+class FeedItem(render.Event):
+    """An item of the feed (GET feed, `pier export`, destinations): the read API's event plus
+    its user's ids, as they are now."""
+
+    user_id: int
+    external_id: str | None
+    anonymous_id: str | None
+
+
+def feed_event(e: FeedEvent) -> FeedItem:
+    iso = render.iso
+    return FeedItem(
+        e.id,
+        e.name,
+        e.data,
+        iso(e.created_at),
+        iso(e.received_at),
+        e.message_id,
+        e.user_id,
+        e.external_id,
+        e.anonymous_id,
+    )
 
 
 def feed_cursor(event_id: int) -> str:

@@ -7,13 +7,17 @@ import functools
 import time
 from typing import Any
 
+import msgspec
+
 from ..domain.model import Device, User
 from ..store.base import EventRow
 from .errors import HTTPProblem
 
 
+@functools.lru_cache(maxsize=8192)
 def iso(ms: int | None) -> str | None:
-    """ISO-8601 UTC with milliseconds: 2026-11-26T08:39:35.123Z."""
+    """ISO-8601 UTC with milliseconds: 2026-11-26T08:39:35.123Z. Cached: a feed page or a batch
+    of a destination holds many items of the same millisecond (committed together)."""
     if ms is None:
         return None
     seconds, millis = divmod(ms, 1000)
@@ -59,15 +63,19 @@ def user(u: User) -> dict[str, Any]:
     }
 
 
-def event(e: EventRow) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "name": e.name,
-        "data": e.data,
-        "created_at": iso(e.created_at),
-        "received_at": iso(e.received_at),
-        "message_id": e.message_id,
-    }
+class Event(msgspec.Struct):
+    """An event as the read API gives it (a struct encodes faster than a dict, in this order)."""
+
+    id: int
+    name: str
+    data: msgspec.Raw
+    created_at: str | None
+    received_at: str | None
+    message_id: str | None
+
+
+def event(e: EventRow) -> Event:
+    return Event(e.id, e.name, e.data, iso(e.created_at), iso(e.received_at), e.message_id)
 
 
 def encode_cursor(*parts: int) -> str:

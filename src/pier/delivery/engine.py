@@ -139,7 +139,7 @@ async def send_batch(
     batch_id: str,
     s: Pacing,
     renew: Callable[[], Awaitable[object]] | None = None,
-    encoded: dict[int, bytes] | None = None,
+    encoded: bytes | None = None,
 ) -> Answer:
     """Every call of the batch, in order; the first that fails is the batch's answer. `renew`
     is awaited between calls once a third of the lease has passed (a batch of many calls)."""
@@ -329,24 +329,24 @@ class Deliverer:
             raise Interrupted
         return d
 
-    def _select(
-        self, d: Destination, items: list[FeedEvent]
-    ) -> tuple[list[FeedEvent], int, dict[int, bytes]]:
-        """The items of the batch that pass the filters, within its byte budget, the id of the
-        last item it covers (skipped ones included), and the kept items encoded."""
-        kept: list[FeedEvent] = []
-        encoded: dict[int, bytes] = {}
-        size, last = 0, d.cursor
+    def _select(self, d: Destination, items: list[FeedEvent]) -> tuple[list[FeedEvent], int, bytes]:
+        """The items of the batch that pass the filters, within its byte budget (each item's
+        JSON and a comma), the id of the last item it covers (skipped ones included), and the
+        kept items as one JSON array (kinds.items_json: one call, not one per item)."""
+        kept = [e for e in items if wanted(d, e)] if d.only or d.skip else items
+        encoded = kinds.items_json(kept)
+        if len(encoded) - 1 <= d.max_bytes or len(kept) <= 1:  # "[" + items + commas + "]"
+            return kept, items[-1].id, encoded
+        kept, size, last = [], 0, d.cursor  # over the budget: as many as fit, one by one
         for e in items:
             if wanted(d, e):
-                raw = kinds.item_json(e)
-                if kept and size + len(raw) + 1 > d.max_bytes:
+                length = len(kinds.item_json(e)) + 1
+                if kept and size + length > d.max_bytes:
                     break
-                size += len(raw) + 1
+                size += length
                 kept.append(e)
-                encoded[e.id] = raw
             last = e.id
-        return kept, last, encoded
+        return kept, last, kinds.items_json(kept)
 
     async def _deliver(self, d: Destination, items: list[FeedEvent]) -> None:
         """One batch: delivered whole, or split until the items that fail alone are found."""
@@ -357,11 +357,12 @@ class Deliverer:
         window_over = False
         while parts:
             part = parts.pop(0)
-            answer = await self._try(d, part, cursor, window_over, encoded)
+            whole = encoded if part is kept else None  # a part of a split batch: its own
+            answer = await self._try(d, part, cursor, window_over, whole)
             if answer.ok:
                 delivered += len(part)
             elif len(part) == 1:
-                dead.append((part[0].id, encoded[part[0].id].decode(), answer.text))
+                dead.append((part[0].id, kinds.item_json(part[0]).decode(), answer.text))
                 metrics.DEAD_LETTERS.labels(str(d.id)).inc()
             else:
                 window_over = window_over or answer.retryable  # retryable: its window ended
@@ -389,7 +390,7 @@ class Deliverer:
         part: list[FeedEvent],
         cursor: int,
         window_over: bool,
-        encoded: dict[int, bytes],
+        encoded: bytes | None,
     ) -> Answer:
         """Send one batch until it is delivered, refused (not retryable), or its retry window
         has ended (then answered once more only: `window_over`)."""

@@ -76,15 +76,20 @@ def item_json(e: FeedEvent) -> bytes:
     return _encode(feed_event(e))
 
 
+def items_json(items: list[FeedEvent]) -> bytes:
+    """The JSON array of these feed items, in one call (the items of a webhook's batch)."""
+    return _encode([feed_event(e) for e in items])
+
+
 def calls(
     d: Destination,
     items: list[FeedEvent],
     batch_id: str,
-    encoded: dict[int, bytes] | None = None,
+    encoded: bytes | None = None,
     *,
     sealing: str = "",
 ) -> list[Call]:
-    """The calls of a batch; `encoded`: items already encoded (item_json), by id; `sealing`:
+    """The calls of a batch; `encoded`: these items already encoded (items_json); `sealing`:
     the secret_key setting, which opens the destination's sealed keys (secrets.unseal)."""
     d = msgspec.structs.replace(
         d,
@@ -93,16 +98,13 @@ def calls(
         signing_secret=unseal(d.signing_secret, sealing),
     )
     if d.kind == "webhook":
-        return _webhook(d, items, batch_id, encoded or {})
+        return _webhook(d, items, batch_id, encoded or items_json(items))
     return BUILDERS[d.kind](d, items, batch_id)
 
 
 # -- webhook -------------------------------------------------------------------------------
-def _webhook(
-    d: Destination, items: list[FeedEvent], batch_id: str, encoded: dict[int, bytes]
-) -> list[Call]:
-    parts = (encoded.get(e.id) or item_json(e) for e in items)
-    body = b'{"destination":%d,"items":[%b]}' % (d.id, b",".join(parts))
+def _webhook(d: Destination, items: list[FeedEvent], batch_id: str, encoded: bytes) -> list[Call]:
+    body = b'{"destination":%d,"items":%b}' % (d.id, encoded)
     secret = d.signing_secret or ""
     headers = {
         "Content-Type": "application/json",

@@ -327,8 +327,13 @@ class SqlStore:
         """For several reads from one snapshot."""
         raise NotImplementedError
 
-    def writing(self) -> AbstractAsyncContextManager[Run]:
-        """For a write outside the batch path (management), in a transaction of its own."""
+    def writing(self, durable: bool = True) -> AbstractAsyncContextManager[Run]:
+        """For a write outside the batch path (management), in a transaction of its own.
+        `durable=False`: on SQLite the commit does not wait for the disk (no fsync, which would
+        stall the event loop; WAL with synchronous=NORMAL, which SQLite keeps consistent); the
+        next durable commit (every writer batch) syncs it, and a power loss before that loses
+        this transaction whole, never part of it. For what may be redone after a crash: a
+        destination's cursor (its items are then sent again)."""
         raise NotImplementedError
 
     # -- projects and keys ---------------------------------------------------------------

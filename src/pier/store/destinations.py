@@ -121,7 +121,11 @@ class DestinationQueries:
     )
     dead_letter_count = "SELECT count(*) FROM dead_letters WHERE destination_id = $1"
     delete_dead_letter = "DELETE FROM dead_letters WHERE destination_id = $1 AND id = $2"
-    lag = "SELECT count(*), min(received_at) FROM events WHERE project_id = $1 AND id > $2"
+    # the lag: a count over the (project, id) index alone, and the first item's time (one
+    # seek; received_at grows with the id, as events_per_minute has it): min(received_at) over
+    # them all read every row after the cursor, each second, from the engine's loop
+    lag_items = "SELECT count(*) FROM events WHERE project_id = $1 AND id > $2"
+    oldest = "SELECT received_at FROM events WHERE project_id = $1 AND id > $2 ORDER BY id LIMIT 1"
     # a replay from a time: the last item received before it (no index on time: a scan)
     cursor_at = "SELECT coalesce(max(id), 0) FROM events WHERE project_id = $1 AND received_at < $2"
     newest = "SELECT coalesce(max(id), 0) FROM events WHERE project_id = $1"
@@ -215,8 +219,10 @@ class Destinations:
     ) -> bool:
         """Move the cursor from `cursor` to `new_cursor` with the dead letters (event id, item
         JSON, answer) of the items passed, in one transaction. False, and nothing written, when
-        the lease was lost, the destination paused or removed, or its cursor moved (a replay)."""
-        async with self.store.writing() as run:
+        the lease was lost, the destination paused or removed, or its cursor moved (a replay).
+        Not durable (store.writing): a crash of the machine may take the cursor back to an
+        earlier batch, whose items are then sent again (at least once)."""
+        async with self.store.writing(durable=False) as run:
             moved = await run.execute(
                 self.q.commit, destination_id, holder, cursor, new_cursor, delivered, now
             )
@@ -260,8 +266,10 @@ class Destinations:
 
     async def lag(self, project_id: int, cursor: int) -> tuple[int, int | None]:
         """Items after the cursor, and when the oldest of them was received (ms)."""
-        row = await self.store.reader.one(self.q.lag, project_id, cursor)
-        return (row[0], row[1]) if row else (0, None)
+        async with self.store.reading() as run:
+            count = await run.one(self.q.lag_items, project_id, cursor)
+            first = await run.one(self.q.oldest, project_id, cursor)
+        return (count[0] if count else 0), (first[0] if first else None)
 
     async def cursor_at(self, project_id: int, ms: int) -> int:
         row = await self.store.reader.one(self.q.cursor_at, project_id, ms)

@@ -149,7 +149,8 @@ class PostgresStore(SqlStore):
             yield PgRun(conn)
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[PgRun]:
+    async def writing(self, durable: bool = True) -> AsyncIterator[PgRun]:
+        # durable=False changes nothing here: a commit waits on the server, not on this loop
         async with held(self.pool) as conn, conn.transaction():
             yield PgRun(conn)
 

@@ -170,12 +170,16 @@ class SqliteStore(SqlStore):
             ro.execute("COMMIT")
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[SqliteRun]:
+    async def writing(self, durable: bool = True) -> AsyncIterator[SqliteRun]:
         async with self._tx_lock:  # never inside a batch that is committing
             db = self.db
+            if not durable:  # see SqlStore.writing: no fsync (the event loop would wait on it);
+                # in WAL mode NORMAL syncs only at checkpoints, which this connection never runs
+                db.execute("PRAGMA synchronous=NORMAL")
             try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                self._synced(durable)
                 check_unavailable(exc)
                 raise
             try:
@@ -186,6 +190,12 @@ class SqliteStore(SqlStore):
                     db.execute("ROLLBACK")
                 check_unavailable(exc)
                 raise
+            finally:
+                self._synced(durable)
+
+    def _synced(self, durable: bool) -> None:
+        if not durable:
+            self.db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     async def migrate(self) -> list[int]:
         db = self.db
