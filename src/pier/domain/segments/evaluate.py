@@ -113,6 +113,28 @@ class Evaluator:
             return count >= 1
         return _compare(node.frequency.operator, count, node.frequency.count)
 
+    def known(self, user: Mapping[str, Any]) -> bool | None:
+        """Whether the user is a member whatever its events are, from its document alone: True
+        or False when the user conditions decide the tree (event wrappers taken as unknown, in
+        three-valued logic), else None. Raises RuleError as `member` does."""
+        return self._known(self.rule.root, user)
+
+    def _known(self, node: Node, doc: Mapping[str, Any]) -> bool | None:
+        if isinstance(node, Condition):
+            return self.condition(node, doc)
+        if isinstance(node, EventWrapper):
+            return None
+        if not node.children:
+            return True
+        values = [self._known(c, doc) for c in node.children]
+        op = node.operator
+        if op == "xor":
+            return None if None in values else values.count(True) == 1
+        if op == "and":
+            return False if False in values else None if None in values else True
+        some = True if True in values else None if None in values else False
+        return some if op == "or" or some is None else not some  # none: not or
+
     def qualifies(self, node: EventWrapper, event: Mapping[str, Any]) -> bool:
         if event["name"] != node.name:
             return False
@@ -197,19 +219,25 @@ class Dependencies(msgspec.Struct, frozen=True):
     - `profile_keys`: first keys of the user document its user conditions read; None when a
       path starts with [*] (any key);
     - `time`: whether the answer can change with no new data (a rolling period, or a rule value
-      that renders `now`): see `next_change`."""
+      that renders `now`): see `next_change`;
+    - `rising`: the names of `events` whose new events can only turn the rule from false to
+      true, at every instant: each wrapper counting them is "at least n" (`>=`, `>`, or no
+      frequency) and sits under `and` / `or` wrappers only. A member stays a member when
+      such events are added (store/common.py skips evaluating it)."""
 
     events: frozenset[str]
     profile_keys: frozenset[str] | None
     time: bool
+    rising: frozenset[str] = frozenset()
 
 
 def dependencies(rule: Rule) -> Dependencies:
     events: set[str] = set()
+    falling: set[str] = set()  # counted somewhere that more events can turn false
     keys: set[str] | None = set()
     time = False
 
-    def visit(node: Node, in_event: bool) -> None:
+    def visit(node: Node, in_event: bool, positive: bool = True) -> None:
         nonlocal keys, time
         if isinstance(node, Condition):
             if uses_value(node) and node.template is not None and node.template.uses_now:
@@ -225,11 +253,17 @@ def dependencies(rule: Rule) -> Dependencies:
             events.add(node.name)
             if node.frequency is not None and isinstance(node.frequency.period, Rolling):
                 time = True
+            if not (
+                positive and (node.frequency is None or node.frequency.operator in (">=", ">"))
+            ):
+                falling.add(node.name)
+        positive = positive and node.operator in ("and", "or")
         for child in node.children:
-            visit(child, in_event or isinstance(node, EventWrapper))
+            visit(child, in_event or isinstance(node, EventWrapper), positive)
 
     visit(rule.root, False)
-    return Dependencies(frozenset(events), None if keys is None else frozenset(keys), time)
+    profile = None if keys is None else frozenset(keys)
+    return Dependencies(frozenset(events), profile, time, frozenset(events - falling))
 
 
 # -- when membership can change with no new data ----------------------------------------------
