@@ -343,6 +343,8 @@ def evaluate(
         events = [e for name in deps.events for e in by_name.get(name, ())]
         if evaluator.member(doc, events):
             members.add(uid)
+        elif deps.fading:
+            continue  # out until new data comes
         if deps.time:
             at = next_look(rule, doc, events, now)
             if at is not None:

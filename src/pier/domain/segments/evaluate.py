@@ -223,25 +223,29 @@ class Dependencies(msgspec.Struct, frozen=True):
     - `rising`: the names of `events` whose new events can only turn the rule from false to
       true, at every instant: each wrapper counting them is "at least n" (`>=`, `>`, or no
       frequency) and sits under `and` / `or` wrappers only. A member stays a member when
-      such events are added (store/common.py skips evaluating it)."""
+      such events are added (store/common.py skips evaluating it);
+    - `fading`: time can take users out of the list but never bring one in (every name is
+      rising and no rule value renders `now`: time only lets events leave rolling windows),
+      so a non-member stays one until new data comes: it is never due."""
 
     events: frozenset[str]
     profile_keys: frozenset[str] | None
     time: bool
     rising: frozenset[str] = frozenset()
+    fading: bool = False
 
 
 def dependencies(rule: Rule) -> Dependencies:
     events: set[str] = set()
     falling: set[str] = set()  # counted somewhere that more events can turn false
     keys: set[str] | None = set()
-    time = False
+    time = templates = False
 
     def visit(node: Node, in_event: bool, positive: bool = True) -> None:
-        nonlocal keys, time
+        nonlocal keys, time, templates
         if isinstance(node, Condition):
             if uses_value(node) and node.template is not None and node.template.uses_now:
-                time = True
+                time = templates = True
             if not in_event and keys is not None and node.path:
                 first = node.path[0]
                 if isinstance(first, Every):
@@ -263,7 +267,8 @@ def dependencies(rule: Rule) -> Dependencies:
 
     visit(rule.root, False)
     profile = None if keys is None else frozenset(keys)
-    return Dependencies(frozenset(events), profile, time, frozenset(events - falling))
+    fading = not (falling or templates)
+    return Dependencies(frozenset(events), profile, time, frozenset(events - falling), fading)
 
 
 # -- when membership can change with no new data ----------------------------------------------
