@@ -68,9 +68,12 @@ class Figures(NamedTuple):
 def measure(server: Server, url: str, tmp: Path, lists: int, args: argparse.Namespace) -> Figures:
     """One run on a project with `lists` lists, with the CPU the server and the rest used."""
     key, requests = prepare(url, tmp, lists, args)
-    sent = sum(len(b) for kind, b in requests if kind == "events")  # type: ignore[arg-type]
     # encoded beforehand: the client's own work while measuring is as small as it can be
     queue = [(f"/api/client/{kind}", json.dumps(b).encode()) for kind, b in requests]
+    if args.warmup:  # the same load first, not measured: users have a history, lists members
+        asyncio.run(post(server.url, key, queue[: args.warmup], args.concurrency))
+        requests, queue = requests[args.warmup :], queue[args.warmup :]
+    sent = sum(len(b) for kind, b in requests if kind == "events")  # type: ignore[arg-type]
     own = own_cpu_s()
     with CpuWatch(server) as cpu:
         t0 = time.perf_counter()
@@ -97,7 +100,8 @@ def prepare(
         pier_cli("lists", "create", "--project", project, "--name", f"l{i}",
                  "--rule-file", str(path), "--database-url", url)  # fmt: skip
     rng = random.Random(1)
-    return key, [body(rng, args.users, args.events) for _ in range(args.requests)]
+    total = args.warmup + args.requests
+    return key, [body(rng, args.users, args.events) for _ in range(total)]
 
 
 async def post(base: str, key: str, queue: list[tuple[str, bytes]], concurrency: int) -> None:
@@ -117,6 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="requests sent before the measured ones"
+    )
     parser.add_argument("--events", type=int, default=100, help="events per request")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)

@@ -70,6 +70,39 @@ def _combine(operator: str, results: Iterable[bool]) -> bool:
     return sum(results) == 1  # xor
 
 
+Test = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], bool]
+
+
+def _combined(operator: str, tests: list[Test]) -> Test:
+    """The wrapper of these children's tests (no children: true, whatever the operator)."""
+    if not tests:
+        return lambda doc, events: True
+    if len(tests) == 1 and operator in ("and", "or"):
+        return tests[0]
+    if operator == "and":
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            for t in tests:  # noqa: SIM110 - a loop is faster than all() over a generator
+                if not t(doc, events):
+                    return False
+            return True
+
+    elif operator == "or":
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            for t in tests:  # noqa: SIM110 - a loop is faster than any() over a generator
+                if t(doc, events):
+                    return True
+            return False
+
+    else:
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            return _combine(operator, (t(doc, events) for t in tests))
+
+    return test
+
+
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "=":
         return bool(a == b)
@@ -90,6 +123,7 @@ class Evaluator:
         self.rule = rule
         self.now = now
         self._targets: dict[str, Any] = {}
+        self._member: Test | None = None
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -99,19 +133,48 @@ class Evaluator:
     def member(self, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
         """Whether the user (user_document) with these events (event_document) is a member.
         Raises RuleError when the stored tree cannot be evaluated at this instant."""
-        return self.node(self.rule.root, user, events)
+        if self._member is None:
+            self._member = self.compile(self.rule.root)
+        return self._member(user, events)
 
-    def node(self, node: Node, doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+    def compile(self, node: Node) -> Test:
+        """The node as a function of (document, events): what `node` computes, with the tree
+        walked once here instead of once per user and event (rule values, windows and
+        operators are looked up now). The incremental path evaluates many users with it."""
         if isinstance(node, Condition):
-            return self.condition(node, doc)
+            condition = self.condition
+            return lambda doc, events: condition(node, doc)
         if isinstance(node, Wrapper):
-            if not node.children:
-                return True  # whatever its operator (§9 Q9)
-            return _combine(node.operator, (self.node(c, doc, events) for c in node.children))
-        count = sum(1 for e in events if self.qualifies(node, e))
-        if node.frequency is None:
-            return count >= 1
-        return _compare(node.frequency.operator, count, node.frequency.count)
+            return _combined(node.operator, [self.compile(c) for c in node.children])
+        name, frequency = node.name, node.frequency
+        lo, hi = None, None  # the window, both ends inclusive
+        if frequency is not None:
+            period = frequency.period
+            if isinstance(period, Rolling):
+                lo = self.now - period.length
+            else:
+                lo, hi = period.start, period.end
+        passes = _combined(node.operator, [self.compile(c) for c in node.children])
+        bare = not node.children
+        no_events: Sequence[Mapping[str, Any]] = ()
+
+        def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
+            n = 0
+            for e in events:
+                if e["name"] != name:
+                    continue
+                if lo is not None:
+                    at = int(e["created_at"])
+                    if at < lo or (hi is not None and at > hi):
+                        continue
+                if bare or passes(e, no_events):
+                    n += 1
+            return n
+
+        if frequency is None:
+            return lambda doc, events: count(doc, events) >= 1
+        op, want = frequency.operator, frequency.count
+        return lambda doc, events: _compare(op, count(doc, events), want)
 
     def known(self, user: Mapping[str, Any]) -> bool | None:
         """Whether the user is a member whatever its events are, from its document alone: True
@@ -134,20 +197,6 @@ class Evaluator:
             return False if False in values else None if None in values else True
         some = True if True in values else None if None in values else False
         return some if op == "or" or some is None else not some  # none: not or
-
-    def qualifies(self, node: EventWrapper, event: Mapping[str, Any]) -> bool:
-        if event["name"] != node.name:
-            return False
-        if node.frequency is not None:
-            at, period = int(event["created_at"]), node.frequency.period
-            if isinstance(period, Rolling):
-                if at < self.now - period.length:
-                    return False
-            elif at < period.start or (period.end is not None and at > period.end):
-                return False
-        if not node.children:
-            return True
-        return _combine(node.operator, (self.node(c, event, ()) for c in node.children))
 
     def condition(self, cond: Condition, doc: Mapping[str, Any]) -> bool:
         values = [v for v in find(doc, cond.path) if v is not None]
