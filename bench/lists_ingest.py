@@ -18,9 +18,10 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
-from procs import Server, free_port
+from procs import CpuWatch, Server, free_port, own_cpu_s
 from run import PIER, pier_cli
 
 NAMES = ("purchase", "view", "login", "add_to_cart")
@@ -57,7 +58,39 @@ def body(rng: random.Random, users: int, events: int) -> tuple[str, object]:
     ]  # fmt: skip
 
 
-async def run_once(base: str, url: str, tmp: Path, lists: int, args: argparse.Namespace) -> float:
+class Figures(NamedTuple):
+    events_per_s: float
+    server_us_per_event: float  # the server's CPU time per event committed
+    client_pct: float  # this script's CPU during the run, % of one core
+    other_pct: float  # every other process's, % of all CPUs (bench/README.md: "other CPU")
+
+
+def measure(server: Server, url: str, tmp: Path, lists: int, args: argparse.Namespace) -> Figures:
+    """One run on a project with `lists` lists, with the CPU the server and the rest used."""
+    key, requests = prepare(url, tmp, lists, args)
+    # encoded beforehand: the client's own work while measuring is as small as it can be
+    queue = [(f"/api/client/{kind}", json.dumps(b).encode()) for kind, b in requests]
+    if args.warmup:  # the same load first, not measured: users have a history, lists members
+        asyncio.run(post(server.url, key, queue[: args.warmup], args.concurrency))
+        requests, queue = requests[args.warmup :], queue[args.warmup :]
+    sent = sum(len(b) for kind, b in requests if kind == "events")  # type: ignore[arg-type]
+    own = own_cpu_s()
+    with CpuWatch(server) as cpu:
+        t0 = time.perf_counter()
+        asyncio.run(post(server.url, key, queue, args.concurrency))
+        wall = time.perf_counter() - t0
+    return Figures(
+        sent / wall,
+        cpu.server_cpu_s / sent * 1e6,
+        (own_cpu_s() - own) / wall * 100,
+        cpu.other_pct,
+    )
+
+
+def prepare(
+    url: str, tmp: Path, lists: int, args: argparse.Namespace
+) -> tuple[str, list[tuple[str, object]]]:
+    """A project with its key and its lists (computed); the requests to send."""
     project = pier_cli("projects", "create", f"lists-{lists}", "--database-url", url)
     key = pier_cli("keys", "create", "--project", project, "--scope", "public",
                    "--database-url", url)  # fmt: skip
@@ -67,27 +100,30 @@ async def run_once(base: str, url: str, tmp: Path, lists: int, args: argparse.Na
         pier_cli("lists", "create", "--project", project, "--name", f"l{i}",
                  "--rule-file", str(path), "--database-url", url)  # fmt: skip
     rng = random.Random(1)
-    bodies = [body(rng, args.users, args.events) for _ in range(args.requests)]
-    sent = sum(len(b) for kind, b in bodies if kind == "events")  # type: ignore[arg-type]
-    queue = list(bodies)
-    headers = {"Authorization": f"Bearer {key}"}
+    total = args.warmup + args.requests
+    return key, [body(rng, args.users, args.events) for _ in range(total)]
+
+
+async def post(base: str, key: str, queue: list[tuple[str, bytes]], concurrency: int) -> None:
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     async with httpx.AsyncClient(base_url=base, timeout=300) as http:
 
         async def worker() -> None:
             while queue:
-                kind, b = queue.pop()
-                r = await http.post(f"/api/client/{kind}", json=b, headers=headers)
+                path, content = queue.pop()
+                r = await http.post(path, content=content, headers=headers)
                 assert r.status_code == 204, r.text
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        return sent / (time.perf_counter() - t0)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument(
+        "--warmup", type=int, default=0, help="requests sent before the measured ones"
+    )
     parser.add_argument("--events", type=int, default=100, help="events per request")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -102,12 +138,18 @@ def main() -> None:
         server.start()
         try:
             server.wait_healthy()
-            rates = {n: asyncio.run(run_once(server.url, url, tmp, n, args)) for n in args.lists}
+            runs = {n: measure(server, url, tmp, n, args) for n in args.lists}
         finally:
             server.stop()
-    base = rates[args.lists[0]]
-    for n, rate in rates.items():
-        print(f"{n:>3} dynamic lists: {rate:,.0f} events/s ({rate / base:.0%} of {args.lists[0]})")
+    base = runs[args.lists[0]]
+    for n, f in runs.items():
+        print(
+            f"{n:>3} dynamic lists: {f.events_per_s:,.0f} events/s "
+            f"({f.events_per_s / base.events_per_s:.0%} of {args.lists[0]}), "
+            f"server CPU {f.server_us_per_event:.1f} us/event "
+            f"({base.server_us_per_event / f.server_us_per_event:.0%} of the rate per CPU), "
+            f"client CPU {f.client_pct:.0f}%, other CPU {f.other_pct:.0f}%"
+        )
 
 
 if __name__ == "__main__":

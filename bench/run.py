@@ -73,7 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    p.add_argument("--scenarios", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument(
+        "--scenarios",
+        default="a,b,c,d,l",
+        help="comma-separated subset of a,b,c,d,l (d: (a) with one webhook destination;"
+        " l: ingestion with 20 dynamic lists against none, bench/lists_ingest.py)",
+    )
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
     p.add_argument(
         "--deliver",
@@ -89,8 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if not keys or any(k not in SCENARIOS for k in keys):
-        p.error(f"--scenarios: expected a subset of a,b,c,d, got {args.scenarios!r}")
+    if not keys or any(k not in SCENARIOS and k != "l" for k in keys):
+        p.error(f"--scenarios: expected a subset of a,b,c,d,l, got {args.scenarios!r}")
+    args.lists = "l" in keys
     if (args.scale or "d" in keys) and "a" not in keys:
         keys.insert(0, "a")  # the scale and (d) figures are read against (a)
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
@@ -117,6 +123,7 @@ class Bench:
         self.idle_other_pct: float | None = None
         self.preloaded = 0  # events stored before the scale run of (a)
         self.deliverer: Server | None = None  # --deliver separate
+        self.lists_lines: list[str] = []  # bench/lists_ingest.py's figures
 
     # -- orchestration ---------------------------------------------------------------------
 
@@ -127,6 +134,8 @@ class Bench:
             self.run_pier()
         if "c" in self.args.scenario_keys:
             self.run_bare()
+        if self.args.lists:
+            self.run_lists()
 
     def run_pier(self) -> None:
         if not PIER.exists():
@@ -205,6 +214,24 @@ class Bench:
             print("  " + report.destination_text(row), flush=True)
         finally:
             destination.remove()
+
+    def run_lists(self) -> None:
+        """bench/lists_ingest.py (its own server, 1 process, not pinned) on the same backend:
+        ingestion with 20 dynamic lists against none (issue 13's target: at least 70%)."""
+        argv = [sys.executable, str(BENCH_DIR / "lists_ingest.py")]
+        if self.args.database_url:
+            if self.db is None:
+                self.db = database.prepare(
+                    self.args.database_url, self.workdir, fresh=not self.args.reuse_database
+                )
+            argv += ["--database-url", self.db.url]
+        print("lists: bench/lists_ingest.py (0, then 20 dynamic lists)", flush=True)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench/lists_ingest.py failed:\n{proc.stderr.strip()[-2000:]}")
+        self.lists_lines = [ln for ln in proc.stdout.splitlines() if "dynamic lists:" in ln]
+        for line in self.lists_lines:
+            print("  " + line.strip(), flush=True)
 
     def check_idle(self) -> None:
         """Warn when other processes are busy: they take CPU from the server and wrk."""
@@ -418,9 +445,15 @@ class Bench:
 
     def report_text(self) -> str:
         rows = list(self.rows.values())
-        if not rows:
+        if not rows and not self.lists_lines:
             return "no results"
-        parts = [report.table(rows), ""]
+        parts = [report.table(rows), ""] if rows else []
+        if self.lists_lines:
+            parts += [
+                "lists (bench/lists_ingest.py; target: 20 lists keep >= 70% of the events/s):",
+                *("  " + ln.strip() for ln in self.lists_lines),
+                "",
+            ]
         a, c, scaled = self.rows.get("a"), self.rows.get("c"), self.rows.get("a@scale")
         ratio = report.ratio_to_bare(self.rows)
         if a and c and ratio is not None:
@@ -447,7 +480,7 @@ class Bench:
         return "\n".join(p for p in parts if p is not None)
 
     def db_check_text(self) -> str | None:
-        if self.db is None:
+        if self.db is None or not self.rows:
             return None
         if self.db_events is None:
             return "database check: could not count the events table"
@@ -486,6 +519,7 @@ class Bench:
             "scale_ratio": self.scale_ratio(),
             "pier_vmhwm_mb": None if not self.pier_hwm_kb else round(self.pier_hwm_kb / 1024, 1),
             "other_cpu_pct_before_run": self.idle_other_pct,
+            "lists": self.lists_lines,
             "events_acknowledged": self.committed,
             "events_in_database": self.db_events,
             "targets": [

@@ -9,14 +9,19 @@ from typing import Any
 import msgspec
 import pytest
 
-from api.test_lists import PRO, ROOT, create, members, seed, settled
+from api.test_lists import BOUGHT, PRO, ROOT, create, members, seed, settled, tree
 from api.test_lists_fixture import CASES, instant, replay
 from api.test_lists_fixture import members as case_members
 from conftest import Tenant, db_call
 from pier import clock
-from pier.domain.segments import parse_rule
+from pier.domain.segments import Evaluator, parse_rule
 
 DAY = 86_400_000
+TWICE = tree({"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+              "operator": "and", "value": "purchased",
+              "frequency": {"period": {"type": "rolling", "unit": "day", "value": 30},
+                            "operator": ">=", "count": 2}})  # fmt: skip
+PRO_BUYERS = tree(PRO["children"][0], BOUGHT["children"][0])
 
 
 def sweep(t: Tenant, now: int) -> int:
@@ -133,3 +138,58 @@ def test_a_merged_users_list_items_leave_with_it(tenant: Tenant) -> None:
     listed = [(i["name"], i["external_id"]) for i in items if i["name"].startswith("list_")]
     assert listed == [("list_entered", "b")]
     assert settled(tenant, list_id)["users_count"] == 1
+
+
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The external ids of the users the (in-process) server evaluates a rule for, from now."""
+    seen: list[str] = []
+    member = Evaluator.member
+
+    def counted(self: Evaluator, user: Any, events: Any) -> bool:
+        seen.append(user["external_id"])
+        return member(self, user, events)
+
+    monkeypatch.setattr(Evaluator, "member", counted)
+    return seen
+
+
+def test_new_events_that_cannot_move_a_membership_are_not_evaluated(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member of "purchased at least twice" stays one with more purchases, and a user whose
+    plan is not pro stays out of "pro and purchased" whatever it buys: neither is evaluated
+    (nor are its events read); the others are, and the lists stay exact."""
+    seed(tenant)  # ann and cat are pro, bob is free and purchased once
+    twice = create(tenant, {"name": "Twice", "type": "dynamic", "rule": TWICE}).json()["id"]
+    pro = create(tenant, {"name": "Pro buyers", "type": "dynamic", "rule": PRO_BUYERS}).json()
+    settled(tenant, twice), settled(tenant, pro["id"])
+    buy = [{"name": "purchased", "external_id": "bob"}]
+    assert tenant.post("events", buy).status_code == 204
+    assert members(tenant, twice) == ["bob"] and members(tenant, pro["id"]) == []
+    seen = evaluations(monkeypatch)
+    for _ in range(3):
+        assert tenant.post("events", buy).status_code == 204
+    assert seen == []
+    assert tenant.post("events", [{"name": "purchased", "external_id": "ann"}]).status_code == 204
+    assert sorted(seen) == ["ann", "ann"]  # not yet twice; pro, and now a buyer
+    assert members(tenant, twice) == ["bob"] and members(tenant, pro["id"]) == ["ann"]
+
+
+def test_a_membership_past_its_due_instant_is_evaluated_with_new_events(
+    tenant: Tenant,
+) -> None:
+    """bob's first purchase has left the window and the sweeper has not looked yet: an old
+    purchase (outside the window) must not keep bob in the list on the strength of it being
+    "more events" (the membership noted is no longer known to hold)."""
+    t0 = instant("2026-01-01T00:00:00Z")
+    with clock.frozen(t0):
+        list_id = create(tenant, {"name": "Twice", "type": "dynamic", "rule": TWICE}).json()["id"]
+        settled(tenant, list_id)
+        for at in (t0, t0 + 3_600_000):
+            event = {"name": "purchased", "external_id": "bob", "timestamp": at}
+            assert tenant.post("events", [event]).status_code == 204
+        assert members(tenant, list_id) == ["bob"]
+        clock.set_frozen(t0 + 30 * DAY + 1)  # no sweep
+        event = {"name": "purchased", "external_id": "bob", "timestamp": t0 - 40 * DAY}
+        assert tenant.post("events", [event]).status_code == 204
+        assert members(tenant, list_id) == []

@@ -466,6 +466,35 @@ def test_dependencies() -> None:
     assert dependencies(parse_rule(root(), AT)).profile_keys == frozenset()
 
 
+def test_rising_names_and_fading_rules() -> None:
+    """`rising`: "at least" counts under and/or only; `fading`: all rising and no `now`."""
+
+    def deps(tree: dict[str, Any]) -> tuple[set[str], bool]:
+        found = dependencies(parse_rule(tree, AT))
+        return set(found.rising), found.fading
+
+    def count(op: str, name: str = "purchased", uuid: str = "p") -> dict[str, Any]:
+        return event(uuid, value=name, frequency={"period": {"type": "rolling", "unit": "day",
+                     "value": 30}, "operator": op, "count": 1})  # fmt: skip
+
+    assert deps(root(count(">="), count(">", "login", "l"), event("v", value="viewed"))) == (
+        {"purchased", "login", "viewed"},
+        True,
+    )
+    for op in ("=", "<", "<="):
+        assert deps(root(count(op))) == (set(), False)
+    for op in ("none", "xor"):
+        assert deps(root(root(count(">="), uuid="w", group="user", operator=op))) == (set(), False)
+    # a name counted twice, once where more events can turn the rule false
+    twice = root(count(">=", uuid="q"), uuid="w", group="user", operator="none")
+    assert deps(root(count(">="), twice)) == (
+        set(),
+        False,
+    )
+    soon = cond("d", type="date", path="$.trial", operator="<", value="{{now}}")
+    assert deps(root(count(">="), soon)) == ({"purchased"}, False)  # `now` can bring users in
+
+
 # -- next_change ----------------------------------------------------------------------------
 
 
@@ -535,6 +564,38 @@ def test_membership_holds_until_next_change(
         assert (look is None) == (at is None) or (look is not None and at is None)
         if at is not None:
             assert look is not None and NOW < look <= at
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(tree=TREES, users=USERS, split=st.integers(0, 4))
+def test_what_lets_the_incremental_path_skip_a_user(
+    tree: dict[str, Any], users: list[dict[str, Any]], split: int
+) -> None:
+    """The three facts store/common.py relies on to leave a user unevaluated (docs/lists.md):
+    `known` is the answer whatever the events; a member stays one when events of `rising` names
+    are added; with `fading`, a non-member stays one at every later instant."""
+    rule = parse_rule(tree, NOW)
+    deps = dependencies(rule)
+    evaluator = Evaluator(rule, NOW)
+    for u in users:
+        person = user(u["data"], external_id=u["external_id"], email=u["email"],
+                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
+        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        now_member = evaluator.member(person, events)
+        known = evaluator.known(person)
+        assert known is None or known == now_member == evaluator.member(person, [])
+        added = [e for e in events[split:] if e["name"] in deps.rising]
+        before = events[:split] + [e for e in events[split:] if e["name"] not in deps.rising]
+        if evaluator.member(person, before):
+            assert now_member, added
+        if deps.fading and not now_member:
+            for t in (NOW + 1, NOW + DAY, NOW + 400 * DAY):
+                assert not Evaluator(rule, t).member(person, events), t
 
 
 ROLLING = st.builds(

@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store import sqlite_index
-from pier.store.sqlite import SqliteStore
+from pier.store.loading import IdentityCache
+from pier.store.sqlite import SqliteStore, SqliteTx
 from pier.writer import Writer
 
 ANONS = ["a0", "a1", "a2"]
 EXTS = ["e0", "e1", "e2"]
+NAMES = frozenset([f"ev{i}" for i in range(200)] + ["user_created", "user_updated", "user_merged"])
 
 WRITERS = st.sampled_from([0, 0, 1])  # 1: another connection (as another worker would be)
 operation = st.one_of(
@@ -112,6 +114,12 @@ def test_reads_match_the_events_table_through_any_interleaving(
                     )
                 ]
                 assert await read_all(store, uid) == truth
+                # and the lists' read of a user's events (pending in place of the scan)
+                tx = SqliteTx(store.db, IdentityCache(), indexer)
+                mine = await tx.events_of([uid], NAMES)
+                assert sorted(r[:2] for r in mine) == sorted(
+                    store.db.execute("SELECT user_id, name FROM events WHERE user_id = ?", (uid,))
+                )
         monkeypatch.setattr(sqlite_index, "PASS_EVERY", 0.0)  # idle: what is left goes too
         last = store.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
         for _ in range(100):

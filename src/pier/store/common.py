@@ -8,7 +8,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -115,27 +115,66 @@ class SqlTx(BatchQueries):
             if parsed is None:
                 continue
             rule, deps = parsed
-            users = everything | {u for u, names in named.items() if names & deps.events}
+            users = set(everything)
             if deps.profile_keys is None or deps.profile_keys:
                 users |= {u for u, pid in profile.items() if pid == project_id}
-            users -= gone
+            # users whose only change for this list is new events: {user: whether they are all
+            # of names that can only add members (deps.rising)}
+            quiet = {
+                u: names & deps.events <= deps.rising
+                for u, names in named.items()
+                if u not in users and names & deps.events
+            }
+            users = (users | quiet.keys()) - gone
             if users:
-                work.append((list_id, project_id, name, rule, deps, sorted(users)))
+                work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
         await self.settle_many(work, c.now)
 
-    async def settle_many(self, work: list[tuple[Any, ...]], now: int) -> None:
-        """settle() each (list id, project id, name, rule, dependencies, user ids), reading
-        each project's users and their events once for all its lists."""
-        by_project: dict[int, tuple[set[int], set[str]]] = {}
-        for _, project_id, _, _, deps, users in work:
-            ids, names = by_project.setdefault(project_id, (set(), set()))
-            ids.update(users)
-            names.update(deps.events)
+    async def settle_many(self, work: list[Work], now: int) -> None:
+        """settle() each list for its users, reading each project's users once for all its
+        lists, the memberships and due instants of all the lists at once, and the events only
+        of the users whose membership their new events may change (`Work.quiet`: unchanged()
+        tells), once for all the lists."""
+        by_project: dict[int, set[int]] = defaultdict(set)
+        for w in work:
+            by_project[w.project_id].update(w.users)
         docs: Docs = {}
-        for project_id, (ids, names) in by_project.items():
-            docs.update(await self.documents(project_id, sorted(ids), names))
-        for list_id, project_id, name, rule, deps, users in work:
-            await self.settle(list_id, project_id, name, rule, deps, now, users, docs)
+        for project_id, ids in by_project.items():
+            docs.update(await self.user_documents(project_id, sorted(ids)))
+        had: set[tuple[int, int]] = set()
+        due: dict[tuple[int, int], int] = {}
+        if any(w.quiet for w in work):  # for these lists, all their users' (for settle)
+            lists = self.array(sorted({w.list_id for w in work if w.quiet}))
+            users = self.array(sorted({u for w in work if w.quiet for u in w.users}))
+            had = {(r[0], r[1]) for r in await self.run.all(self.q.members_of_lists, lists, users)}
+            for list_id, user_id, at in await self.run.all(self.q.due_of_lists, lists, users):
+                due[list_id, user_id] = at
+        todo = []
+        events: dict[int, tuple[set[int], set[str]]] = {}  # by project: users, names
+        for w in work:
+            evaluator = Evaluator(w.rule, now)
+            users = [
+                u
+                for u in w.users
+                if not (
+                    u in w.quiet
+                    and u in docs
+                    and unchanged(evaluator, docs[u][0], (w.list_id, u) in had, w.quiet[u],
+                                  due.get((w.list_id, u)), now)
+                )
+            ]  # fmt: skip
+            if users:
+                todo.append((w, users))
+                ids, names = events.setdefault(w.project_id, (set(), set()))
+                ids.update(users)
+                names.update(w.deps.events)
+        for ids, names in events.values():
+            await self.add_events(docs, sorted(ids), names)
+        for w, users in todo:
+            known = {u for u in users if (w.list_id, u) in had} if w.quiet else None
+            await self.settle(
+                w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, had=known
+            )
 
     async def sweep(self, now: int, limit: int) -> int:
         """Evaluate again the memberships due by `now` (a window moved, a date passed): how
@@ -149,7 +188,7 @@ class SqlTx(BatchQueries):
         for list_id, project_id, name, text in lists:
             parsed = _parsed(list_id, text, now)
             if parsed is not None:
-                work.append((list_id, project_id, name, *parsed, due.pop(list_id)))
+                work.append(Work(list_id, project_id, name, *parsed, due.pop(list_id), {}))
         await self.settle_many(work, now)
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
@@ -166,12 +205,13 @@ class SqlTx(BatchQueries):
         user_ids: list[int],
         docs: Docs,
         items: bool = True,
+        had: set[int] | None = None,
     ) -> None:
         """Make these users' membership of the list what the rule says at `now` (`docs`: their
         documents, from `documents`; a user without one, deleted or of another project, is no
         member), and when the rule moves with time, note when each is next to be looked at
         (list_due); with `items`, a list_entered / list_exited event in the feed for each user
-        who enters or leaves."""
+        who enters or leaves. `had`: which of them are members now, if already read."""
         run, q = self.run, self.q
         try:
             members, due = evaluate(rule, deps, now, docs, user_ids)
@@ -179,7 +219,8 @@ class SqlTx(BatchQueries):
             log.exception("list %s cannot be evaluated at %s", list_id, now)
             return
         ids = self.array(user_ids)
-        had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
+        if had is None:
+            had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
         entered, left = sorted(members - had), sorted(had - members)
         if entered:
             await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
@@ -199,6 +240,12 @@ class SqlTx(BatchQueries):
     async def documents(self, project_id: int, user_ids: list[int], names: set[str]) -> Docs:
         """The user documents of these users of the project, read in this transaction, with
         their events of these names (event documents, by name)."""
+        docs = await self.user_documents(project_id, user_ids)
+        await self.add_events(docs, list(docs), names)
+        return docs
+
+    async def user_documents(self, project_id: int, user_ids: list[int]) -> Docs:
+        """The user documents of these users of the project (no events yet)."""
         docs: Docs = {}
         for row in await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids)):
             u = user_from_row(row)
@@ -212,10 +259,14 @@ class SqlTx(BatchQueries):
                 created_at=u.created_at,
             )
             docs[u.id] = (doc, defaultdict(list))
-        if names and docs:
-            for uid, name, data, at in await self.events_of(list(docs), frozenset(names)):
-                docs[uid][1][name].append(event_document(name, at, _decode(data)))
         return docs
+
+    async def add_events(self, docs: Docs, user_ids: list[int], names: set[str]) -> None:
+        """Add to these users' documents their events of these names (event documents)."""
+        ids = [u for u in user_ids if u in docs]
+        if names and ids:
+            for uid, name, data, at in await self.events_of(ids, frozenset(names)):
+                docs[uid][1][name].append(event_document(name, at, _decode(data)))
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Row]:
         """(user id, name, data JSON, created_at) of these users' events with these names."""
@@ -241,6 +292,43 @@ class SqlTx(BatchQueries):
 Docs = dict[int, tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]]
 
 
+class Work(NamedTuple):
+    """A list to settle for some users (SqlTx.settle_many). `quiet`: the users whose only
+    change is new events, each with whether those are all of `deps.rising` names."""
+
+    list_id: int
+    project_id: int
+    name: str
+    rule: Rule
+    deps: Dependencies
+    users: list[int]
+    quiet: dict[int, bool]
+
+
+def unchanged(
+    evaluator: Evaluator,
+    user: dict[str, Any],
+    member: bool,
+    rising: bool,
+    due: int | None,
+    now: int,
+) -> bool:
+    """Whether a user whose only change is new events is still what it was (`member`), with no
+    need to read its events: its membership as last evaluated holds until `due` (list_due:
+    none, or later than `now`), and either it is a member and the new events can only add
+    members (`rising`), or its own document decides the rule whatever its events are
+    (Evaluator.known). The instant it is next due stays right: the membership is the same
+    until then."""
+    if due is not None and due <= now:
+        return False
+    if member and rising:
+        return True
+    try:
+        return evaluator.known(user) is member
+    except RuleError:  # evaluating it fails the same way, and says so
+        return False
+
+
 def evaluate(
     rule: Rule, deps: Dependencies, now: int, docs: Docs, user_ids: list[int]
 ) -> tuple[set[int], dict[int, int]]:
@@ -257,6 +345,8 @@ def evaluate(
         events = [e for name in deps.events for e in by_name.get(name, ())]
         if evaluator.member(doc, events):
             members.add(uid)
+        elif deps.fading:
+            continue  # out until new data comes
         if deps.time:
             at = next_look(rule, doc, events, now)
             if at is not None:

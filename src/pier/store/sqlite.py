@@ -90,6 +90,14 @@ EVENTS_OF = (
     " AND e.user_id IN (SELECT value FROM json_each(?1))"
     " AND e.name IN (SELECT value FROM json_each(?2))"
 )
+# the same, with the events past the watermark found through the indexer's pending rows (by
+# user), and a scan only of those written since its last fill (?3: UserEventsIndexer.owners)
+EVENTS_OF_PENDING = EVENTS_OF.replace(
+    " UNION ",
+    " UNION SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM temp.pending p"
+    " JOIN events e ON e.id = p.event_id WHERE p.user_id IN (SELECT value FROM json_each(?1))"
+    " AND e.name IN (SELECT value FROM json_each(?2)) UNION ",
+)
 
 
 class SqliteStore(SqlStore):
@@ -239,7 +247,7 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             check_unavailable(exc)
             raise
-        tx = SqliteTx(db, self._identity)
+        tx = SqliteTx(db, self._identity, self._indexer)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another connection committed: forget
@@ -397,10 +405,13 @@ class SqliteRun:
 class SqliteTx(SqlTx):
     """The writer's transaction, on the event loop (see SqliteRun)."""
 
-    def __init__(self, db: sqlite3.Connection, cache: IdentityCache) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, cache: IdentityCache, indexer: UserEventsIndexer | None
+    ) -> None:
         super().__init__(SqliteRun(db), QUERIES)
         self.db = db
         self.cache = cache
+        self.indexer = indexer
         self.written: ChangeSet | None = None
 
     async def reserve_user_ids(self, n: int) -> list[int]:
@@ -421,10 +432,14 @@ class SqliteTx(SqlTx):
         move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
-        """From user_events up to its watermark, and from a scan of the events past it (the
-        ids keep an event found both ways once, and two alike events twice)."""
-        args = (json_text(user_ids), json_text(sorted(names)), indexed_upto(self.db))
-        return [r[1:] for r in self.db.execute(EVENTS_OF, args).fetchall()]
+        """From user_events up to its watermark, and past it from the indexer's pending rows
+        when they can be trusted, else from a scan of the events past it (the ids keep an
+        event found twice once, and two alike events twice)."""
+        tail = self.indexer.owners() if self.indexer is not None else None
+        sql = EVENTS_OF if tail is None else EVENTS_OF_PENDING
+        upto = indexed_upto(self.db) if tail is None else tail
+        args = (json_text(user_ids), json_text(sorted(names)), upto)
+        return [r[1:] for r in self.db.execute(sql, args).fetchall()]
 
 
 def _statements(sql: str) -> list[str]:

@@ -74,6 +74,10 @@ class UserEventsIndexer:
         self.last_pass = time.monotonic()
         self.data_version = db.execute("PRAGMA data_version").fetchone()[0]
         self.shared_until = 0.0  # until then, another process may have changed owners
+        # PRAGMA data_version when pending was last empty: while it reads the same, no other
+        # connection has committed since, so each pending row's owner is its event's (owners()
+        # and the lists' reads of a user's events rely on it)
+        self.empty_version: int | None = self.data_version
 
     def step(self) -> None:
         """One bounded piece of work: fill, then move one chunk if a pass is due."""
@@ -84,6 +88,16 @@ class UserEventsIndexer:
                 return
             self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32))
+
+    def owners(self) -> int | None:
+        """When `pending` can stand in for an index of the events past the watermark (their
+        owners there are the events' own: nothing committed by another connection since it was
+        last empty), the id past which events are in neither table (the events written since
+        the last fill, found by a short scan); else None. Call inside a write transaction."""
+        if self.empty_version is None:
+            return None
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        return self.filled if version == self.empty_version else None
 
     def _fill(self) -> None:
         db = self.db
@@ -153,6 +167,7 @@ class UserEventsIndexer:
         self.pending -= moved
         if last_chunk:
             self.pending = left
+            self.empty_version = self.data_version if left == 0 else None
             self.pass_upto = self.cursor = None
             self.last_pass = time.monotonic()
 

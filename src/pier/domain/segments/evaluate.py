@@ -70,6 +70,39 @@ def _combine(operator: str, results: Iterable[bool]) -> bool:
     return sum(results) == 1  # xor
 
 
+Test = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], bool]
+
+
+def _combined(operator: str, tests: list[Test]) -> Test:
+    """The wrapper of these children's tests (no children: true, whatever the operator)."""
+    if not tests:
+        return lambda doc, events: True
+    if len(tests) == 1 and operator in ("and", "or"):
+        return tests[0]
+    if operator == "and":
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            for t in tests:  # noqa: SIM110 - a loop is faster than all() over a generator
+                if not t(doc, events):
+                    return False
+            return True
+
+    elif operator == "or":
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            for t in tests:  # noqa: SIM110 - a loop is faster than any() over a generator
+                if t(doc, events):
+                    return True
+            return False
+
+    else:
+
+        def test(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            return _combine(operator, (t(doc, events) for t in tests))
+
+    return test
+
+
 def _compare(op: str, a: Any, b: Any) -> bool:
     if op == "=":
         return bool(a == b)
@@ -90,6 +123,7 @@ class Evaluator:
         self.rule = rule
         self.now = now
         self._targets: dict[str, Any] = {}
+        self._member: Test | None = None
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -99,33 +133,70 @@ class Evaluator:
     def member(self, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
         """Whether the user (user_document) with these events (event_document) is a member.
         Raises RuleError when the stored tree cannot be evaluated at this instant."""
-        return self.node(self.rule.root, user, events)
+        if self._member is None:
+            self._member = self.compile(self.rule.root)
+        return self._member(user, events)
 
-    def node(self, node: Node, doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+    def compile(self, node: Node) -> Test:
+        """The node as a function of (document, events): what `node` computes, with the tree
+        walked once here instead of once per user and event (rule values, windows and
+        operators are looked up now). The incremental path evaluates many users with it."""
+        if isinstance(node, Condition):
+            condition = self.condition
+            return lambda doc, events: condition(node, doc)
+        if isinstance(node, Wrapper):
+            return _combined(node.operator, [self.compile(c) for c in node.children])
+        name, frequency = node.name, node.frequency
+        lo, hi = None, None  # the window, both ends inclusive
+        if frequency is not None:
+            period = frequency.period
+            if isinstance(period, Rolling):
+                lo = self.now - period.length
+            else:
+                lo, hi = period.start, period.end
+        passes = _combined(node.operator, [self.compile(c) for c in node.children])
+        bare = not node.children
+        no_events: Sequence[Mapping[str, Any]] = ()
+
+        def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
+            n = 0
+            for e in events:
+                if e["name"] != name:
+                    continue
+                if lo is not None:
+                    at = int(e["created_at"])
+                    if at < lo or (hi is not None and at > hi):
+                        continue
+                if bare or passes(e, no_events):
+                    n += 1
+            return n
+
+        if frequency is None:
+            return lambda doc, events: count(doc, events) >= 1
+        op, want = frequency.operator, frequency.count
+        return lambda doc, events: _compare(op, count(doc, events), want)
+
+    def known(self, user: Mapping[str, Any]) -> bool | None:
+        """Whether the user is a member whatever its events are, from its document alone: True
+        or False when the user conditions decide the tree (event wrappers taken as unknown, in
+        three-valued logic), else None. Raises RuleError as `member` does."""
+        return self._known(self.rule.root, user)
+
+    def _known(self, node: Node, doc: Mapping[str, Any]) -> bool | None:
         if isinstance(node, Condition):
             return self.condition(node, doc)
-        if isinstance(node, Wrapper):
-            if not node.children:
-                return True  # whatever its operator (§9 Q9)
-            return _combine(node.operator, (self.node(c, doc, events) for c in node.children))
-        count = sum(1 for e in events if self.qualifies(node, e))
-        if node.frequency is None:
-            return count >= 1
-        return _compare(node.frequency.operator, count, node.frequency.count)
-
-    def qualifies(self, node: EventWrapper, event: Mapping[str, Any]) -> bool:
-        if event["name"] != node.name:
-            return False
-        if node.frequency is not None:
-            at, period = int(event["created_at"]), node.frequency.period
-            if isinstance(period, Rolling):
-                if at < self.now - period.length:
-                    return False
-            elif at < period.start or (period.end is not None and at > period.end):
-                return False
+        if isinstance(node, EventWrapper):
+            return None
         if not node.children:
             return True
-        return _combine(node.operator, (self.node(c, event, ()) for c in node.children))
+        values = [self._known(c, doc) for c in node.children]
+        op = node.operator
+        if op == "xor":
+            return None if None in values else values.count(True) == 1
+        if op == "and":
+            return False if False in values else None if None in values else True
+        some = True if True in values else None if None in values else False
+        return some if op == "or" or some is None else not some  # none: not or
 
     def condition(self, cond: Condition, doc: Mapping[str, Any]) -> bool:
         values = [v for v in find(doc, cond.path) if v is not None]
@@ -197,23 +268,33 @@ class Dependencies(msgspec.Struct, frozen=True):
     - `profile_keys`: first keys of the user document its user conditions read; None when a
       path starts with [*] (any key);
     - `time`: whether the answer can change with no new data (a rolling period, or a rule value
-      that renders `now`): see `next_change`."""
+      that renders `now`): see `next_change`;
+    - `rising`: the names of `events` whose new events can only turn the rule from false to
+      true, at every instant: each wrapper counting them is "at least n" (`>=`, `>`, or no
+      frequency) and sits under `and` / `or` wrappers only. A member stays a member when
+      such events are added (store/common.py skips evaluating it);
+    - `fading`: time can take users out of the list but never bring one in (every name is
+      rising and no rule value renders `now`: time only lets events leave rolling windows),
+      so a non-member stays one until new data comes: it is never due."""
 
     events: frozenset[str]
     profile_keys: frozenset[str] | None
     time: bool
+    rising: frozenset[str] = frozenset()
+    fading: bool = False
 
 
 def dependencies(rule: Rule) -> Dependencies:
     events: set[str] = set()
+    falling: set[str] = set()  # counted somewhere that more events can turn false
     keys: set[str] | None = set()
-    time = False
+    time = templates = False
 
-    def visit(node: Node, in_event: bool) -> None:
-        nonlocal keys, time
+    def visit(node: Node, in_event: bool, positive: bool = True) -> None:
+        nonlocal keys, time, templates
         if isinstance(node, Condition):
             if uses_value(node) and node.template is not None and node.template.uses_now:
-                time = True
+                time = templates = True
             if not in_event and keys is not None and node.path:
                 first = node.path[0]
                 if isinstance(first, Every):
@@ -225,11 +306,18 @@ def dependencies(rule: Rule) -> Dependencies:
             events.add(node.name)
             if node.frequency is not None and isinstance(node.frequency.period, Rolling):
                 time = True
+            if not (
+                positive and (node.frequency is None or node.frequency.operator in (">=", ">"))
+            ):
+                falling.add(node.name)
+        positive = positive and node.operator in ("and", "or")
         for child in node.children:
-            visit(child, in_event or isinstance(node, EventWrapper))
+            visit(child, in_event or isinstance(node, EventWrapper), positive)
 
     visit(rule.root, False)
-    return Dependencies(frozenset(events), None if keys is None else frozenset(keys), time)
+    profile = None if keys is None else frozenset(keys)
+    fading = not (falling or templates)
+    return Dependencies(frozenset(events), profile, time, frozenset(events - falling), fading)
 
 
 # -- when membership can change with no new data ----------------------------------------------

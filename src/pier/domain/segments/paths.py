@@ -60,6 +60,10 @@ def parse_path(text: str) -> Path:
 
 def find(document: Any, path: Path) -> Iterator[Any]:
     """The values a path finds in a document, nulls included (they count as no value)."""
+    if len(path) == 1 and type(path[0]) is str:  # the usual `$.key`, found at once
+        if isinstance(document, dict) and path[0] in document:
+            return iter((document[path[0]],))
+        return iter(())
     values = [document]
     for step in path:
         found: list[Any] = []
