@@ -101,9 +101,11 @@ class SqlTx(BatchQueries):
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
         named: dict[int, set[str]] = defaultdict(set)
+        added: dict[int, list[Event]] = defaultdict(list)
         projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
             named[e.user.id].add(e.name)
+            added[e.user.id].append(e)
             projects.add(e.user.project_id)
         if not (everything or profile or named):
             return
@@ -128,27 +130,54 @@ class SqlTx(BatchQueries):
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
-        await self.settle_many(work, c.now)
+        # users this batch created (and merged none into): all their data is in the batch
+        merged_into = {to for _, to in c.event_moves}
+        fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
+        await self.settle_many(work, c.now, fresh, added)
 
-    async def settle_many(self, work: list[Work], now: int) -> None:
+    async def settle_many(
+        self,
+        work: list[Work],
+        now: int,
+        fresh: dict[int, User] | None = None,
+        added: dict[int, list[Event]] | None = None,
+    ) -> None:
         """settle() each list for its users, reading each project's users once for all its
         lists, the memberships and due instants of all the lists at once, and the events only
         of the users whose membership their new events may change (`Work.quiet`: unchanged()
-        tells), once for all the lists."""
+        tells, from `added`, the batch's events by user), once for all the lists. `fresh`: the
+        users the batch created, by id: their documents and events are the batch's, and they
+        are in no list yet, so nothing of theirs is read."""
+        fresh = fresh or {}
+        added = added or {}
         by_project: dict[int, set[int]] = defaultdict(set)
         for w in work:
             by_project[w.project_id].update(w.users)
         docs: Docs = {}
+        stored: set[int] = set()
         for project_id, ids in by_project.items():
-            docs.update(await self.user_documents(project_id, sorted(ids)))
+            mine = {u for u in ids if u in fresh and fresh[u].project_id == project_id}
+            for uid in mine:
+                docs[uid] = (_user_doc(fresh[uid]), defaultdict(list))
+                for e in added.get(uid, ()):
+                    docs[uid][1][e.name].append(_event_doc(e))
+            stored.update(ids - fresh.keys())
+            docs.update(await self.user_documents(project_id, sorted(ids - fresh.keys())))
         had: set[tuple[int, int]] = set()
         due: dict[tuple[int, int], int] = {}
-        if any(w.quiet for w in work):  # for these lists, all their users' (for settle)
-            lists = self.array(sorted({w.list_id for w in work if w.quiet}))
-            users = self.array(sorted({u for w in work if w.quiet for u in w.users}))
+        if stored:  # for all the lists, all their stored users (fresh ones are in none)
+            lists = self.array(sorted({w.list_id for w in work}))
+            users = self.array(sorted(stored))
             had = {(r[0], r[1]) for r in await self.run.all(self.q.members_of_lists, lists, users)}
             for list_id, user_id, at in await self.run.all(self.q.due_of_lists, lists, users):
                 due[list_id, user_id] = at
+        new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
+
+        def events_added(u: int) -> list[dict[str, Any]]:
+            if u not in new_events:
+                new_events[u] = [_event_doc(e) for e in added.get(u, ())]
+            return new_events[u]
+
         todo = []
         events: dict[int, tuple[set[int], set[str]]] = {}  # by project: users, names
         for w in work:
@@ -160,18 +189,18 @@ class SqlTx(BatchQueries):
                     u in w.quiet
                     and u in docs
                     and unchanged(evaluator, docs[u][0], (w.list_id, u) in had, w.quiet[u],
-                                  due.get((w.list_id, u)), now)
+                                  due.get((w.list_id, u)), now, events_added(u))
                 )
             ]  # fmt: skip
             if users:
                 todo.append((w, users))
                 ids, names = events.setdefault(w.project_id, (set(), set()))
-                ids.update(users)
+                ids.update(u for u in users if u not in fresh)
                 names.update(w.deps.events)
         for ids, names in events.values():
             await self.add_events(docs, sorted(ids), names)
         for w, users in todo:
-            known = {u for u in users if (w.list_id, u) in had} if w.quiet else None
+            known = {u for u in users if (w.list_id, u) in had}
             await self.settle(
                 w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, had=known
             )
@@ -249,16 +278,7 @@ class SqlTx(BatchQueries):
         docs: Docs = {}
         for row in await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids)):
             u = user_from_row(row)
-            doc = user_document(
-                u.data,
-                external_id=u.external_id,
-                email=u.email,
-                phone=u.phone,
-                timezone=u.timezone,
-                locale=u.locale,
-                created_at=u.created_at,
-            )
-            docs[u.id] = (doc, defaultdict(list))
+            docs[u.id] = (_user_doc(u), defaultdict(list))
         return docs
 
     async def add_events(self, docs: Docs, user_ids: list[int], names: set[str]) -> None:
@@ -312,21 +332,41 @@ def unchanged(
     rising: bool,
     due: int | None,
     now: int,
+    events: list[dict[str, Any]],
 ) -> bool:
-    """Whether a user whose only change is new events is still what it was (`member`), with no
-    need to read its events: its membership as last evaluated holds until `due` (list_due:
-    none, or later than `now`), and either it is a member and the new events can only add
-    members (`rising`), or its own document decides the rule whatever its events are
-    (Evaluator.known). The instant it is next due stays right: the membership is the same
-    until then."""
+    """Whether a user whose only change is new `events` (event documents) is still what it was
+    (`member`), with no need to read its older events: its membership as last evaluated holds
+    until `due` (list_due: none, or later than `now`), and either it is a member and the new
+    events can only add members (`rising`), or no event wrapper counts any of them now or
+    later (Evaluator.counted: every count stays what it was at every instant), or its own
+    document decides the rule whatever its events are (Evaluator.known). The instant it is
+    next due stays right: the membership is the same until then."""
     if due is not None and due <= now:
         return False
     if member and rising:
         return True
     try:
-        return evaluator.known(user) is member
+        return not any(map(evaluator.counted, events)) or evaluator.known(user) is member
     except RuleError:  # evaluating it fails the same way, and says so
         return False
+
+
+def _user_doc(u: User) -> dict[str, Any]:
+    return user_document(
+        u.data,
+        external_id=u.external_id,
+        email=u.email,
+        phone=u.phone,
+        timezone=u.timezone,
+        locale=u.locale,
+        created_at=u.created_at,
+    )
+
+
+def _event_doc(e: Event) -> dict[str, Any]:
+    """The event document of an event of the batch, as add_events reads it once written."""
+    data = _decode(e.data) if isinstance(e.data, msgspec.Raw) else e.data
+    return event_document(e.name, e.created_at, data)
 
 
 def evaluate(

@@ -124,6 +124,9 @@ class Evaluator:
         self.now = now
         self._targets: dict[str, Any] = {}
         self._member: Test | None = None
+        # (name, whether an event of that name is counted now or can be at a later instant),
+        # one per event wrapper, filled by compile
+        self._counters: list[tuple[str, Callable[[Mapping[str, Any]], bool]]] = []
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -136,6 +139,21 @@ class Evaluator:
         if self._member is None:
             self._member = self.compile(self.rule.root)
         return self._member(user, events)
+
+    def counted(self, event: Mapping[str, Any]) -> bool:
+        """Whether some event wrapper counts this event (event_document) now or may count it at
+        a later instant: False when each wrapper of its name leaves it out for good (outside a
+        fixed period, older than a rolling window's start, which only moves forward, or failing
+        children that do not move with time). Adding such an event changes no count at any
+        instant from now on, so no membership either (store/common.py skips the user). Raises
+        RuleError as `member` does."""
+        if self._member is None:
+            self._member = self.compile(self.rule.root)
+        name = event["name"]
+        for counted_name, counts in self._counters:  # noqa: SIM110 - (as in _combined)
+            if counted_name == name and counts(event):
+                return True
+        return False
 
     def compile(self, node: Node) -> Test:
         """The node as a function of (document, events): what `node` computes, with the tree
@@ -157,6 +175,21 @@ class Evaluator:
         passes = _combined(node.operator, [self.compile(c) for c in node.children])
         bare = not node.children
         no_events: Sequence[Mapping[str, Any]] = ()
+        moving = any(
+            isinstance(c, Condition)
+            and uses_value(c)
+            and c.template is not None
+            and c.template.uses_now
+            for c in walk(node)
+        )
+
+        def later(e: Mapping[str, Any]) -> bool:  # counted now or maybe later (self.counted)
+            at = int(e["created_at"])
+            if (lo is not None and at < lo) or (hi is not None and at > hi):
+                return False
+            return bare or moving or passes(e, no_events)
+
+        self._counters.append((name, later))
 
         def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
             n = 0
