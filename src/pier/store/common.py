@@ -154,23 +154,25 @@ class SqlTx(BatchQueries):
         for w in work:
             by_project[w.project_id].update(w.users)
         docs: Docs = {}
-        stored: set[int] = set()
+        lists = {w.list_id for w in work}
+        had: set[tuple[int, int]] = set()  # (list, user): the members among them now
+        due: dict[tuple[int, int], int] = {}  # (list, user): the instant it is due (list_due)
         for project_id, ids in by_project.items():
-            mine = {u for u in ids if u in fresh and fresh[u].project_id == project_id}
-            for uid in mine:
-                docs[uid] = (_user_doc(fresh[uid]), defaultdict(list))
-                for e in added.get(uid, ()):
-                    docs[uid][1][e.name].append(_event_doc(e))
-            stored.update(ids - fresh.keys())
-            docs.update(await self.user_documents(project_id, sorted(ids - fresh.keys())))
-        had: set[tuple[int, int]] = set()
-        due: dict[tuple[int, int], int] = {}
-        if stored:  # for all the lists, all their stored users (fresh ones are in none)
-            lists = self.array(sorted({w.list_id for w in work}))
-            users = self.array(sorted(stored))
-            had = {(r[0], r[1]) for r in await self.run.all(self.q.members_of_lists, lists, users)}
-            for list_id, user_id, at in await self.run.all(self.q.due_of_lists, lists, users):
-                due[list_id, user_id] = at
+            for uid in ids:
+                u = fresh.get(uid)
+                if u is not None and u.project_id == project_id:
+                    docs[uid] = (_user_doc(u), defaultdict(list))
+                    for e in added.get(uid, ()):
+                        docs[uid][1][e.name].append(_event_doc(e))
+            ordered = sorted(ids - fresh.keys())  # fresh users are in no list yet
+            docs.update(await self.user_documents(project_id, ordered))
+            stored = self.array(ordered)
+            for list_id, user_id in await self.run.all(self.q.members_of_users, project_id, stored):
+                if list_id in lists:
+                    had.add((list_id, user_id))
+            for list_id, user_id, at in await self.run.all(self.q.due_of_users, project_id, stored):
+                if list_id in lists:
+                    due[list_id, user_id] = at
         new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
 
         def events_added(u: int) -> list[dict[str, Any]]:
@@ -201,8 +203,9 @@ class SqlTx(BatchQueries):
             await self.add_events(docs, sorted(ids), names)
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
+            was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
             await self.settle(
-                w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, had=known
+                w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, True, known, was
             )
 
     async def sweep(self, now: int, limit: int) -> int:
@@ -235,29 +238,36 @@ class SqlTx(BatchQueries):
         docs: Docs,
         items: bool = True,
         had: set[int] | None = None,
+        was_due: dict[int, int] | None = None,
     ) -> None:
         """Make these users' membership of the list what the rule says at `now` (`docs`: their
         documents, from `documents`; a user without one, deleted or of another project, is no
         member), and when the rule moves with time, note when each is next to be looked at
         (list_due); with `items`, a list_entered / list_exited event in the feed for each user
-        who enters or leaves. `had`: which of them are members now, if already read."""
+        who enters or leaves. `had`: which of them are members now, and `was_due`: their
+        list_due instants, if already read (then only the instants that change are written)."""
         run, q = self.run, self.q
         try:
             members, due = evaluate(rule, deps, now, docs, user_ids)
         except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
             log.exception("list %s cannot be evaluated at %s", list_id, now)
             return
-        ids = self.array(user_ids)
         if had is None:
-            had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
+            had = {r[0] for r in await run.all(q.members_among, list_id, self.array(user_ids))}
         entered, left = sorted(members - had), sorted(had - members)
         if entered:
             await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
         if left:
             await run.many(q.delete_list_member, [(list_id, u) for u in left])
-        if deps.time:
-            await run.execute(q.delete_due, list_id, ids)
+        if deps.time and was_due is None:
+            await run.execute(q.delete_due, list_id, self.array(user_ids))
             await run.many(q.insert_due, [(list_id, project_id, u, t) for u, t in due.items()])
+        elif deps.time and was_due is not None:
+            if gone := [u for u in was_due if u not in due]:
+                await run.execute(q.delete_due, list_id, self.array(gone))
+            moved = [(list_id, project_id, u, t) for u, t in due.items() if was_due.get(u) != t]
+            if moved:
+                await run.many(q.insert_due, moved)
         if items and (entered or left):
             data = _encode({"list_id": list_id, "name": name})
             await run.many(

@@ -4,6 +4,7 @@ the next instant at which a user's membership can change with no new data."""
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from .rules import (
     Node,
     Rolling,
     Rule,
+    RuleError,
     Wrapper,
     target,
     uses_value,
@@ -115,6 +117,21 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_TEXT_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "=": operator.eq,
+    "contains": operator.contains,
+    "starts with": str.startswith,
+    "ends with": str.endswith,
+}
+
+
 class Evaluator:
     """A rule at one instant `now` (ms): rule values are rendered once, then any number of
     users are evaluated."""
@@ -123,6 +140,7 @@ class Evaluator:
         self.rule = rule
         self.now = now
         self._targets: dict[str, Any] = {}
+        self._tests: dict[str, Callable[[Mapping[str, Any]], bool]] = {}  # by pointer
         self._member: Test | None = None
         # (name, whether an event of that name is counted now or can be at a later instant),
         # one per event wrapper, filled by compile
@@ -160,8 +178,8 @@ class Evaluator:
         walked once here instead of once per user and event (rule values, windows and
         operators are looked up now). The incremental path evaluates many users with it."""
         if isinstance(node, Condition):
-            condition = self.condition
-            return lambda doc, events: condition(node, doc)
+            test = self.test(node)
+            return lambda doc, events: test(doc)
         if isinstance(node, Wrapper):
             return _combined(node.operator, [self.compile(c) for c in node.children])
         name, frequency = node.name, node.frequency
@@ -217,7 +235,7 @@ class Evaluator:
 
     def _known(self, node: Node, doc: Mapping[str, Any]) -> bool | None:
         if isinstance(node, Condition):
-            return self.condition(node, doc)
+            return self.test(node)(doc)
         if isinstance(node, EventWrapper):
             return None
         if not node.children:
@@ -230,6 +248,44 @@ class Evaluator:
             return False if False in values else None if None in values else True
         some = True if True in values else None if None in values else False
         return some if op == "or" or some is None else not some  # none: not or
+
+    def test(self, cond: Condition) -> Callable[[Mapping[str, Any]], bool]:
+        """The condition as a function of a document, computing what `condition` does. The
+        usual kind (a path of one key; a string, number or date compared with the rule value)
+        is looked up once here: the key, the coercion, the operator, the rendered value."""
+        if cond.pointer not in self._tests:
+            self._tests[cond.pointer] = self._test(cond)
+        return self._tests[cond.pointer]
+
+    def _test(self, cond: Condition) -> Callable[[Mapping[str, Any]], bool]:
+        generic = functools.partial(self.condition, cond)
+        positive = NEGATIONS.get(cond.operator, cond.operator)
+        if len(cond.path) != 1 or type(cond.path[0]) is not str or cond.type == "array":
+            return generic
+        if cond.type == "string" and positive in _TEXT_TESTS:
+            coerce: Callable[[Any], Any] = to_text
+            holds = _TEXT_TESTS[positive]
+        elif cond.type in ("number", "date") and positive in _COMPARISONS:
+            coerce = to_number if cond.type == "number" else to_date
+            holds = _COMPARISONS[positive]
+        else:
+            return generic
+        try:
+            want = self.target(cond)
+        except RuleError:  # fails when evaluated, as `condition` does
+            return generic
+        key, negated = cond.path[0], positive != cond.operator
+
+        def test(doc: Mapping[str, Any]) -> bool:
+            if type(doc) is not dict:
+                return generic(doc)
+            value = doc.get(key)
+            if value is None:
+                return negated
+            x = coerce(value)
+            return (x is not None and holds(x, want)) is not negated
+
+        return test
 
     def condition(self, cond: Condition, doc: Mapping[str, Any]) -> bool:
         values = [v for v in find(doc, cond.path) if v is not None]
