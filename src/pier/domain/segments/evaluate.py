@@ -142,6 +142,7 @@ class Evaluator:
         self._targets: dict[str, Any] = {}
         self._tests: dict[str, Callable[[Mapping[str, Any]], bool]] = {}  # by pointer
         self._member: Test | None = None
+        self._known: Callable[[Mapping[str, Any]], bool | None] | None = None
         # (name, whether an event of that name is counted now or can be at a later instant),
         # one per event wrapper, filled by compile
         self._counters: list[tuple[str, Callable[[Mapping[str, Any]], bool]]] = []
@@ -231,23 +232,30 @@ class Evaluator:
         """Whether the user is a member whatever its events are, from its document alone: True
         or False when the user conditions decide the tree (event wrappers taken as unknown, in
         three-valued logic), else None. Raises RuleError as `member` does."""
-        return self._known(self.rule.root, user)
+        if self._known is None:
+            self._known = self._compile_known(self.rule.root)
+        return self._known(user)
 
-    def _known(self, node: Node, doc: Mapping[str, Any]) -> bool | None:
+    def _compile_known(self, node: Node) -> Callable[[Mapping[str, Any]], bool | None]:
+        """`known` for a node, compiled as `compile` does."""
         if isinstance(node, Condition):
-            return self.test(node)(doc)
-        if isinstance(node, EventWrapper):
-            return None
-        if not node.children:
-            return True
-        values = [self._known(c, doc) for c in node.children]
+            return self.test(node)
+        if isinstance(node, EventWrapper) or not node.children:
+            decided = None if isinstance(node, EventWrapper) else True
+            return lambda doc: decided
+        parts = [self._compile_known(c) for c in node.children]
         op = node.operator
-        if op == "xor":
-            return None if None in values else values.count(True) == 1
-        if op == "and":
-            return False if False in values else None if None in values else True
-        some = True if True in values else None if None in values else False
-        return some if op == "or" or some is None else not some  # none: not or
+
+        def known(doc: Mapping[str, Any]) -> bool | None:
+            values = [p(doc) for p in parts]
+            if op == "xor":
+                return None if None in values else values.count(True) == 1
+            if op == "and":
+                return False if False in values else None if None in values else True
+            some = True if True in values else None if None in values else False
+            return some if op == "or" or some is None else not some  # none: not or
+
+        return known
 
     def test(self, cond: Condition) -> Callable[[Mapping[str, Any]], bool]:
         """The condition as a function of a document, computing what `condition` does. The
