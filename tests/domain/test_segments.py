@@ -561,6 +561,7 @@ def test_membership_holds_until_next_change(
             assert Evaluator(rule, t).member(person, events) == now_member, (t, at)
         # next_look: no later than next_change, and None only when next_change is too
         look = next_look(rule, person, events, NOW)
+        assert Evaluator(rule, NOW).next_look(person, events) == look  # its fast form
         assert (look is None) == (at is None) or (look is not None and at is None)
         if at is not None:
             assert look is not None and NOW < look <= at

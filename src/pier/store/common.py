@@ -26,7 +26,6 @@ from ..domain.segments import (
     RuleInvalid,
     dependencies,
     event_document,
-    next_look,
     parse_rule,
     user_document,
 )
@@ -398,7 +397,7 @@ def evaluate(
         elif deps.fading:
             continue  # out until new data comes
         if deps.time:
-            at = next_look(rule, doc, events, now)
+            at = evaluator.next_look(doc, events)
             if at is not None:
                 due[uid] = at
     return members, due

@@ -117,6 +117,11 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+def _moving(cond: Condition) -> bool:
+    """Whether the condition's rule value renders `now` (so its answer can change with time)."""
+    return uses_value(cond) and cond.template is not None and cond.template.uses_now
+
+
 _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
     "=": operator.eq,
     "<": operator.lt,
@@ -143,6 +148,17 @@ class Evaluator:
         self._tests: dict[str, Callable[[Mapping[str, Any]], bool]] = {}  # by pointer
         self._member: Test | None = None
         self._known: Callable[[Mapping[str, Any]], bool | None] | None = None
+        # next_look's rolling windows, (name, length); None when a rule value renders `now`
+        nodes = walk(rule.root)
+        self._windows: list[tuple[str, int]] | None = [
+            (n.name, n.frequency.period.length)
+            for n in nodes
+            if isinstance(n, EventWrapper)
+            and n.frequency is not None
+            and isinstance(n.frequency.period, Rolling)
+        ]
+        if any(isinstance(c, Condition) and _moving(c) for c in nodes):
+            self._windows = None
         # (name, whether an event of that name is counted now or can be at a later instant),
         # one per event wrapper, filled by compile
         self._counters: list[tuple[str, Callable[[Mapping[str, Any]], bool]]] = []
@@ -158,6 +174,20 @@ class Evaluator:
         if self._member is None:
             self._member = self.compile(self.rule.root)
         return self._member(user, events)
+
+    def next_look(self, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int | None:
+        """`next_look(rule, user, events, now)`, at once when no rule value renders `now`: then
+        the first instant after `now` at which an event leaves a rolling window."""
+        if self._windows is None:
+            return next_look(self.rule, user, events, self.now)
+        now, first = self.now, None
+        for name, length in self._windows:
+            for e in events:
+                if e["name"] == name:
+                    t = int(e["created_at"]) + length + 1
+                    if t > now and (first is None or t < first):
+                        first = t
+        return first
 
     def counted(self, event: Mapping[str, Any]) -> bool:
         """Whether some event wrapper counts this event (event_document) now or may count it at
@@ -194,13 +224,7 @@ class Evaluator:
         passes = _combined(node.operator, [self.compile(c) for c in node.children])
         bare = not node.children
         no_events: Sequence[Mapping[str, Any]] = ()
-        moving = any(
-            isinstance(c, Condition)
-            and uses_value(c)
-            and c.template is not None
-            and c.template.uses_now
-            for c in walk(node)
-        )
+        moving = any(isinstance(c, Condition) and _moving(c) for c in walk(node))
 
         def later(e: Mapping[str, Any]) -> bool:  # counted now or maybe later (self.counted)
             at = int(e["created_at"])
