@@ -271,10 +271,12 @@ class SqliteStore(SqlStore):
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
 
-    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+    async def compute_members(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
+    ) -> list[int]:
         """One query that may take seconds over a large project: on a connection of its own, in
         a thread (sqlite3 lets go of the GIL while it runs), so ingestion goes on meanwhile."""
-        sql, params = compile_members(rule, SQLITE, project_id, now)
+        sql, params = compile_members(rule, SQLITE, project_id, now, ids=ids)
 
         def run() -> list[int]:
             conn = self._connect()
