@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import msgspec
 
@@ -18,6 +19,49 @@ CHUNK_USERS = 5_000  # users of a backfill's chunk (settings.list_chunk)
 LEASE_MS = 60_000  # a backfill's lease, renewed after each chunk; then another process takes it
 
 
+class Backfill:
+    """The computation of a dynamic list's members at `now` (docs/lists.md), as the holder of
+    its lease (taken here): a chunk of users at a time, noting the progress after each, then
+    the members and the settled state in one transaction. `done` says whether it ended so;
+    it is False (no members written) when another process holds the lease, or it was lost or
+    the rule changed meanwhile (a newer computation)."""
+
+    def __init__(
+        self,
+        store: Store,
+        row: ListRow,
+        holder: str,
+        now: int | None = None,
+        chunk_users: int = CHUNK_USERS,
+    ) -> None:
+        assert row.rule is not None
+        self.store, self.row, self.holder = store, row, holder
+        self.now = now
+        self.chunk_users = chunk_users
+        self.done = False
+
+    async def chunks(self) -> AsyncIterator[float]:
+        """Run it, yielding the progress noted after each chunk but the last."""
+        store, row, holder = self.store, self.row, self.holder
+        if not await store.claim_list(row, holder, now_ms(), LEASE_MS):
+            return
+        at = now_ms() if self.now is None else self.now
+        rule = parse_rule(msgspec.json.decode(row.rule or ""), at)
+        mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after
+        ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
+        members: list[int] = []  # evaluated again at the end (finish_list)
+        after = 0
+        for n, upto in enumerate(ends, 1):
+            members += await store.compute_members(row.project_id, rule, at, (after, upto))
+            progress = min(n * self.chunk_users / total, 1.0)
+            if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
+                return
+            yield progress
+            after = upto
+        members += await store.compute_members(row.project_id, rule, at, (after, None))
+        self.done = await store.finish_list(row, members, at, mark, rule, holder)
+
+
 async def compute(
     store: Store,
     row: ListRow,
@@ -25,28 +69,11 @@ async def compute(
     now: int | None = None,
     chunk_users: int = CHUNK_USERS,
 ) -> bool:
-    """Compute a dynamic list's members at `now` and make them its members, with its settled
-    state, as the holder of its lease (taken here; docs/lists.md): a chunk of users at a time,
-    noting the progress after each. False (and no members written) when another process holds
-    the lease, or when it was lost or the rule changed meanwhile (a newer computation)."""
-    assert row.rule is not None
-    if not await store.claim_list(row, holder, now_ms(), LEASE_MS):
-        return False
-    at = now_ms() if now is None else now
-    rule = parse_rule(msgspec.json.decode(row.rule), at)
-    mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after it are
-    ends, total = await store.user_chunks(row.project_id, chunk_users)  # evaluated at the end
-    members: list[int] = []
-    after = 0
-    for done, upto in enumerate([*ends, None], 1):
-        members += await store.compute_members(row.project_id, rule, at, (after, upto))
-        if upto is None:
-            break
-        progress = min(done * chunk_users / total, 1.0)
-        if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
-            return False
-        after = upto
-    return await store.finish_list(row, members, at, mark, rule, holder)
+    """A Backfill run to its end: whether it made the list's members."""
+    backfill = Backfill(store, row, holder, now, chunk_users)
+    async for _ in backfill.chunks():
+        pass
+    return backfill.done
 
 
 async def add_members(store: Store, row: ListRow, external_ids: list[str], now: int) -> list[int]:

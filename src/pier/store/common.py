@@ -139,7 +139,9 @@ class SqlTx(BatchQueries):
 
     async def sweep(self, now: int, limit: int) -> int:
         """Evaluate again the memberships due by `now` (a window moved, a date passed): how
-        many were due."""
+        many were due. One sweeper at a time (`sweeping`): 0 when another one is at work."""
+        if not await self.sweeping():
+            return 0
         due: dict[int, list[int]] = defaultdict(list)
         rows = await self.run.all(self.q.due, now, limit)
         for list_id, user_id in rows:
@@ -154,6 +156,11 @@ class SqlTx(BatchQueries):
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
         return len(rows)
+
+    async def sweeping(self) -> bool:
+        """Whether this transaction may sweep, no other process's sweeper being at work: on
+        SQLite the write transaction already excludes every other."""
+        return True
 
     async def settle(
         self,

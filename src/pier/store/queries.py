@@ -62,18 +62,11 @@ class Dialect:
         text: str = "",
         json: str = "",
         cross: str = "JOIN",
-        skip_locked: str = "",
         qmark: bool = False,
     ) -> None:
         self.name = name
         self.array = array  # a Python list as the driver takes a list parameter
-        self._fields = {
-            "any": _Lists(any_list),
-            "text": text,
-            "json": json,
-            "cross": cross,
-            "skip_locked": skip_locked,
-        }
+        self._fields = {"any": _Lists(any_list), "text": text, "json": json, "cross": cross}
         self._qmark = qmark
 
     def render(self, template: str) -> str:
@@ -101,8 +94,6 @@ POSTGRES = Dialect(
     array=list,
     text="::text",
     json="::json",
-    # rows a transaction claims: another's skips them (SQLite: its write lock serialises)
-    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 
 
@@ -424,10 +415,8 @@ class Queries:
         " SELECT $1, project_id, id, $3 FROM users WHERE project_id = $2"
         " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
     )
-    due = (  # read in the sweeper's write transaction, claimed there (docs/lists.md)
-        "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
-        "{skip_locked}"
-    )
+    # read in the sweeper's write transaction: one sweeper at a time (SqlTx.sweep)
+    due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
     any_due = "SELECT 1 FROM list_due WHERE due_at <= $1 LIMIT 1"
     feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"
     changed_since = (  # the users a backfill may have missed (their events or profile changed)
