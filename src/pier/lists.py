@@ -51,9 +51,9 @@ class Backfill:
         ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
         members: list[int] = []  # evaluated again at the end (finish_list)
         after = 0
-        for n, upto in enumerate(ends, 1):
+        for upto, rank in ends:
             members += await store.compute_members(row.project_id, rule, at, (after, upto))
-            progress = min(n * self.chunk_users / total, 1.0)
+            progress = rank / total
             if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
                 return
             yield progress

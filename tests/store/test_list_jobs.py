@@ -14,9 +14,11 @@ import msgspec
 import pytest
 
 from pier.clock import now_ms
+from pier.domain.commands import Identify, Traits
 from pier.lists import Backfill, ListJobs, compute
 from pier.store import make_store
 from pier.store.common import SqlStore
+from pier.writer import Writer
 from support.postgres import PostgresServer
 
 DAY = 86_400_000
@@ -173,5 +175,45 @@ def test_two_sweepers_do_not_evaluate_the_same_memberships(pg_server: PostgresSe
             assert await b.sweep_lists(now, 100) == 0  # a did them all: none is due now
             due = await b.reader.all("SELECT due_at FROM list_due WHERE list_id = $1", row.id)
             assert len(due) == 6 and min(r[0] for r in due) > now
+
+    asyncio.run(main())
+
+
+def test_changes_between_chunks_are_kept(url: str) -> None:
+    """Users of a chunk already computed change while later chunks are computed (through the
+    writer, which keeps the loading list current): the end of the backfill keeps the changes."""
+
+    async def main() -> None:
+        async with stores(url, 1) as (store,):
+            pid, _ = await project(store, ["pro", "free", "pro", "free"])
+            row = await new_list(store, pid, PRO)
+            writer = Writer(store)
+            writer.start()
+            try:
+                chunks = Backfill(store, row, "me", chunk_users=2).chunks()
+                assert await anext(chunks) == 2 / 4  # u0 (pro) and u1 (free) computed
+                for ext, plan in (("u0", "free"), ("u1", "pro")):
+                    traits = Traits(data={"plan": plan})
+                    await writer.submit(
+                        Identify(project_id=pid, anonymous_id=None, external_id=ext, traits=traits)
+                    )
+                assert [p async for p in chunks] == [1.0]
+            finally:
+                await writer.stop()
+            members = await store.list_members(pid, row.id, 10, None)
+            assert sorted(u.external_id or "" for u in members) == ["u1", "u2"]
+
+    asyncio.run(main())
+
+
+def test_sqlite_backfills_in_ten_chunks_at_most(tmp_path: Any) -> None:
+    """On SQLite each chunk scans the project's events: chunks grow with the project."""
+
+    async def main() -> None:
+        async with stores(f"sqlite:///{tmp_path}/pier.db", 1) as (store,):
+            pid, _ = await project(store, ["pro"] * 25)
+            row = await new_list(store, pid, PRO)
+            notes = [p async for p in Backfill(store, row, "me", chunk_users=1).chunks()]
+            assert notes == [n * 3 / 25 for n in range(1, 9)]  # every 3rd user: 8 notes
 
     asyncio.run(main())

@@ -211,9 +211,11 @@ class Store(Protocol):
         """Note a backfill's progress (0..1) and renew its lease; False (nothing written) when
         the lease is no longer `holder`'s or a newer version was asked for."""
 
-    async def user_chunks(self, project_id: int, size: int) -> tuple[list[int], int]:
-        """The chunks of a backfill: the id of every `size`-th user of the project by id (each
-        ends a chunk; the last chunk has no end), and how many users it has."""
+    async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
+        """The chunks of a backfill: (id, rank) of every `size`-th user of the project by id
+        (each ends a chunk; the last chunk has no end), and how many users it has. On SQLite,
+        where each chunk scans the project's events, chunks grow so that there are at most 10
+        (SqliteStore.max_chunks)."""
 
     async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]: ...
     async def update_list(

@@ -501,11 +501,16 @@ class SqlStore:
     ) -> list[int]:
         return await self.segment_members(project_id, rule, now, ids=ids)
 
-    async def user_chunks(self, project_id: int, size: int) -> tuple[list[int], int]:
+    max_chunks: int | None = None  # a backend whose chunks cost more the more there are
+
+    async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
         async with self.reading() as run:
-            ends = [r[0] for r in await run.all(self.q.chunk_ends, project_id, size)]
             row = await run.one(self.q.user_count, project_id)
-        return ends, row[0] if row else 0
+            total = row[0] if row else 0
+            if self.max_chunks is not None:
+                size = max(size, -(-total // self.max_chunks))
+            ends = await run.all(self.q.chunk_ends, project_id, size)
+        return [(r[0], r[1]) for r in ends], total
 
     # -- lists ---------------------------------------------------------------------------
     async def create_list(

@@ -339,9 +339,9 @@ class Queries:
         "UPDATE lists SET lease_holder = NULL, lease_expires_at = NULL WHERE id = $1"
         " AND lease_holder = $2"
     )
-    # the ids that end the chunks of a backfill: every $2-th user of the project, by id
+    # the ends of the chunks of a backfill: every $2-th user of the project by id, with its rank
     chunk_ends = (
-        "SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users"
+        "SELECT id, n FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users"
         " WHERE project_id = $1) AS r WHERE n % $2 = 0 ORDER BY id"
     )
     user_count = "SELECT count(*) FROM users WHERE project_id = $1"

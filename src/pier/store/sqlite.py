@@ -96,6 +96,7 @@ class SqliteStore(SqlStore):
     """Store over one SQLite file. `durability` is 'full' (fsync every commit) or 'normal'."""
 
     q = QUERIES
+    max_chunks = 10  # a backfill's chunk scans the project's events: no events (user_id) index
 
     def __init__(self, url: str, path: str, durability: str = "full") -> None:
         self.url = url
