@@ -510,7 +510,8 @@ class SqlStore:
             if self.max_chunks is not None:
                 size = max(size, -(-total // self.max_chunks))
             ends = await run.all(self.q.chunk_ends, project_id, size)
-        return [(r[0], r[1]) for r in ends], total
+        # the last user ends no chunk: the last chunk (no end) holds it, and any user created since
+        return [(r[0], r[1]) for r in ends if r[1] < total], total
 
     # -- lists ---------------------------------------------------------------------------
     async def create_list(
