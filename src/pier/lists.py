@@ -107,8 +107,7 @@ class ListJobs:
         self.holder = lease_holder()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.sweeper: asyncio.Task[None] | None = None
-        self.computed = 0  # backfills this process computed to their end (tests, logs)
-        self.swept = 0  # memberships this process's sweeper evaluated
+        self.computed = 0  # backfills this process computed to their end
 
     async def start(self) -> None:
         """Go on with the lists that no live process is computing; start the sweeper."""
@@ -129,7 +128,6 @@ class ListJobs:
         while True:
             try:
                 done = await self.store.sweep_lists(now_ms(), SWEEP_BATCH)
-                self.swept += done
                 await self.resume()
             except Exception:  # logged; tried again at the next turn
                 log.exception("sweeping lists failed")

@@ -324,6 +324,7 @@ class SqlStore:
     `writing()`; it implements the rest of the protocol itself."""
 
     q: Queries
+    max_chunks: int | None = None  # a backfill's chunks at most (each costs a scan: SQLite)
 
     @property
     def reader(self) -> Run:
@@ -500,8 +501,6 @@ class SqlStore:
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
     ) -> list[int]:
         return await self.segment_members(project_id, rule, now, ids=ids)
-
-    max_chunks: int | None = None  # a backend whose chunks cost more the more there are
 
     async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
         async with self.reading() as run:

@@ -98,7 +98,13 @@ class _Compiler:
         self.joins: list[str] = []
         self.aliases = 0
         self.some_users = False  # only the users of list parameter $2
-        self.id_range = ""  # only the users whose ids this condition on `.user_id` admits
+        self.ids: tuple[str, str | None] | None = None  # only ids after, up to (parameters)
+
+    def in_range(self, column: str) -> str:
+        """`column` (a user id) within `ids`."""
+        assert self.ids is not None
+        after, upto = self.ids
+        return f"{column} > {after}" + (f" AND {column} <= {upto}" if upto is not None else "")
 
     def param(self, value: Any, kind: str) -> str:
         self.params.append(value)
@@ -133,8 +139,8 @@ class _Compiler:
         where = [f"e.project_id = $1 AND e.name = {self.param(node.name, 'text')}"]
         if self.some_users:
             where.append("e.user_id {any[2]}")
-        if self.id_range:
-            where.append(self.id_range.format(table="e"))
+        if self.ids is not None:
+            where.append(self.in_range("e.user_id"))
         frequency = node.frequency
         if frequency is not None:
             period = frequency.period
@@ -356,10 +362,11 @@ def compile_members(
         compiler.some_users, only, used = True, " AND u.id {any[2]}", {1, 2}
     elif ids is not None:
         after, upto = ids
-        compiler.id_range = "{table}.user_id > " + compiler.param(after, "bigint")
-        if upto is not None:
-            compiler.id_range += " AND {table}.user_id <= " + compiler.param(upto, "bigint")
-        only = " AND " + compiler.id_range.format(table="u").replace("u.user_id", "u.id")
+        compiler.ids = (
+            compiler.param(after, "bigint"),
+            None if upto is None else compiler.param(upto, "bigint"),
+        )
+        only = " AND " + compiler.in_range("u.id")
     where = compiler.node(rule.root, "u")
     sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1{only}"
     sql += f" AND {where}"
