@@ -123,7 +123,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
         app.state.store = store
         app.state.writer = writer
         app.state.keys = KeyCache(store)
-        app.state.lists = ListJobs(store, settings.list_sweep)
+        app.state.lists = ListJobs(store, settings.list_sweep, settings.list_chunk)
         await app.state.lists.start()
         gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
         deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None

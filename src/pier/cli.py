@@ -20,7 +20,7 @@ from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .domain.segments import RuleInvalid, parse_rule
 from .settings import Settings
 from .store import Store, make_store
-from .store.base import ListRow
+from .store.base import ListRow, lease_holder
 from .writer import Writer
 
 T = TypeVar("T")
@@ -324,7 +324,8 @@ def lists_create(
         kind = "static" if static else "dynamic"
         row = await store.create_list(project_id, name, kind, text, now_ms())
         if text is not None:
-            await lists.compute(store, row)
+            # (a server that took it up first computes it instead)
+            await lists.compute(store, row, lease_holder())
         return row.id
 
     click.echo(run(database_url, action))

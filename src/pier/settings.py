@@ -157,6 +157,12 @@ class Settings:
         above=0,
         maximum=60,
     )
+    list_chunk: int = setting(
+        5000,
+        "Users a list's backfill computes in one query; its progress is noted after each "
+        "(docs/lists.md).",
+        minimum=1,
+    )
 
     def to_environment(self) -> dict[str, str]:
         """The settings for worker processes: one variable, read by `from_environment`."""

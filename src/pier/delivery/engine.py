@@ -14,9 +14,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ import httpx
 from ..clock import now_ms
 from ..process import delivery_metrics as metrics
 from ..settings import Settings
-from ..store.base import FeedEvent, Store
+from ..store.base import FeedEvent, Store, lease_holder
 from ..store.destinations import Destination, Destinations
 from . import kinds
 from .secrets import SecretKeyMissing
@@ -167,7 +165,7 @@ class Deliverer:
         self.store = store
         self.s = pacing
         self.destinations = Destinations(store)  # type: ignore[arg-type]
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        self.holder = lease_holder()
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._heads: dict[int, int] = {}  # project id → newest feed item seen
         self._waiting: dict[int, asyncio.Event] = {}  # project id → set when its feed grows
