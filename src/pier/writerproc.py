@@ -318,19 +318,20 @@ class WriterClient:
 # -- the writer process's side ---------------------------------------------------------------
 
 
-async def serve(writer: Writer, path: str) -> None:
-    """Take the workers' commands on the unix socket at `path` and hand them to `writer`,
-    until SIGTERM once no worker is connected any more (at most DRAIN_SECONDS), or until the
-    process that started this one is gone. Ctrl-C is left to that process: it stops the
-    workers first, then this one."""
+async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) -> None:
+    """Take the workers' commands on the unix socket at `path` and hand them to `writer`.
+    In the writer process (`stop` not given): until SIGTERM, once no worker is connected any
+    more (at most DRAIN_SECONDS later), or until the process that started this one is gone;
+    Ctrl-C is left to that process, which stops the workers first, then this one."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
     gone = asyncio.Event()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        loop.add_reader(parent.sentinel, gone.set)
+    if stop is None:
+        stop = asyncio.Event()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            loop.add_reader(parent.sentinel, gone.set)
     connections: set[asyncio.Task[None]] = set()
 
     async def one(frames: _Frames, number: int, cmd: Command, key: RequestKey | None) -> None:
@@ -363,6 +364,7 @@ async def serve(writer: Writer, path: str) -> None:
     if os.path.exists(path):
         os.unlink(path)  # left by a writer process that was killed
     server = await asyncio.start_unix_server(connection, path)
+    log.info("writer process %d: serving the workers on %s", os.getpid(), path)
     waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(gone.wait())]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:
