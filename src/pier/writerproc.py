@@ -244,31 +244,28 @@ class WriterClient:
     def __init__(self, path: str) -> None:
         self.path = path
         self._numbers = itertools.count()
-        self._waiting: dict[int, asyncio.Future[Exception | None]] = {}
-        self._frames: _Frames | None = None
-        self._reading: asyncio.Task[None] | None = None
-        self._attempt: asyncio.Future[_Frames] | None = None
+        self._connection: _Connection | None = None
+        self._attempt: asyncio.Future[_Connection] | None = None
 
     async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
         """Returns once `cmd` is committed; raises what Writer.submit raises there, and
         StoreUnavailable when the writer process cannot be reached or goes away meanwhile."""
-        frames = self._frames or await self._connect()
+        connection = self._connection
+        if connection is None or connection.broken:
+            connection = await self._connect()
         number = next(self._numbers)
-        answer = asyncio.get_running_loop().create_future()
-        self._waiting[number] = answer
-        frames.send(encode_request(number, cmd, request_key))
-        error = await answer
+        error = await connection.ask(number, encode_request(number, cmd, request_key))
         if error is not None:
             raise error
 
-    async def _connect(self) -> _Frames:
-        """The connection; the requests that come while there is none wait for one attempt
-        together (the writer process may be restarting)."""
+    async def _connect(self) -> _Connection:
+        """The requests that come while there is no connection wait for one attempt together
+        (the writer process may be restarting)."""
         if self._attempt is None or self._attempt.done():
             self._attempt = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._attempt)
 
-    async def _open(self) -> _Frames:
+    async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONNECT_WAIT
         while True:
@@ -279,40 +276,58 @@ class WriterClient:
                 if loop.time() >= deadline:
                     raise StoreUnavailable(f"the writer process is not running: {exc}") from exc
                 await asyncio.sleep(0.05)
-        frames = self._frames = _Frames(stream)
-        self._reading = asyncio.create_task(self._read(reader, frames))
-        return frames
+        self._connection = _Connection(reader, stream)
+        return self._connection
 
-    async def _read(self, reader: asyncio.StreamReader, frames: _Frames) -> None:
+    async def close(self) -> None:
+        if self._attempt is not None:
+            self._attempt.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+
+
+class _Connection:
+    """One connection of a worker to the writer process, and the requests in flight on it."""
+
+    def __init__(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        self.frames = _Frames(stream)
+        self.waiting: dict[int, asyncio.Future[Exception | None]] = {}
+        self.broken = False
+        self.reading = asyncio.create_task(self._read(reader))
+
+    async def ask(self, number: int, request: bytes) -> Exception | None:
+        """The answer to `request`: None (committed) or the error it met."""
+        if self.broken:
+            return StoreUnavailable("the writer process went away")
+        answer = asyncio.get_running_loop().create_future()
+        self.waiting[number] = answer
+        self.frames.send(request)
+        return await answer
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
                 number, outcome, message, path = _answers.decode(await read_frame(reader))
-                answer = self._waiting.pop(number, None)
+                answer = self.waiting.pop(number, None)
                 if answer is not None and not answer.done():
                     answer.set_result(answer_error(outcome, message, path))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.warning("the connection to the writer process broke; reconnecting")
         finally:
-            self._broken(frames)
+            self._break()
 
-    def _broken(self, frames: _Frames) -> None:
+    def _break(self) -> None:
         """The requests in flight were not acknowledged: each is answered 503."""
-        if self._frames is frames:
-            self._frames = None
-        frames.stream.close()
-        waiting, self._waiting = self._waiting, {}
-        for answer in waiting.values():
+        self.broken = True
+        self.frames.stream.close()
+        for answer in self.waiting.values():
             if not answer.done():
                 answer.set_result(StoreUnavailable("the writer process went away"))
+        self.waiting.clear()
 
     async def close(self) -> None:
-        if self._attempt is not None:
-            self._attempt.cancel()
-        if self._reading is not None:
-            self._reading.cancel()
-            await asyncio.gather(self._reading, return_exceptions=True)
-        if self._frames is not None:
-            self._broken(self._frames)
+        self.reading.cancel()
+        await asyncio.gather(self.reading, return_exceptions=True)
 
 
 # -- the writer process's side ---------------------------------------------------------------

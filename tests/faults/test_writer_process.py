@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,8 +144,8 @@ def test_kill_9_of_the_writer_process_answers_503_in_flight_and_loses_nothing_an
     load = Load(project.public_key, clients=20, max_requests=100)
 
     def kill_while_requests_wait_in_it() -> None:
-        # the test holds the write lock: the requests in flight reach the writer process and
-        # wait there (its busy timeout is 10 s); then it is killed, then the lock released
+        # the test holds the write lock: the clients' next requests reach the writer process
+        # and wait there (its busy timeout is 10 s); then it is killed, then the lock released
         lock = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
         lock.execute("BEGIN IMMEDIATE")
         time.sleep(0.5)
@@ -152,9 +153,9 @@ def test_kill_9_of_the_writer_process_answers_503_in_flight_and_loses_nothing_an
         lock.rollback()
         lock.close()
 
-    asyncio.run(
-        load.run(server.url, lambda lo: len(lo.acked()) >= 300, kill_while_requests_wait_in_it)
-    )
+    fault = threading.Thread(target=kill_while_requests_wait_in_it)  # the clients go on meanwhile
+    asyncio.run(load.run(server.url, lambda lo: len(lo.acked()) >= 300, fault.start))
+    fault.join()
     refused = [s for s in load.sent if s.status != 204]
     assert refused, "the kill came when no request was in flight"
     # the workers stayed up: what was in flight is answered 503 (not acknowledged), not cut off
