@@ -13,12 +13,14 @@ commit, matched by number. Frames written in one turn of the event loop go out i
 
 The order of a worker's requests is kept: the writer process reads them in order and queues
 each before reading the next. A worker whose connection breaks answers its requests in flight
-503 (`StoreUnavailable`: they were not acknowledged) and connects again at its next request;
-`Supervisor` starts the writer process and starts it again when it dies."""
+503 (`StoreUnavailable`: they were not acknowledged) and connects again at its next request,
+which waits up to CONNECT_WAIT for it; `Supervisor` starts the writer process and starts it
+again when it dies."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import multiprocessing
@@ -293,7 +295,8 @@ class _Connection:
         self.frames = _Frames(stream)
         self.waiting: dict[int, asyncio.Future[Exception | None]] = {}
         self.broken = False
-        self.reading = asyncio.create_task(self._read(reader))
+        # a context of its own: not the request's that happened to connect (its log fields)
+        self.reading = asyncio.create_task(self._read(reader), context=contextvars.Context())
 
     async def ask(self, number: int, request: bytes) -> Exception | None:
         """The answer to `request`: None (committed) or the error it met."""
