@@ -35,7 +35,6 @@ from .process.gctune import periodic_collection
 from .settings import Settings
 from .store import Store, StoreUnavailable, make_store
 from .writer import Writer
-from .writerproc import WriterClient
 
 
 async def health(request: Request) -> Response:
@@ -152,7 +151,7 @@ def create_app(
                     side = write_side(store, settings)
                     app.state.writer, app.state.lists = await stack.enter_async_context(side)
                 else:  # the list jobs asked for here run here; the sweeper in the writer
-                    app.state.writer = WriterClient(writer_socket)
+                    app.state.writer = writerproc.WriterClient(writer_socket)
                     app.state.lists = ListJobs(store, settings.list_sweep)
                     stack.push_async_callback(app.state.writer.close)
                     stack.push_async_callback(app.state.lists.stop)
