@@ -243,6 +243,8 @@ class WriterClient:
     """What an HTTP worker submits its commands to when a writer process owns the writes:
     `submit` as `Writer.submit`, over one connection to the writer process."""
 
+    pending = 0  # the queue is the writer process's: it sets /metrics' gauge itself (livesum)
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._numbers = itertools.count()

@@ -135,6 +135,12 @@ def test_two_workers_commit_through_one_writer_process(
     assert user["email"] == "ann@example.com"  # the identify was stored once, the 409 not
     assert len(pids(server, WRITER)) == 1
 
+    # /metrics, from whichever worker answers, counts the writer process's batches
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert metrics.status_code == 200, metrics.text
+    (batches,) = re.findall(r"^pier_writer_batch_items_count (\S+)$", metrics.text, re.M)
+    assert float(batches) >= 1
+
 
 def test_kill_9_of_the_writer_process_answers_503_in_flight_and_loses_nothing_answered(
     sqlite_url: str, server: PierProcess
