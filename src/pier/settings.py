@@ -20,6 +20,8 @@ from typing import Any, Literal
 import msgspec
 
 SETTINGS_VARIABLE = "PIER_SETTINGS"  # the settings as JSON, from `pier serve` to its workers
+# the writer process's socket (`--writer-process`), from `pier serve` to its workers
+WRITER_SOCKET_VARIABLE = "PIER_WRITER_SOCKET"
 
 
 def setting(
@@ -46,7 +48,13 @@ class Settings:
     )
     host: str = setting("127.0.0.1", "The address to listen on.")
     port: int = setting(8000, "The port to listen on.", minimum=0, maximum=65535)
-    workers: int = setting(1, "Worker processes, each with its own writer.", minimum=1, maximum=64)
+    workers: int = setting(1, "HTTP worker processes.", minimum=1, maximum=64)
+    writer_process: bool = setting(
+        False,
+        "SQLite with several workers: one more process owns the writes (the writer, lists, "
+        "delivery) and the workers send it their commands over a unix socket. Without it each "
+        "worker writes itself (docs/deployment.md).",
+    )
     durability: Literal["full", "normal"] = setting(
         "full", "full: fsync every commit. normal (SQLite): a power loss may lose the last commits."
     )
@@ -224,6 +232,11 @@ def from_environment() -> Settings:
     """The settings `pier serve` passed to this process, else the defaults."""
     raw = os.environ.get(SETTINGS_VARIABLE)
     return Settings() if raw is None else msgspec.json.decode(raw, type=Settings)
+
+
+def writer_socket() -> str | None:
+    """The path of the writer process's socket, when `pier serve` started one."""
+    return os.environ.get(WRITER_SOCKET_VARIABLE)
 
 
 if __name__ == "__main__":
