@@ -21,9 +21,9 @@ from pier.domain.commands import (
     TrackEvents,
     Traits,
 )
-from pier.domain.errors import DomainError
+from pier.domain.errors import DomainError, KeyReused
 from pier.store import StoreUnavailable, make_store
-from pier.writer import KeyReused, Overloaded, Writer
+from pier.writer import Overloaded, Writer
 from pier.writerproc import WriterClient, WriterProcessFailed
 
 EVENTS = TrackEvents(
