@@ -12,6 +12,10 @@ class DomainError(Exception):
         self.path = path
 
 
+class NotFound(DomainError):
+    """A command names something that does not exist (a device to remove); answered 404."""
+
+
 class NeedsLoad(Exception):
     """The batch reached users whose anonymous ids or devices were not loaded; load and replay."""
 
