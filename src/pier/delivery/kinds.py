@@ -53,7 +53,8 @@ MAX_EVENTS_PER_CALL = 1000  # the Client API's limit
 # Pier's own feed items (domain/feed.py) are not events; any other name is a client's event
 RESERVED = RESERVED_EVENT_NAMES
 IDS = ("external_id", "anonymous_id")
-# parcelvoy and pier: what the target decides itself (its own device cap, its own lists)
+# parcelvoy and pier: what the target decides itself (its own device cap, its own lists); pier
+# sends device_removed when it has the target's secret key
 TARGETS_OWN = (DEVICE_REMOVED, LIST_ENTERED, LIST_EXITED)
 # segment: a user entering or leaving a list, as a track event (Segment's "Object Action" names)
 LIST_TRACKS = {LIST_ENTERED: "List Entered", LIST_EXITED: "List Exited"}
