@@ -13,8 +13,8 @@ order (a batch is delivered when every call is answered 2xx).
 
 Items the kind has no call for are skipped and counted as delivered (docs/destinations.md says
 why, kind by kind): user_deleted on Parcelvoy; device_removed on parcelvoy, segment, and pier
-without the target's secret key (the targets apply their own cap); list_entered / list_exited on parcelvoy and pier (the target
-computes its own lists); devices on Segment."""
+without the target's secret key (the targets apply their own cap); list_entered / list_exited
+on parcelvoy and pier (the target computes its own lists); devices on Segment."""
 
 from __future__ import annotations
 
