@@ -5,6 +5,7 @@ connection are answered each with its own outcome, by a real Writer on a real SQ
 from __future__ import annotations
 
 import asyncio
+import typing
 from pathlib import Path
 
 import msgspec
@@ -17,11 +18,13 @@ from pier.domain.commands import (
     EventIn,
     Identify,
     RegisterDevice,
+    RemoveDevice,
     Sequence,
+    Single,
     TrackEvents,
     Traits,
 )
-from pier.domain.errors import DomainError, KeyReused
+from pier.domain.errors import DomainError, KeyReused, NotFound
 from pier.store import StoreUnavailable, make_store
 from pier.writer import Overloaded, Writer
 from pier.writerproc import WriterClient, WriterProcessFailed
@@ -64,7 +67,13 @@ COMMANDS = [
     msgspec.structs.replace(DEVICE, token="t-1"),
     Sequence(project_id=7, commands=[IDENTIFY, EVENTS, ALIAS, DEVICE]),
     Sequence(project_id=7, commands=[IDENTIFY], paths=["/batch/0"], join_list=3),
+    RemoveDevice(project_id=7, device_id="d-1"),
 ]
+
+
+def test_every_kind_of_command_is_among_those_sent() -> None:
+    """A command added to the domain must cross the socket too."""
+    assert set(typing.get_args(Single)) | {Sequence} == {type(c) for c in COMMANDS}
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: type(c).__name__)
@@ -100,6 +109,7 @@ def test_an_event_keeps_the_json_its_client_sent_byte_for_byte() -> None:
     [
         None,
         DomainError("anonymous_id a is already aliased", "/batch/2/anonymousId"),
+        NotFound("No device with device_id 'd' in this project."),
         KeyReused("idem-1"),
         Overloaded("the writer is behind"),
         StoreUnavailable("disk full"),
@@ -114,7 +124,7 @@ def test_every_answer_comes_back_as_the_error_it_stands_for(error: Exception | N
     if error is None:
         assert back is None
     elif isinstance(error, DomainError):
-        assert isinstance(back, DomainError)
+        assert type(back) is type(error)  # NotFound stays a 404, not a 422
         assert (back.message, back.path) == (error.message, error.path)
     elif type(error) in (KeyReused, Overloaded, StoreUnavailable):
         assert type(back) is type(error) and str(back) == str(error)

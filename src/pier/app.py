@@ -102,6 +102,7 @@ def routes() -> list[Route | Mount]:
         RawPathRoute("/api/client/users/{ref}/lists", lists.user_lists, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
+        RawPathRoute("/api/client/devices/{device_id}", manage.delete_device, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         *lists.routes(),
         *destinations.routes(),

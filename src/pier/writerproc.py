@@ -40,12 +40,13 @@ from .domain.commands import (
     EventIn,
     Identify,
     RegisterDevice,
+    RemoveDevice,
     Sequence,
     Single,
     TrackEvents,
     Traits,
 )
-from .domain.errors import DomainError, KeyReused
+from .domain.errors import DomainError, KeyReused, NotFound
 from .store.base import StoreUnavailable
 from .writer import Overloaded, RequestKey, Writer
 
@@ -84,12 +85,16 @@ class _Device(msgspec.Struct, array_like=True, tag=2):
     cmd: RegisterDevice
 
 
+class _Remove(msgspec.Struct, array_like=True, tag=5):
+    cmd: RemoveDevice
+
+
 class _Track(msgspec.Struct, array_like=True, tag=3):
     project_id: int
     events: list[_Event]
 
 
-_Single = _Identify | _Alias | _Device | _Track
+_Single = _Identify | _Alias | _Device | _Remove | _Track
 
 
 class _Sequence(msgspec.Struct, array_like=True, tag=4):
@@ -109,6 +114,7 @@ _WRAP: dict[type, Callable[[Any], Any]] = {
     Identify: _Identify,
     Alias: _Alias,
     RegisterDevice: _Device,
+    RemoveDevice: _Remove,
 }
 
 
@@ -175,14 +181,15 @@ def decode_request(frame: bytes) -> tuple[int, Command, RequestKey | None]:
 
 
 # outcomes of an answer
-OK, INVALID, KEY_REUSED, OVERLOADED, UNAVAILABLE, BUG = range(6)
+OK, INVALID, KEY_REUSED, OVERLOADED, UNAVAILABLE, BUG, NOT_FOUND = range(7)
 
 
 def encode_answer(number: int, error: BaseException | None) -> bytes:
     if error is None:
         return _encoder.encode((number, OK, "", ""))
     if isinstance(error, DomainError):
-        return _encoder.encode((number, INVALID, error.message, error.path))
+        outcome = NOT_FOUND if isinstance(error, NotFound) else INVALID
+        return _encoder.encode((number, outcome, error.message, error.path))
     for outcome, kind in ((KEY_REUSED, KeyReused), (OVERLOADED, Overloaded)):
         if isinstance(error, kind):
             return _encoder.encode((number, outcome, str(error), ""))
@@ -201,6 +208,8 @@ def answer_error(outcome: int, message: str, path: str) -> Exception | None:
         return None
     if outcome == INVALID:
         return DomainError(message, path)
+    if outcome == NOT_FOUND:
+        return NotFound(message, path)
     if outcome == KEY_REUSED:
         return KeyReused(message)
     if outcome == OVERLOADED:
