@@ -77,7 +77,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the kind's")
     parser.add_argument("--users", type=int, default=1, help="users the items go round")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="pier-bench-delivery-")
@@ -131,7 +131,7 @@ async def main() -> None:
         print(
             f"{args.items} items drained in {seconds:.2f} s: {args.items / seconds:,.0f} items/s,"
             f" {cpu / args.items * 1e6:.2f} us of this process's CPU an item"
-            f" (batch {args.batch_size}, {args.users} users, {url.split(':', 1)[0]})"
+            f" (batch {d.batch_size}, {args.users} users, {url.split(':', 1)[0]})"
         )
     finally:
         receiver.terminate()
