@@ -727,7 +727,7 @@ def _invalid(exc: Exception) -> click.ClickException:
 @click.option("--key", default=None, help="The target's key (parcelvoy, pier) or write key.")
 @click.option("--secret-key", default=None, help="pier: the target's secret key, for deletions.")
 @click.option("--name", default=None)
-@click.option("--batch-size", default=None, type=int, help="Items per batch (default 500).")
+@click.option("--batch-size", default=None, type=int, help="Batch size (webhook 2000, others 500).")
 @click.option("--max-bytes", default=None, type=int, help="Bytes per batch at most (1 MiB).")
 @click.option(
     "--retry-window",

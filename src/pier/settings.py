@@ -149,7 +149,10 @@ class Settings:
         5.0, "Seconds between looks for destinations no process delivers.", above=0
     )
     delivery_poll_every: float = setting(
-        0.05, "Seconds between reads of the feeds' heads for new items.", above=0
+        0.05,
+        "Seconds between reads of the feeds' heads for new items; also what a destination"
+        " that has caught up waits before its next batch, which gathers what came meanwhile.",
+        above=0,
     )
     delivery_drain: float = setting(
         5.0,
