@@ -42,22 +42,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def preload(store, project_id: int, n: int) -> None:  # type: ignore[no-untyped-def]
-    """n events of one user, written straight into the tables (not what is measured)."""
+async def preload(store, project_id: int, n: int, users: int) -> None:  # type: ignore[no-untyped-def]
+    """n events of `users` users (u1, u2...; the events go round them, as scenario (a)'s
+    random users do), written straight into the tables (not what is measured)."""
     from pier.store.queries import Queries
 
     q: Queries = store.q
     async with store.writing() as run:
-        await run.execute(
+        await run.many(
             q.dialect.render(
                 "INSERT INTO users (id, project_id, external_id, data, created_at, updated_at)"
-                " VALUES (1, $1, 'u1', '{{}}', 0, 0)"
+                " VALUES ($1, $2, $3, '{{}}', 0, 0)"
             ),
-            project_id,
+            [(u, project_id, f"u{u}") for u in range(1, users + 1)],
         )
         now = now_ms()
         rows = [
-            (project_id, 1, "page_view", f'{{"path":"/p/{i}","n":{i}}}', now, now, f"m{i}")
+            (
+                project_id,
+                1 + i * 7919 % users,
+                "page_view",
+                f'{{"path":"/p/{i}","n":{i}}}',
+                now,
+                now,
+                f"m{i}",
+            )
             for i in range(n)
         ]
         for i in range(0, n, 10_000):
@@ -68,7 +77,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--database-url", default=None)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the kind's")
+    parser.add_argument("--users", type=int, default=1, help="users the items go round")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="pier-bench-delivery-")
     url = args.database_url or f"sqlite:///{folder}/pier.db"
@@ -104,7 +114,7 @@ async def main() -> None:
         await store.open()
         await store.migrate()
         project = await store.create_project("bench", now_ms())
-        await preload(store, project.id, args.items)
+        await preload(store, project.id, args.items, args.users)
         ds = Destinations(store)  # type: ignore[arg-type]
         d, _ = manage.new_destination(
             project.id, "webhook", f"http://127.0.0.1:{port}/", batch_size=args.batch_size
@@ -121,7 +131,7 @@ async def main() -> None:
         print(
             f"{args.items} items drained in {seconds:.2f} s: {args.items / seconds:,.0f} items/s,"
             f" {cpu / args.items * 1e6:.2f} us of this process's CPU an item"
-            f" (batch {args.batch_size}, {url.split(':', 1)[0]})"
+            f" (batch {d.batch_size}, {args.users} users, {url.split(':', 1)[0]})"
         )
     finally:
         receiver.terminate()

@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=1, help="pier serve --workers (default 1)")
     p.add_argument("--durability", choices=["full", "normal"], help="pier serve --durability")
+    p.add_argument(
+        "--writer-process",
+        choices=["on", "off"],
+        help="pier serve --writer-process / --no-writer-process (default: the server's)",
+    )
     p.add_argument("--duration", type=int, default=10, help="seconds per scenario (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up seconds before each (default 2)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
@@ -255,6 +260,10 @@ class Bench:
             argv += ["--no-deliver"]
         if self.args.durability:
             argv += ["--durability", self.args.durability]
+        if self.args.writer_process:
+            argv += [
+                "--writer-process" if self.args.writer_process == "on" else "--no-writer-process"
+            ]
         return argv
 
     def bare_argv(self, workers: int | None = None) -> list[str]:
@@ -419,6 +428,7 @@ class Bench:
                 f"commit {git_commit()}, python {platform.python_version()}",
                 f"server: pier serve --workers {a.workers}"
                 + (f" --durability {a.durability}" if a.durability else "")
+                + (f" --writer-process {a.writer_process}" if a.writer_process else "")
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
                 + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
                 f"CPU: {pin}",

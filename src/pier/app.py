@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route, get_route_path
 from starlette.types import Scope
 
+from . import writerproc
 from .api import ingest, lists, manage, openapi, read, segment, track
 from .api.auth import KeyCache
 from .api.edge import Edge
@@ -32,7 +33,7 @@ from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
 from .settings import Settings
-from .store import StoreUnavailable, make_store
+from .store import Store, StoreUnavailable, make_store
 from .writer import Writer
 
 
@@ -101,6 +102,7 @@ def routes() -> list[Route | Mount]:
         RawPathRoute("/api/client/users/{ref}/lists", lists.user_lists, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", read.get_user, methods=["GET"]),
         RawPathRoute("/api/client/users/{ref}", manage.delete_user, methods=["DELETE"]),
+        RawPathRoute("/api/client/devices/{device_id}", manage.delete_device, methods=["DELETE"]),
         Route("/api/client/events", manage.event_feed, methods=["GET"]),
         *lists.routes(),
         *destinations.routes(),
@@ -108,35 +110,56 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-def create_app(settings: Settings, *, tune_gc: bool = False) -> Edge:
+@contextlib.asynccontextmanager
+async def write_side(store: Store, settings: Settings) -> AsyncIterator[tuple[Writer, ListJobs]]:
+    """What the one process that writes runs (each worker, or the writer process): the
+    group-commit writer, the lists' jobs (those a stopped process left, and the sweeper) and,
+    with `settings.deliver`, delivery (pier.delivery)."""
+    writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
+    writer.start()
+    jobs = ListJobs(store, settings.list_sweep, settings.list_chunk)
+    await jobs.start()
+    deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
+    if deliverer is not None:
+        deliverer.start()
+    try:
+        yield writer, jobs
+    finally:
+        await jobs.stop()
+        if deliverer is not None:
+            await deliverer.stop()
+        await writer.stop()
+
+
+def create_app(
+    settings: Settings, *, tune_gc: bool = False, writer_socket: str | None = None
+) -> Edge:
     """Pier as an ASGI app; the store is opened and migrated at start-up. `tune_gc`: collect
-    garbage on a timer (see gctune); for a process that serves only Pier. With
-    `settings.deliver`, the delivery engine (pier.delivery) runs in the background."""
+    garbage on a timer (see gctune); for a process that serves only Pier. `writer_socket`: a
+    writer process owns the writes (writerproc) and listens there; else this process runs
+    `write_side` itself."""
     store = make_store(settings.database_url, settings.durability)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
-        await store.migrate()
-        writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
-        writer.start()
         app.state.store = store
-        app.state.writer = writer
         app.state.keys = KeyCache(store)
-        app.state.lists = ListJobs(store, settings.list_sweep)
-        await app.state.lists.start()
-        gc_mode = periodic_collection() if tune_gc else contextlib.nullcontext()
-        deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
-        if deliverer is not None:
-            deliverer.start()
         try:
-            async with gc_mode:
+            await store.migrate()
+            async with contextlib.AsyncExitStack() as stack:
+                if writer_socket is None:
+                    side = write_side(store, settings)
+                    app.state.writer, app.state.lists = await stack.enter_async_context(side)
+                else:  # the list jobs asked for here run here; the sweeper in the writer
+                    app.state.writer = writerproc.WriterClient(writer_socket)
+                    app.state.lists = ListJobs(store, settings.list_sweep, settings.list_chunk)
+                    stack.push_async_callback(app.state.writer.close)
+                    stack.push_async_callback(app.state.lists.stop)
+                if tune_gc:
+                    await stack.enter_async_context(periodic_collection())
                 yield
         finally:
-            await app.state.lists.stop()
-            if deliverer is not None:
-                await deliverer.stop()
-            await writer.stop()
             await store.close()
 
     app = Starlette(
@@ -158,4 +181,26 @@ def from_environment() -> Edge:
     """The app `pier serve` runs in each worker process, with the settings it passed."""
     from . import settings
 
-    return create_app(settings.from_environment(), tune_gc=True)
+    return create_app(
+        settings.from_environment(),
+        tune_gc=True,
+        writer_socket=settings.writer_socket(),
+    )
+
+
+def run_writer_process(settings: Settings, path: str) -> None:
+    """The writer process of `pier serve` (writerproc): `write_side` on the store, serving the
+    workers' commands on the unix socket at `path` until told to stop."""
+    import uvloop
+
+    async def main() -> None:
+        store = make_store(settings.database_url, settings.durability)
+        await store.open()
+        try:
+            await store.migrate()
+            async with write_side(store, settings) as (writer, _), periodic_collection():
+                await writerproc.serve(writer, path)
+        finally:
+            await store.close()
+
+    uvloop.run(main())

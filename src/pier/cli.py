@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from . import lists, settings
+from . import lists, settings, writerproc
 from .api import list_csv
 from .api.errors import HTTPProblem
 from .api.lists import render_list
@@ -20,7 +20,7 @@ from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .domain.segments import RuleInvalid, parse_rule
 from .settings import Settings
 from .store import Store, make_store
-from .store.base import ListRow
+from .store.base import ListRow, lease_holder
 from .writer import Writer
 
 T = TypeVar("T")
@@ -109,11 +109,6 @@ def serve(**values: Any) -> None:
     given by its environment variable instead (docs/settings.md)."""
     import signal
 
-    import uvicorn
-    from uvicorn.config import LOG_LEVELS
-
-    from .process import logs
-
     # uvicorn re-raises SIGTERM once its graceful shutdown is done: exit 0 then, not -15
     signal.signal(signal.SIGTERM, _exit_cleanly)
 
@@ -122,6 +117,20 @@ def serve(**values: Any) -> None:
     os.environ.update(config.to_environment())  # for the workers: uvicorn imports the app
     _metrics_dir(config.workers)
     forwarded = config.forwarded_allow_ips.strip()
+    writer = _start_writer_process(config)
+    try:
+        _serve_http(config, forwarded)
+    finally:  # the workers are gone: the writer process commits what it holds and exits
+        if writer is not None:
+            writer.stop()
+
+
+def _serve_http(config: Settings, forwarded: str) -> None:
+    import uvicorn
+    from uvicorn.config import LOG_LEVELS
+
+    from .process import logs
+
     uvicorn.run(
         "pier.app:from_environment",
         factory=True,
@@ -140,6 +149,49 @@ def serve(**values: Any) -> None:
         log_config=logs.config(config.log_format, LOG_LEVELS[config.log_level]),
         timeout_graceful_shutdown=10,
     )
+
+
+def _start_writer_process(config: Settings) -> writerproc.Supervisor | None:
+    """With --writer-process, SQLite and several workers: the writer process (writerproc),
+    started and ready before the workers, its socket in a private directory of this run."""
+    import atexit
+    import shutil
+    import socket
+    import tempfile
+
+    if not (
+        config.writer_process and config.workers > 1 and config.database_url.startswith("sqlite")
+    ):
+        return None
+    folder = tempfile.mkdtemp(prefix="pier-writer-")  # mode 0700
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "writer.sock")
+    os.environ[settings.WRITER_SOCKET_VARIABLE] = path  # for the workers
+
+    def answers() -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                return False
+            return True
+
+    supervisor = writerproc.Supervisor(writer_process, config, path)
+    supervisor.start(ready=answers)
+    return supervisor
+
+
+def writer_process(config: Settings, path: str) -> None:
+    """The writer process's entry point (spawned by `pier serve`), logging as the workers do."""
+    import logging.config
+
+    from uvicorn.config import LOG_LEVELS
+
+    from .app import run_writer_process
+    from .process import logs
+
+    logging.config.dictConfig(logs.config(config.log_format, LOG_LEVELS[config.log_level]))
+    run_writer_process(config, path)
 
 
 FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)
@@ -324,7 +376,8 @@ def lists_create(
         kind = "static" if static else "dynamic"
         row = await store.create_list(project_id, name, kind, text, now_ms())
         if text is not None:
-            await lists.compute(store, row)
+            # (a server that took it up first computes it instead)
+            await lists.compute(store, row, lease_holder())
         return row.id
 
     click.echo(run(database_url, action))
@@ -674,7 +727,7 @@ def _invalid(exc: Exception) -> click.ClickException:
 @click.option("--key", default=None, help="The target's key (parcelvoy, pier) or write key.")
 @click.option("--secret-key", default=None, help="pier: the target's secret key, for deletions.")
 @click.option("--name", default=None)
-@click.option("--batch-size", default=None, type=int, help="Items per batch (default 500).")
+@click.option("--batch-size", default=None, type=int, help="Batch size (webhook 2000, others 500).")
 @click.option("--max-bytes", default=None, type=int, help="Bytes per batch at most (1 MiB).")
 @click.option(
     "--retry-window",

@@ -5,27 +5,75 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import msgspec
 
 from .clock import now_ms
 from .domain.segments import parse_rule
-from .store.base import ListRow, Store
+from .store.base import ListRow, Store, lease_holder
 
 log = logging.getLogger("pier.lists")
 SWEEP_BATCH = 500  # memberships evaluated in one transaction of the sweeper
+CHUNK_USERS = 5_000  # users of a backfill's chunk (settings.list_chunk)
+LEASE_MS = 60_000  # a backfill's lease, renewed after each chunk; then another process takes it
 
 
-async def compute(store: Store, row: ListRow, now: int | None = None) -> bool:
-    """Compute a dynamic list's members at `now` and make them its members, with its settled
-    state; False (and nothing written) when its rule changed meanwhile (a newer computation
-    was asked for)."""
-    assert row.rule is not None
-    at = now_ms() if now is None else now
-    rule = parse_rule(msgspec.json.decode(row.rule), at)
-    mark = await store.feed_mark(row.project_id)  # before the snapshot: changes after it are
-    members = await store.compute_members(row.project_id, rule, at)  # evaluated again at the end
-    return await store.finish_list(row, members, at, mark, rule)
+class Backfill:
+    """The computation of a dynamic list's members at `now` (docs/lists.md), as the holder of
+    its lease (taken here): a chunk of users at a time, noting the progress after each, then
+    the members and the settled state in one transaction. `done` says whether it ended so;
+    it is False (no members written) when another process holds the lease, or it was lost or
+    the rule changed meanwhile (a newer computation)."""
+
+    def __init__(
+        self,
+        store: Store,
+        row: ListRow,
+        holder: str,
+        now: int | None = None,
+        chunk_users: int = CHUNK_USERS,
+    ) -> None:
+        assert row.rule is not None
+        self.store, self.row, self.holder = store, row, holder
+        self.now = now
+        self.chunk_users = chunk_users
+        self.done = False
+
+    async def chunks(self) -> AsyncIterator[float]:
+        """Run it, yielding the progress noted after each chunk but the last."""
+        store, row, holder = self.store, self.row, self.holder
+        if not await store.claim_list(row, holder, now_ms(), LEASE_MS):
+            return
+        at = now_ms() if self.now is None else self.now
+        rule = parse_rule(msgspec.json.decode(row.rule or ""), at)
+        mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after
+        ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
+        members: list[int] = []  # evaluated again at the end (finish_list)
+        after = 0
+        for upto, rank in ends:
+            members += await store.compute_members(row.project_id, rule, at, (after, upto))
+            progress = rank / total
+            if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
+                return
+            yield progress
+            after = upto
+        members += await store.compute_members(row.project_id, rule, at, (after, None))
+        self.done = await store.finish_list(row, members, at, mark, rule, holder)
+
+
+async def compute(
+    store: Store,
+    row: ListRow,
+    holder: str,
+    now: int | None = None,
+    chunk_users: int = CHUNK_USERS,
+) -> bool:
+    """A Backfill run to its end: whether it made the list's members."""
+    backfill = Backfill(store, row, holder, now, chunk_users)
+    async for _ in backfill.chunks():
+        pass
+    return backfill.done
 
 
 async def add_members(store: Store, row: ListRow, external_ids: list[str], now: int) -> list[int]:
@@ -45,28 +93,42 @@ async def remove_members(store: Store, row: ListRow, external_ids: list[str], no
 
 
 class ListJobs:
-    """Backfills in the background, one task per list; a newer request for a list replaces the
-    task of an older one (its result would be refused anyway: versions)."""
+    """Backfills in the background, one task per list, and the sweeper. Several processes may
+    run one each on a database: a backfill is computed by the process holding the list's
+    lease, and the sweeper claims the memberships it evaluates (docs/lists.md). A newer request
+    for a list replaces the task of an older one (its result would be refused anyway)."""
 
-    def __init__(self, store: Store, sweep_seconds: float) -> None:
-        """`sweep_seconds`: between two looks for memberships due (settings.list_sweep)."""
+    def __init__(self, store: Store, sweep_seconds: float, chunk_users: int = CHUNK_USERS) -> None:
+        """`sweep_seconds`: between two looks for memberships due and for lists left loading
+        (settings.list_sweep); `chunk_users`: users of a backfill's chunk (settings.list_chunk)."""
         self.store = store
         self.sweep_seconds = sweep_seconds
+        self.chunk_users = chunk_users
+        self.holder = lease_holder()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.sweeper: asyncio.Task[None] | None = None
+        self.computed = 0  # backfills this process computed to their end
 
     async def start(self) -> None:
-        """Go on with the lists a stopped process left loading; start the sweeper."""
-        for row in await self.store.loading_lists():
-            self.schedule(row)
+        """Go on with the lists that no live process is computing; start the sweeper."""
+        await self.resume()
         self.sweeper = asyncio.create_task(self._sweep(), name="pier-lists-sweeper")
+
+    async def resume(self) -> None:
+        """Schedule the loading lists that no process holds (left by a stopped process, or
+        asked of a process that stopped before it claimed them)."""
+        for row in await self.store.loading_lists(now_ms()):
+            if row.id not in self.tasks:
+                self.schedule(row)
 
     async def _sweep(self) -> None:
         """Memberships that move with time alone (a window, a relative date), when they are
-        due (pier/store: list_due); a full batch is followed by the next at once."""
+        due (pier/store: list_due); a full batch is followed by the next at once. Each turn
+        also takes up the lists left loading."""
         while True:
             try:
                 done = await self.store.sweep_lists(now_ms(), SWEEP_BATCH)
+                await self.resume()
             except Exception:  # logged; tried again at the next turn
                 log.exception("sweeping lists failed")
                 done = 0
@@ -90,18 +152,27 @@ class ListJobs:
 
     async def _run(self, row: ListRow) -> None:
         try:
-            await compute(self.store, row)
+            if await compute(self.store, row, self.holder, chunk_users=self.chunk_users):
+                self.computed += 1
         except asyncio.CancelledError:
             raise
-        except Exception:  # logged; the list stays loading, and the next start goes on with it
+        except Exception:  # logged; the list stays loading, taken up again once its lease ends
             log.exception("computing list %s failed", row.id)
 
     async def stop(self) -> None:
+        """Stop the backfills (their lists are given back, for the next process to start or a
+        live one to take up) and the sweeper."""
+        computing = list(self.tasks)
         tasks = [*self.tasks.values(), *([self.sweeper] if self.sweeper else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks.clear()
+        for list_id in computing:
+            try:
+                await self.store.release_list(list_id, self.holder)
+            except Exception:  # the lease then runs out by itself
+                log.exception("giving list %s back failed", list_id)
 
     async def idle(self) -> None:
         """Wait until every scheduled computation is done (tests, the CLI)."""

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import msgspec
 
 SETTINGS_VARIABLE = "PIER_SETTINGS"  # the settings as JSON, from `pier serve` to its workers
+# the writer process's socket (`--writer-process`), from `pier serve` to its workers
+WRITER_SOCKET_VARIABLE = "PIER_WRITER_SOCKET"
 
 
 def setting(
@@ -46,7 +48,13 @@ class Settings:
     )
     host: str = setting("127.0.0.1", "The address to listen on.")
     port: int = setting(8000, "The port to listen on.", minimum=0, maximum=65535)
-    workers: int = setting(1, "Worker processes, each with its own writer.", minimum=1, maximum=64)
+    workers: int = setting(1, "HTTP worker processes.", minimum=1, maximum=64)
+    writer_process: bool = setting(
+        False,
+        "SQLite with several workers: one more process owns the writes (the writer, lists, "
+        "delivery) and the workers send it their commands over a unix socket. Without it each "
+        "worker writes itself (docs/deployment.md).",
+    )
     durability: Literal["full", "normal"] = setting(
         "full", "full: fsync every commit. normal (SQLite): a power loss may lose the last commits."
     )
@@ -141,7 +149,10 @@ class Settings:
         5.0, "Seconds between looks for destinations no process delivers.", above=0
     )
     delivery_poll_every: float = setting(
-        0.05, "Seconds between reads of the feeds' heads for new items.", above=0
+        0.05,
+        "Seconds between reads of the feeds' heads for new items; also what a destination"
+        " that has caught up waits before its next batch, which gathers what came meanwhile.",
+        above=0,
     )
     delivery_drain: float = setting(
         5.0,
@@ -156,6 +167,12 @@ class Settings:
         "window, a relative date; docs/lists.md).",
         above=0,
         maximum=60,
+    )
+    list_chunk: int = setting(
+        5000,
+        "Users a list's backfill computes in one query; its progress is noted after each "
+        "(docs/lists.md).",
+        minimum=1,
     )
 
     def to_environment(self) -> dict[str, str]:
@@ -218,6 +235,11 @@ def from_environment() -> Settings:
     """The settings `pier serve` passed to this process, else the defaults."""
     raw = os.environ.get(SETTINGS_VARIABLE)
     return Settings() if raw is None else msgspec.json.decode(raw, type=Settings)
+
+
+def writer_socket() -> str | None:
+    """The path of the writer process's socket, when `pier serve` started one."""
+    return os.environ.get(WRITER_SOCKET_VARIABLE)
 
 
 if __name__ == "__main__":

@@ -136,3 +136,44 @@ def test_required_fields(tenant: Tenant) -> None:
     paths = [e["path"] for e in r.json()["errors"]]
     assert paths == ["/device_id", "/os", "/model", "/app_build", "/app_version"]
     assert tenant.counts()["users"] == 0
+
+
+# -- DELETE /api/client/devices/{device_id} ---------------------------------------------------
+def test_delete_removes_one_device_and_frees_its_token(tenant: Tenant) -> None:
+    register(tenant, device_id="d1", token="t1")
+    register(tenant, device_id="a/b", token="t2")  # %2F in the path is part of the id
+    r = tenant.secret.delete("/api/client/devices/a%2Fb")
+    assert r.status_code == 204, r.text
+    assert [d["device_id"] for d in tenant.user("e1")["devices"]] == ["d1"]
+    feed = tenant.secret.get("/api/client/events", params={"limit": 1000}).json()["results"]
+    [item] = [e for e in feed if e["name"] == "device_removed"]
+    assert (item["user_id"], item["data"]) == (
+        tenant.user("e1")["id"],
+        {"device_id": "a/b", "reason": "deleted"},
+    )
+    register(tenant, external_id="e2", device_id="new", token="t2")  # the token is free
+    assert [d["device_id"] for d in tenant.user("e2")["devices"]] == ["new"]
+    assert tenant.counts()["devices"] == 2
+
+
+def test_delete_of_an_unknown_device_is_a_404_that_changes_nothing(tenant: Tenant) -> None:
+    register(tenant)
+    before = tenant.counts()
+    for path in ("nothing", "d1%00", "x" * 256, "D1"):
+        r = tenant.secret.delete(f"/api/client/devices/{path}")
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["status"] == "error" and "No device with device_id" in r.json()["error"]
+    assert tenant.counts() == before
+    assert tenant.public.delete("/api/client/devices/d1").status_code == 403
+    assert tenant.counts() == before
+
+
+def test_delete_repeated_with_its_idempotency_key_answers_as_the_first(tenant: Tenant) -> None:
+    register(tenant)
+    headers = {"Idempotency-Key": "k1"}
+    assert tenant.secret.delete("/api/client/devices/d1", headers=headers).status_code == 204
+    register(tenant)  # back again: a retried DELETE must not remove it
+    assert tenant.secret.delete("/api/client/devices/d1", headers=headers).status_code == 204
+    assert [d["device_id"] for d in tenant.user("e1")["devices"]] == ["d1"]
+    r = tenant.secret.delete("/api/client/devices/d2", headers=headers)
+    assert r.status_code == 409, r.text

@@ -142,8 +142,8 @@ def test_device_registered_is_the_device_as_stored(tenant: Tenant) -> None:
         ("device_registered", e2, {**device("d3", None), **base}),
         ("device_registered", e1, {**device("d2", None), **base}),  # lost its token first
         ("device_registered", e2, {**device("d3", "t2"), **base}),
-        # renamed and moved: said to the user it left too, whose items name d3
-        ("device_registered", e2, {**device("d9", "t2"), **base}),
+        # renamed and moved: its former id goes, under the user the feed showed it with
+        ("device_removed", e2, {"device_id": "d3", "reason": "renamed"}),
         ("device_registered", e1, {**device("d9", "t2"), **base}),
     ]
     devices = tenant.secret.get("/api/client/users/e1/devices").json()["results"]
@@ -258,11 +258,9 @@ def read_state(tenant: Tenant) -> tuple[dict[int, dict], dict[str, dict]]:
 
 def workload(rng: random.Random, n: int) -> list[tuple[str, Any]]:
     """Identifies with data changes, aliases that merge, devices with token moves, events with
-    and without message ids, deletes: over small pools, so that they meet. Bursts of devices
-    push users (and merges) past the 25-device cap. Their devices have no token: a device moved
-    to a user that is merged away later, and renamed (found by its token) meanwhile, is left
-    behind by the feed (its move and rename leave with that user's items; an open gap, apart
-    from the cap's)."""
+    and without message ids, deletes: over small pools, so that they meet. Bursts of devices,
+    some with tokens (so renamed when found by one), push users (and merges) past the 25-device
+    cap."""
     anon = [f"a{i}" for i in range(8)]
     ext = [f"e{i}" for i in range(4)]
     steps: list[tuple[str, Any]] = []
@@ -312,9 +310,13 @@ def workload(rng: random.Random, n: int) -> list[tuple[str, Any]]:
                     ev["user"] = {"email": rng.choice(["x@y.z", "u@v.w"]), "data": {"ev": j}}
                 events.append(ev)
             steps.append(("events", events))
-        elif kind == "burst":  # token-less devices of their own (see the docstring)
+        elif kind == "burst":
             count = rng.randint(10, 30)
-            steps.append(("burst", [device(f"c{rng.randrange(60)}", **ids) for _ in range(count)]))
+            burst = [
+                device(f"c{rng.randrange(60)}", rng.choice([None, f"ct{rng.randrange(60)}"]), **ids)
+                for _ in range(count)
+            ]
+            steps.append(("burst", burst))
         else:
             steps.append(("delete", rng.choice(ext)))
     return steps
@@ -364,3 +366,17 @@ def test_the_feed_alone_rebuilds_users_and_devices(tenant: Tenant, seed: int) ->
             user["data"] = without_nulls(user["data"])
         assert users == expected[0]
         assert devices == expected[1]
+
+
+def test_a_device_moved_then_renamed_leaves_no_trace_when_its_user_is_merged_away(
+    tenant: Tenant,
+) -> None:
+    """The move and the rename are items of a1, which leave with it: the rename's
+    device_removed stays, so a consumer reading after the merge does not keep c1 under e1."""
+    post(tenant, "devices", device("c1", None, external_id="e1"))
+    post(tenant, "identify", {"external_id": "e2"})
+    post(tenant, "devices", device("c1", "ct1", anonymous_id="a1"))  # moved to a1
+    post(tenant, "devices", device("c2", "ct1", anonymous_id="a1"))  # renamed there
+    post(tenant, "alias", {"anonymous_id": "a1", "external_id": "e2"})  # a1 merged away
+    users, devices = rebuild(items(tenant)[0])
+    assert sorted(devices) == ["c2"]

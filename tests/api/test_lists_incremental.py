@@ -109,6 +109,7 @@ def test_a_change_that_races_the_backfill_is_kept(tenant: Tenant) -> None:
             tenant.id, "Pro", "dynamic", msgspec.json.encode(PRO).decode(), clock.now_ms()
         )
         rule = parse_rule(PRO, clock.now_ms())
+        assert await store.claim_list(row, "test", clock.now_ms(), 60_000)
         mark = await store.feed_mark(tenant.id)
         at = clock.now_ms()
         return row, rule, mark, at, await store.compute_members(tenant.id, rule, at)
@@ -122,7 +123,7 @@ def test_a_change_that_races_the_backfill_is_kept(tenant: Tenant) -> None:
     assert (
         tenant.post("identify", {"external_id": "bob", "data": {"plan": "pro"}}).status_code == 204
     )
-    assert db_call(url, lambda s: s.finish_list(row, snapshot, at, mark, rule))
+    assert db_call(url, lambda s: s.finish_list(row, snapshot, at, mark, rule, "test"))
     assert members(tenant, row.id) == ["bob", "cat"]
     assert settled(tenant, row.id)["state"] == "draft"
 

@@ -86,3 +86,15 @@ def test_manage_a_destination(tenant: Tenant) -> None:
         other.secret.close()
     assert tenant.secret.delete(f"{BASE}/{did}").status_code == 204
     assert tenant.secret.get(f"{BASE}/{did}").status_code == 404
+
+
+def test_default_batch_size_by_kind(tenant: Tenant) -> None:
+    """A webhook batches 2,000 items unless told otherwise (one POST a batch: a larger batch
+    spreads its cost); the Client API and Segment kinds keep 500."""
+    hook = tenant.secret.post(BASE, json={"kind": "webhook", "url": "https://x.example"})
+    assert hook.status_code == 201 and hook.json()["batch_size"] == 2000
+    told = {"kind": "webhook", "url": "https://x.example", "batch_size": 30}
+    assert tenant.secret.post(BASE, json=told).json()["batch_size"] == 30
+    for kind in ("parcelvoy", "segment"):
+        made = tenant.secret.post(BASE, json={"kind": kind, "url": "https://x.example", "key": "k"})
+        assert made.status_code == 201 and made.json()["batch_size"] == 500, made.text

@@ -136,7 +136,25 @@ def test_pier_reproduces_every_item_with_idempotency_keys() -> None:
 
 
 def test_pier_without_the_target_secret_key_skips_deletions() -> None:
-    assert kinds.calls(dest("pier", key="pk_t"), [DELETED], "b") == []
+    assert kinds.calls(dest("pier", key="pk_t"), [DELETED, REMOVED], "b") == []
+
+
+REMOVED = item(5, "device_removed", {"device_id": "d/1", "reason": "device_cap"})
+
+
+def test_pier_removes_a_device_removed_whoever_holds_it_at_the_target() -> None:
+    d = dest("pier", key="pk_t", secret_key="sk_t")
+    calls = kinds.calls(d, [EVENT, REMOVED, EVENT], "b")
+    assert [(m, path) for m, path, _ in bodies(calls)] == [
+        ("POST", "/api/client/events"),
+        ("DELETE", "/api/client/devices/d%2F1"),  # in order: before the next events
+        ("POST", "/api/client/events"),
+    ]
+    assert calls[1].headers["Authorization"] == "Bearer sk_t"
+    key = calls[1].headers["Idempotency-Key"]  # a retried batch does not remove it again
+    assert key == kinds.calls(d, [REMOVED], "c")[0].headers["Idempotency-Key"]
+    for kind in ("parcelvoy", "segment"):  # their targets apply their own limits
+        assert kinds.calls(dest(kind, key="k"), [REMOVED], "b") == [], kind
 
 
 def test_parcelvoy_sends_only_what_parcelvoy_accepts() -> None:

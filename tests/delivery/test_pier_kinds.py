@@ -139,12 +139,30 @@ def workload(
     user_updated, device_registered and user_deleted carry: re-identifies that change fields and
     data (a key set to null too), device registrations from a small pool of device ids and
     tokens (a token taken by another device, a device moving to another user, a token cleared),
-    and deletions of known and anonymous users. `people`: the (known, anonymous) ids a run
-    starts from and leaves behind, for a run that changes users of an earlier one."""
+    and deletions of known and anonymous users, and bursts of devices (from a pool of 60 ids
+    and tokens) for an anonymous user and a known one, merged then: past the 25-device cap. `people`: the (known, anonymous) ids a run starts from and leaves behind, for a run that
+    changes users of an earlier one."""
     rng = random.Random(seed)
+    bursts = random.Random(-seed)  # apart, so that the seeds' other steps stay as they were
     known, anonymous = people if people is not None else ([], [])
     n = 0
     for step in range(steps):
+        if full and bursts.random() < 0.08 and known and anonymous:
+            # devices for an anonymous user and a known one, then the one merged into the other
+            anon = anonymous.pop(bursts.randrange(len(anonymous)))
+            ext = bursts.choice(known)
+            for ids in ({"anonymous_id": anon}, {"external_id": ext}):
+                for _ in range(bursts.randint(5, 20)):
+                    device = {
+                        **ids,
+                        "device_id": f"c{tag}{bursts.randrange(60)}",
+                        "token": bursts.choice([None, f"ct{tag}{bursts.randrange(60)}"]),
+                        **{"os": "ios", "model": "m", "app_build": "1", "app_version": "1.0"},
+                    }
+                    r = tenant.post("devices", device)
+                    assert r.status_code == 204, r.text
+            r = tenant.post("alias", {"anonymous_id": anon, "external_id": ext})
+            assert r.status_code in (204, 422), r.text
         roll = rng.random()
         if full and roll < 0.1 and known:
             ext = rng.choice(known)
@@ -263,9 +281,14 @@ def test_pier_to_pier_converges(tenant: Tenant, target: Tenant, seed: int) -> No
     pause(tenant, did)
     assert db_call(tenant.server.database_url, lambda s: Destinations(s).dead_letters(did)) == []
     made = Counter(e["name"] for e in feed(target))
-    # B was made to do each change; device_removed is not sent (B applies its own device cap,
-    # which this workload's small pools of devices stay under)
-    assert all(made[name] > 0 for name in ITEMS if name != DEVICE_REMOVED), made
+    assert all(made[name] > 0 for name in ITEMS), made  # B was made to do each change
+    # A went past the device cap, in merges too (its items there come just before user_merged)
+    items = feed(tenant)
+    assert any(
+        (e["name"], e["data"].get("reason"), after["name"])
+        == (DEVICE_REMOVED, "device_cap", "user_merged")
+        for e, after in zip(items, items[1:], strict=False)
+    )
     assert user_state(target, with_devices=True) == user_state(tenant, with_devices=True)
     source = client_events(tenant)
     assert client_events(target) == source

@@ -3,6 +3,7 @@ receiver can have (down, 500s, 429 with Retry-After, too slow, 400 for one item)
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 
@@ -85,6 +86,32 @@ def test_in_order_signed_and_cursor_at_the_end(tenant: Tenant) -> None:
         assert not verify("whsec_other", g.headers["Pier-Signature"], g.body, now)
     d = destination(tenant, did)
     assert d.cursor == ids[-1] and d.last_success_at is not None and d.attempts == 0
+
+
+def test_a_destination_that_keeps_up_gathers_a_batch_instead_of_a_call_per_commit(
+    tenant: Tenant,
+) -> None:
+    """After a batch that took every item there was, the next waits `poll_every` and takes
+    what was committed meanwhile: here two commits, one while the first call was answered and
+    one a moment after it, go out in one call (they went in two, read again at once)."""
+
+    def decide(got, n):  # type: ignore[no-untyped-def]
+        if n == 0:
+            track(tenant, 1, start=1)  # committed before the first call is answered
+        return None
+
+    with receiver(decide) as r:
+        did, _ = add_webhook(tenant, r.url)
+        track(tenant, 1)
+        with delivering(tenant.server.database_url, dataclasses.replace(FAST, poll_every=2.0)):
+            wait_for(lambda: destination(tenant, did).delivered >= 3)
+            time.sleep(0.3)  # a moment: read again at once, the next call would be gone
+            track(tenant, 1, start=2)
+            wait_for(lambda: destination(tenant, did).delivered == 5)
+    assert [[i["data"].get("n") for i in g.json()["items"]] for g in r.got] == [
+        [None, None, 0],  # user_created, user_updated, the first event
+        [1, 2],
+    ]
 
 
 def test_receiver_down_then_back(tenant: Tenant) -> None:

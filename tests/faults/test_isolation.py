@@ -198,6 +198,12 @@ def read_user_devices(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     assert r.status_code == 404
 
 
+def delete_device(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
+    r = a.secret.delete("/api/client/devices/b-only-dev")
+    assert r.status_code == 404, r.text
+    no_b(r.text.replace("b-only-dev", ""))  # the id A sent, said back; nothing else of B's
+
+
 def delete_user(a: Tenant, b: Tenant, cur: dict[str, str]) -> None:
     assert a.secret.delete("/api/client/users/b-only-user").status_code == 404
     r = a.secret.delete("/api/client/users/b-only-anon", params={"by": "anonymous_id"})
@@ -286,6 +292,7 @@ CHECKS: dict[tuple[str, str], Check] = {
     ("get", "/api/client/users"): read_users,
     ("get", "/api/client/users/{ref}"): read_user,
     ("delete", "/api/client/users/{ref}"): delete_user,
+    ("delete", "/api/client/devices/{device_id}"): delete_device,
     ("get", "/api/client/users/{ref}/events"): read_user_events,
     ("get", "/api/client/users/{ref}/devices"): read_user_devices,
     ("get", "/api/client/destinations"): list_destinations,

@@ -144,6 +144,15 @@ def test_fixture_case_in_sql(db: Db, case: dict[str, Any]) -> None:
     among = list(refs)[::2]
     expected = sorted(set(case["expect_members"]) & {refs[i] for i in among})
     assert db.members(pid, refs, rule, now, among) == expected
+    # in chunks of user ids, as a backfill asks (each chunk's events only)
+    ids = sorted(refs)
+    bounds = [ids[0] - 1, *ids[1::2], None]
+    chunked = []
+    for after, upto in zip(bounds, bounds[1:], strict=False):
+        found = db.run(db.store.segment_members(pid, rule, now, ids=(after, upto)))  # type: ignore[arg-type]
+        assert all(after < i and (upto is None or i <= upto) for i in found)
+        chunked += found
+    assert sorted(refs[i] for i in chunked) == sorted(case["expect_members"])
 
 
 def test_random_trees_give_the_in_memory_answer(db: Db) -> None:

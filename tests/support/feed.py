@@ -41,14 +41,8 @@ def rebuild(items: Iterable[dict[str, Any]]) -> tuple[dict[int, dict], dict[str,
             users.pop(data["merged_user_id"], None)
             drop_devices(data["merged_user_id"])
         elif name == "device_registered":
-            token = data["token"]
-            if token is not None:  # a token lives on one device: the other is this one renamed
-                for device_id in [
-                    k for k, d in devices.items() if d["token"] == token and k != data["device_id"]
-                ]:
-                    del devices[device_id]
             devices[data["device_id"]] = {**data, "user_id": uid}
-        elif name == "device_removed":  # by the 25-device cap; in a merge, before user_merged
+        elif name == "device_removed":  # cap, rename, DELETE; in a merge, before user_merged
             devices.pop(data["device_id"], None)  # (the device may still be the merged user's)
         elif name == "user_deleted":
             # with it, any user holding one of its anonymous ids: merged into it (the

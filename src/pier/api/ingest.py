@@ -17,10 +17,10 @@ from starlette.responses import Response
 
 from ..clock import now_ms
 from ..domain.commands import Alias, Command, RegisterDevice, TrackEvents
-from ..domain.errors import DomainError, KeyReused
+from ..domain.errors import DomainError, KeyReused, NotFound
 from ..store.base import StoreUnavailable
 from ..writer import Overloaded, RequestKey
-from . import params, schemas, validation
+from . import params, render, schemas, validation
 from .body import read_body
 from .edge import NO_CONTENT
 from .errors import HTTPProblem, Problem, invalid
@@ -106,6 +106,8 @@ async def submit(request: Request, cmd: Command, raw: bytes) -> Response:
     """Hand `cmd` to the writer and wait for its commit: 204, or the error it met."""
     try:
         await request.app.state.writer.submit(cmd, _request_key(request, raw))
+    except NotFound as exc:
+        raise render.not_found(exc.message) from exc
     except DomainError as exc:
         raise invalid([Problem(exc.path, exc.message)]) from exc
     except KeyReused as exc:

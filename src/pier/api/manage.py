@@ -1,15 +1,18 @@
-"""The management API (secret keys): the project's users, a user's devices, deleting a user, and
-the project's event feed in storage order."""
+"""The management API (secret keys): the project's users, a user's devices, deleting a user or
+one device, and the project's event feed in storage order."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..domain.commands import RemoveDevice
 from ..store.base import FeedEvent, Store, StoreUnavailable
 from . import params, read, render
 from .auth import secret_key
 from .errors import HTTPProblem
+from .fields import ID
+from .ingest import submit
 
 FEED_LIMIT = 100  # default page of the event feed (at most 1000, as everywhere)
 
@@ -88,6 +91,17 @@ async def delete_user(request: Request) -> Response:
     if not deleted:
         raise render.not_found(f"No user with {by} {ref!r} in this project.")
     return Response(status_code=204)
+
+
+async def delete_device(request: Request) -> Response:
+    """DELETE /api/client/devices/{device_id}: the device, whoever holds it, through the writer
+    (one transaction, a device_removed item). By device id alone: it is unique in a project, and
+    a feed consumer (the pier kind) drops a device_removed's device whoever holds it."""
+    key = await secret_key(request)
+    device_id = request.path_params["device_id"]
+    if "\0" in device_id or not ID.fits(device_id):  # no device can have it
+        raise render.not_found(f"No device with device_id {device_id!r} in this project.")
+    return await submit(request, RemoveDevice(project_id=key.project_id, device_id=device_id), b"")
 
 
 async def event_feed(request: Request) -> Response:

@@ -96,8 +96,9 @@ def _feed_items() -> dict[str, Schema]:
         "DeviceRegisteredData": {
             "type": "object",
             "description": "device_registered: a device of this user, as stored after the"
-            " change (a devices call, a token moving away from it, a merge). A token lives on"
-            " one device: another device holding it is this one under its former device_id.",
+            " change (a devices call, a token moving away from it, a merge). Upsert it by"
+            " device_id; a device renamed (found by its token) has a device_removed of its"
+            " former id (reason renamed) just before.",
             "required": [*feed.DEVICE_FIELDS, "extra"],
             "additionalProperties": False,
             "properties": {
@@ -108,15 +109,17 @@ def _feed_items() -> dict[str, Schema]:
         },
         "DeviceRemovedData": {
             "type": "object",
-            "description": "device_removed: the device device_id of this user is gone, pushed"
-            " out by the 25-device cap (reason device_cap). It comes before the items of the"
-            " change that pushed it out; in a merge, before user_merged (the device may still"
-            " be the merged user's): drop the device whoever holds it.",
+            "description": "device_removed: the device device_id is gone, whoever holds it:"
+            " pushed out by the 25-device cap (device_cap: before the items of the change that"
+            " pushed it out; in a merge, before user_merged, the device may still be the"
+            " merged user's), renamed (found by its token under a new device_id, in the"
+            " device_registered that follows) or removed by DELETE /api/client/devices/{id}"
+            " (deleted). It stays in the feed when its user is merged away.",
             "required": ["device_id", "reason"],
             "additionalProperties": False,
             "properties": {
                 "device_id": {"type": "string"},
-                "reason": {"type": "string", "enum": [feed.REMOVED_BY_CAP]},
+                "reason": {"type": "string", "enum": list(feed.REMOVED_REASONS)},
             },
         },
         "UserDeletedData": {
@@ -559,22 +562,23 @@ REF = {
 CURSOR = _query("cursor", "next_cursor of the previous page.", {"type": "string"})
 
 
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes the request safe to repeat: a repeat (same key, same body) answers"
+    " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
+    " key with another request is a 409. Kept 7 days.",
+    "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
+}
+DEVICE_ID = {**REF, "name": "device_id"}
+
+
 def _ingest(summary: str, body: str, *parameters: Schema) -> Schema:
     return {
         "summary": summary,
         "x-pier-scope": "public",
-        "parameters": [
-            {
-                "name": "Idempotency-Key",
-                "in": "header",
-                "required": False,
-                "description": "Makes the POST safe to repeat: a repeat (same key, same body) answers"
-                " as the first did (204; 200 on the Segment routes) and writes nothing; the same"
-                " key with another request is a 409. Kept 7 days.",
-                "schema": IDEMPOTENCY_KEY.schema(nullable=False, nonempty=True),
-            },
-            *parameters,
-        ],
+        "parameters": [IDEMPOTENCY_HEADER, *parameters],
         "requestBody": {
             "required": True,
             "content": {JSON: {"schema": ref(body)}, "text/plain": {"schema": ref(body)}},
@@ -813,6 +817,18 @@ def paths() -> dict[str, Schema]:
     delete = _read("Delete a user with its ids, devices and events.", [REF, BY], {}, found=True)
     delete["responses"].pop("200")
     delete["responses"]["204"] = {"description": "Deleted (committed)."}
+    device_delete = _read(
+        "Remove one device, whoever holds it: a device_removed item (reason deleted) in the"
+        " feed. Idempotency-Key as on the POST routes.",
+        [IDEMPOTENCY_HEADER, DEVICE_ID],
+        {},
+        found=False,
+    )
+    device_delete["responses"].pop("200")
+    device_delete["responses"]["204"] = {"description": "Removed (committed)."}
+    device_delete["responses"]["404"] = _error("No such device in this project.")
+    device_delete["responses"]["409"] = WRITE_ERRORS["409"]
+    device_delete["responses"]["422"] = _error("The Idempotency-Key header is invalid.")
     return {
         "/api/client/identify": {
             "post": _ingest("Identify a user and patch its fields.", "Identify")
@@ -830,6 +846,7 @@ def paths() -> dict[str, Schema]:
                 ),
             )
         },
+        "/api/client/devices/{device_id}": {"delete": device_delete},
         "/api/client/events": {"post": events_post, "get": feed_get},
         "/api/client/track": {"post": _ingest("Track one event (Parcelvoy JS SDK).", "Track")},
         "/api/client/segment": {"post": segment_batch},

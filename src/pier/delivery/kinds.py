@@ -5,16 +5,16 @@ order (a batch is delivered when every call is answered 2xx).
 - parcelvoy: the Client API calls that reproduce each item (identify with only the fields
   Parcelvoy's identify accepts; alias; devices; events, consecutive ones in one call);
 - pier: as parcelvoy, plus message_id and timestamp on events, an Idempotency-Key on every call,
-  a device's whole extra (?extra=replace), and DELETE of a deleted user when the target's secret
-  key is given;
+  a device's whole extra (?extra=replace), and, when the target's secret key is given, DELETE of
+  a deleted user and of a removed device;
 - segment: one `POST {url}/v1/batch` of track / identify / alias calls (HTTP Basic write key);
   list_entered / list_exited become the track events "List Entered" / "List Exited" with the
   item's data (list_id, name) as properties.
 
 Items the kind has no call for are skipped and counted as delivered (docs/destinations.md says
-why, kind by kind): user_deleted on Parcelvoy; device_removed on every kind but the webhook
-(the targets apply their own cap); list_entered / list_exited on parcelvoy and pier (the target
-computes its own lists); devices on Segment."""
+why, kind by kind): user_deleted on Parcelvoy; device_removed on parcelvoy, segment, and pier
+without the target's secret key (the targets apply their own cap); list_entered / list_exited
+on parcelvoy and pier (the target computes its own lists); devices on Segment."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ MAX_EVENTS_PER_CALL = 1000  # the Client API's limit
 # Pier's own feed items (domain/feed.py) are not events; any other name is a client's event
 RESERVED = RESERVED_EVENT_NAMES
 IDS = ("external_id", "anonymous_id")
-# parcelvoy and pier: what the target decides itself (its own device cap, its own lists)
+# parcelvoy and pier: what the target decides itself (its own device cap, its own lists); pier
+# sends device_removed when it has the target's secret key
 TARGETS_OWN = (DEVICE_REMOVED, LIST_ENTERED, LIST_EXITED)
 # segment: a user entering or leaving a list, as a track event (Segment's "Object Action" names)
 LIST_TRACKS = {LIST_ENTERED: "List Entered", LIST_EXITED: "List Exited"}
@@ -186,9 +187,11 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
     out: list[Call] = []
     events: list[FeedEvent] = []
 
-    def call(path: str, body: Any, key_of: FeedEvent | None, method: str = "POST") -> None:
+    def call(
+        path: str, body: Any, key_of: FeedEvent | None, method: str = "POST", secret: bool = False
+    ) -> None:
         raw = _encode(body) if body is not None else None
-        headers = dict(auth)
+        headers = {**auth, "Authorization": f"Bearer {d.secret_key}"} if secret else dict(auth)
         if pier and key_of is not None:  # stable for the same item and the same call
             digest = hashlib.sha256(raw or b"").hexdigest()[:16]
             headers["Idempotency-Key"] = f"pier-d{d.id}-i{key_of.id}-{digest}"
@@ -208,6 +211,12 @@ def _client_api(d: Destination, items: list[FeedEvent], pier: bool) -> list[Call
         events.clear()
 
     for e in items:
+        if e.name == DEVICE_REMOVED and pier and d.secret_key:
+            flush()  # the same device, whoever holds it at the target (a 404: it never had it)
+            device_id = _data(e).get("device_id")
+            if isinstance(device_id, str):
+                call(f"/devices/{quote(device_id, safe='')}", None, e, "DELETE", secret=True)
+            continue
         if e.name in TARGETS_OWN:
             continue  # skipped, between events too: they still go many to a call
         if e.name not in RESERVED:

@@ -16,11 +16,19 @@ from typing import Any
 import msgspec
 
 from . import identity
-from .commands import Alias, Command, Identify, Sequence, TrackEvents, Traits
-from .devices import register_device
+from .commands import Alias, Command, Identify, RemoveDevice, Sequence, TrackEvents, Traits
+from .devices import register_device, remove_device
 from .errors import DomainError, NeedsLoad
 from .events import track
-from .feed import DEVICE_REGISTERED, MERGED_AWAY, USER_UPDATED, device_data, device_state
+from .feed import (
+    DEVICE_REGISTERED,
+    DEVICE_REMOVED,
+    MERGED_AWAY,
+    REMOVED_RENAMED,
+    USER_UPDATED,
+    device_data,
+    device_state,
+)
 from .identity import MAX_MERGES_PER_REQUEST, merge_bound
 from .model import Device, Event, User
 from .plan import Key, load_request
@@ -201,6 +209,8 @@ class Batch:
                     if isinstance(c, Identify) and c.external_id:
                         user = self.by_external[(cmd.project_id, c.external_id)]
                         self.list_joins.append((cmd.join_list, user))
+        elif isinstance(cmd, RemoveDevice):
+            remove_device(self, cmd)
         else:
             register_device(self, cmd)
 
@@ -288,8 +298,8 @@ class Batch:
     def flush(self) -> None:
         """Record the items of the command (or event) just applied: a user_updated for each user
         it changed, then a device_registered for each device whose state (feed.device_state)
-        is not the one the feed last showed, in the order they were first touched. Nothing
-        changed, no item."""
+        is not the one the feed last showed (after a device_removed of its former id when it
+        was renamed), in the order they were first touched. Nothing changed, no item."""
         if self.pending:
             for user, changes in self.pending.items():
                 if not user.deleted:
@@ -298,18 +308,18 @@ class Batch:
             self.pending_at.clear()
         if self.pending_devices:
             for device in self.pending_devices:
-                if device.deleted:  # by the device cap: its device_removed is recorded already
+                if device.deleted:  # removed (cap, DELETE): its device_removed is recorded already
                     continue
                 state, shown = device_state(device), device.shown
                 if state == shown:
                     continue
-                data = device_data(device)
                 if shown is not None and shown[1] != device.device_id:
-                    left = shown[0]  # renamed (found by its token) and moved: said to the user
-                    if left is not device.user and not left.deleted:  # it left too, whose
-                        self.record(left, DEVICE_REGISTERED, data)  # items keep its old id
+                    # renamed (found by its token): its former id goes, under the user the feed
+                    # showed it with; the item stays if that user or this one is merged away
+                    gone = {"device_id": shown[1], "reason": REMOVED_RENAMED}
+                    self.record(shown[0], DEVICE_REMOVED, gone)
                 device.shown = state
-                self.record(device.user, DEVICE_REGISTERED, data)
+                self.record(device.user, DEVICE_REGISTERED, device_data(device))
             self.pending_devices = {}
 
     def touch_device(self, device: Device, *, moved_only: bool = False) -> None:

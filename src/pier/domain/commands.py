@@ -43,6 +43,13 @@ class RegisterDevice(msgspec.Struct, kw_only=True):
     replace_extra: bool = False  # `extra` becomes the device's whole extra (?extra=replace)
 
 
+class RemoveDevice(msgspec.Struct, kw_only=True):
+    """DELETE /api/client/devices/{device_id}: the device goes, whoever holds it."""
+
+    project_id: int
+    device_id: str
+
+
 EventData = dict[str, Any] | msgspec.Raw  # Raw: a JSON object as the client sent it
 
 
@@ -61,7 +68,7 @@ class TrackEvents(msgspec.Struct, kw_only=True):
     events: list[EventIn]
 
 
-Single = Identify | Alias | RegisterDevice | TrackEvents
+Single = Identify | Alias | RegisterDevice | RemoveDevice | TrackEvents
 
 
 class Sequence(msgspec.Struct, kw_only=True):

@@ -1,13 +1,14 @@
 """Device registration (contract section 4, devices): upsert by device_id then token, the token
-follows the latest user, at most 25 devices a user."""
+follows the latest user, at most 25 devices a user; and removing one device
+(DELETE /api/client/devices/{device_id})."""
 
 from __future__ import annotations
 
 from msgspec import UNSET
 
-from .commands import RegisterDevice
-from .errors import NeedsLoad
-from .feed import DEVICE_REMOVED, REMOVED_BY_CAP
+from .commands import RegisterDevice, RemoveDevice
+from .errors import NeedsLoad, NotFound
+from .feed import DEVICE_REMOVED, REMOVED_BY_CAP, REMOVED_DELETED
 from .model import Device, User
 from .state import BatchState
 
@@ -81,12 +82,28 @@ def enforce_device_cap(b: BatchState, user: User, keep: Device | None = None) ->
         key=lambda d: (d.token is not None, d.updated_at, d.seq, d.id or 0),
     )
     for device in oldest[:excess]:
-        device.deleted = True
+        _remove(b, device, REMOVED_BY_CAP)
+
+
+def remove_device(b: BatchState, cmd: RemoveDevice) -> None:
+    """The device goes, its token is free again; NotFound (nothing changed) when there is none."""
+    device = b.devices_by_id.get((cmd.project_id, cmd.device_id))
+    if device is None:
+        raise NotFound(f"No device with device_id {cmd.device_id!r} in this project.")
+    _remove(b, device, REMOVED_DELETED)
+
+
+def _remove(b: BatchState, device: Device, reason: str) -> None:
+    """Drop a device from the batch's indexes and its user; a device_removed item when the feed
+    has described it (under the id the feed knows it by)."""
+    device.deleted = True
+    user = device.user
+    if user.devices is not None and device in user.devices:
         user.devices.remove(device)
-        pid = device.project_id
-        del b.devices_by_id[(pid, device.device_id)]
-        if device.token is not None and b.devices_by_token.get((pid, device.token)) is device:
-            del b.devices_by_token[(pid, device.token)]
-        b.touch_device(device, moved_only=True)
-        if device.shown is not None:  # under the id the feed knows it by
-            b.record(user, DEVICE_REMOVED, {"device_id": device.shown[1], "reason": REMOVED_BY_CAP})
+    pid = device.project_id
+    del b.devices_by_id[(pid, device.device_id)]
+    if device.token is not None and b.devices_by_token.get((pid, device.token)) is device:
+        del b.devices_by_token[(pid, device.token)]
+    b.touch_device(device, moved_only=True)
+    if device.shown is not None:
+        b.record(user, DEVICE_REMOVED, {"device_id": device.shown[1], "reason": reason})

@@ -12,6 +12,10 @@ class DomainError(Exception):
         self.path = path
 
 
+class NotFound(DomainError):
+    """A command names something that does not exist (a device to remove); answered 404."""
+
+
 class NeedsLoad(Exception):
     """A rule reached a user loaded short of what it needs (its profile, anonymous ids or
     devices): the plan (plan.LoadRequest.to_complete) missed it. A bug, never caught."""

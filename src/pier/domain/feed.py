@@ -12,9 +12,14 @@ USER_CREATED = "user_created"
 USER_UPDATED = "user_updated"
 USER_MERGED = "user_merged"
 DEVICE_REGISTERED = "device_registered"
-# A device this user had is gone; data: device_id, reason (REMOVED_BY_CAP, the only one so far)
+# A device this user had is gone, or gone by this id; data: device_id, reason (one of REASONS)
 DEVICE_REMOVED = "device_removed"
 REMOVED_BY_CAP = "device_cap"  # the 25-device cap (domain/devices.py)
+# found by its token under another device_id: the id the feed knew it by is gone (the item is
+# under the user the feed showed it with; the device's new id follows in a device_registered)
+REMOVED_RENAMED = "renamed"
+REMOVED_DELETED = "deleted"  # DELETE /api/client/devices/{device_id}
+REMOVED_REASONS = (REMOVED_BY_CAP, REMOVED_RENAMED, REMOVED_DELETED)
 USER_DELETED = "user_deleted"
 ITEMS = (USER_CREATED, USER_UPDATED, USER_MERGED, DEVICE_REGISTERED, DEVICE_REMOVED, USER_DELETED)
 # A user entering or leaving a dynamic or static list (docs/lists.md); data: list_id, name.
@@ -26,7 +31,8 @@ RESERVED_EVENT_NAMES = frozenset((*ITEMS, LIST_ENTERED, LIST_EXITED))
 # no longer exists, and the merge's own items describe the result (its tracked events move). The
 # survivor is evaluated again for every dynamic list, so its own list items say where it is.
 # A device_removed stays (it moves to the survivor, as events do): the device's earlier items may
-# be under other users, whose items stay.
+# be under other users, whose items stay; so a device renamed under a user merged away later is
+# not left under its former id by a consumer that reads after the merge.
 MERGED_AWAY = (USER_CREATED, USER_UPDATED, DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED)
 
 DEVICE_FIELDS = ("device_id", "token", "os", "os_version", "model", "app_build", "app_version")

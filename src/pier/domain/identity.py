@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .commands import Alias, Command, TrackEvents, Traits, flatten
+from .commands import Alias, Command, RemoveDevice, TrackEvents, Traits, flatten
 from .devices import enforce_device_cap
 from .errors import DomainError, NeedsLoad, TooManyMerges
 from .feed import USER_CREATED, USER_MERGED
@@ -84,7 +84,7 @@ def _pairs(cmd: Command) -> Iterator[tuple[str | None, str | None]]:
         if isinstance(single, TrackEvents):
             for ev in single.events:
                 yield ev.anonymous_id, ev.external_id
-        else:
+        elif not isinstance(single, RemoveDevice):  # it names a device only
             yield single.anonymous_id, single.external_id
 
 

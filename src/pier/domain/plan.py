@@ -9,7 +9,15 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .commands import Alias, Command, Identify, RegisterDevice, TrackEvents, flatten
+from .commands import (
+    Alias,
+    Command,
+    Identify,
+    RegisterDevice,
+    RemoveDevice,
+    TrackEvents,
+    flatten,
+)
 from .model import User
 
 Key = tuple[int, str]  # (project id, value)
@@ -120,6 +128,9 @@ def load_request(commands: Iterable[Command]) -> LoadRequest:
                     req.profiles.append((pid, anon, ext))
                 if ev.message_id:
                     message_ids((pid, ev.message_id))
+            continue
+        if isinstance(cmd, RemoveDevice):  # the device, whoever holds it (partial users do)
+            req.device_ids.add((pid, cmd.device_id))
             continue
         anon, ext = cmd.anonymous_id, cmd.external_id
         profile = not isinstance(cmd, RegisterDevice)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import random
+import socket
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -21,6 +24,12 @@ KEEP_REQUEST_KEYS_MS = 7 * 86_400_000  # an Idempotency-Key is honoured for 7 da
 def request_keys_cutoff() -> int:
     """Idempotency-Keys recorded before this time (epoch ms) may be pruned."""
     return now_ms() - KEEP_REQUEST_KEYS_MS
+
+
+def lease_holder() -> str:
+    """A name for the leases a process takes (destinations, lists): host, pid and a random part,
+    so that a restarted process (same pid in a container) is another holder."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
 class StoreUnavailable(Exception):
@@ -183,8 +192,29 @@ class Store(Protocol):
 
     async def get_list(self, project_id: int, list_id: int) -> ListRow | None: ...
     async def lists(self, project_id: int) -> list[ListRow]: ...
-    async def loading_lists(self) -> list[ListRow]:
-        """Every list of every project whose members are still to be computed."""
+    async def loading_lists(self, now: int) -> list[ListRow]:
+        """Every list of every project whose members are still to be computed and that no
+        process is computing: no lease, or one expired at `now`."""
+
+    async def claim_list(self, row: ListRow, holder: str, now: int, ttl_ms: int) -> bool:
+        """Take (or renew) the lease of computing this version of a loading list, until now +
+        ttl_ms: False when another holder's lease is live, or the list moved on (a newer
+        version, computed, deleted)."""
+
+    async def release_list(self, list_id: int, holder: str) -> None:
+        """Give back the lease of computing a list, if `holder` has it."""
+
+    async def list_progress(
+        self, row: ListRow, holder: str, progress: float, now: int, ttl_ms: int
+    ) -> bool:
+        """Note a backfill's progress (0..1) and renew its lease; False (nothing written) when
+        the lease is no longer `holder`'s or a newer version was asked for."""
+
+    async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
+        """The chunks of a backfill: (id, rank) of every `size`-th user of the project by id
+        (each ends a chunk; the last chunk has no end), and how many users it has. On SQLite,
+        where each chunk scans the project's events, chunks grow so that there are at most 10
+        (SqliteStore.max_chunks)."""
 
     async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]: ...
     async def update_list(
@@ -214,9 +244,12 @@ class Store(Protocol):
     ) -> None:
         """Add and remove members (static lists), in one transaction."""
 
-    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
-        """segment_members for a backfill: on SQLite on a connection and thread of its own, so
-        that the event loop goes on serving meanwhile."""
+    async def compute_members(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
+    ) -> list[int]:
+        """segment_members for a backfill (a chunk of it: the users whose ids are in `ids`,
+        after, up to): on SQLite on a connection and thread of its own, so that the event loop
+        goes on serving meanwhile."""
 
     async def sweep_lists(self, now: int, limit: int) -> int:
         """Evaluate again (in one transaction) up to `limit` memberships of lists whose rule
@@ -226,11 +259,12 @@ class Store(Protocol):
         """The id of the project's newest event (0 when none): where a backfill starts."""
 
     async def finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
     ) -> bool:
         """End a backfill: `members` (computed at `now`, from a snapshot taken after the feed
         was at `mark`) become the list's members, and its state settles, in one transaction,
-        unless its version is no longer `row.version` (then False, nothing written). Users
+        unless its version is no longer `row.version` or its lease no longer `holder`'s (then False,
+        nothing written); the lease is released. Users
         whose events or profile changed since are evaluated again in that transaction, so an
         incremental update that raced the backfill is not lost."""
 

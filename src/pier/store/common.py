@@ -209,7 +209,9 @@ class SqlTx(BatchQueries):
 
     async def sweep(self, now: int, limit: int) -> int:
         """Evaluate again the memberships due by `now` (a window moved, a date passed): how
-        many were due."""
+        many were due. One sweeper at a time (`sweeping`): 0 when another one is at work."""
+        if not await self.sweeping():
+            return 0
         due: dict[int, list[int]] = defaultdict(list)
         rows = await self.run.all(self.q.due, now, limit)
         for list_id, user_id in rows:
@@ -224,6 +226,11 @@ class SqlTx(BatchQueries):
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
         return len(rows)
+
+    async def sweeping(self) -> bool:
+        """Whether this transaction may sweep, no other process's sweeper being at work: on
+        SQLite the write transaction already excludes every other."""
+        return True
 
     async def settle(
         self,
@@ -456,6 +463,7 @@ class SqlStore:
     `writing()`; it implements the rest of the protocol itself."""
 
     q: Queries
+    max_chunks: int | None = None  # a backfill's chunks at most (each costs a scan: SQLite)
 
     @property
     def reader(self) -> Run:
@@ -620,16 +628,33 @@ class SqlStore:
 
     # -- segments ------------------------------------------------------------------------
     async def segment_members(
-        self, project_id: int, rule: Rule, now: int, user_ids: list[int] | None = None
+        self,
+        project_id: int,
+        rule: Rule,
+        now: int,
+        user_ids: list[int] | None = None,
+        ids: tuple[int, int | None] | None = None,
     ) -> list[int]:
-        """The ids of the project's users (or of those of `user_ids`) for whom `rule` holds at
-        `now` (ms), from one query (segments_sql.py). Raises RuleError when a rule value cannot
-        be rendered at `now`."""
-        sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids)
+        """The ids of the project's users (or of those of `user_ids`, or whose ids are in the
+        range `ids`) for whom `rule` holds at `now` (ms), from one query (segments_sql.py).
+        Raises RuleError when a rule value cannot be rendered at `now`."""
+        sql, params = compile_members(rule, self.q.dialect, project_id, now, user_ids, ids)
         return [r[0] for r in await self.reader.all(sql, *params)]
 
-    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
-        return await self.segment_members(project_id, rule, now)
+    async def compute_members(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
+    ) -> list[int]:
+        return await self.segment_members(project_id, rule, now, ids=ids)
+
+    async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
+        async with self.reading() as run:
+            row = await run.one(self.q.user_count, project_id)
+            total = row[0] if row else 0
+            if self.max_chunks is not None:
+                size = max(size, -(-total // self.max_chunks))
+            ends = await run.all(self.q.chunk_ends, project_id, size)
+        # the last user ends no chunk: the last chunk (no end) holds it, and any user created since
+        return [(r[0], r[1]) for r in ends if r[1] < total], total
 
     # -- lists ---------------------------------------------------------------------------
     async def create_list(
@@ -649,8 +674,24 @@ class SqlStore:
     async def lists(self, project_id: int) -> list[ListRow]:
         return [_list_row(r) for r in await self.reader.all(self.q.lists_of, project_id)]
 
-    async def loading_lists(self) -> list[ListRow]:
-        return [_list_row(r) for r in await self.reader.all(self.q.loading_lists)]
+    async def loading_lists(self, now: int) -> list[ListRow]:
+        return [_list_row(r) for r in await self.reader.all(self.q.loading_lists, now)]
+
+    async def claim_list(self, row: ListRow, holder: str, now: int, ttl_ms: int) -> bool:
+        async with self.writing() as run:
+            args = (row.id, row.version, holder, now + ttl_ms, now)
+            return await run.execute(self.q.claim_list, *args) > 0
+
+    async def release_list(self, list_id: int, holder: str) -> None:
+        async with self.writing() as run:
+            await run.execute(self.q.release_list, list_id, holder)
+
+    async def list_progress(
+        self, row: ListRow, holder: str, progress: float, now: int, ttl_ms: int
+    ) -> bool:
+        async with self.writing() as run:
+            args = (row.id, row.version, holder, progress, now + ttl_ms)
+            return await run.execute(self.q.list_progress, *args) > 0
 
     async def user_lists(self, project_id: int, user_id: int) -> list[ListRow]:
         rows = await self.reader.all(self.q.lists_of_user, project_id, user_id)
@@ -726,23 +767,23 @@ class SqlStore:
         return row[0] if row and row[0] is not None else 0
 
     async def finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
     ) -> bool:
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return await self._finish_list(row, members, now, mark, rule)
+                return await self._finish_list(row, members, now, mark, rule, holder)
             except Exception as exc:
                 if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
                     raise
         raise AssertionError("unreachable")
 
     async def _finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule
+        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
     ) -> bool:
         q = self.q
         async with self.transaction() as tx:  # type: ignore[attr-defined]
             run = tx.run
-            if not await run.one(q.finish_list, row.id, row.version):
+            if not await run.one(q.finish_list, row.id, row.version, holder):
                 return False
             # users whose data changed since the backfill's snapshot: evaluated now instead
             changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}

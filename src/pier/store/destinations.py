@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from .common import SqlStore
-from .queries import Dialect
+from .queries import Dialect, lease_free
 
 COLUMNS = (
     "id, project_id, kind, name, url, key, key_prefix, secret_key, secret_key_prefix,"
@@ -94,8 +94,7 @@ class DestinationQueries:
     # a lease is taken when free, expired or already ours; the holder renews it as it goes
     lease = (
         "UPDATE destinations SET lease_holder = $2, lease_expires_at = $3 WHERE id = $1"
-        " AND state = 'active' AND (lease_holder IS NULL OR lease_holder = $2"
-        " OR lease_expires_at < $4)"
+        " AND state = 'active' AND " + lease_free("$2", "$4")
     )
     release = (
         "UPDATE destinations SET lease_holder = NULL, lease_expires_at = NULL"

@@ -38,6 +38,7 @@ RETRYABLE = (
     asyncpg.ForeignKeyViolationError,
 )
 BATCH_LOCK = 0x5049455203  # advisory lock (session): contended batches take turns
+SWEEP_LOCK = 0x5049455204  # advisory lock (transaction): one lists sweeper at a time
 CONTENDED_FOR = 1.0  # seconds after a conflict during which this process's batches take turns
 # SQLSTATE classes that say the database cannot serve now: connection exception, insufficient
 # resources (disk full, too many connections), operator intervention (shut down, terminated,
@@ -294,6 +295,13 @@ class PostgresTx(SqlTx):
                 d.id = await conn.fetchval(q.insert_new_device, *values[1:])
             else:
                 await conn.execute(q.insert_device, *values)
+
+    async def sweeping(self) -> bool:
+        # Sweepers of several processes would read the same due rows; with row locks (FOR
+        # UPDATE SKIP LOCKED) they would take different ones, but each reads the range of
+        # list_due the other writes, so SERIALIZABLE rolls one back and it does its work again.
+        # Taking turns, the one that finds the lock taken does nothing this round.
+        return bool(await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK))
 
     async def insert_events(self, events: list[Event], now: int) -> None:
         # Event ids must become visible in id order, or a consumer following the feed

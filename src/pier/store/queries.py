@@ -88,7 +88,20 @@ SQLITE = Dialect(
     cross="CROSS JOIN",
     qmark=True,
 )
-POSTGRES = Dialect("postgres", any_list="= ANY(${n})", array=list, text="::text", json="::json")
+POSTGRES = Dialect(
+    "postgres",
+    any_list="= ANY(${n})",
+    array=list,
+    text="::text",
+    json="::json",
+)
+
+
+def lease_free(holder: str, now: str) -> str:
+    """The condition under which `holder` may take or renew a lease (lease_holder,
+    lease_expires_at): free, expired at `now`, or its own. Destinations and lists use it."""
+    return f"(lease_holder IS NULL OR lease_holder = {holder} OR lease_expires_at < {now})"
+
 
 # Column orders of the rows the loaders and reads get (see loading.user_from_row, device_from_row)
 USER_FIELDS = (
@@ -293,7 +306,11 @@ class Queries:
     )
     lists_of = LISTS + " WHERE l.project_id = $1 ORDER BY l.id"
     list_by_id = LISTS + " WHERE l.project_id = $1 AND l.id = $2"
-    loading_lists = LISTS + " WHERE l.state = 'loading' ORDER BY l.id"
+    # the lists waiting for a process to compute them: no lease, or one that expired at $1
+    loading_lists = (
+        LISTS + " WHERE l.state = 'loading' AND (l.lease_holder IS NULL"
+        " OR l.lease_expires_at < $1) ORDER BY l.id"
+    )
     lists_of_user = (
         LISTS + " JOIN list_members j ON j.list_id = l.id WHERE j.project_id = $1"
         " AND j.user_id = $2 ORDER BY l.id"
@@ -303,14 +320,36 @@ class Queries:
         " state = 'loading' THEN state WHEN $4 = CAST(1 AS bigint) THEN 'ready' ELSE 'draft' END"
         " WHERE project_id = $1 AND id = $2"
     )
-    restart_list = (  # compute again (with a new rule when $3 is not null)
+    restart_list = (  # compute again (with a new rule when $3 is not null), by whoever claims it
         "UPDATE lists SET rule = COALESCE($3, rule), version = version + 1, state = 'loading',"
-        " progress = 0, updated_at = $4 WHERE project_id = $1 AND id = $2"
+        " progress = 0, updated_at = $4, lease_holder = NULL, lease_expires_at = NULL"
+        " WHERE project_id = $1 AND id = $2"
     )
+    # one process computes a version of a list: the one that holds its lease ($3, until $4)
+    claim_list = (
+        "UPDATE lists SET lease_holder = $3, lease_expires_at = $4 WHERE id = $1 AND version = $2"
+        " AND state = 'loading' AND " + lease_free("$3", "$5")
+    )
+    # after each chunk of a backfill; nothing when the lease was lost or a newer version asked
+    list_progress = (
+        "UPDATE lists SET progress = $4, lease_expires_at = $5 WHERE id = $1 AND version = $2"
+        " AND lease_holder = $3"
+    )
+    release_list = (  # a process that stops gives its backfills back
+        "UPDATE lists SET lease_holder = NULL, lease_expires_at = NULL WHERE id = $1"
+        " AND lease_holder = $2"
+    )
+    # the ends of the chunks of a backfill: every $2-th user of the project by id, with its rank
+    chunk_ends = (
+        "SELECT id, n FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM users"
+        " WHERE project_id = $1) AS r WHERE n % $2 = 0 ORDER BY id"
+    )
+    user_count = "SELECT count(*) FROM users WHERE project_id = $1"
     # the end of a computation: only when no newer one was asked for meanwhile
-    finish_list = (
+    finish_list = (  # (and by the process holding its lease)
         "UPDATE lists SET progress = NULL, state = CASE WHEN published = 1 THEN 'ready'"
-        " ELSE 'draft' END WHERE id = $1 AND version = $2 RETURNING id"
+        " ELSE 'draft' END, lease_holder = NULL, lease_expires_at = NULL"
+        " WHERE id = $1 AND version = $2 AND lease_holder = $3 RETURNING id"
     )
     delete_list = "DELETE FROM lists WHERE project_id = $1 AND id = $2"
     delete_list_members = tuple(
@@ -382,6 +421,7 @@ class Queries:
         " SELECT $1, project_id, id, $3 FROM users WHERE project_id = $2"
         " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
     )
+    # read in the sweeper's write transaction: one sweeper at a time (SqlTx.sweep)
     due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
     any_due = "SELECT 1 FROM list_due WHERE due_at <= $1 LIMIT 1"
     feed_mark = "SELECT max(id) FROM events WHERE project_id = $1"

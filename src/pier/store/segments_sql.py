@@ -98,6 +98,13 @@ class _Compiler:
         self.joins: list[str] = []
         self.aliases = 0
         self.some_users = False  # only the users of list parameter $2
+        self.ids: tuple[str, str | None] | None = None  # only ids after, up to (parameters)
+
+    def in_range(self, column: str) -> str:
+        """`column` (a user id) within `ids`."""
+        assert self.ids is not None
+        after, upto = self.ids
+        return f"{column} > {after}" + (f" AND {column} <= {upto}" if upto is not None else "")
 
     def param(self, value: Any, kind: str) -> str:
         self.params.append(value)
@@ -132,6 +139,8 @@ class _Compiler:
         where = [f"e.project_id = $1 AND e.name = {self.param(node.name, 'text')}"]
         if self.some_users:
             where.append("e.user_id {any[2]}")
+        if self.ids is not None:
+            where.append(self.in_range("e.user_id"))
         frequency = node.frequency
         if frequency is not None:
             period = frequency.period
@@ -333,11 +342,17 @@ class _Compiler:
 
 
 def compile_members(
-    rule: Rule, dialect: Dialect, project_id: int, now: int, user_ids: list[int] | None = None
+    rule: Rule,
+    dialect: Dialect,
+    project_id: int,
+    now: int,
+    user_ids: list[int] | None = None,
+    ids: tuple[int, int | None] | None = None,
 ) -> tuple[str, list[Any]]:
     """The query selecting the ids of the members of a project at `now` (ms), among `user_ids`
-    when given, and its parameters. Raises RuleError when a rule value cannot be rendered at
-    `now`."""
+    when given, or among the users whose id is in `ids` (after, up to: the range of a chunk of
+    a backfill; None: no end), and its parameters. Each event wrapper then reads only the
+    events of those users. Raises RuleError when a rule value cannot be rendered at `now`."""
     compiler = _Compiler(rule, dialect, now)
     compiler.param(project_id, "bigint")  # $1
     used = {1}
@@ -345,6 +360,13 @@ def compile_members(
     if user_ids is not None:
         compiler.params.append(dialect.array(list(user_ids)))  # $2
         compiler.some_users, only, used = True, " AND u.id {any[2]}", {1, 2}
+    elif ids is not None:
+        after, upto = ids
+        compiler.ids = (
+            compiler.param(after, "bigint"),
+            None if upto is None else compiler.param(upto, "bigint"),
+        )
+        only = " AND " + compiler.in_range("u.id")
     where = compiler.node(rule.root, "u")
     sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1{only}"
     sql += f" AND {where}"

@@ -104,6 +104,7 @@ class SqliteStore(SqlStore):
     """Store over one SQLite file. `durability` is 'full' (fsync every commit) or 'normal'."""
 
     q = QUERIES
+    max_chunks = 10  # a backfill's chunk scans the project's events: no events (user_id) index
 
     def __init__(self, url: str, path: str, durability: str = "full") -> None:
         self.url = url
@@ -289,10 +290,12 @@ class SqliteStore(SqlStore):
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
 
-    async def compute_members(self, project_id: int, rule: Rule, now: int) -> list[int]:
+    async def compute_members(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
+    ) -> list[int]:
         """One query that may take seconds over a large project: on a connection of its own, in
         a thread (sqlite3 lets go of the GIL while it runs), so ingestion goes on meanwhile."""
-        sql, params = compile_members(rule, SQLITE, project_id, now)
+        sql, params = compile_members(rule, SQLITE, project_id, now, ids=ids)
 
         def run() -> list[int]:
             conn = self._connect()

@@ -1,0 +1,473 @@
+"""The writer process (`pier serve --writer-process`, SQLite with several workers): one process
+owns the database's writes and runs the group-commit `Writer`; the HTTP workers send it their
+commands over a unix socket and await each answer (docs/architecture.md, "Processes").
+
+The protocol, both sides of it:
+- a frame is a 4-byte big-endian length and a MessagePack body (msgspec);
+- a request is [number, Idempotency-Key and fingerprint or nil, command]; the command is a
+  tagged array (`_Identify`...`_Sequence` below), the domain's structs inside it;
+- an answer is [number, outcome, message, path]: OK, or the error `Writer.submit` raised,
+  raised again in the worker (a DomainError keeps its path and message).
+Many requests are in flight on one connection per worker; answers come back as their batches
+commit, matched by number. Frames written in one turn of the event loop go out in one call.
+
+The order of a worker's requests is kept: the writer process reads them in order and queues
+each before reading the next. A worker whose connection breaks answers its requests in flight
+503 (`StoreUnavailable`: they were not acknowledged) and connects again at its next request,
+which waits up to CONNECT_WAIT for it; `Supervisor` starts the writer process and starts it
+again when it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from .domain.commands import (
+    Alias,
+    Command,
+    EventIn,
+    Identify,
+    RegisterDevice,
+    RemoveDevice,
+    Sequence,
+    Single,
+    TrackEvents,
+    Traits,
+)
+from .domain.errors import DomainError, KeyReused, NotFound
+from .store.base import StoreUnavailable
+from .writer import Overloaded, RequestKey, Writer
+
+log = logging.getLogger("pier.writerproc")
+
+HEADER = struct.Struct("!I")
+CONNECT_WAIT = 5.0  # seconds a request waits for the writer process to (re)start; then 503
+DRAIN_SECONDS = 15.0  # after SIGTERM, how long the workers have to finish (uvicorn gives 10)
+
+
+# -- the commands on the wire ----------------------------------------------------------------
+
+
+class _Event(msgspec.Struct, array_like=True):
+    """An EventIn, field for field (tests/test_writerproc.py checks), its data as bytes: a
+    msgspec.Raw holds JSON, which MessagePack cannot carry as it is."""
+
+    anonymous_id: str | None
+    external_id: str | None
+    name: str
+    data: bytes | dict[str, Any]
+    traits: Traits | None
+    message_id: str | None
+    timestamp: int | None
+
+
+class _Identify(msgspec.Struct, array_like=True, tag=0):
+    cmd: Identify
+
+
+class _Alias(msgspec.Struct, array_like=True, tag=1):
+    cmd: Alias
+
+
+class _Device(msgspec.Struct, array_like=True, tag=2):
+    cmd: RegisterDevice
+
+
+class _Remove(msgspec.Struct, array_like=True, tag=5):
+    cmd: RemoveDevice
+
+
+class _Track(msgspec.Struct, array_like=True, tag=3):
+    project_id: int
+    events: list[_Event]
+
+
+_Single = _Identify | _Alias | _Device | _Remove | _Track
+
+
+class _Sequence(msgspec.Struct, array_like=True, tag=4):
+    project_id: int
+    commands: list[_Single]
+    paths: list[str]
+    join_list: int | None
+
+
+class _Request(msgspec.Struct, array_like=True):
+    number: int
+    key: tuple[str, str] | None
+    cmd: _Single | _Sequence
+
+
+_WRAP: dict[type, Callable[[Any], Any]] = {
+    Identify: _Identify,
+    Alias: _Alias,
+    RegisterDevice: _Device,
+    RemoveDevice: _Remove,
+}
+
+
+def _wire(cmd: Command) -> _Single | _Sequence:
+    if isinstance(cmd, TrackEvents):
+        return _Track(
+            cmd.project_id,
+            [
+                _Event(
+                    e.anonymous_id,
+                    e.external_id,
+                    e.name,
+                    bytes(e.data) if isinstance(e.data, msgspec.Raw) else e.data,
+                    e.traits,
+                    e.message_id,
+                    e.timestamp,
+                )
+                for e in cmd.events
+            ],
+        )
+    if isinstance(cmd, Sequence):
+        singles: list[_Single] = [_wire(c) for c in cmd.commands]  # type: ignore[misc]
+        return _Sequence(cmd.project_id, singles, cmd.paths, cmd.join_list)
+    return _WRAP[type(cmd)](cmd)
+
+
+def _command(w: _Single | _Sequence) -> Command:
+    if isinstance(w, _Track):
+        return TrackEvents(
+            project_id=w.project_id,
+            events=[
+                EventIn(
+                    e.anonymous_id,
+                    e.external_id,
+                    e.name,
+                    msgspec.Raw(e.data) if isinstance(e.data, bytes) else e.data,
+                    e.traits,
+                    e.message_id,
+                    e.timestamp,
+                )
+                for e in w.events
+            ],
+        )
+    if isinstance(w, _Sequence):
+        singles: list[Single] = [_command(c) for c in w.commands]  # type: ignore[misc]
+        return Sequence(
+            project_id=w.project_id, commands=singles, paths=w.paths, join_list=w.join_list
+        )
+    return w.cmd
+
+
+_encoder = msgspec.msgpack.Encoder()
+_requests = msgspec.msgpack.Decoder(_Request)
+_answers = msgspec.msgpack.Decoder(tuple[int, int, str, str])
+
+
+def encode_request(number: int, cmd: Command, key: RequestKey | None) -> bytes:
+    return _encoder.encode(_Request(number, key, _wire(cmd)))
+
+
+def decode_request(frame: bytes) -> tuple[int, Command, RequestKey | None]:
+    r = _requests.decode(frame)
+    return r.number, _command(r.cmd), r.key
+
+
+# outcomes of an answer
+OK, INVALID, KEY_REUSED, OVERLOADED, UNAVAILABLE, BUG, NOT_FOUND = range(7)
+
+
+def encode_answer(number: int, error: BaseException | None) -> bytes:
+    if error is None:
+        return _encoder.encode((number, OK, "", ""))
+    if isinstance(error, DomainError):
+        outcome = NOT_FOUND if isinstance(error, NotFound) else INVALID
+        return _encoder.encode((number, outcome, error.message, error.path))
+    for outcome, kind in ((KEY_REUSED, KeyReused), (OVERLOADED, Overloaded)):
+        if isinstance(error, kind):
+            return _encoder.encode((number, outcome, str(error), ""))
+    if isinstance(error, StoreUnavailable):
+        return _encoder.encode((number, UNAVAILABLE, str(error), ""))
+    return _encoder.encode((number, BUG, f"{type(error).__name__}: {error}", ""))
+
+
+class WriterProcessFailed(RuntimeError):
+    """A bug met in the writer process (logged there with its traceback): a 500."""
+
+
+def answer_error(outcome: int, message: str, path: str) -> Exception | None:
+    """The exception an answer stands for, to raise in the worker; None for OK."""
+    if outcome == OK:
+        return None
+    if outcome == INVALID:
+        return DomainError(message, path)
+    if outcome == NOT_FOUND:
+        return NotFound(message, path)
+    if outcome == KEY_REUSED:
+        return KeyReused(message)
+    if outcome == OVERLOADED:
+        return Overloaded(message)
+    if outcome == UNAVAILABLE:
+        return StoreUnavailable(message)
+    return WriterProcessFailed(message)
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+class _Frames:
+    """Frames out on one stream, those of one turn of the event loop written together."""
+
+    def __init__(self, stream: asyncio.StreamWriter) -> None:
+        self.stream = stream
+        self.queued: list[bytes] = []
+
+    def send(self, body: bytes) -> None:
+        if not self.queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.queued += (HEADER.pack(len(body)), body)
+
+    def _flush(self) -> None:
+        queued, self.queued = self.queued, []
+        if not self.stream.is_closing():  # the other side went away: nobody to answer
+            self.stream.writelines(queued)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return await reader.readexactly(size)
+
+
+# -- the worker's side -----------------------------------------------------------------------
+
+
+class WriterClient:
+    """What an HTTP worker submits its commands to when a writer process owns the writes:
+    `submit` as `Writer.submit`, over one connection to the writer process."""
+
+    pending = 0  # the queue is the writer process's: it sets /metrics' gauge itself (livesum)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._numbers = itertools.count()
+        self._connection: _Connection | None = None
+        self._attempt: asyncio.Future[_Connection] | None = None
+
+    async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
+        """Returns once `cmd` is committed; raises what Writer.submit raises there, and
+        StoreUnavailable when the writer process cannot be reached or goes away meanwhile."""
+        connection = self._connection
+        if connection is None or connection.broken:
+            connection = await self._connect()
+        number = next(self._numbers)
+        error = await connection.ask(number, encode_request(number, cmd, request_key))
+        if error is not None:
+            raise error
+
+    async def _connect(self) -> _Connection:
+        """The requests that come while there is no connection wait for one attempt together
+        (the writer process may be restarting)."""
+        if self._attempt is None or self._attempt.done():
+            self._attempt = asyncio.ensure_future(self._open())
+        return await asyncio.shield(self._attempt)
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONNECT_WAIT
+        while True:
+            try:
+                reader, stream = await asyncio.open_unix_connection(self.path)
+                break
+            except OSError as exc:
+                if loop.time() >= deadline:
+                    raise StoreUnavailable(f"the writer process is not running: {exc}") from exc
+                await asyncio.sleep(0.05)
+        self._connection = _Connection(reader, stream)
+        return self._connection
+
+    async def close(self) -> None:
+        if self._attempt is not None:
+            self._attempt.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+
+
+class _Connection:
+    """One connection of a worker to the writer process, and the requests in flight on it."""
+
+    def __init__(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        self.frames = _Frames(stream)
+        self.waiting: dict[int, asyncio.Future[Exception | None]] = {}
+        self.broken = False
+        # a context of its own: not the request's that happened to connect (its log fields)
+        self.reading = asyncio.create_task(self._read(reader), context=contextvars.Context())
+
+    async def ask(self, number: int, request: bytes) -> Exception | None:
+        """The answer to `request`: None (committed) or the error it met."""
+        if self.broken:
+            return StoreUnavailable("the writer process went away")
+        answer = asyncio.get_running_loop().create_future()
+        self.waiting[number] = answer
+        self.frames.send(request)
+        return await answer
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                number, outcome, message, path = _answers.decode(await read_frame(reader))
+                answer = self.waiting.pop(number, None)
+                if answer is not None and not answer.done():
+                    answer.set_result(answer_error(outcome, message, path))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.warning("the connection to the writer process broke; reconnecting")
+        finally:
+            self._break()
+
+    def _break(self) -> None:
+        """The requests in flight were not acknowledged: each is answered 503."""
+        self.broken = True
+        self.frames.stream.close()
+        for answer in self.waiting.values():
+            if not answer.done():
+                answer.set_result(StoreUnavailable("the writer process went away"))
+        self.waiting.clear()
+
+    async def close(self) -> None:
+        self.reading.cancel()
+        await asyncio.gather(self.reading, return_exceptions=True)
+
+
+# -- the writer process's side ---------------------------------------------------------------
+
+
+async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) -> None:
+    """Take the workers' commands on the unix socket at `path` and hand them to `writer`.
+    In the writer process (`stop` not given): until SIGTERM, once no worker is connected any
+    more (at most DRAIN_SECONDS later), or until the process that started this one is gone;
+    Ctrl-C is left to that process, which stops the workers first, then this one."""
+    loop = asyncio.get_running_loop()
+    gone = asyncio.Event()
+    if stop is None:
+        stop = asyncio.Event()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        parent = multiprocessing.parent_process()
+        if parent is not None:
+            loop.add_reader(parent.sentinel, gone.set)
+    connections: set[asyncio.Task[None]] = set()
+
+    async def one(frames: _Frames, number: int, cmd: Command, key: RequestKey | None) -> None:
+        try:
+            await writer.submit(cmd, key)
+        except Exception as exc:  # the writer logged a bug; the worker answers it
+            frames.send(encode_answer(number, exc))
+        else:
+            frames.send(encode_answer(number, None))
+
+    async def connection(reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connections.add(task)
+        frames = _Frames(stream)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                number, cmd, key = decode_request(await read_frame(reader))
+                # queued by the writer in this order: a task runs up to its first wait at once
+                job = loop.create_task(one(frames, number, cmd, key))
+                running.add(job)
+                job.add_done_callback(running.discard)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker stopped or died: what it sent is committed all the same
+        finally:
+            connections.discard(task)
+            stream.close()
+
+    if os.path.exists(path):
+        os.unlink(path)  # left by a writer process that was killed
+    server = await asyncio.start_unix_server(connection, path)
+    log.info("writer process %d: serving the workers on %s", os.getpid(), path)
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(gone.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while connections and not gone.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    server.close()
+
+
+class Supervisor:
+    """Runs `target(*args)` in a process of its own (started by spawning), starts it again
+    when it dies of anything but a clean exit, and stops it (SIGTERM) on `stop()`."""
+
+    RESTART_PAUSE = 0.1  # seconds before a restart; doubled while it keeps dying, up to 5
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        self.target, self.args = target, args
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a restart and stop() do not cross
+        self.process: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, ready: Callable[[], bool], timeout: float = 60) -> None:
+        """Start the process; return once `ready()` holds (the socket answers)."""
+        self._launch()
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.process.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the writer process did not start (see its log above)")
+            time.sleep(0.02)
+        self._thread = threading.Thread(target=self._watch, name="pier-writer-supervisor")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _launch(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self.process = self._context.Process(
+                target=self.target, args=self.args, name="pier-writer", daemon=False
+            )
+            self.process.start()
+
+    def _watch(self) -> None:
+        pause = self.RESTART_PAUSE
+        while True:
+            started = time.monotonic()
+            self.process.join()
+            if self._stopping.is_set() or self.process.exitcode == 0:
+                return
+            log.error(
+                "the writer process %s died (exit code %s); starting it again",
+                self.process.pid,
+                self.process.exitcode,
+            )
+            # at once after a long life; more slowly while it keeps dying at start-up
+            pause = self.RESTART_PAUSE if time.monotonic() - started > 5 else min(pause * 2, 5)
+            if self._stopping.wait(pause):
+                return
+            self._launch()
+
+    def stop(self, timeout: float = DRAIN_SECONDS + 10) -> None:
+        """SIGTERM, wait for it to commit what it holds and exit; kill -9 past `timeout`."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process is not None and process.is_alive():
+            process.terminate()
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        if self._thread is not None:
+            self._thread.join()

@@ -1,0 +1,219 @@
+"""Lists' background work (pier/lists.py, docs/lists.md) on real databases: a backfill computed
+a chunk of users at a time, its progress readable by another connection after each chunk; a
+newer version stopping it; and, with two stores on one database (as two processes), each
+backfill and each due membership done by one of them only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import pytest
+
+from pier.clock import now_ms
+from pier.domain.commands import Identify, Traits
+from pier.lists import Backfill, ListJobs, compute
+from pier.store import make_store
+from pier.store.common import SqlStore
+from pier.writer import Writer
+from support.postgres import PostgresServer
+
+DAY = 86_400_000
+ROOT = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and"}
+PRO = ROOT | {
+    "children": [
+        {"uuid": "p", "type": "string", "group": "user", "path": "$.plan", "operator": "=",
+         "value": "pro"}
+    ]
+}  # fmt: skip
+RECENT = ROOT | {  # time moves it: a rolling window
+    "children": [
+        {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name", "operator": "and",
+         "value": "bought", "frequency": {"period": {"type": "rolling", "unit": "day",
+         "value": 30}, "operator": ">=", "count": 1}}
+    ]
+}  # fmt: skip
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/pier.db"
+    else:
+        server: PostgresServer = request.getfixturevalue("pg_server")
+        yield server.create_database()
+
+
+@asynccontextmanager
+async def stores(url: str, n: int) -> AsyncIterator[list[SqlStore]]:
+    """n stores on one database, each with its own connections (as n processes)."""
+    opened: list[SqlStore] = []
+    try:
+        for _ in range(n):
+            store: SqlStore = make_store(url)  # type: ignore[assignment]
+            await store.open()
+            await store.migrate()
+            opened.append(store)
+        yield opened
+    finally:
+        for store in opened:
+            await store.close()
+
+
+async def project(store: SqlStore, plans: list[str], bought: bool = False) -> tuple[int, list[int]]:
+    """A project with one user per plan (ids in order), each with a `bought` event if asked."""
+    pid = (await store.create_project("lists", 0)).id
+    base = pid * 1000
+    now = now_ms()
+    async with store.writing() as run:
+        for i, plan in enumerate(plans):
+            data = msgspec.json.encode({"plan": plan}).decode()
+            await run.execute(store.q.insert_user, base + i, pid, f"u{i}", None, None, None,
+                              None, data, now, now)  # fmt: skip
+            if bought:
+                await run.execute(store.q.insert_events, pid, base + i, "bought", "{}",
+                                  now - DAY, now, None)  # fmt: skip
+    return pid, [base + i for i in range(len(plans))]
+
+
+async def new_list(store: SqlStore, pid: int, rule: dict[str, Any]) -> Any:
+    return await store.create_list(pid, "l", "dynamic", msgspec.json.encode(rule).decode(), 0)
+
+
+def test_a_backfill_notes_its_progress_after_each_chunk(url: str) -> None:
+    async def main() -> None:
+        async with stores(url, 2) as (store, other):
+            plans = ["pro", "free", "pro", "pro", "free", "free", "pro"]
+            pid, ids = await project(store, plans)
+            row = await new_list(store, pid, PRO)
+            backfill = Backfill(store, row, "me", chunk_users=2)
+            seen = []
+            async for progress in backfill.chunks():
+                # what GET /api/client/lists/{id} shows, read by another connection
+                now = await other.get_list(pid, row.id)
+                assert now is not None and now.state == "loading"
+                seen.append((progress, now.progress))
+            assert seen == [(2 / 7, 2 / 7), (4 / 7, 4 / 7), (6 / 7, 6 / 7)]
+            assert backfill.done
+            done = await other.get_list(pid, row.id)
+            assert done is not None and done.state == "draft" and done.progress is None
+            wanted = sorted(i for i, p in zip(ids, plans, strict=True) if p == "pro")
+            members = await other.list_members(pid, row.id, 10, None)
+            assert sorted(u.id for u in members) == wanted
+
+    asyncio.run(main())
+
+
+def test_a_newer_version_stops_a_backfill_between_chunks(url: str) -> None:
+    async def main() -> None:
+        async with stores(url, 2) as (store, other):
+            pid, _ = await project(store, ["pro"] * 5)
+            row = await new_list(store, pid, PRO)
+            backfill = Backfill(store, row, "me", chunk_users=2)
+            chunks = backfill.chunks()
+            assert await anext(chunks) == 2 / 5
+            await other.restart_list(pid, row.id, None, now_ms())  # a recount: version 2
+            assert [p async for p in chunks] == []  # the next progress note is refused
+            assert not backfill.done
+            now = await other.get_list(pid, row.id)
+            assert now is not None and now.state == "loading" and now.users_count == 0
+            assert now.progress == 0  # the new version's, which another backfill computes
+            assert await compute(other, now, "them", chunk_users=2)
+            assert (await other.get_list(pid, row.id)).users_count == 5  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_two_processes_compute_a_list_once(pg_server: PostgresServer) -> None:
+    url = pg_server.create_database()
+
+    async def main() -> None:
+        async with stores(url, 2) as pair:
+            pid, _ = await project(pair[0], ["pro", "free", "pro"])
+            row = await new_list(pair[0], pid, PRO)
+            jobs = [ListJobs(store, 5.0, chunk_users=1) for store in pair]
+            for j in jobs:  # both at once, as two servers starting
+                j.schedule(row)
+            for j in jobs:
+                await j.idle()
+            assert sum(j.computed for j in jobs) == 1
+            now = await pair[1].get_list(pid, row.id)
+            assert now is not None and now.state == "draft" and now.users_count == 2
+            # a process that stopped while computing: once its lease runs out, another
+            # process's sweeper takes the list up (and only one does)
+            again = await pair[0].restart_list(pid, row.id, None, now_ms())
+            assert again is not None
+            assert await pair[0].claim_list(again, "gone", now_ms() - 120_000, 60_000)
+            assert [r.id for r in await pair[1].loading_lists(now_ms())] == [row.id]
+            for j in jobs:
+                await j.resume()
+            for j in jobs:
+                await j.idle()
+            assert sum(j.computed for j in jobs) == 2
+            assert (await pair[1].get_list(pid, row.id)).state == "draft"  # type: ignore[union-attr]
+
+    asyncio.run(main())
+
+
+def test_two_sweepers_do_not_evaluate_the_same_memberships(pg_server: PostgresServer) -> None:
+    url = pg_server.create_database()
+
+    async def main() -> None:
+        async with stores(url, 2) as (a, b):
+            pid, ids = await project(a, ["x"] * 6, bought=True)
+            row = await new_list(a, pid, RECENT)
+            assert await compute(a, row, "me")  # every user is due once now (finish_list)
+            now = now_ms()
+            async with a.transaction() as tx:  # a's sweeper, at work on the due memberships
+                assert await tx.sweep(now, 100) == 6
+                # meanwhile b's sweeper looks: it leaves them to a, and does not wait for a
+                # (the bound only turns a wait for a's row locks into a failure, not a hang)
+                assert await asyncio.wait_for(b.sweep_lists(now, 100), 30) == 0
+            assert await b.sweep_lists(now, 100) == 0  # a did them all: none is due now
+            due = await b.reader.all("SELECT due_at FROM list_due WHERE list_id = $1", row.id)
+            assert len(due) == 6 and min(r[0] for r in due) > now
+
+    asyncio.run(main())
+
+
+def test_changes_between_chunks_are_kept(url: str) -> None:
+    """Users of a chunk already computed change while later chunks are computed (through the
+    writer, which keeps the loading list current): the end of the backfill keeps the changes."""
+
+    async def main() -> None:
+        async with stores(url, 1) as (store,):
+            pid, _ = await project(store, ["pro", "free", "pro", "free"])
+            row = await new_list(store, pid, PRO)
+            writer = Writer(store)
+            writer.start()
+            try:
+                chunks = Backfill(store, row, "me", chunk_users=2).chunks()
+                assert await anext(chunks) == 2 / 4  # u0 (pro) and u1 (free) computed
+                for ext, plan in (("u0", "free"), ("u1", "pro")):
+                    traits = Traits(data={"plan": plan})
+                    await writer.submit(
+                        Identify(project_id=pid, anonymous_id=None, external_id=ext, traits=traits)
+                    )
+                assert [p async for p in chunks] == []  # the last chunk: u2 and u3, then the end
+            finally:
+                await writer.stop()
+            members = await store.list_members(pid, row.id, 10, None)
+            assert sorted(u.external_id or "" for u in members) == ["u1", "u2"]
+
+    asyncio.run(main())
+
+
+def test_sqlite_backfills_in_ten_chunks_at_most(tmp_path: Any) -> None:
+    """On SQLite each chunk scans the project's events: chunks grow with the project."""
+
+    async def main() -> None:
+        async with stores(f"sqlite:///{tmp_path}/pier.db", 1) as (store,):
+            pid, _ = await project(store, ["pro"] * 25)
+            row = await new_list(store, pid, PRO)
+            notes = [p async for p in Backfill(store, row, "me", chunk_users=1).chunks()]
+            assert notes == [n * 3 / 25 for n in range(1, 9)]  # every 3rd user: 8 notes, 9 chunks
+
+    asyncio.run(main())
