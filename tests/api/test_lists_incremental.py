@@ -15,6 +15,7 @@ from api.test_lists_fixture import members as case_members
 from conftest import Tenant, db_call
 from pier import clock
 from pier.domain.segments import Evaluator, parse_rule
+from pier.store.common import SqlTx
 
 DAY = 86_400_000
 TWICE = tree({"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
@@ -194,3 +195,58 @@ def test_a_membership_past_its_due_instant_is_evaluated_with_new_events(
         event = {"name": "purchased", "external_id": "bob", "timestamp": t0 - 40 * DAY}
         assert tenant.post("events", [event]).status_code == 204
         assert members(tenant, list_id) == []
+
+
+def test_events_no_rule_counts_are_not_evaluated(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ann is out of "purchased over 10 at least twice in 30 days": a purchase of 5, or one of
+    40 days ago, is counted by no wrapper, now or later, so ann is not evaluated; a purchase
+    of 20 is, and ann enters with the second."""
+    over_10 = {"uuid": "p", "type": "number", "group": "event", "path": "$.price",
+               "operator": ">", "value": "10"}  # fmt: skip
+    rule = tree({**TWICE["children"][0], "children": [over_10]})
+    t0 = instant("2026-01-01T00:00:00Z")
+    with clock.frozen(t0):
+        seed(tenant)
+        list_id = create(tenant, {"name": "Big", "type": "dynamic", "rule": rule}).json()["id"]
+        settled(tenant, list_id)
+        seen = evaluations(monkeypatch)
+        old = t0 - 40 * DAY
+        for event in ({"data": {"price": 5}}, {"data": {"price": 50}, "timestamp": old}):
+            event |= {"name": "purchased", "external_id": "ann"}
+            assert tenant.post("events", [event]).status_code == 204
+        assert seen == [] and members(tenant, list_id) == []
+        for _ in range(2):
+            event = {"name": "purchased", "external_id": "ann", "data": {"price": 20}}
+            assert tenant.post("events", [event]).status_code == 204
+        assert seen == ["ann", "ann"] and members(tenant, list_id) == ["ann"]
+
+
+def test_a_user_the_batch_creates_is_evaluated_without_reading(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dan's first request creates it: its document and events are the batch's, so neither is
+    read back (and it is in no list yet); it enters "purchased at least twice" all the same."""
+    seed(tenant)
+    list_id = create(tenant, {"name": "Twice", "type": "dynamic", "rule": TWICE}).json()["id"]
+    settled(tenant, list_id)
+    read: list[str] = []
+    user_documents, add_events = SqlTx.user_documents, SqlTx.add_events
+
+    async def documents(self: SqlTx, project_id: int, user_ids: list[int]) -> Any:
+        docs = await user_documents(self, project_id, user_ids)
+        read.extend(doc["external_id"] for doc, _ in docs.values())
+        return docs
+
+    async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+        read.extend(docs[u][0]["external_id"] for u in user_ids if u in docs)
+        await add_events(self, docs, user_ids, names)
+
+    monkeypatch.setattr(SqlTx, "user_documents", documents)
+    monkeypatch.setattr(SqlTx, "add_events", events)
+    buy = {"name": "purchased", "external_id": "dan"}
+    assert tenant.post("events", [buy, buy]).status_code == 204
+    assert "dan" not in read and members(tenant, list_id) == ["dan"]
+    assert tenant.post("events", [{"name": "purchased", "external_id": "bob"}]).status_code == 204
+    assert "bob" in read and members(tenant, list_id) == ["bob", "dan"]

@@ -561,6 +561,7 @@ def test_membership_holds_until_next_change(
             assert Evaluator(rule, t).member(person, events) == now_member, (t, at)
         # next_look: no later than next_change, and None only when next_change is too
         look = next_look(rule, person, events, NOW)
+        assert Evaluator(rule, NOW).next_look(person, events) == look  # its fast form
         assert (look is None) == (at is None) or (look is not None and at is None)
         if at is not None:
             assert look is not None and NOW < look <= at
@@ -576,9 +577,10 @@ def test_membership_holds_until_next_change(
 def test_what_lets_the_incremental_path_skip_a_user(
     tree: dict[str, Any], users: list[dict[str, Any]], split: int
 ) -> None:
-    """The three facts store/common.py relies on to leave a user unevaluated (docs/lists.md):
+    """The four facts store/common.py relies on to leave a user unevaluated (docs/lists.md):
     `known` is the answer whatever the events; a member stays one when events of `rising` names
-    are added; with `fading`, a non-member stays one at every later instant."""
+    are added; with `fading`, a non-member stays one at every later instant; events that
+    `counted` says no wrapper counts, now or later, change no membership at any later instant."""
     rule = parse_rule(tree, NOW)
     deps = dependencies(rule)
     evaluator = Evaluator(rule, NOW)
@@ -596,6 +598,11 @@ def test_what_lets_the_incremental_path_skip_a_user(
         if deps.fading and not now_member:
             for t in (NOW + 1, NOW + DAY, NOW + 400 * DAY):
                 assert not Evaluator(rule, t).member(person, events), t
+        # events no wrapper counts, now or later, change no membership from now on
+        kept = events[:split] + [e for e in events[split:] if evaluator.counted(e)]
+        for t in (NOW, NOW + 1, NOW + DAY, NOW + 400 * DAY):
+            later = Evaluator(rule, t)
+            assert later.member(person, kept) == later.member(person, events), t
 
 
 ROLLING = st.builds(
@@ -695,3 +702,34 @@ def test_the_tree_is_not_changed_by_parsing() -> None:
     before = copy.deepcopy(tree)
     parse_rule(tree, NOW)
     assert tree == before
+
+
+def test_counted_leaves_out_only_what_no_wrapper_can_count() -> None:
+    """`counted`: an event outside the window (a rolling one only moves forward), outside a
+    fixed period, or failing children that do not move with time is counted by no wrapper,
+    now or later; one failing children that move with `now` may be counted later."""
+    window = {"period": {"type": "rolling", "unit": "day", "value": 7}, "operator": ">=",
+              "count": 1}  # fmt: skip
+    pricey = cond("p", type="number", path="$.price", operator=">", value="10")
+    old = cond("o", type="date", path="$.created_at", operator="<",
+               value='{{subDate "now" 1 "days"}}')  # fmt: skip
+    fixed = {"period": {"type": "fixed", "start_date": "2024-06-01T00:00:00Z",
+                        "end_date": "2024-06-30T00:00:00Z"}, "operator": ">=", "count": 1}  # fmt: skip
+    rule = parse_rule(
+        root(
+            event("a", pricey, value="buy", frequency=window),
+            event("b", old, value="view"),
+            event("c", value="open", frequency=fixed),
+            operator="or",
+        ),
+        NOW,
+    )
+    counted = Evaluator(rule, NOW).counted
+    start = NOW - 7 * DAY
+    assert counted(event_document("buy", start, {"price": 11}))
+    assert not counted(event_document("buy", start - 1, {"price": 11}))
+    assert not counted(event_document("buy", NOW, {"price": 10}))
+    assert not counted(event_document("other", NOW, {"price": 11}))
+    assert counted(event_document("view", NOW, {}))  # not before yesterday yet: tomorrow it is
+    assert counted(event_document("open", NOW, {}))
+    assert not counted(event_document("open", parse_date("2024-07-01T00:00:00Z"), {}))

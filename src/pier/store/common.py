@@ -26,7 +26,6 @@ from ..domain.segments import (
     RuleInvalid,
     dependencies,
     event_document,
-    next_look,
     parse_rule,
     user_document,
 )
@@ -101,9 +100,11 @@ class SqlTx(BatchQueries):
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
         named: dict[int, set[str]] = defaultdict(set)
+        added: dict[int, list[Event]] = defaultdict(list)
         projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
             named[e.user.id].add(e.name)
+            added[e.user.id].append(e)
             projects.add(e.user.project_id)
         if not (everything or profile or named):
             return
@@ -128,27 +129,56 @@ class SqlTx(BatchQueries):
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
-        await self.settle_many(work, c.now)
+        # users this batch created (and merged none into): all their data is in the batch
+        merged_into = {to for _, to in c.event_moves}
+        fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
+        await self.settle_many(work, c.now, fresh, added)
 
-    async def settle_many(self, work: list[Work], now: int) -> None:
+    async def settle_many(
+        self,
+        work: list[Work],
+        now: int,
+        fresh: dict[int, User] | None = None,
+        added: dict[int, list[Event]] | None = None,
+    ) -> None:
         """settle() each list for its users, reading each project's users once for all its
         lists, the memberships and due instants of all the lists at once, and the events only
         of the users whose membership their new events may change (`Work.quiet`: unchanged()
-        tells), once for all the lists."""
+        tells, from `added`, the batch's events by user), once for all the lists. `fresh`: the
+        users the batch created, by id: their documents and events are the batch's, and they
+        are in no list yet, so nothing of theirs is read."""
+        fresh = fresh or {}
+        added = added or {}
         by_project: dict[int, set[int]] = defaultdict(set)
         for w in work:
             by_project[w.project_id].update(w.users)
         docs: Docs = {}
+        lists = {w.list_id for w in work}
+        had: set[tuple[int, int]] = set()  # (list, user): the members among them now
+        due: dict[tuple[int, int], int] = {}  # (list, user): the instant it is due (list_due)
         for project_id, ids in by_project.items():
-            docs.update(await self.user_documents(project_id, sorted(ids)))
-        had: set[tuple[int, int]] = set()
-        due: dict[tuple[int, int], int] = {}
-        if any(w.quiet for w in work):  # for these lists, all their users' (for settle)
-            lists = self.array(sorted({w.list_id for w in work if w.quiet}))
-            users = self.array(sorted({u for w in work if w.quiet for u in w.users}))
-            had = {(r[0], r[1]) for r in await self.run.all(self.q.members_of_lists, lists, users)}
-            for list_id, user_id, at in await self.run.all(self.q.due_of_lists, lists, users):
-                due[list_id, user_id] = at
+            for uid in ids:
+                u = fresh.get(uid)
+                if u is not None and u.project_id == project_id:
+                    docs[uid] = (_user_doc(u), defaultdict(list))
+                    for e in added.get(uid, ()):
+                        docs[uid][1][e.name].append(_event_doc(e))
+            ordered = sorted(ids - fresh.keys())  # fresh users are in no list yet
+            docs.update(await self.user_documents(project_id, ordered))
+            stored = self.array(ordered)
+            for list_id, user_id in await self.run.all(self.q.members_of_users, project_id, stored):
+                if list_id in lists:
+                    had.add((list_id, user_id))
+            for list_id, user_id, at in await self.run.all(self.q.due_of_users, project_id, stored):
+                if list_id in lists:
+                    due[list_id, user_id] = at
+        new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
+
+        def events_added(u: int) -> list[dict[str, Any]]:
+            if u not in new_events:
+                new_events[u] = [_event_doc(e) for e in added.get(u, ())]
+            return new_events[u]
+
         todo = []
         events: dict[int, tuple[set[int], set[str]]] = {}  # by project: users, names
         for w in work:
@@ -160,20 +190,21 @@ class SqlTx(BatchQueries):
                     u in w.quiet
                     and u in docs
                     and unchanged(evaluator, docs[u][0], (w.list_id, u) in had, w.quiet[u],
-                                  due.get((w.list_id, u)), now)
+                                  due.get((w.list_id, u)), now, events_added(u))
                 )
             ]  # fmt: skip
             if users:
                 todo.append((w, users))
                 ids, names = events.setdefault(w.project_id, (set(), set()))
-                ids.update(users)
+                ids.update(u for u in users if u not in fresh)
                 names.update(w.deps.events)
         for ids, names in events.values():
             await self.add_events(docs, sorted(ids), names)
         for w, users in todo:
-            known = {u for u in users if (w.list_id, u) in had} if w.quiet else None
+            known = {u for u in users if (w.list_id, u) in had}
+            was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
             await self.settle(
-                w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, had=known
+                w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, True, known, was
             )
 
     async def sweep(self, now: int, limit: int) -> int:
@@ -213,29 +244,36 @@ class SqlTx(BatchQueries):
         docs: Docs,
         items: bool = True,
         had: set[int] | None = None,
+        was_due: dict[int, int] | None = None,
     ) -> None:
         """Make these users' membership of the list what the rule says at `now` (`docs`: their
         documents, from `documents`; a user without one, deleted or of another project, is no
         member), and when the rule moves with time, note when each is next to be looked at
         (list_due); with `items`, a list_entered / list_exited event in the feed for each user
-        who enters or leaves. `had`: which of them are members now, if already read."""
+        who enters or leaves. `had`: which of them are members now, and `was_due`: their
+        list_due instants, if already read (then only the instants that change are written)."""
         run, q = self.run, self.q
         try:
             members, due = evaluate(rule, deps, now, docs, user_ids)
         except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
             log.exception("list %s cannot be evaluated at %s", list_id, now)
             return
-        ids = self.array(user_ids)
         if had is None:
-            had = {r[0] for r in await run.all(q.members_among, list_id, ids)}
+            had = {r[0] for r in await run.all(q.members_among, list_id, self.array(user_ids))}
         entered, left = sorted(members - had), sorted(had - members)
         if entered:
             await run.many(q.insert_list_member, [(list_id, project_id, u, now) for u in entered])
         if left:
             await run.many(q.delete_list_member, [(list_id, u) for u in left])
-        if deps.time:
-            await run.execute(q.delete_due, list_id, ids)
+        if deps.time and was_due is None:
+            await run.execute(q.delete_due, list_id, self.array(user_ids))
             await run.many(q.insert_due, [(list_id, project_id, u, t) for u, t in due.items()])
+        elif deps.time and was_due is not None:
+            if gone := [u for u in was_due if u not in due]:
+                await run.execute(q.delete_due, list_id, self.array(gone))
+            moved = [(list_id, project_id, u, t) for u, t in due.items() if was_due.get(u) != t]
+            if moved:
+                await run.many(q.insert_due, moved)
         if items and (entered or left):
             data = _encode({"list_id": list_id, "name": name})
             await run.many(
@@ -256,16 +294,7 @@ class SqlTx(BatchQueries):
         docs: Docs = {}
         for row in await self.run.all(self.q.list_users_by_id, project_id, self.array(user_ids)):
             u = user_from_row(row)
-            doc = user_document(
-                u.data,
-                external_id=u.external_id,
-                email=u.email,
-                phone=u.phone,
-                timezone=u.timezone,
-                locale=u.locale,
-                created_at=u.created_at,
-            )
-            docs[u.id] = (doc, defaultdict(list))
+            docs[u.id] = (_user_doc(u), defaultdict(list))
         return docs
 
     async def add_events(self, docs: Docs, user_ids: list[int], names: set[str]) -> None:
@@ -319,21 +348,41 @@ def unchanged(
     rising: bool,
     due: int | None,
     now: int,
+    events: list[dict[str, Any]],
 ) -> bool:
-    """Whether a user whose only change is new events is still what it was (`member`), with no
-    need to read its events: its membership as last evaluated holds until `due` (list_due:
-    none, or later than `now`), and either it is a member and the new events can only add
-    members (`rising`), or its own document decides the rule whatever its events are
-    (Evaluator.known). The instant it is next due stays right: the membership is the same
-    until then."""
+    """Whether a user whose only change is new `events` (event documents) is still what it was
+    (`member`), with no need to read its older events: its membership as last evaluated holds
+    until `due` (list_due: none, or later than `now`), and either it is a member and the new
+    events can only add members (`rising`), or no event wrapper counts any of them now or
+    later (Evaluator.counted: every count stays what it was at every instant), or its own
+    document decides the rule whatever its events are (Evaluator.known). The instant it is
+    next due stays right: the membership is the same until then."""
     if due is not None and due <= now:
         return False
     if member and rising:
         return True
     try:
-        return evaluator.known(user) is member
+        return not any(map(evaluator.counted, events)) or evaluator.known(user) is member
     except RuleError:  # evaluating it fails the same way, and says so
         return False
+
+
+def _user_doc(u: User) -> dict[str, Any]:
+    return user_document(
+        u.data,
+        external_id=u.external_id,
+        email=u.email,
+        phone=u.phone,
+        timezone=u.timezone,
+        locale=u.locale,
+        created_at=u.created_at,
+    )
+
+
+def _event_doc(e: Event) -> dict[str, Any]:
+    """The event document of an event of the batch, as add_events reads it once written."""
+    data = _decode(e.data) if isinstance(e.data, msgspec.Raw) else e.data
+    return event_document(e.name, e.created_at, data)
 
 
 def evaluate(
@@ -355,7 +404,7 @@ def evaluate(
         elif deps.fading:
             continue  # out until new data comes
         if deps.time:
-            at = next_look(rule, doc, events, now)
+            at = evaluator.next_look(doc, events)
             if at is not None:
                 due[uid] = at
     return members, due

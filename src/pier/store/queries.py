@@ -396,11 +396,11 @@ class Queries:
         " AND project_id {any[1]}"
     )
     members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
-    members_of_lists = (  # (SqlTx.settle_many)
-        "SELECT list_id, user_id FROM list_members WHERE list_id {any[1]} AND user_id {any[2]}"
+    members_of_users = (  # of every list, by the list_members_user index (SqlTx.settle_many)
+        "SELECT list_id, user_id FROM list_members WHERE project_id = $1 AND user_id {any[2]}"
     )
-    due_of_lists = (
-        "SELECT list_id, user_id, due_at FROM list_due WHERE list_id {any[1]} AND user_id {any[2]}"
+    due_of_users = (
+        "SELECT list_id, user_id, due_at FROM list_due WHERE project_id = $1 AND user_id {any[2]}"
     )
     lists_by_id = "SELECT id, project_id, name, rule FROM lists WHERE id {any[1]}"
     # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)

@@ -4,6 +4,7 @@ the next instant at which a user's membership can change with no new data."""
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from .rules import (
     Node,
     Rolling,
     Rule,
+    RuleError,
     Wrapper,
     target,
     uses_value,
@@ -115,6 +117,26 @@ def _compare(op: str, a: Any, b: Any) -> bool:
     return bool(a >= b)
 
 
+def _moving(cond: Condition) -> bool:
+    """Whether the condition's rule value renders `now` (so its answer can change with time)."""
+    return uses_value(cond) and cond.template is not None and cond.template.uses_now
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_TEXT_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "=": operator.eq,
+    "contains": operator.contains,
+    "starts with": str.startswith,
+    "ends with": str.endswith,
+}
+
+
 class Evaluator:
     """A rule at one instant `now` (ms): rule values are rendered once, then any number of
     users are evaluated."""
@@ -123,7 +145,23 @@ class Evaluator:
         self.rule = rule
         self.now = now
         self._targets: dict[str, Any] = {}
+        self._tests: dict[str, Callable[[Mapping[str, Any]], bool]] = {}  # by pointer
         self._member: Test | None = None
+        self._known: Callable[[Mapping[str, Any]], bool | None] | None = None
+        # next_look's rolling windows, (name, length); None when a rule value renders `now`
+        nodes = walk(rule.root)
+        self._windows: list[tuple[str, int]] | None = [
+            (n.name, n.frequency.period.length)
+            for n in nodes
+            if isinstance(n, EventWrapper)
+            and n.frequency is not None
+            and isinstance(n.frequency.period, Rolling)
+        ]
+        if any(isinstance(c, Condition) and _moving(c) for c in nodes):
+            self._windows = None
+        # (name, whether an event of that name is counted now or can be at a later instant),
+        # one per event wrapper, filled by compile
+        self._counters: list[tuple[str, Callable[[Mapping[str, Any]], bool]]] = []
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -137,13 +175,42 @@ class Evaluator:
             self._member = self.compile(self.rule.root)
         return self._member(user, events)
 
+    def next_look(self, user: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int | None:
+        """`next_look(rule, user, events, now)`, at once when no rule value renders `now`: then
+        the first instant after `now` at which an event leaves a rolling window."""
+        if self._windows is None:
+            return next_look(self.rule, user, events, self.now)
+        now, first = self.now, None
+        for name, length in self._windows:
+            for e in events:
+                if e["name"] == name:
+                    t = int(e["created_at"]) + length + 1
+                    if t > now and (first is None or t < first):
+                        first = t
+        return first
+
+    def counted(self, event: Mapping[str, Any]) -> bool:
+        """Whether some event wrapper counts this event (event_document) now or may count it at
+        a later instant: False when each wrapper of its name leaves it out for good (outside a
+        fixed period, older than a rolling window's start, which only moves forward, or failing
+        children that do not move with time). Adding such an event changes no count at any
+        instant from now on, so no membership either (store/common.py skips the user). Raises
+        RuleError as `member` does."""
+        if self._member is None:
+            self._member = self.compile(self.rule.root)
+        name = event["name"]
+        for counted_name, counts in self._counters:  # noqa: SIM110 - (as in _combined)
+            if counted_name == name and counts(event):
+                return True
+        return False
+
     def compile(self, node: Node) -> Test:
         """The node as a function of (document, events): what `node` computes, with the tree
         walked once here instead of once per user and event (rule values, windows and
         operators are looked up now). The incremental path evaluates many users with it."""
         if isinstance(node, Condition):
-            condition = self.condition
-            return lambda doc, events: condition(node, doc)
+            test = self.test(node)
+            return lambda doc, events: test(doc)
         if isinstance(node, Wrapper):
             return _combined(node.operator, [self.compile(c) for c in node.children])
         name, frequency = node.name, node.frequency
@@ -157,6 +224,15 @@ class Evaluator:
         passes = _combined(node.operator, [self.compile(c) for c in node.children])
         bare = not node.children
         no_events: Sequence[Mapping[str, Any]] = ()
+        moving = any(isinstance(c, Condition) and _moving(c) for c in walk(node))
+
+        def later(e: Mapping[str, Any]) -> bool:  # counted now or maybe later (self.counted)
+            at = int(e["created_at"])
+            if (lo is not None and at < lo) or (hi is not None and at > hi):
+                return False
+            return bare or moving or passes(e, no_events)
+
+        self._counters.append((name, later))
 
         def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
             n = 0
@@ -180,23 +256,68 @@ class Evaluator:
         """Whether the user is a member whatever its events are, from its document alone: True
         or False when the user conditions decide the tree (event wrappers taken as unknown, in
         three-valued logic), else None. Raises RuleError as `member` does."""
-        return self._known(self.rule.root, user)
+        if self._known is None:
+            self._known = self._compile_known(self.rule.root)
+        return self._known(user)
 
-    def _known(self, node: Node, doc: Mapping[str, Any]) -> bool | None:
+    def _compile_known(self, node: Node) -> Callable[[Mapping[str, Any]], bool | None]:
+        """`known` for a node, compiled as `compile` does."""
         if isinstance(node, Condition):
-            return self.condition(node, doc)
-        if isinstance(node, EventWrapper):
-            return None
-        if not node.children:
-            return True
-        values = [self._known(c, doc) for c in node.children]
+            return self.test(node)
+        if isinstance(node, EventWrapper) or not node.children:
+            decided = None if isinstance(node, EventWrapper) else True
+            return lambda doc: decided
+        parts = [self._compile_known(c) for c in node.children]
         op = node.operator
-        if op == "xor":
-            return None if None in values else values.count(True) == 1
-        if op == "and":
-            return False if False in values else None if None in values else True
-        some = True if True in values else None if None in values else False
-        return some if op == "or" or some is None else not some  # none: not or
+
+        def known(doc: Mapping[str, Any]) -> bool | None:
+            values = [p(doc) for p in parts]
+            if op == "xor":
+                return None if None in values else values.count(True) == 1
+            if op == "and":
+                return False if False in values else None if None in values else True
+            some = True if True in values else None if None in values else False
+            return some if op == "or" or some is None else not some  # none: not or
+
+        return known
+
+    def test(self, cond: Condition) -> Callable[[Mapping[str, Any]], bool]:
+        """The condition as a function of a document, computing what `condition` does. The
+        usual kind (a path of one key; a string, number or date compared with the rule value)
+        is looked up once here: the key, the coercion, the operator, the rendered value."""
+        if cond.pointer not in self._tests:
+            self._tests[cond.pointer] = self._test(cond)
+        return self._tests[cond.pointer]
+
+    def _test(self, cond: Condition) -> Callable[[Mapping[str, Any]], bool]:
+        generic = functools.partial(self.condition, cond)
+        positive = NEGATIONS.get(cond.operator, cond.operator)
+        if len(cond.path) != 1 or type(cond.path[0]) is not str or cond.type == "array":
+            return generic
+        if cond.type == "string" and positive in _TEXT_TESTS:
+            coerce: Callable[[Any], Any] = to_text
+            holds = _TEXT_TESTS[positive]
+        elif cond.type in ("number", "date") and positive in _COMPARISONS:
+            coerce = to_number if cond.type == "number" else to_date
+            holds = _COMPARISONS[positive]
+        else:
+            return generic
+        try:
+            want = self.target(cond)
+        except RuleError:  # fails when evaluated, as `condition` does
+            return generic
+        key, negated = cond.path[0], positive != cond.operator
+
+        def test(doc: Mapping[str, Any]) -> bool:
+            if type(doc) is not dict:
+                return generic(doc)
+            value = doc.get(key)
+            if value is None:
+                return negated
+            x = coerce(value)
+            return (x is not None and holds(x, want)) is not negated
+
+        return test
 
     def condition(self, cond: Condition, doc: Mapping[str, Any]) -> bool:
         values = [v for v in find(doc, cond.path) if v is not None]

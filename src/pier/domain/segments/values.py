@@ -5,6 +5,7 @@ each coercion."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -100,7 +101,7 @@ def _float(value: int | float) -> float | None:
         x = float(value)
     except OverflowError:
         return None
-    return None if x in (float("inf"), float("-inf")) or x != x else x
+    return x if math.isfinite(x) else None
 
 
 def is_true(value: Any) -> bool:
