@@ -13,9 +13,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from pier import lists
 from pier.clock import now_ms
 from pier.domain.commands import Identify, Traits
-from pier.lists import Backfill, ListJobs, compute
+from pier.lists import LEASE_MS, Backfill, ListJobs, compute
 from pier.store import make_store
 from pier.store.common import SqlStore
 from pier.writer import Writer
@@ -215,5 +216,31 @@ def test_sqlite_backfills_in_ten_chunks_at_most(tmp_path: Any) -> None:
             row = await new_list(store, pid, PRO)
             notes = [p async for p in Backfill(store, row, "me", chunk_users=1).chunks()]
             assert notes == [n * 3 / 25 for n in range(1, 9)]  # every 3rd user: 8 notes, 9 chunks
+
+    asyncio.run(main())
+
+
+def test_a_new_or_restarted_list_is_held_by_its_creator_until_its_lease_runs_out(url: str) -> None:
+    """Created (or computed again) with its lease already held: no other process takes it up
+    in the instant before its creator claims it, only once the creator's lease ran out."""
+
+    async def main() -> None:
+        async with stores(url, 2) as (creator, other):
+            pid, _ = await project(creator, ["pro", "free"])
+            now = now_ms()
+            rule = msgspec.json.encode(PRO).decode()
+            row = await lists.create(creator, pid, "l", "dynamic", rule, "creator", now)
+            assert await other.loading_lists(now) == []
+            assert not await other.claim_list(row, "other", now, LEASE_MS)
+            later = now + LEASE_MS + 1  # the creator stopped: its lease ran out
+            assert [r.id for r in await other.loading_lists(later)] == [row.id]
+            assert await other.claim_list(row, "other", later, LEASE_MS)
+            assert await compute(other, row, "other")
+            again = await lists.restart(creator, pid, row.id, None, "creator", now)  # a recount
+            assert again is not None and await other.loading_lists(now) == []
+            assert not await other.claim_list(again, "other", now, LEASE_MS)
+            assert await compute(creator, again, "creator")
+            static = await lists.create(creator, pid, "s", "static", None, "creator", now)
+            assert (static.state, await other.loading_lists(later)) == ("draft", [])
 
     asyncio.run(main())
