@@ -208,10 +208,14 @@ def test_lists(tenant: Tenant, tmp_path: Path) -> None:
                                     "--project", pid, "--database-url", url])  # fmt: skip
     assert bad.exit_code != 0 and "/rows/3/timezone" in bad.output, bad.output
     assert tenant.secret.get("/api/client/users/cat").status_code == 404
-    (tmp_path / "vip.csv").write_text("external_id,plan\ncat,gold\nann,pro\n")
+    (tmp_path / "vip.csv").write_text(
+        "external_id,plan,created_at\ncat,gold,2020-01-02\nann,pro,\n"
+    )
     pier(url, "lists", "add", static, "--csv", str(tmp_path / "vip.csv"), "--project", pid)
-    assert pier(url, "lists", "members", static, "--project", pid).split() == ["cat", "bob", "ann"]
-    assert tenant.user("cat")["data"] == {"plan": "gold"}
+    # newest users first: cat, created by the import, was created on the CSV's date
+    assert pier(url, "lists", "members", static, "--project", pid).split() == ["bob", "ann", "cat"]
+    cat = tenant.user("cat")
+    assert (cat["data"], cat["created_at"]) == ({"plan": "gold"}, "2020-01-02T00:00:00.000Z")
     bad = CliRunner().invoke(main, ["lists", "add", static, "--project", pid,
                                     "--database-url", url])  # fmt: skip
     assert bad.exit_code == 2 and "--csv" in bad.output

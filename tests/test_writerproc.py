@@ -66,7 +66,12 @@ COMMANDS = [
     DEVICE,
     msgspec.structs.replace(DEVICE, token="t-1"),
     Sequence(project_id=7, commands=[IDENTIFY, EVENTS, ALIAS, DEVICE]),
-    Sequence(project_id=7, commands=[IDENTIFY], paths=["/batch/0"], join_list=3),
+    Sequence(
+        project_id=7,
+        commands=[msgspec.structs.replace(IDENTIFY, created_at=1_600_000_000_000)],  # a CSV's
+        paths=["/batch/0"],
+        join_list=3,
+    ),
     RemoveDevice(project_id=7, device_id="d-1"),
 ]
 

@@ -374,10 +374,16 @@ def lists_create(
         if await store.get_project(project_id) is None:
             raise click.ClickException(f"no project with id {project_id}")
         kind = "static" if static else "dynamic"
-        row = await store.create_list(project_id, name, kind, text, now_ms())
+        holder = lease_holder()  # the list is created with its lease ours: no server takes it
+        row = await lists.create(store, project_id, name, kind, text, holder, now_ms())
         if text is not None:
-            # (a server that took it up first computes it instead)
-            await lists.compute(store, row, lease_holder())
+            try:
+                await lists.compute(store, row, holder)
+            except Exception as exc:  # noted on the list; a server tries again later
+                raise click.ClickException(
+                    f"list {row.id} was created, but computing it failed (a server tries again"
+                    f" in {lists.retry_after(1) // 1000} s; pier lists show says why): {exc}"
+                ) from exc
         return row.id
 
     click.echo(run(database_url, action))

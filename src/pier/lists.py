@@ -17,6 +17,32 @@ log = logging.getLogger("pier.lists")
 SWEEP_BATCH = 500  # memberships evaluated in one transaction of the sweeper
 CHUNK_USERS = 5_000  # users of a backfill's chunk (settings.list_chunk)
 LEASE_MS = 60_000  # a backfill's lease, renewed after each chunk; then another process takes it
+RETRY_MAX_MS = 3_600_000  # the longest wait before a failed backfill is tried again
+ERROR_CHARS = 1_000  # of a failed backfill's error, noted on the list
+
+
+def retry_after(failures: int) -> int:
+    """How long a list whose backfill failed `failures` times in a row waits before the next
+    try (ms): a lease's time after the first failure, doubling after each, an hour at most."""
+    return min(LEASE_MS * 2 ** min(failures - 1, 6), RETRY_MAX_MS)
+
+
+async def create(
+    store: Store, project_id: int, name: str, kind: str, rule: str | None, holder: str, now: int
+) -> ListRow:
+    """A new list (store.create_list); a dynamic one is created with its lease already held by
+    `holder`, the process that goes on to compute it: no other process takes it up meanwhile
+    (until the lease runs out: a creator that stopped first)."""
+    until = now + LEASE_MS if rule is not None else None
+    return await store.create_list(project_id, name, kind, rule, now, holder, until)
+
+
+async def restart(
+    store: Store, project_id: int, list_id: int, rule: str | None, holder: str, now: int
+) -> ListRow | None:
+    """Ask for a list's members to be computed again (store.restart_list: a new rule, unless
+    None, or a recount), by `holder`, which holds its lease from the start (as `create`)."""
+    return await store.restart_list(project_id, list_id, rule, now, holder, now + LEASE_MS)
 
 
 class Backfill:
@@ -45,21 +71,36 @@ class Backfill:
         store, row, holder = self.store, self.row, self.holder
         if not await store.claim_list(row, holder, now_ms(), LEASE_MS):
             return
-        at = now_ms() if self.now is None else self.now
-        rule = parse_rule(msgspec.json.decode(row.rule or ""), at)
-        mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after
-        ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
-        members: list[int] = []  # evaluated again at the end (finish_list)
-        after = 0
-        for upto, rank in ends:
-            members += await store.compute_members(row.project_id, rule, at, (after, upto))
-            progress = rank / total
-            if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
-                return
-            yield progress
-            after = upto
-        members += await store.compute_members(row.project_id, rule, at, (after, None))
-        self.done = await store.finish_list(row, members, at, mark, rule, holder)
+        try:
+            at = now_ms() if self.now is None else self.now
+            rule = parse_rule(msgspec.json.decode(row.rule or ""), at)
+            mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after
+            ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
+            members: list[int] = []  # evaluated again at the end (finish_list)
+            after = 0
+            for upto, rank in ends:
+                members += await store.compute_members(row.project_id, rule, at, (after, upto))
+                progress = rank / total
+                if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
+                    return
+                yield progress
+                after = upto
+            members += await store.compute_members(row.project_id, rule, at, (after, None))
+            self.done = await store.finish_list(row, members, at, mark, rule, holder)
+        except Exception as exc:
+            await self._failed(exc)
+            raise
+
+    async def _failed(self, exc: Exception) -> None:
+        """Note the failure on the list, which keeps its lease until the next try (retry_after:
+        longer after each failure in a row), rather than being taken up again at once."""
+        now = now_ms()
+        error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
+        retry_at = now + retry_after(self.row.failures + 1)
+        try:
+            await self.store.fail_list(self.row, self.holder, error, now, retry_at)
+        except Exception:  # (the database is away, say): the lease then runs out by itself
+            log.exception("noting the failure of list %s failed", self.row.id)
 
 
 async def compute(

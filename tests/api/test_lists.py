@@ -4,12 +4,17 @@ lists, and the 422/409/403/404 answers (which change nothing)."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from click.testing import CliRunner
 
-from conftest import Tenant
+from conftest import Tenant, db_call
+from pier.cli import main
+from pier.clock import now_ms
 
 ROOT = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and"}
 
@@ -113,6 +118,36 @@ def test_a_static_list_by_external_id(tenant: Tenant) -> None:
     assert tenant.secret.delete("/api/client/users/ann").status_code == 204
     assert members(tenant, list_id) == []
     assert tenant.secret.get(f"/api/client/lists/{list_id}").json()["users_count"] == 0
+
+
+def test_a_failing_computation_says_why_and_when_it_is_tried_again(tenant: Tenant) -> None:
+    seed(tenant)
+    # a stored tree that no longer parses (as after an upgrade that checks trees more strictly)
+    broken = '{"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "nand"}'
+    row = db_call(
+        tenant.server.database_url,
+        lambda s: s.create_list(tenant.id, "Old", "dynamic", broken, now_ms()),
+    )
+    assert tenant.secret.get(f"/api/client/lists/{row.id}").json()["error"] is None
+    assert tenant.secret.post(f"/api/client/lists/{row.id}/recount").status_code == 200
+    for _ in range(500):
+        body = tenant.secret.get(f"/api/client/lists/{row.id}").json()
+        if body["error"] is not None:
+            break
+        time.sleep(0.02)
+    assert body["state"] == "loading"  # still to be computed: it is tried again
+    error = body["error"]
+    assert error["failures"] == 1 and "unknown operator" in error["message"]
+    failed, retry = (datetime.fromisoformat(error[k]) for k in ("failed_at", "retry_at"))
+    assert retry - failed == timedelta(minutes=1)  # then 2, 4 ... 60 (docs/lists.md)
+    shown = CliRunner().invoke(main, ["lists", "show", str(row.id), "--project", str(tenant.id),
+                                      "--database-url", tenant.server.database_url])  # fmt: skip
+    assert shown.exit_code == 0 and json.loads(shown.output)["error"] == error
+    # a new rule is computed at once, and the error goes
+    r = tenant.secret.patch(f"/api/client/lists/{row.id}", json={"rule": PRO})
+    assert r.status_code == 200 and r.json()["error"] is None
+    body = settled(tenant, row.id)
+    assert (body["state"], body["users_count"], body["error"]) == ("draft", 2, None)
 
 
 def test_static_changes_on_a_dynamic_list_are_a_409(tenant: Tenant) -> None:

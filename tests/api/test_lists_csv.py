@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.test_lists import PRO, create, members, settled
+from api.test_lists import PRO, create, members, settled, tree
 from conftest import Tenant
 
 CSV = "text/csv"
@@ -80,6 +80,11 @@ def test_a_bad_csv_is_a_422_naming_row_and_column_and_writes_nothing(tenant: Ten
         # rows are named by the line they start on: a quoted line break, an empty line
         'external_id,note\nann,"two\nlines"\n\nbob,x,y\n': ["/rows/5"],
         "external_id,nick\nann,a\0b\n": ["/rows/2/nick"],
+        # created_at: ISO 8601 with an offset, a date alone or epoch ms, as event timestamps
+        "external_id,created_at\nann,yesterday\nbob,2020-01-01 10:00\ncat,2999-01-01\n"
+        "dan,1999-12-31\neve,99999999999999999999\n": [
+            f"/rows/{n}/created_at" for n in range(2, 7)
+        ],
         'external_id\n"ann\n': [""],
     }
     for text, paths in bad.items():
@@ -109,3 +114,46 @@ def test_a_bad_csv_is_a_422_naming_row_and_column_and_writes_nothing(tenant: Ten
     )
     assert r.status_code == 403
     assert tenant.counts()["users"] == 0
+
+
+EARLY = tree({"uuid": "d", "type": "date", "group": "user", "path": "$.created_at",
+              "operator": "<", "value": "2021-01-01"})  # fmt: skip
+
+
+def test_a_csv_created_at_is_when_a_user_it_creates_was_created(tenant: Tenant) -> None:
+    """As Parcelvoy's import: the column sets the created_at of the users the import creates
+    (docs/lists.md says why not of those that exist); dynamic lists see it at once."""
+    assert tenant.post("identify", {"external_id": "ann"}).status_code == 204
+    ann = tenant.user("ann")["created_at"]
+    early = create(tenant, {"name": "Early", "type": "dynamic", "rule": EARLY}).json()["id"]
+    settled(tenant, early)
+    list_id = static_list(tenant)
+    text = (
+        "external_id,created_at\n"
+        "ann,2020-01-01\n"  # exists: keeps its created_at
+        "bob,2020-03-04T05:06:07+02:00\n"
+        "cat, 2020-05-06 \n"  # a date alone: 00:00 UTC
+        "dan,1600000000000\n"  # epoch ms
+        "eve,\n"  # empty: now
+        "bob,2019-01-01\n"  # created by an earlier row: keeps the first row's
+    )
+    r = post_csv(tenant, list_id, text)
+    assert r.status_code == 204, r.text
+    created = {u: tenant.user(u)["created_at"] for u in ("ann", "bob", "cat", "dan", "eve")}
+    assert created == {
+        "ann": ann,
+        "bob": "2020-03-04T03:06:07.000Z",
+        "cat": "2020-05-06T00:00:00.000Z",
+        "dan": "2020-09-13T12:26:40.000Z",
+        "eve": created["eve"],
+    }
+    assert created["eve"] >= ann
+    # the dynamic list followed in the import's transaction; a backfill agrees
+    assert members(tenant, early) == ["bob", "cat", "dan"]
+    again = create(tenant, {"name": "Early 2", "type": "dynamic", "rule": EARLY}).json()["id"]
+    settled(tenant, again)
+    assert members(tenant, again) == ["bob", "cat", "dan"]
+    # the items of a user it creates are dated then, as those of a user an event creates
+    bob = [e for e in feed(tenant) if e["external_id"] == "bob" and e["name"].startswith("user_")]
+    assert {e["created_at"] for e in bob} == {"2020-03-04T03:06:07.000Z"}
+    assert [e["name"] for e in bob] == ["user_created", "user_updated"]

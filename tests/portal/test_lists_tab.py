@@ -8,10 +8,12 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from typing import Any
 
 from api.test_lists import PRO, ROOT, tree
-from conftest import LiveServer, Tenant
+from conftest import LiveServer, Tenant, db_call
+from pier.clock import now_ms
 from portal.test_browser import ARGS, chromium
 
 FREE = tree({"uuid": "f", "type": "string", "group": "user", "path": "$.plan", "operator": "=",
@@ -190,3 +192,22 @@ def test_lists_over_http(portal, tenant: Tenant) -> None:  # type: ignore[no-unt
     assert portal.get(f"/projects/{tenant.id + 1000}/lists/{made['id']}").status_code == 404
     assert portal.submit(f"{one}/delete", page=one).status_code == 303
     assert lists(tenant) == []
+
+
+def test_a_failing_list_says_why(portal, tenant: Tenant) -> None:  # type: ignore[no-untyped-def]
+    """A list whose computation fails shows the error on its page, which stops reloading itself
+    (it would fail again meanwhile), and "failing" in the tab."""
+    broken = '{"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "nand"}'
+    row = db_call(
+        tenant.server.database_url,
+        lambda s: s.create_list(tenant.id, "Old", "dynamic", broken, now_ms()),
+    )
+    assert tenant.secret.post(f"/api/client/lists/{row.id}/recount").status_code == 200
+    for _ in range(500):
+        if lists(tenant)[0]["error"] is not None:
+            break
+        time.sleep(0.02)
+    page = portal.get(f"/projects/{tenant.id}/lists/{row.id}").text
+    assert "Computing it failed 1 time in a row" in page and "unknown operator" in page
+    assert "data-loading" not in page
+    assert "data-error>failing<" in portal.get(f"/projects/{tenant.id}/lists").text

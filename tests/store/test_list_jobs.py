@@ -13,9 +13,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from pier.clock import now_ms
+from pier import lists
+from pier.clock import frozen, now_ms, set_frozen
 from pier.domain.commands import Identify, Traits
-from pier.lists import Backfill, ListJobs, compute
+from pier.lists import LEASE_MS, Backfill, ListJobs, compute
 from pier.store import make_store
 from pier.store.common import SqlStore
 from pier.writer import Writer
@@ -215,5 +216,82 @@ def test_sqlite_backfills_in_ten_chunks_at_most(tmp_path: Any) -> None:
             row = await new_list(store, pid, PRO)
             notes = [p async for p in Backfill(store, row, "me", chunk_users=1).chunks()]
             assert notes == [n * 3 / 25 for n in range(1, 9)]  # every 3rd user: 8 notes, 9 chunks
+
+    asyncio.run(main())
+
+
+def test_a_new_or_restarted_list_is_held_by_its_creator_until_its_lease_runs_out(url: str) -> None:
+    """Created (or computed again) with its lease already held: no other process takes it up
+    in the instant before its creator claims it, only once the creator's lease ran out."""
+
+    async def main() -> None:
+        async with stores(url, 2) as (creator, other):
+            pid, _ = await project(creator, ["pro", "free"])
+            now = now_ms()
+            rule = msgspec.json.encode(PRO).decode()
+            row = await lists.create(creator, pid, "l", "dynamic", rule, "creator", now)
+            assert await other.loading_lists(now) == []
+            assert not await other.claim_list(row, "other", now, LEASE_MS)
+            later = now + LEASE_MS + 1  # the creator stopped: its lease ran out
+            assert [r.id for r in await other.loading_lists(later)] == [row.id]
+            assert await other.claim_list(row, "other", later, LEASE_MS)
+            assert await compute(other, row, "other")
+            again = await lists.restart(creator, pid, row.id, None, "creator", now)  # a recount
+            assert again is not None and await other.loading_lists(now) == []
+            assert not await other.claim_list(again, "other", now, LEASE_MS)
+            assert await compute(creator, again, "creator")
+            static = await lists.create(creator, pid, "s", "static", None, "creator", now)
+            assert (static.state, await other.loading_lists(later)) == ("draft", [])
+
+    asyncio.run(main())
+
+
+# a stored rule that no longer parses (as after an upgrade that checks trees more strictly):
+# each backfill of it fails
+BROKEN = '{"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "nand"}'
+
+
+def test_a_failing_backfill_is_noted_and_tried_again_later_after_each_failure(url: str) -> None:
+    async def main() -> None:
+        async with stores(url, 2) as (a, b):
+            pid, _ = await project(a, ["pro"])
+            t = now_ms()
+            with frozen(t):
+                jobs = [ListJobs(store, 5.0) for store in (a, b)]
+                row = await lists.create(a, pid, "l", "dynamic", BROKEN, jobs[0].holder, t)
+                jobs[0].schedule(row)
+                await jobs[0].idle()
+                failed_at, waits = t, []
+                for failures in range(1, 9):
+                    now = await b.get_list(pid, row.id)
+                    assert now is not None and now.state == "loading"
+                    assert (now.failures, now.failed_at) == (failures, failed_at)
+                    assert now.error is not None and "unknown operator" in now.error
+                    # no process tries it again before its wait is over, one does after
+                    wait = lists.retry_after(failures)
+                    for at, tries in ((failed_at + wait - 1, 0), (failed_at + wait + 1, 1)):
+                        set_frozen(at)
+                        for j in jobs:
+                            await j.resume()
+                            await j.idle()
+                        assert (await b.get_list(pid, row.id)).failures == failures + tries  # type: ignore[union-attr]
+                    failed_at = at
+                    waits.append(wait // 60_000)
+                assert waits == [1, 2, 4, 8, 16, 32, 60, 60]  # minutes
+                # a recount (or a new rule) clears the failures, and tries again at once
+                again = await lists.restart(a, pid, row.id, None, "me", now_ms())
+                assert again is not None and (again.failures, again.error) == (0, None)
+            # a backfill that succeeds after a failure clears it too
+            good = msgspec.json.encode(PRO).decode()
+            row = await lists.create(a, pid, "good", "dynamic", good, "me", now_ms())
+            await a.fail_list(row, "me", "boom", now_ms(), now_ms())
+            assert (await b.get_list(pid, row.id)).error == "boom"  # type: ignore[union-attr]
+            assert await compute(a, row, "me")
+            done = await b.get_list(pid, row.id)
+            assert done is not None and (done.state, done.failures, done.error) == (
+                "draft",
+                0,
+                None,
+            )
 
     asyncio.run(main())

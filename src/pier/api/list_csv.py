@@ -3,13 +3,15 @@
 all-or-nothing Sequence of identify commands whose users join the list in the same transaction.
 
 Each row is checked as an identify body (validation.problems_identify, the same rules as
-POST /api/client/identify); a problem is reported at /rows/{row}/{column}, a row numbered by
-the line of the file it starts on (the header's is 1)."""
+POST /api/client/identify), its created_at as a time (params.time_text); a problem is reported
+at /rows/{row}/{column}, a row numbered by the line of the file it starts on (the header's is
+1)."""
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -18,15 +20,17 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from ..clock import now_ms
 from ..domain.commands import Identify, Sequence, Single
-from . import ingest, schemas, validation
+from . import ingest, params, schemas, validation
 from .body import read_body
 from .errors import HTTPProblem, Problem, invalid
 
 CSV_TYPES = ("text/csv", "application/csv")
 MULTIPART = "multipart/form-data"
 PROFILE_COLUMNS = ("external_id", "email", "phone", "timezone", "locale")
-IGNORED_COLUMNS = ("created_at",)  # Pier sets a user's created_at itself (docs/lists.md)
+CREATED_AT = "created_at"  # when a user the import creates was created (docs/lists.md)
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # a date alone: that day's 00:00 UTC
 MAX_ROWS = 10_000  # users in one import: one transaction of the writer
 
 
@@ -90,8 +94,9 @@ def sequence(raw: bytes, project_id: int, list_id: int) -> Sequence:
     if out:
         raise invalid(out)
     commands: list[Single] = []
+    now = now_ms()
     for number, row in rows:
-        cmd = _identify(row, header, number, project_id, out)
+        cmd = _identify(row, header, number, project_id, now, out)
         if cmd is not None:
             commands.append(cmd)
     if out:
@@ -115,10 +120,11 @@ def _header_problems(header: list[str]) -> list[Problem]:
 
 
 def _identify(
-    row: list[str], header: list[str], number: int, project_id: int, out: list[Problem]
+    row: list[str], header: list[str], number: int, project_id: int, now: int, out: list[Problem]
 ) -> Identify | None:
-    """One row as identify: the profile columns as its fields, the others as traits (data); an
-    empty cell leaves that field or trait as it is."""
+    """One row as identify: the profile columns as its fields, created_at as the time a user
+    it creates was created, the others as traits (data); an empty cell leaves that field or
+    trait as it is (and a new user's created_at now)."""
     base = f"/rows/{number}"
     if len(row) != len(header):
         message = f"row {number} has {len(row)} fields, the header {len(header)}"
@@ -126,10 +132,13 @@ def _identify(
         return None
     body: dict[str, Any] = {}
     data: dict[str, str] = {}
+    created_at: int | None = None
     for name, cell in zip(header, row, strict=True):
         if name in PROFILE_COLUMNS:
             body[name] = cell
-        elif cell and name not in IGNORED_COLUMNS:
+        elif name == CREATED_AT:
+            created_at = _created_at(cell, base, number, now, out)
+        elif cell:
             data[name] = cell
     body = {k: v for k, v in body.items() if v or k == "external_id"}
     if data:
@@ -140,7 +149,9 @@ def _identify(
     raw = msgspec.json.encode(body)
     try:
         ingest.checked(raw)  # the body rules of every ingestion route (U+0000)
-        return schemas.identify(raw, project_id)
+        cmd = schemas.identify(raw, project_id)
+        cmd.created_at = created_at
+        return cmd
     except HTTPProblem as exc:
         problems = exc.errors or []
     except schemas.Rejected:
@@ -149,3 +160,18 @@ def _identify(
         column = p.path.removeprefix("/data")
         out.append(Problem(base + column, f"row {number}, column {column[1:]}: {p.message}"))
     return None
+
+
+def _created_at(cell: str, base: str, number: int, now: int, out: list[Problem]) -> int | None:
+    """A created_at cell in epoch ms, as Parcelvoy's import reads the column (a Date): ISO 8601
+    with an offset, or a date alone (that day's 00:00 UTC, as JavaScript reads one), or epoch
+    milliseconds; the rules of an event's timestamp (not before 2000, not over a day ahead).
+    None when empty, or wrong (its problem added)."""
+    text = cell.strip()
+    if not text:
+        return None
+    ms, problem = params.time_text(text + "T00:00:00Z" if DATE.fullmatch(text) else text, now)
+    if problem:
+        where = f"{base}/{CREATED_AT}"
+        out.append(Problem(where, f"row {number}, column {CREATED_AT}: {problem}"))
+    return ms

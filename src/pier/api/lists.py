@@ -51,6 +51,20 @@ def render_list(row: ListRow) -> dict[str, Any]:
         "published": row.published,
         "created_at": render.iso(row.created_at),
         "updated_at": render.iso(row.updated_at),
+        "error": _error(row),
+    }
+
+
+def _error(row: ListRow) -> dict[str, Any] | None:
+    """Why the list's computation failed, the last time, and when it is tried again (None when
+    it did not fail; docs/lists.md)."""
+    if not row.failures or row.failed_at is None:
+        return None
+    return {
+        "message": row.error,
+        "failures": row.failures,
+        "failed_at": render.iso(row.failed_at),
+        "retry_at": render.iso(row.failed_at + lists.retry_after(row.failures)),
     }
 
 
@@ -149,9 +163,12 @@ async def create_list(
     if out:
         raise invalid(out)
     rule = rule_text if kind == "dynamic" else None
-    row = await _store(request).create_list(project_id, values["name"], kind, rule, now)
+    jobs = _jobs(request)
+    row = await lists.create(
+        _store(request), project_id, values["name"], kind, rule, jobs.holder, now
+    )
     if rule is not None:
-        _jobs(request).schedule(row)
+        jobs.schedule(row)
     return row
 
 
@@ -203,7 +220,7 @@ async def update_list(
     )
     if changed is None or rule is None:
         return _answer(changed)
-    return _restarted(request, await store.restart_list(row.project_id, row.id, rule_text, now))
+    return await _restart(request, row, rule_text, now)
 
 
 def _answer(row: ListRow | None) -> ListRow:
@@ -213,11 +230,16 @@ def _answer(row: ListRow | None) -> ListRow:
     return row
 
 
-def _restarted(request: Request, row: ListRow | None) -> ListRow:
-    """The list, now being computed again in the background."""
-    if row is not None:
-        _jobs(request).schedule(row)
-    return _answer(row)
+async def _restart(request: Request, row: ListRow, rule_text: str | None, now: int) -> ListRow:
+    """The list, now being computed again (with a new rule, unless None) in the background, by
+    this process (it holds the list's lease from the start)."""
+    jobs = _jobs(request)
+    restarted = await lists.restart(
+        _store(request), row.project_id, row.id, rule_text, jobs.holder, now
+    )
+    if restarted is not None:
+        jobs.schedule(restarted)
+    return _answer(restarted)
 
 
 async def delete(request: Request) -> Response:
@@ -234,8 +256,7 @@ async def recount(request: Request) -> Response:
     _, row = await _find(request)
     if row.type == "static":
         return read.json(render_list(row))
-    restarted = await _store(request).restart_list(row.project_id, row.id, None, now_ms())
-    return read.json(render_list(_restarted(request, restarted)))
+    return read.json(render_list(await _restart(request, row, None, now_ms())))
 
 
 async def members(request: Request) -> Response:

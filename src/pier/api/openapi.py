@@ -434,6 +434,25 @@ def schemas() -> dict[str, Schema]:
                 "published": {"type": "boolean"},
                 "created_at": {"type": "string", "description": TIME},
                 "updated_at": {"type": "string", "description": TIME},
+                "error": {
+                    "anyOf": [ref("ListError"), {"type": "null"}],
+                    "description": "Set while the list's computation fails (it stays loading"
+                    " and is tried again, later after each failure); null otherwise.",
+                },
+            },
+        },
+        "ListError": {
+            "type": "object",
+            "required": ["message", "failures", "failed_at", "retry_at"],
+            "properties": {
+                "message": {"type": "string", "description": "The last failure's error."},
+                "failures": {"type": "integer", "description": "Failures in a row."},
+                "failed_at": {"type": "string", "description": TIME},
+                "retry_at": {
+                    "type": "string",
+                    "description": "When the next try may start: a minute after the first"
+                    " failure, doubling after each, an hour at most.",
+                },
             },
         },
         "ListCreate": {

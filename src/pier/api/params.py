@@ -66,19 +66,22 @@ def position(value: str | None, name: str = "cursor") -> tuple[int, int] | None:
     return (parts[0], parts[1]) if parts else None
 
 
-def timestamp(value: str, name: str, now: int) -> int:
-    """A time sent in a header (epoch milliseconds, or ISO-8601 with an offset), in epoch ms;
-    the same rules as an event's timestamp (validation.event_time)."""
+def time_text(value: str, now: int) -> tuple[int | None, str | None]:
+    """(epoch ms, None) for a time written as text (epoch milliseconds, or ISO-8601 with an
+    offset), else (None, problem): the same rules as an event's timestamp
+    (validation.event_time). A header's, a CSV cell's."""
     text = value.strip()
-    ms: int | None
-    problem: str | None
     if text.isascii() and text.isdigit():
         number = integer(text)
-        ms, problem = (None, "epoch milliseconds out of range")
-        if number is not None:
-            ms, problem = validation.event_time(number, now)
-    else:
-        ms, problem = validation.event_time(text, now)
+        if number is None:
+            return None, "epoch milliseconds out of range"
+        return validation.event_time(number, now)
+    return validation.event_time(text, now)
+
+
+def timestamp(value: str, name: str, now: int) -> int:
+    """A time sent in a header (time_text), in epoch ms; a 422 naming the header."""
+    ms, problem = time_text(value, now)
     if problem or ms is None:
         raise invalid([Problem(f"/headers/{name}", f"{name}: {problem}")])
     return ms

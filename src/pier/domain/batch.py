@@ -196,8 +196,16 @@ class Batch:
         if isinstance(cmd, TrackEvents):
             track(self, cmd)
         elif isinstance(cmd, Identify):
+            # a user it creates with a given created_at: its items are dated then too, as the
+            # items of a user an event creates are dated at the event's time
             user = identity.resolve(
-                self, cmd.project_id, cmd.anonymous_id, cmd.external_id, cmd.traits
+                self,
+                cmd.project_id,
+                cmd.anonymous_id,
+                cmd.external_id,
+                cmd.traits,
+                cmd.created_at,
+                cmd.created_at,
             )
             self.patch(user, apply_traits(user, cmd.traits))
         elif isinstance(cmd, Alias):

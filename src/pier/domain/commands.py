@@ -24,6 +24,9 @@ class Identify(msgspec.Struct, kw_only=True):
     anonymous_id: str | None
     external_id: str | None
     traits: Traits
+    # when the user was created (epoch ms), if this creates it: Parcelvoy's CSV import sets it
+    # (a `created_at` column, docs/lists.md), no identify body does; a user that exists keeps its
+    created_at: int | None = None
 
 
 class Alias(msgspec.Struct, kw_only=True):

@@ -26,13 +26,15 @@ def resolve(
     ext: str | None,
     traits: Traits | None,
     at: int | None = None,
+    created_at: int | None = None,
 ) -> User:
     """The user for this pair, per the identity table. Empty ids are absent (validated).
-    `at`: the time of the event that names them, when it may create the user."""
+    `at`: the time of the event that names them, when it may create the user; `created_at`:
+    when the user was created, if this creates it (else now)."""
     e = b.by_external.get((pid, ext)) if ext else None
     a = b.by_anonymous.get((pid, anon)) if anon else None
     if e is None and a is None:
-        return create(b, pid, ext, anon, traits, at)
+        return create(b, pid, ext, anon, traits, at, created_at)
     if a is None:
         assert e is not None
         if anon:
@@ -47,7 +49,7 @@ def resolve(
             b.touch(a)
             b.note(a, {"external_id": ext})
             return a
-        return create(b, pid, ext, None, traits, at)  # the anonymous id stays with A
+        return create(b, pid, ext, None, traits, at, created_at)  # the anonymous id stays with A
     if e is a:
         return e
     if a.external_id is None:
@@ -95,8 +97,10 @@ def create(
     anon: str | None,
     traits: Traits | None,
     at: int | None = None,
+    created_at: int | None = None,
 ) -> User:
-    user = User(b.new_user_id(), pid, ext, [], created_at=b.now, updated_at=b.now)
+    born = b.now if created_at is None else created_at
+    user = User(b.new_user_id(), pid, ext, [], created_at=born, updated_at=b.now)
     b.users[user.id] = user
     # its whole state goes in the user_updated after its user_created (Batch.flush), at
     # the same time: the external id, the anonymous id (attach), what the command sets

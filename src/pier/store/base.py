@@ -57,7 +57,8 @@ class FeedEvent(EventRow):
 
 class ListRow(msgspec.Struct):
     """A list (docs/lists.md). `rule` is the tree's JSON text as received (None: static);
-    `users_count` is counted when read."""
+    `users_count` is counted when read; `failures`, `error` and `failed_at`: the backfills of
+    this version that failed in a row, the last one's error and when (0, None, None: none)."""
 
     id: int
     project_id: int
@@ -71,6 +72,9 @@ class ListRow(msgspec.Struct):
     created_at: int
     updated_at: int
     users_count: int
+    failures: int = 0
+    error: str | None = None
+    failed_at: int | None = None
 
 
 class Admin(msgspec.Struct):
@@ -186,9 +190,18 @@ class Store(Protocol):
 
     # lists (docs/lists.md)
     async def create_list(
-        self, project_id: int, name: str, type: str, rule: str | None, now: int
+        self,
+        project_id: int,
+        name: str,
+        type: str,
+        rule: str | None,
+        now: int,
+        holder: str | None = None,
+        until: int | None = None,
     ) -> ListRow:
-        """A new list: a dynamic one in state loading (to be computed), a static one draft."""
+        """A new list: a dynamic one in state loading (to be computed), a static one draft.
+        `holder`: the process that will compute it, holding its lease until `until` from the
+        start, so that no other process takes it up before (pier.lists.create)."""
 
     async def get_list(self, project_id: int, list_id: int) -> ListRow | None: ...
     async def lists(self, project_id: int) -> list[ListRow]: ...
@@ -203,6 +216,13 @@ class Store(Protocol):
 
     async def release_list(self, list_id: int, holder: str) -> None:
         """Give back the lease of computing a list, if `holder` has it."""
+
+    async def fail_list(
+        self, row: ListRow, holder: str, error: str, now: int, retry_at: int
+    ) -> None:
+        """Note that `holder`'s backfill of this version failed at `now` with `error`; it keeps
+        the lease until `retry_at`, when another process (or this one) may try again. Nothing
+        when the lease is no longer `holder`'s or a newer version was asked for."""
 
     async def list_progress(
         self, row: ListRow, holder: str, progress: float, now: int, ttl_ms: int
@@ -223,10 +243,17 @@ class Store(Protocol):
         """A new name and published flag (a computed list's state follows published)."""
 
     async def restart_list(
-        self, project_id: int, list_id: int, rule: str | None, now: int
+        self,
+        project_id: int,
+        list_id: int,
+        rule: str | None,
+        now: int,
+        holder: str | None = None,
+        until: int | None = None,
     ) -> ListRow | None:
         """Ask for the members to be computed again (with a new rule, unless None): a new
-        version, state loading. The computation is the caller's (`pier.lists`)."""
+        version, state loading, its failures cleared, its lease `holder`'s until `until` (as
+        create_list). The computation is the caller's (`pier.lists`)."""
 
     async def delete_list(self, project_id: int, list_id: int) -> bool:
         """The list and its members, in one transaction; False when there is no such list."""

@@ -450,7 +450,10 @@ def _parsed(list_id: int, text: str, now: int) -> tuple[Rule, Dependencies] | No
 
 
 def _list_row(r: Row) -> ListRow:
-    return ListRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11])
+    return ListRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9], r[10], r[11], r[12],
+        r[13], r[14],
+    )  # fmt: skip
 
 
 def _feed_event(r: Row) -> FeedEvent:
@@ -658,10 +661,17 @@ class SqlStore:
 
     # -- lists ---------------------------------------------------------------------------
     async def create_list(
-        self, project_id: int, name: str, type: str, rule: str | None, now: int
+        self,
+        project_id: int,
+        name: str,
+        type: str,
+        rule: str | None,
+        now: int,
+        holder: str | None = None,
+        until: int | None = None,
     ) -> ListRow:
         state, progress = ("loading", 0.0) if rule is not None else ("draft", None)
-        args = (project_id, name, type, rule, state, progress, 0, now)
+        args = (project_id, name, type, rule, state, progress, 0, now, holder, until)
         async with self.writing() as run:
             row = await run.one(self.q.insert_list, *args)
         assert row is not None
@@ -686,6 +696,13 @@ class SqlStore:
         async with self.writing() as run:
             await run.execute(self.q.release_list, list_id, holder)
 
+    async def fail_list(
+        self, row: ListRow, holder: str, error: str, now: int, retry_at: int
+    ) -> None:
+        async with self.writing() as run:
+            args = (row.id, row.version, holder, error, now, retry_at)
+            await run.execute(self.q.fail_list, *args)
+
     async def list_progress(
         self, row: ListRow, holder: str, progress: float, now: int, ttl_ms: int
     ) -> bool:
@@ -706,10 +723,17 @@ class SqlStore:
         return _list_row(row) if row else None
 
     async def restart_list(
-        self, project_id: int, list_id: int, rule: str | None, now: int
+        self,
+        project_id: int,
+        list_id: int,
+        rule: str | None,
+        now: int,
+        holder: str | None = None,
+        until: int | None = None,
     ) -> ListRow | None:
         async with self.writing() as run:
-            await run.execute(self.q.restart_list, project_id, list_id, rule, now)
+            args = (project_id, list_id, rule, now, holder, until)
+            await run.execute(self.q.restart_list, *args)
             row = await run.one(self.q.list_by_id, project_id, list_id)
         return _list_row(row) if row else None
 

@@ -137,7 +137,8 @@ FEED = (
 
 LIST_COLUMNS = (
     "l.id, l.project_id, l.name, l.type, l.rule, l.state, l.progress, l.published, l.version,"
-    " l.created_at, l.updated_at, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id)"
+    " l.created_at, l.updated_at, (SELECT count(*) FROM list_members m WHERE m.list_id = l.id),"
+    " l.failures, l.error, l.failed_at"
 )
 LISTS = f"SELECT {LIST_COLUMNS} FROM lists l"
 
@@ -300,9 +301,10 @@ class Queries:
     prune_request_keys = "DELETE FROM request_keys WHERE created_at < $1"
 
     # -- lists (docs/lists.md)
-    insert_list = (
+    insert_list = (  # a dynamic list with its lease held by its creator ($9, until $10)
         "INSERT INTO lists (project_id, name, type, rule, state, progress, published, version,"
-        " created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8) RETURNING id"
+        " created_at, updated_at, lease_holder, lease_expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8, $9, $10) RETURNING id"
     )
     lists_of = LISTS + " WHERE l.project_id = $1 ORDER BY l.id"
     list_by_id = LISTS + " WHERE l.project_id = $1 AND l.id = $2"
@@ -320,10 +322,10 @@ class Queries:
         " state = 'loading' THEN state WHEN $4 = CAST(1 AS bigint) THEN 'ready' ELSE 'draft' END"
         " WHERE project_id = $1 AND id = $2"
     )
-    restart_list = (  # compute again (with a new rule when $3 is not null), by whoever claims it
+    restart_list = (  # compute again (with a new rule when $3 is not null), by $5 (until $6)
         "UPDATE lists SET rule = COALESCE($3, rule), version = version + 1, state = 'loading',"
-        " progress = 0, updated_at = $4, lease_holder = NULL, lease_expires_at = NULL"
-        " WHERE project_id = $1 AND id = $2"
+        " progress = 0, updated_at = $4, lease_holder = $5, lease_expires_at = $6,"
+        " failures = 0, error = NULL, failed_at = NULL WHERE project_id = $1 AND id = $2"
     )
     # one process computes a version of a list: the one that holds its lease ($3, until $4)
     claim_list = (
@@ -334,6 +336,11 @@ class Queries:
     list_progress = (
         "UPDATE lists SET progress = $4, lease_expires_at = $5 WHERE id = $1 AND version = $2"
         " AND lease_holder = $3"
+    )
+    # a backfill that failed: noted, and its lease kept until the next try ($6)
+    fail_list = (
+        "UPDATE lists SET failures = failures + 1, error = $4, failed_at = $5,"
+        " lease_expires_at = $6 WHERE id = $1 AND version = $2 AND lease_holder = $3"
     )
     release_list = (  # a process that stops gives its backfills back
         "UPDATE lists SET lease_holder = NULL, lease_expires_at = NULL WHERE id = $1"
@@ -348,8 +355,9 @@ class Queries:
     # the end of a computation: only when no newer one was asked for meanwhile
     finish_list = (  # (and by the process holding its lease)
         "UPDATE lists SET progress = NULL, state = CASE WHEN published = 1 THEN 'ready'"
-        " ELSE 'draft' END, lease_holder = NULL, lease_expires_at = NULL"
-        " WHERE id = $1 AND version = $2 AND lease_holder = $3 RETURNING id"
+        " ELSE 'draft' END, lease_holder = NULL, lease_expires_at = NULL, failures = 0,"
+        " error = NULL, failed_at = NULL WHERE id = $1 AND version = $2 AND lease_holder = $3"
+        " RETURNING id"
     )
     delete_list = "DELETE FROM lists WHERE project_id = $1 AND id = $2"
     delete_list_members = tuple(
