@@ -32,7 +32,7 @@ class Row:
     lag_items: int | None = None
     catch_up_s: float | None = None
     ratio_to_a: float | None = None
-    deliverer_cpu_s: float | None = None  # (d) with --deliver separate: `pier deliver`'s CPU
+    deliverer_cpu_s: float | None = None  # (d): the CPU of the process delivering apart
 
     @property
     def events_per_s(self) -> float | None:
@@ -175,7 +175,8 @@ def destination_text(row: Row) -> str:
     without = "-" if base is None else f"{base:,.0f}"
     apart = ""
     if row.deliverer_cpu_s is not None and row.result.duration_s:
-        apart = f"; delivered by `pier deliver` apart, {row.deliverer_cpu_s / row.result.duration_s:.0%} of a core"
+        share = row.deliverer_cpu_s / row.result.duration_s
+        apart = f"; the delivering process apart used {share:.0%} of a core"
     return (
         f"{row.label}: {row.events_per_s or 0:,.0f} events/s with the destination, {without}"
         f" without (ratio {ratio}); destination lag at most {lag}, caught up {catch_up}"

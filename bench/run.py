@@ -87,10 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
     p.add_argument(
         "--deliver",
-        choices=["in-server", "separate"],
-        default="in-server",
-        help="(d): delivery by pier serve itself (default), or by a `pier deliver` process on"
-        " wrk's CPU (pier serve --no-deliver)",
+        choices=["process", "in-server", "separate"],
+        default="process",
+        help="(d): delivery by pier serve's delivery process, pinned to wrk's CPU (default);"
+        " by the serving process itself (--no-deliver-process); or by a `pier deliver`"
+        " process on wrk's CPU (pier serve --no-deliver)",
     )
     p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
     p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
@@ -127,7 +128,7 @@ class Bench:
         self.notes: list[str] = []
         self.idle_other_pct: float | None = None
         self.preloaded = 0  # events stored before the scale run of (a)
-        self.deliverer: Server | None = None  # --deliver separate
+        self.deliverer: Server | None = None  # --deliver separate: `pier deliver`
         self.lists_lines: list[str] = []  # bench/lists_ingest.py's figures
 
     # -- orchestration ---------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Bench:
             self.preloaded = self.committed
             label = f"(a) @{human(self.preloaded)} events"
             self.measure(server, SCENARIOS["a"], api_key, row_key="a@scale", label=label)
-        self.pier_hwm_kb = tree_kb(server.pids(), "VmHWM")
+        self.pier_hwm_kb = tree_kb(server.tree(), "VmHWM")
         self.stop_server(server)
         self.db_events = database.count_events(self.db)
 
@@ -205,6 +206,12 @@ class Bench:
         try:
             destination.wait_leased()
             apart = self.deliverer.pids() if self.deliverer else []
+            if self.args.deliver == "process":  # pier serve's own: measured apart, on wrk's CPU
+                pid = int(destination.view()["lease_holder"].split(":")[1])
+                if self.pin:
+                    os.sched_setaffinity(pid, {WRK_CPU})
+                server.apart.add(pid)
+                apart = [pid]
             before = pids_cpu_s(apart)
             with LagWatch(destination) as lag:
                 row = self.measure(server, SCENARIOS["d"], api_key, row_key="d" + suffix)
@@ -258,6 +265,8 @@ class Bench:
         argv += ["--workers", str(self.args.workers)]
         if self.args.deliver == "separate":
             argv += ["--no-deliver"]
+        elif self.args.deliver == "in-server":
+            argv += ["--no-deliver-process"]
         if self.args.durability:
             argv += ["--durability", self.args.durability]
         if self.args.writer_process:
@@ -433,11 +442,11 @@ class Bench:
                 + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
                 "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
-                + (
-                    "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)"
-                    if a.deliver == "separate"
-                    else "pier serve itself"
-                ),
+                + {
+                    "separate": "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)",
+                    "process": "pier serve's delivery process, pinned to wrk's CPU",
+                    "in-server": "the serving process itself (--no-deliver-process)",
+                }[a.deliver],
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
                 " per scenario, 127.0.0.1 only",
                 "RSS: peak of the summed VmRSS of the server process and its children, "
