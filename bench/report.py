@@ -184,6 +184,14 @@ def destination_text(row: Row) -> str:
     )
 
 
+def lists_text(row: Row) -> str:
+    """(l)'s line: its rate and CPU per event against (a)'s just before."""
+    ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
+    base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
+    without = "-" if base is None else f"{base:,.0f}"
+    return f"{row.events_per_s or 0:,.0f} events/s with 20 lists, {without} without (ratio {ratio})"
+
+
 def ratio_to_bare(rows: dict[str, Row]) -> float | None:
     """Pier's 2xx requests/s in (a) over the bare ASGI app's requests/s in (c)."""
     a, c = rows.get("a"), rows.get("c")
@@ -192,7 +200,7 @@ def ratio_to_bare(rows: dict[str, Row]) -> float | None:
 
 def targets(rows: dict[str, Row]) -> list[Target]:
     """The targets, with the measured value each is read against (None: not measured)."""
-    a, b = rows.get("a"), rows.get("b")
+    a, b, lists = rows.get("a"), rows.get("b"), rows.get("l")
     ratio = ratio_to_bare(rows)
     # (d) over every pair (--pairs): the median ratio, the largest lag
     d_ratios = [r.ratio_to_a for k, r in rows.items() if k[0] == "d" and r.ratio_to_a is not None]
@@ -207,6 +215,7 @@ def targets(rows: dict[str, Row]) -> list[Target]:
         Target("b", "identify/s (2xx)", ">=", 8_000, b.result.ok_rps if b else None),
         Target("d", "events/s ratio to (a), median", ">=", 0.8, _median(d_ratios)),
         Target("d", "destination lag max s", "<", 5, max(d_lags) if d_lags else None),
+        Target("l", "events/s ratio to (a)", ">=", 0.7, lists.ratio_to_a if lists else None),
         Target("pier", "peak RSS MB", "<=", 200, max(pier_rss) / 1024 if pier_rss else None),
     ]
 
