@@ -38,6 +38,7 @@ EVENT_USERS, IDENTIFY_USERS, POOL = 10_000, 100_000, 4000
 PRELOAD_BODY_EVENTS, PRELOAD_POOL, PRELOAD_CONNECTIONS = 1000, 32, 16
 PRELOAD_MAX_CHUNK_S, PRELOAD_MAX_S = 60, 3 * 3600  # bounds: one wrk run, the whole preload
 OTHER_CPU_WARN_PCT = 20  # ~10% is loopback network work in the kernel on a quiet machine
+BOTTLENECK_PCT = 90  # wrk, or a server process, using this much of one core limits the run
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,29 @@ class Bench:
         )
         self.rows[row.key] = row
         print("  " + brief(row), flush=True)
+        self.check_bottleneck(row)
         return row
+
+    def check_bottleneck(self, row: Row) -> None:
+        """Warn when the load generator, not the server, may have set the pace: wrk (one
+        thread) near a full core; or, with the server pinned to one core, when the server
+        used well under it (other work took that core)."""
+        notes = []
+        if row.load_cpu_pct >= BOTTLENECK_PCT:
+            notes.append(
+                f"{row.label}: wrk used {row.load_cpu_pct:.0f}% of its core: wrk may be the bottleneck"
+            )
+        duration = row.result.duration_s
+        if self.pin and self.args.workers == 1 and duration and row.key[0] != "c":
+            share = row.server_cpu_s / duration * 100
+            if share < 100 - (100 - BOTTLENECK_PCT) * 3 and row.other_cpu_pct > OTHER_CPU_WARN_PCT:
+                notes.append(
+                    f"{row.label}: the server used {share:.0f}% of its core while other processes"
+                    f" used {row.other_cpu_pct:.0f}% of the CPUs: they, not Pier, set the pace"
+                )
+        for note in notes:
+            self.notes.append(note)
+            print("warning: " + note, file=sys.stderr, flush=True)
 
     def preload(self, server: Server, api_key: str) -> None:
         """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged."""
