@@ -180,7 +180,9 @@ class SqlTx(BatchQueries):
             return new_events[u]
 
         todo = []
-        events: dict[int, tuple[set[int], set[str]]] = {}  # by project: users, names
+        # by project, by user: the names of the events its lists to evaluate count, so that a
+        # user is read only the events of those lists, not of every list of the batch
+        needs: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         for w in work:
             evaluator = Evaluator(w.rule, now)
             users = [
@@ -195,11 +197,17 @@ class SqlTx(BatchQueries):
             ]  # fmt: skip
             if users:
                 todo.append((w, users))
-                ids, names = events.setdefault(w.project_id, (set(), set()))
-                ids.update(u for u in users if u not in fresh)
-                names.update(w.deps.events)
-        for ids, names in events.values():
-            await self.add_events(docs, sorted(ids), names)
+                if w.deps.events:
+                    wants = needs[w.project_id]
+                    for uid in users:
+                        if uid not in fresh:
+                            wants[uid] |= w.deps.events
+        for wants in needs.values():
+            alike: dict[frozenset[str], list[int]] = defaultdict(list)  # users by names
+            for uid, wanted in wants.items():
+                alike[frozenset(wanted)].append(uid)
+            for group, uids in alike.items():
+                await self.add_events(docs, sorted(uids), set(group))
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
             was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
