@@ -100,10 +100,12 @@ class SqlTx(BatchQueries):
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
         named: dict[int, set[str]] = defaultdict(set)
+        by_name: dict[str, set[int]] = defaultdict(set)  # the users with new events of a name
         added: dict[int, list[Event]] = defaultdict(list)
         projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
             named[e.user.id].add(e.name)
+            by_name[e.name].add(e.user.id)
             added[e.user.id].append(e)
             projects.add(e.user.project_id)
         if not (everything or profile or named):
@@ -121,11 +123,8 @@ class SqlTx(BatchQueries):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             # users whose only change for this list is new events: {user: whether they are all
             # of names that can only add members (deps.rising)}
-            quiet = {
-                u: names & deps.events <= deps.rising
-                for u, names in named.items()
-                if u not in users and names & deps.events
-            }
+            counted = set().union(*(by_name.get(n, ()) for n in deps.events))
+            quiet = {u: named[u] & deps.events <= deps.rising for u in counted if u not in users}
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
