@@ -806,8 +806,10 @@ class SqlStore:
             )
             await run.execute(q.prune_gone_members, row.id, row.project_id)
             deps = dependencies(rule)
-            if deps.time:  # every user is looked at once by the sweeper, which notes when next
-                await run.execute(q.due_all, row.id, row.project_id, now)
+            if deps.time:  # every user is looked at once by the sweeper, which notes when next;
+                # with a fading rule only the members: a non-member is never due (evaluate)
+                due = q.due_members if deps.fading else q.due_all
+                await run.execute(due, row.id, row.project_id, now)
             if changed:
                 users = sorted(changed)
                 docs = await tx.documents(row.project_id, users, set(deps.events))
