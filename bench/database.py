@@ -62,6 +62,14 @@ def count_events(db: BenchDatabase) -> int | None:
         return None
 
 
+def scalar(db: BenchDatabase, sql: str) -> int:
+    """One integer read from the database (no parameters)."""
+    if db.kind == "sqlite":
+        with sqlite3.connect(f"file:{sqlite_path(db.url)}?mode=ro", uri=True) as conn:
+            return int(conn.execute(sql).fetchone()[0])
+    return int(asyncio.run(_pg_fetchval(db.url, sql)))
+
+
 def sqlite_path(url: str) -> str:
     """sqlite:////abs/path -> /abs/path; sqlite:///rel -> rel."""
     return url.split("://", 1)[1][1:]

@@ -37,6 +37,7 @@ class Server:
         self.port = port
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.apart: set[int] = set()  # its processes measured apart (its delivery process)
 
     @property
     def url(self) -> str:
@@ -69,7 +70,11 @@ class Server:
         raise RuntimeError(f"{self.name} not healthy after {timeout:.0f} s\n{self.tail()}")
 
     def pids(self) -> list[int]:
-        """The server's pid and those of all its descendants."""
+        """The server's pid and those of all its descendants, but those measured apart."""
+        return [p for p in self.tree() if p not in self.apart]
+
+    def tree(self) -> list[int]:
+        """The server's pid and those of all its descendants (for memory: all of them)."""
         if self.proc is None or self.proc.poll() is not None:
             return []
         return process_tree(self.proc.pid)
@@ -254,11 +259,11 @@ class RssSampler:
         self._thread.join()
 
     def _run(self) -> None:
-        pids = self.server.pids()
+        pids = self.server.tree()
         next_scan = time.monotonic() + 2.0
         while True:
             self.peak_kb = max(self.peak_kb, tree_kb(pids, "VmRSS"))
             if self._stop.wait(self.interval):
                 return
             if time.monotonic() > next_scan:  # workers may come and go
-                pids, next_scan = self.server.pids(), time.monotonic() + 2.0
+                pids, next_scan = self.server.tree(), time.monotonic() + 2.0

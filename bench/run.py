@@ -26,6 +26,7 @@ from typing import Any
 import database
 import report
 from destination import Destination, LagWatch
+from lists_a import Lists
 from procs import CpuWatch, RssSampler, Server, free_port, pids_cpu_s, pin_prefix, tree_kb
 from report import Row
 from wrkrun import BENCH_DIR, WrkResult, require_wrk, run_wrk
@@ -37,6 +38,7 @@ EVENT_USERS, IDENTIFY_USERS, POOL = 10_000, 100_000, 4000
 PRELOAD_BODY_EVENTS, PRELOAD_POOL, PRELOAD_CONNECTIONS = 1000, 32, 16
 PRELOAD_MAX_CHUNK_S, PRELOAD_MAX_S = 60, 3 * 3600  # bounds: one wrk run, the whole preload
 OTHER_CPU_WARN_PCT = 20  # ~10% is loopback network work in the kernel on a quiet machine
+BOTTLENECK_PCT = 90  # wrk, or a server process, using this much of one core limits the run
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ SCENARIOS = {
     "b": Scenario("b", "(b) identify", "identify.lua", 0),
     "c": Scenario("c", "(c) bare ASGI", "events.lua", 0),
     "d": Scenario("d", "(d) (a) + webhook dest.", "events.lua", 10),
+    "l": Scenario("l", "(l) (a) + 20 dyn. lists", "events.lua", 10),
 }
 
 
@@ -87,10 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
     p.add_argument(
         "--deliver",
-        choices=["in-server", "separate"],
-        default="in-server",
-        help="(d): delivery by pier serve itself (default), or by a `pier deliver` process on"
-        " wrk's CPU (pier serve --no-deliver)",
+        choices=["process", "in-server", "separate"],
+        default="process",
+        help="(d): delivery by pier serve's delivery process, pinned to wrk's CPU (default);"
+        " by the serving process itself (--no-deliver-process); or by a `pier deliver`"
+        " process on wrk's CPU (pier serve --no-deliver)",
     )
     p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
     p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
@@ -99,11 +103,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = p.parse_args(argv)
     keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if not keys or any(k not in SCENARIOS and k != "l" for k in keys):
+    if not keys or any(k not in SCENARIOS for k in keys):
         p.error(f"--scenarios: expected a subset of a,b,c,d,l, got {args.scenarios!r}")
     args.lists = "l" in keys
-    if (args.scale or "d" in keys) and "a" not in keys:
-        keys.insert(0, "a")  # the scale and (d) figures are read against (a)
+    if (args.scale or "d" in keys or "l" in keys) and "a" not in keys:
+        keys.insert(0, "a")  # the scale, (d) and (l) figures are read against (a)
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
     if min(args.workers, args.duration, args.connections, args.pairs) < 1 or args.warmup < 0:
         p.error("--workers, --duration, --connections and --pairs must be >= 1, --warmup >= 0")
@@ -127,7 +131,7 @@ class Bench:
         self.notes: list[str] = []
         self.idle_other_pct: float | None = None
         self.preloaded = 0  # events stored before the scale run of (a)
-        self.deliverer: Server | None = None  # --deliver separate
+        self.deliverer: Server | None = None  # --deliver separate: `pier deliver`
         self.lists_lines: list[str] = []  # bench/lists_ingest.py's figures
 
     # -- orchestration ---------------------------------------------------------------------
@@ -135,7 +139,7 @@ class Bench:
     def run(self) -> None:
         print(self.setup_text(), flush=True)
         self.check_idle()
-        if {"a", "b", "d"} & set(self.args.scenario_keys):
+        if {"a", "b", "d", "l"} & set(self.args.scenario_keys):
             self.run_pier()
         if "c" in self.args.scenario_keys:
             self.run_bare()
@@ -157,7 +161,9 @@ class Bench:
         receiver = self.start_receiver() if "d" in keys else None
         if receiver is not None and self.args.deliver == "separate":
             self.deliverer = self.start_deliverer(self.db.url)
-        secret = create_key(self.db.url, project, "secret")[1] if receiver else ""
+        # before any measure: a key written by another process makes the server read who is
+        # who again, and its SQLite indexer distrust its pending rows for a pass
+        secret = create_key(self.db.url, project, "secret")[1] if receiver or "l" in keys else ""
         for n in range(1, pairs + 1):
             suffix = "" if n == 1 else f"#{n}"
             self.measure(server, SCENARIOS["a"], api_key, row_key="a" + suffix)
@@ -167,6 +173,8 @@ class Bench:
             self.stop_server(receiver)
         if self.deliverer is not None:
             self.stop_server(self.deliverer)
+        if "l" in keys:
+            self.measure_lists(server, api_key, secret)
         if "b" in keys:
             self.measure(server, SCENARIOS["b"], api_key)
         if self.args.scale:
@@ -174,7 +182,7 @@ class Bench:
             self.preloaded = self.committed
             label = f"(a) @{human(self.preloaded)} events"
             self.measure(server, SCENARIOS["a"], api_key, row_key="a@scale", label=label)
-        self.pier_hwm_kb = tree_kb(server.pids(), "VmHWM")
+        self.pier_hwm_kb = tree_kb(server.tree(), "VmHWM")
         self.stop_server(server)
         self.db_events = database.count_events(self.db)
 
@@ -205,6 +213,12 @@ class Bench:
         try:
             destination.wait_leased()
             apart = self.deliverer.pids() if self.deliverer else []
+            if self.args.deliver == "process":  # pier serve's own: measured apart, on wrk's CPU
+                pid = int(destination.view()["lease_holder"].split(":")[1])
+                if self.pin:
+                    os.sched_setaffinity(pid, {WRK_CPU})
+                server.apart.add(pid)
+                apart = [pid]
             before = pids_cpu_s(apart)
             with LagWatch(destination) as lag:
                 row = self.measure(server, SCENARIOS["d"], api_key, row_key="d" + suffix)
@@ -219,6 +233,25 @@ class Bench:
             print("  " + report.destination_text(row), flush=True)
         finally:
             destination.remove()
+
+    def measure_lists(self, server: Server, api_key: str, secret: str) -> None:
+        """(l): (a) again with 20 dynamic lists (bench/lists_a.py) computed over what (a)
+        stored, against the (a) just before; then the lists are removed."""
+        lists = Lists(server.url, secret)
+        db = self.db
+        assert db is not None
+        try:
+            ready = lists.wait_ready() + lists.wait_swept(lambda sql: database.scalar(db, sql))
+            print(
+                f"(l): 20 lists computed in {ready:.1f} s, {lists.members():,} members", flush=True
+            )
+            row = self.measure(server, SCENARIOS["l"], api_key, row_key="l")
+            base = self.rows.get("a")
+            if base and base.events_per_s and row.events_per_s is not None:
+                row.ratio_to_a = row.events_per_s / base.events_per_s
+            print(f"  (l): {lists.members():,} members after; {report.lists_text(row)}", flush=True)
+        finally:
+            lists.remove()
 
     def run_lists(self) -> None:
         """bench/lists_ingest.py (its own server, 1 process, not pinned) on the same backend:
@@ -258,6 +291,8 @@ class Bench:
         argv += ["--workers", str(self.args.workers)]
         if self.args.deliver == "separate":
             argv += ["--no-deliver"]
+        elif self.args.deliver == "in-server":
+            argv += ["--no-deliver-process"]
         if self.args.durability:
             argv += ["--durability", self.args.durability]
         if self.args.writer_process:
@@ -357,7 +392,29 @@ class Bench:
         )
         self.rows[row.key] = row
         print("  " + brief(row), flush=True)
+        self.check_bottleneck(row)
         return row
+
+    def check_bottleneck(self, row: Row) -> None:
+        """Warn when the load generator, not the server, may have set the pace: wrk (one
+        thread) near a full core; or, with the server pinned to one core, when the server
+        used well under it (other work took that core)."""
+        notes = []
+        if row.load_cpu_pct >= BOTTLENECK_PCT:
+            notes.append(
+                f"{row.label}: wrk used {row.load_cpu_pct:.0f}% of its core: wrk may be the bottleneck"
+            )
+        duration = row.result.duration_s
+        if self.pin and self.args.workers == 1 and duration and row.key[0] != "c":
+            share = row.server_cpu_s / duration * 100
+            if share < 100 - (100 - BOTTLENECK_PCT) * 3 and row.other_cpu_pct > OTHER_CPU_WARN_PCT:
+                notes.append(
+                    f"{row.label}: the server used {share:.0f}% of its core while other processes"
+                    f" used {row.other_cpu_pct:.0f}% of the CPUs: they, not Pier, set the pace"
+                )
+        for note in notes:
+            self.notes.append(note)
+            print("warning: " + note, file=sys.stderr, flush=True)
 
     def preload(self, server: Server, api_key: str) -> None:
         """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged."""
@@ -433,11 +490,11 @@ class Bench:
                 + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
                 "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
-                + (
-                    "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)"
-                    if a.deliver == "separate"
-                    else "pier serve itself"
-                ),
+                + {
+                    "separate": "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)",
+                    "process": "pier serve's delivery process, pinned to wrk's CPU",
+                    "in-server": "the serving process itself (--no-deliver-process)",
+                }[a.deliver],
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
                 " per scenario, 127.0.0.1 only",
                 "RSS: peak of the summed VmRSS of the server process and its children, "

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 import msgspec
 
-from . import lists, settings, writerproc
+from . import lists, settings
 from .api import list_csv
 from .api.errors import HTTPProblem
 from .api.lists import render_list
@@ -18,10 +18,12 @@ from .api.render import iso
 from .clock import now_ms
 from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .domain.segments import RuleInvalid, parse_rule
+from .process.supervisor import Supervisor
 from .settings import Settings
 from .store import Store, make_store
 from .store.base import ListRow, lease_holder
 from .writer import Writer
+from .writerproc import DRAIN_SECONDS
 
 T = TypeVar("T")
 
@@ -114,13 +116,19 @@ def serve(**values: Any) -> None:
 
     config = Settings(**values)
     config = config.replace(max_connections=_room_for_connections(config.max_connections))
+    apart = config.deliver and config.deliver_process
+    if apart:  # the workers (and the writer process) leave delivery to the delivery process
+        config = config.replace(deliver=False)
     os.environ.update(config.to_environment())  # for the workers: uvicorn imports the app
-    _metrics_dir(config.workers)
+    _metrics_dir(config.workers + apart)
     forwarded = config.forwarded_allow_ips.strip()
     writer = _start_writer_process(config)
+    delivery = _start_delivery_process(config) if apart else None
     try:
         _serve_http(config, forwarded)
     finally:  # the workers are gone: the writer process commits what it holds and exits
+        if delivery is not None:
+            delivery.stop()
         if writer is not None:
             writer.stop()
 
@@ -151,7 +159,53 @@ def _serve_http(config: Settings, forwarded: str) -> None:
     )
 
 
-def _start_writer_process(config: Settings) -> writerproc.Supervisor | None:
+def _start_delivery_process(config: Settings) -> Supervisor:
+    """The delivery process: `pier deliver`'s loop, spawned, started again if it dies."""
+    supervisor = Supervisor(
+        delivery_process, config, name="delivery process", stop_timeout=config.delivery_drain + 10
+    )
+    supervisor.start()
+    return supervisor
+
+
+def delivery_process(config: Settings) -> None:
+    """The delivery process's entry point (spawned by `pier serve`), logging as the workers
+    do; it stops on SIGTERM, or when `pier serve` is gone (killed with no time to stop it)."""
+    import logging.config
+    import multiprocessing
+
+    from uvicorn.config import LOG_LEVELS
+
+    from .process import logs
+
+    logging.config.dictConfig(logs.config(config.log_format, LOG_LEVELS[config.log_level]))
+    parent = multiprocessing.parent_process()
+    say = logging.getLogger("pier.delivery").info
+    _deliver(config, say, parent.sentinel if parent is not None else None)
+
+
+def _deliver(config: Settings, say: Callable[[str], None], parent: int | None = None) -> None:
+    """Deliver every destination until SIGTERM or SIGINT, or until the process whose sentinel
+    `parent` is has ended (the delivery process of a `pier serve` killed with -9). `say`
+    tells who delivers."""
+    import signal
+
+    from .delivery.engine import Deliverer, Pacing
+
+    async def action(store: Store) -> None:
+        deliverer = Deliverer(store, Pacing.of(config))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, deliverer.stop_soon)
+        if parent is not None:
+            loop.add_reader(parent, deliverer.stop_soon)
+        say(f"delivering as {deliverer.holder}")
+        await deliverer.run_until_stopped()
+
+    run(config.database_url, action)
+
+
+def _start_writer_process(config: Settings) -> Supervisor | None:
     """With --writer-process, SQLite and several workers: the writer process (writerproc),
     started and ready before the workers, its socket in a private directory of this run."""
     import atexit
@@ -176,7 +230,9 @@ def _start_writer_process(config: Settings) -> writerproc.Supervisor | None:
                 return False
             return True
 
-    supervisor = writerproc.Supervisor(writer_process, config, path)
+    supervisor = Supervisor(
+        writer_process, config, path, name="writer process", stop_timeout=DRAIN_SECONDS + 10
+    )
     supervisor.start(ready=answers)
     return supervisor
 
@@ -214,11 +270,11 @@ def _room_for_connections(wanted: int) -> int:
     return wanted
 
 
-def _metrics_dir(workers: int) -> None:
+def _metrics_dir(processes: int) -> None:
     """prometheus_client's multiprocess mode, so that any worker's /metrics answers for all:
-    every worker writes its values to files in one directory. PROMETHEUS_MULTIPROC_DIR names
-    it when set (the files of earlier runs are removed, only those). Otherwise, with several
-    workers, a private directory is made for this run (the workers inherit the variable), and
+    every process (workers, the delivery process) writes its values to files in one directory.
+    PROMETHEUS_MULTIPROC_DIR names it when set (the files of earlier runs are removed, only
+    those). Otherwise, with several processes, a private directory is made for this run (the workers inherit the variable), and
     removed when `pier serve` exits."""
     import atexit
     import shutil
@@ -231,7 +287,7 @@ def _metrics_dir(workers: int) -> None:
         for kind in ("counter", "gauge", "histogram", "summary"):
             for stale in Path(folder).glob(f"{kind}_*.db"):
                 stale.unlink(missing_ok=True)
-    elif workers > 1:  # one process needs nothing: its own registry is the whole server's
+    elif processes > 1:  # one process needs nothing: its own registry is the whole server's
         private = tempfile.mkdtemp(prefix="pier-metrics-")  # mode 0700, in $TMPDIR or /tmp
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = private
         atexit.register(shutil.rmtree, private, ignore_errors=True)
@@ -677,21 +733,7 @@ def deliver(database_url: str, **values: Any) -> None:
     """Deliver every destination (alone, without serving the API) until SIGTERM or Ctrl-C.
 
     With several processes, each destination is delivered by one at a time."""
-    import signal
-
-    from .delivery.engine import Deliverer, Pacing
-
-    pacing = Pacing.of(Settings(database_url=database_url, **values))
-
-    async def action(store: Store) -> None:
-        deliverer = Deliverer(store, pacing)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, deliverer.stop_soon)
-        click.echo(f"delivering as {deliverer.holder}", err=True)
-        await deliverer.run_until_stopped()
-
-    run(database_url, action)
+    _deliver(Settings(database_url=database_url, **values), lambda text: click.echo(text, err=True))
 
 
 @main.group()

@@ -121,7 +121,13 @@ class Settings:
 
     # -- delivery (docs/destinations.md) ----------------------------------------------------
     deliver: bool = setting(
-        True, "Deliver destinations in this process (--no-deliver: run `pier deliver` elsewhere)."
+        True, "Deliver destinations (--no-deliver: leave them to `pier deliver` run elsewhere)."
+    )
+    deliver_process: bool = setting(
+        True,
+        "pier serve delivers from one process of its own, which it starts and restarts, so "
+        "that delivering takes no CPU from the processes that ingest (docs/destinations.md). "
+        "--no-deliver-process: in the serving process itself.",
     )
     secret_key: str = setting(
         "",

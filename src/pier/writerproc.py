@@ -14,8 +14,8 @@ commit, matched by number. Frames written in one turn of the event loop go out i
 The order of a worker's requests is kept: the writer process reads them in order and queues
 each before reading the next. A worker whose connection breaks answers its requests in flight
 503 (`StoreUnavailable`: they were not acknowledged) and connects again at its next request,
-which waits up to CONNECT_WAIT for it; `Supervisor` starts the writer process and starts it
-again when it dies."""
+which waits up to CONNECT_WAIT for it; `pier serve` starts the writer process and starts it
+again when it dies (process.supervisor)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ import multiprocessing
 import os
 import signal
 import struct
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -402,72 +401,3 @@ async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) ->
     while connections and not gone.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     server.close()
-
-
-class Supervisor:
-    """Runs `target(*args)` in a process of its own (started by spawning), starts it again
-    when it dies of anything but a clean exit, and stops it (SIGTERM) on `stop()`."""
-
-    RESTART_PAUSE = 0.1  # seconds before a restart; doubled while it keeps dying, up to 5
-
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        self.target, self.args = target, args
-        self._context = multiprocessing.get_context("spawn")
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()  # a restart and stop() do not cross
-        self.process: Any = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, ready: Callable[[], bool], timeout: float = 60) -> None:
-        """Start the process; return once `ready()` holds (the socket answers)."""
-        self._launch()
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if not self.process.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the writer process did not start (see its log above)")
-            time.sleep(0.02)
-        self._thread = threading.Thread(target=self._watch, name="pier-writer-supervisor")
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _launch(self) -> None:
-        with self._lock:
-            if self._stopping.is_set():
-                return
-            self.process = self._context.Process(
-                target=self.target, args=self.args, name="pier-writer", daemon=False
-            )
-            self.process.start()
-
-    def _watch(self) -> None:
-        pause = self.RESTART_PAUSE
-        while True:
-            started = time.monotonic()
-            self.process.join()
-            if self._stopping.is_set() or self.process.exitcode == 0:
-                return
-            log.error(
-                "the writer process %s died (exit code %s); starting it again",
-                self.process.pid,
-                self.process.exitcode,
-            )
-            # at once after a long life; more slowly while it keeps dying at start-up
-            pause = self.RESTART_PAUSE if time.monotonic() - started > 5 else min(pause * 2, 5)
-            if self._stopping.wait(pause):
-                return
-            self._launch()
-
-    def stop(self, timeout: float = DRAIN_SECONDS + 10) -> None:
-        """SIGTERM, wait for it to commit what it holds and exit; kill -9 past `timeout`."""
-        with self._lock:
-            self._stopping.set()
-            process = self.process
-        if process is not None and process.is_alive():
-            process.terminate()
-            process.join(timeout)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        if self._thread is not None:
-            self._thread.join()

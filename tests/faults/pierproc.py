@@ -54,6 +54,18 @@ class PierProcess:
     def pid(self) -> int:
         return self.proc.pid
 
+    def owns(self, pid: int) -> bool:
+        """Whether `pid` is this server or one of its processes (the delivery process...)."""
+        while pid > 1:
+            if pid == self.proc.pid:
+                return True
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                return False
+            pid = int(stat.rsplit(")", 1)[1].split()[1])  # the parent's pid
+        return False
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -133,3 +133,78 @@ def test_reads_match_the_events_table_through_any_interleaving(
             await one.close()
 
     asyncio.run(main())
+
+
+async def _two_stores(path: Path) -> tuple[list[SqliteStore], int]:
+    stores = [SqliteStore("sqlite://", str(path)) for _ in range(2)]
+    for one in stores:
+        await one.open()
+        await one.migrate()
+    return stores, (await stores[0].create_project("p", now_ms())).id
+
+
+async def _track(writer: Writer, pid: int, n: int, start: int) -> None:
+    events = [EventIn(None, f"u{(start + i) % 50}", f"ev{start + i}", {}) for i in range(n)]
+    await writer.run_batch([TrackEvents(project_id=pid, events=events)])
+
+
+def test_pending_is_trusted_again_after_a_pass_no_other_connection_committed_during(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under steady ingestion pending is never empty at the end of a pass; after another
+    connection's commit, the first pass it did not cross makes pending stand in for the
+    index again (before: the lists' reads stayed on the scan of every event past the
+    watermark until pending happened to be empty)."""
+    monkeypatch.setattr(sqlite_index, "PASS_ROWS", 20)
+    monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 5)
+    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+
+    async def main() -> None:
+        stores, pid = await _two_stores(tmp_path / "p.db")
+        mine, other = Writer(stores[0]), Writer(stores[1])
+        indexer = sqlite_index.UserEventsIndexer(stores[0].db)
+        await _track(other, pid, 3, 0)  # another connection commits
+        n, passes, trusted = 3, 0, False
+        for _ in range(200):  # this connection goes on writing, and stepping between batches
+            await _track(mine, pid, 7, n)
+            n += 7
+            busy = indexer.pass_upto is not None
+            indexer.step()
+            if busy and indexer.pass_upto is None:
+                passes += 1
+                assert indexer.pending > 0  # filled during the pass: never empty at its end
+                if indexer.owners() is not None:
+                    trusted = True
+                    break
+        assert trusted and passes <= 2  # the pass that saw the commit, then a clean one
+        for one in stores:
+            await one.close()
+
+    asyncio.run(main())
+
+
+def test_the_watermark_keeps_up_when_each_step_fills_more_than_a_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass moves at least twice what each step filled: rows filled during a pass land all
+    over the key order, and a pass that moved fewer would not reach its end (the watermark
+    then stands still while batches grow). Before: chunks of pending // 32 let the watermark
+    fall thousands of rows behind here."""
+    monkeypatch.setattr(sqlite_index, "PASS_ROWS", 40)
+    monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+
+    async def main() -> None:
+        stores, pid = await _two_stores(tmp_path / "p.db")
+        writer = Writer(stores[0])
+        indexer = sqlite_index.UserEventsIndexer(stores[0].db)
+        for n in range(0, 60 * 60, 60):  # each batch more than a chunk of CHUNK_ROWS
+            await _track(writer, pid, 60, n)
+            indexer.step()
+        last = stores[0].db.execute("SELECT max(id) FROM events").fetchone()[0]
+        behind = last - sqlite_index.indexed_upto(stores[0].db)
+        assert behind <= 4 * 60  # a few batches: a pass or two in flight
+        for one in stores:
+            await one.close()
+
+    asyncio.run(main())

@@ -1,7 +1,7 @@
 """Prometheus metrics: `GET /metrics`, the request counter (fed by api/edge.py) and the
 writer's hooks (batch sizes, commit latency, events, queue depth).
 
-With several worker processes (`pier serve --workers N`), every worker writes its values to
+With several processes (`pier serve --workers N`, or its delivery process), every one writes its values to
 files in the directory PROMETHEUS_MULTIPROC_DIR names, and any worker's /metrics answers for all
 of them (prometheus_client's multiprocess mode). `pier serve` sets that up (cli._metrics_dir): a
 private directory of its own, unless the variable is set. Without the variable (a single

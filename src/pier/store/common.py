@@ -100,10 +100,12 @@ class SqlTx(BatchQueries):
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
         named: dict[int, set[str]] = defaultdict(set)
+        by_name: dict[str, set[int]] = defaultdict(set)  # the users with new events of a name
         added: dict[int, list[Event]] = defaultdict(list)
         projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
             named[e.user.id].add(e.name)
+            by_name[e.name].add(e.user.id)
             added[e.user.id].append(e)
             projects.add(e.user.project_id)
         if not (everything or profile or named):
@@ -121,11 +123,8 @@ class SqlTx(BatchQueries):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             # users whose only change for this list is new events: {user: whether they are all
             # of names that can only add members (deps.rising)}
-            quiet = {
-                u: names & deps.events <= deps.rising
-                for u, names in named.items()
-                if u not in users and names & deps.events
-            }
+            counted = set().union(*(by_name.get(n, ()) for n in deps.events))
+            quiet = {u: named[u] & deps.events <= deps.rising for u in counted if u not in users}
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
@@ -180,7 +179,9 @@ class SqlTx(BatchQueries):
             return new_events[u]
 
         todo = []
-        events: dict[int, tuple[set[int], set[str]]] = {}  # by project: users, names
+        # by project, by user: the names of the events its lists to evaluate count, so that a
+        # user is read only the events of those lists, not of every list of the batch
+        needs: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         for w in work:
             evaluator = Evaluator(w.rule, now)
             users = [
@@ -195,11 +196,17 @@ class SqlTx(BatchQueries):
             ]  # fmt: skip
             if users:
                 todo.append((w, users))
-                ids, names = events.setdefault(w.project_id, (set(), set()))
-                ids.update(u for u in users if u not in fresh)
-                names.update(w.deps.events)
-        for ids, names in events.values():
-            await self.add_events(docs, sorted(ids), names)
+                if w.deps.events:
+                    wants = needs[w.project_id]
+                    for uid in users:
+                        if uid not in fresh:
+                            wants[uid] |= w.deps.events
+        for wants in needs.values():
+            alike: dict[frozenset[str], list[int]] = defaultdict(list)  # users by names
+            for uid, wanted in wants.items():
+                alike[frozenset(wanted)].append(uid)
+            for group, uids in alike.items():
+                await self.add_events(docs, sorted(uids), set(group))
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
             was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
@@ -823,8 +830,10 @@ class SqlStore:
             )
             await run.execute(q.prune_gone_members, row.id, row.project_id)
             deps = dependencies(rule)
-            if deps.time:  # every user is looked at once by the sweeper, which notes when next
-                await run.execute(q.due_all, row.id, row.project_id, now)
+            if deps.time:  # every user is looked at once by the sweeper, which notes when next;
+                # with a fading rule only the members: a non-member is never due (evaluate)
+                due = q.due_members if deps.fading else q.due_all
+                await run.execute(due, row.id, row.project_id, now)
             if changed:
                 users = sorted(changed)
                 docs = await tx.documents(row.project_id, users, set(deps.events))

@@ -429,6 +429,12 @@ class Queries:
         " SELECT $1, project_id, id, $3 FROM users WHERE project_id = $2"
         " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
     )
+    due_members = (  # the same, for a fading rule: time can only take its members out
+        "INSERT INTO list_due (list_id, project_id, user_id, due_at)"
+        " SELECT list_id, project_id, user_id, $3 FROM list_members"
+        " WHERE list_id = $1 AND project_id = $2"
+        " ON CONFLICT (list_id, user_id) DO UPDATE SET due_at = excluded.due_at"
+    )
     # read in the sweeper's write transaction: one sweeper at a time (SqlTx.sweep)
     due = "SELECT list_id, user_id FROM list_due WHERE due_at <= $1 ORDER BY due_at LIMIT $2"
     any_due = "SELECT 1 FROM list_due WHERE due_at <= $1 LIMIT 1"

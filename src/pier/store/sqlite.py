@@ -86,17 +86,17 @@ EVENTS_OF = (
     "SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM user_events x"
     " JOIN events e ON e.id = x.event_id WHERE x.user_id IN (SELECT value FROM json_each(?1))"
     " AND e.name IN (SELECT value FROM json_each(?2))"
-    " UNION SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM events e WHERE e.id > ?3"
+    " UNION ALL SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM events e WHERE e.id > ?3"
     " AND e.user_id IN (SELECT value FROM json_each(?1))"
     " AND e.name IN (SELECT value FROM json_each(?2))"
 )
 # the same, with the events past the watermark found through the indexer's pending rows (by
 # user), and a scan only of those written since its last fill (?3: UserEventsIndexer.owners)
 EVENTS_OF_PENDING = EVENTS_OF.replace(
-    " UNION ",
-    " UNION SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM temp.pending p"
+    " UNION ALL ",
+    " UNION ALL SELECT e.id, e.user_id, e.name, e.data, e.created_at FROM temp.pending p"
     " JOIN events e ON e.id = p.event_id WHERE p.user_id IN (SELECT value FROM json_each(?1))"
-    " AND e.name IN (SELECT value FROM json_each(?2)) UNION ",
+    " AND e.name IN (SELECT value FROM json_each(?2)) UNION ALL ",
 )
 
 
@@ -436,13 +436,15 @@ class SqliteTx(SqlTx):
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
         """From user_events up to its watermark, and past it from the indexer's pending rows
-        when they can be trusted, else from a scan of the events past it (the ids keep an
-        event found twice once, and two alike events twice)."""
+        when they can be trusted, else from a scan of the events past it. The parts may
+        overlap (a pass moves rows past the watermark; pending is filled again after a
+        crash): an event found twice is kept once by its id, here rather than by a UNION,
+        which sorted every row, data and all (a fifth of the query's time)."""
         tail = self.indexer.owners() if self.indexer is not None else None
         sql = EVENTS_OF if tail is None else EVENTS_OF_PENDING
         upto = indexed_upto(self.db) if tail is None else tail
         args = (json_text(user_ids), json_text(sorted(names)), upto)
-        return [r[1:] for r in self.db.execute(sql, args).fetchall()]
+        return list({r[0]: r[1:] for r in self.db.execute(sql, args).fetchall()}.values())
 
 
 def _statements(sql: str) -> list[str]:

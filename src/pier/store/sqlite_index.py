@@ -70,24 +70,31 @@ class UserEventsIndexer:
         self.filled = indexed_upto(db)  # every event up to here is indexed or pending
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
+        self.pass_version = 0  # PRAGMA data_version when the pass in progress began
         self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
         self.last_pass = time.monotonic()
         self.data_version = db.execute("PRAGMA data_version").fetchone()[0]
         self.shared_until = 0.0  # until then, another process may have changed owners
-        # PRAGMA data_version when pending was last empty: while it reads the same, no other
+        # PRAGMA data_version when pending was last known faithful (empty, or at the end of a
+        # pass no other connection committed during): while it reads the same, no other
         # connection has committed since, so each pending row's owner is its event's (owners()
         # and the lists' reads of a user's events rely on it)
         self.empty_version: int | None = self.data_version
 
     def step(self) -> None:
-        """One bounded piece of work: fill, then move one chunk if a pass is due."""
-        self._fill()
+        """One bounded piece of work: fill, then move one chunk if a pass is due. A chunk is
+        at least twice what this step filled: rows filled during a pass land all over the key
+        order, and a pass that moved fewer than came in would never reach the end (then the
+        watermark stands still, and so does pending's trust after another connection's commit,
+        while batches grow: seen with lists under (a), 5,000 events a batch)."""
+        filled = self._fill()
         if self.pass_upto is None:
             due = time.monotonic() - self.last_pass >= PASS_EVERY
             if self.pending < PASS_ROWS and not (due and self.pending):
                 return
             self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
-        self._move_chunk(max(CHUNK_ROWS, self.pending // 32))
+            self.pass_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
 
     def owners(self) -> int | None:
         """When `pending` can stand in for an index of the events past the watermark (their
@@ -99,11 +106,12 @@ class UserEventsIndexer:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         return self.filled if version == self.empty_version else None
 
-    def _fill(self) -> None:
+    def _fill(self) -> int:
+        """Copy the events written since the last fill into pending; returns how many."""
         db = self.db
         last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         if last <= self.filled:
-            return
+            return 0
         upto = min(last, self.filled + FILL_MAX)
         cur = db.execute(
             "INSERT OR IGNORE INTO temp.pending SELECT user_id, created_at, id FROM events"
@@ -112,6 +120,7 @@ class UserEventsIndexer:
         )
         self.pending += cur.rowcount
         self.filled = upto
+        return int(cur.rowcount)
 
     def _move_chunk(self, rows: int) -> None:
         db = self.db
@@ -167,7 +176,12 @@ class UserEventsIndexer:
         self.pending -= moved
         if last_chunk:
             self.pending = left
-            self.empty_version = self.data_version if left == 0 else None
+            # pending is faithful again when it is empty, or when no other connection has
+            # committed since the pass began: every row left was filled during the pass, from
+            # events as they were then, and this connection's own changes since are in it
+            # (under steady ingestion pending is never empty at the end of a pass)
+            if left == 0 or self.pass_version == self.data_version:
+                self.empty_version = self.data_version
             self.pass_upto = self.cursor = None
             self.last_pass = time.monotonic()
 
