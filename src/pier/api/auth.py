@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from ..domain.keys import Key, hash_key
 from ..store.base import Store
+from .edge import header
 from .errors import ACCESS_DENIED_CODE, AUTH_CODE, HTTPProblem
 from .ratelimit import RateLimiter
 
@@ -49,10 +50,10 @@ class KeyCache:
 
     async def authenticate(self, request: Request, *, secret: bool = False) -> Key:
         """The request's key, or a 401/403 problem."""
-        header = request.headers.get("authorization")
-        if not header:
+        sent = header(request, "authorization")
+        if not sent:
             raise _unauthorized("Missing Authorization header: send 'Authorization: Bearer <key>'.")
-        scheme, _, value = header.strip().partition(" ")
+        scheme, _, value = sent.strip().partition(" ")
         if scheme.lower() != "bearer":
             raise _unauthorized("The Authorization header must use the Bearer scheme.")
         value = value.strip()
