@@ -22,7 +22,9 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+from starlette.datastructures import State
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Mount
@@ -88,6 +90,23 @@ class IngestRequest(Request):
             if key is not None and sent[key] is None:
                 sent[key] = value.decode("latin-1")
         self.sent = sent
+
+
+class AppState(State):
+    """Starlette's `app.state` with each value also an attribute of its own: the ingestion
+    routes read `request.app.state.keys`, `.settings` and `.writer` on every request, and
+    State answers those through `__getattr__`, a Python call each."""
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        super().__setattr__(key, value)
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: str) -> None:
+        super().__delattr__(key)
+        object.__delattr__(self, key)
+
+    __setitem__ = __setattr__
+    __delitem__ = __delattr__
 
 
 def header(request: Request, name: str) -> str | None:
