@@ -1,6 +1,7 @@
 """The HTTP side of an ingestion request, in process: Pier's ASGI app called in a loop with the
 request wrk sends in scenario (a) (10 events; Host, Authorization, Content-Type,
-Content-Length), a writer that commits nothing and costs nothing, no server and no socket.
+Content-Length), a writer that commits nothing and costs nothing, no server and no socket;
+the garbage collector on `pier serve`'s timer (which the loop never yields to).
 
 Usage: .venv/bin/python bench/edge_profile.py [--requests N] [--repeat R] [--profile]
         [--path /api/client/events|/api/client/identify]
@@ -56,7 +57,7 @@ def identify_body(rng: random.Random) -> bytes:
 
 async def main(args: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="pier-edge-")
-    edge = create_app(Settings(database_url=f"sqlite:///{tmp}/pier.db"))
+    edge = create_app(Settings(database_url=f"sqlite:///{tmp}/pier.db"), tune_gc=True)
     starlette = edge.app
     async with starlette.router.lifespan_context(starlette):
         store = starlette.state.store
