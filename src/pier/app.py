@@ -17,7 +17,7 @@ from starlette.types import Scope
 from . import writerproc
 from .api import ingest, lists, manage, openapi, read, segment, track
 from .api.auth import KeyCache
-from .api.edge import Edge
+from .api.edge import AppState, Edge
 from .api.errors import (
     HTTPProblem,
     http_exception,
@@ -172,6 +172,7 @@ def create_app(
             Exception: server_error,
         },
     )
+    app.state = AppState()
     app.state.settings = settings
     app.state.login_throttle = LoginThrottle(settings.login_failures, settings.login_window)
     return Edge(app, INGESTION, log_all=settings.access_log == "all")

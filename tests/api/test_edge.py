@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pier.api.edge import NO_CONTENT, Edge
+from pier.api.edge import INGEST_HEADERS, NO_CONTENT, Edge, IngestRequest, header
 from pier.api.errors import HTTPProblem
 
 
@@ -66,3 +68,26 @@ def test_other_paths_go_to_starlette() -> None:
     r = post("/elsewhere")
     assert r.status_code == 404  # Starlette's own answer, with the edge's headers
     assert r.headers["x-request-id"] == "req-1"
+
+
+# Header lists as a client may send them: the names the ingestion routes read, in any case
+# (servers lowercase them), repeated, among others
+_NAMES = st.sampled_from([*INGEST_HEADERS, "host", "x-request-id", "authorization2", "content"])
+_HEADERS = st.lists(
+    st.tuples(_NAMES.map(str.encode), st.binary(max_size=8).filter(lambda v: b"\0" not in v)),
+    max_size=12,
+)
+
+
+@given(_HEADERS)
+def test_the_edge_reads_each_ingestion_header_as_starlette_does(raw: list) -> None:
+    """One pass over the raw list finds what each Starlette lookup would: the first value."""
+    scope = {"type": "http", "headers": raw}
+    ours = IngestRequest(scope, _no_body)
+    theirs = Request(scope)
+    for name in INGEST_HEADERS:
+        assert header(ours, name) == header(theirs, name) == theirs.headers.get(name)
+
+
+async def _no_body() -> dict:
+    return {"type": "http.request", "body": b""}

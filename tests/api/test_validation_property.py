@@ -301,3 +301,31 @@ def test_events_properties_alias_data_and_data_wins() -> None:
 def test_problem_paths_escape_keys() -> None:
     problems = validation.problems_identify({"anonymous_id": "a", "a/b~c": 1})
     assert [p.path for p in problems] == ["/a~1b~0c"]
+
+
+# -- nesting: the bracket scan against the parsed value --------------------------------------
+def depth(value: Any) -> int:
+    """Levels of objects and arrays, as MAX_DEPTH counts them."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return 0
+    return 1 + max(map(depth, value), default=0)
+
+
+# Brackets, quotes and backslashes in strings and keys: what the scan must see through
+bracket_text = st.text(alphabet='{}[]"\\a', max_size=4)
+nested_json = st.recursive(
+    st.one_of(st.none(), st.integers(), bracket_text),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(bracket_text, inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+@PROPS
+@given(nested_json, st.integers(0, 8))
+def test_nested_deeper_finds_the_depth_of_any_json(value: Any, limit: int) -> None:
+    raw = msgspec.json.encode(value)
+    assert validation.nested_deeper(raw, limit) == (depth(value) > limit)

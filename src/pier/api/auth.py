@@ -12,6 +12,7 @@ from starlette.requests import Request
 
 from ..domain.keys import Key, hash_key
 from ..store.base import Store
+from .edge import header
 from .errors import ACCESS_DENIED_CODE, AUTH_CODE, HTTPProblem
 from .ratelimit import RateLimiter
 
@@ -31,13 +32,17 @@ class KeyCache:
         self._entries: dict[str, tuple[float, Key]] = {}
         self.limits = RateLimiter()  # per-key requests a second (keys with --rate-limit)
 
-    async def lookup(self, value: str) -> Key | None:
-        """The key with this value (of a key's shape), or None. Only found keys are cached: an
-        unknown key costs a query each time, never memory."""
-        now = time.monotonic()
+    def cached(self, value: str) -> Key | None:
+        """The key with this value while its cache entry is fresh, else None (no query)."""
         hit = self._entries.get(value)  # keyed by the value itself: no hashing on a hit
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        return None
+
+    async def fetch(self, value: str) -> Key | None:
+        """The key with this value (of a key's shape) from the store, or None. Only found keys
+        are cached: an unknown key costs a query each time, never memory."""
+        now = time.monotonic()
         key = await self.store.find_key(hash_key(value))
         if key is None:
             self._entries.pop(value, None)
@@ -49,22 +54,24 @@ class KeyCache:
 
     async def authenticate(self, request: Request, *, secret: bool = False) -> Key:
         """The request's key, or a 401/403 problem."""
-        header = request.headers.get("authorization")
-        if not header:
+        sent = header(request, "authorization")
+        if not sent:
             raise _unauthorized("Missing Authorization header: send 'Authorization: Bearer <key>'.")
-        scheme, _, value = header.strip().partition(" ")
+        scheme, _, value = sent.strip().partition(" ")
         if scheme.lower() != "bearer":
             raise _unauthorized("The Authorization header must use the Bearer scheme.")
         value = value.strip()
         if not value:
             raise _unauthorized("The Authorization header carries no key.")
-        if not KEY_SHAPE.fullmatch(value):
-            raise _unauthorized(
-                "Unknown API key: a key is pk_ or sk_ followed by 32 lowercase hex digits."
-            )
-        key = await self.lookup(value)
+        key = self.cached(value)  # only values of a key's shape are cached: no check on a hit
         if key is None:
-            raise _unauthorized("Unknown API key.")
+            if not KEY_SHAPE.fullmatch(value):
+                raise _unauthorized(
+                    "Unknown API key: a key is pk_ or sk_ followed by 32 lowercase hex digits."
+                )
+            key = await self.fetch(value)
+            if key is None:
+                raise _unauthorized("Unknown API key.")
         if key.revoked_at is not None:
             raise _unauthorized("This API key has been revoked.")
         if secret and not key.can_read:

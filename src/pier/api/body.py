@@ -8,6 +8,7 @@ import zlib
 from starlette.requests import ClientDisconnect, Request
 
 from . import params
+from .edge import header
 from .errors import HTTPProblem
 
 JSON_TYPES = ("application/json", "text/plain")  # text/plain: what navigator.sendBeacon sends
@@ -22,7 +23,7 @@ def too_large(limit: int, after: str = "") -> HTTPProblem:
 
 
 def _media_type(request: Request) -> str | None:
-    raw = request.headers.get("content-type")
+    raw = header(request, "content-type")
     if raw is None:
         return None
     return raw.split(";", 1)[0].strip().lower()
@@ -38,10 +39,11 @@ async def read_body(request: Request, *, any_type: bool = False) -> bytes:
             415, f"Unsupported Content-Type {media!r}: send application/json or text/plain."
         )
     limit = request.app.state.settings.max_body
-    length = request.headers.get("content-length")
+    length = header(request, "content-length")
     if (params.integer(length) or 0) > limit:  # (else the read below stops at the limit)
         raise too_large(limit)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = header(request, "content-encoding")
+    encoding = "identity" if encoding is None else encoding.strip().lower()
     if encoding not in ("identity", "gzip"):
         raise HTTPProblem(415, f"Unsupported Content-Encoding {encoding!r}: send gzip or none.")
     body = await _receive(request, limit)

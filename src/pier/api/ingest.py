@@ -22,7 +22,7 @@ from ..store.base import StoreUnavailable
 from ..writer import Overloaded, RequestKey
 from . import params, render, schemas, validation
 from .body import read_body
-from .edge import NO_CONTENT
+from .edge import NO_CONTENT, header
 from .errors import HTTPProblem, Problem, invalid
 from .fields import IDEMPOTENCY_KEY
 
@@ -90,7 +90,7 @@ def _rejected(raw: bytes, problems: list[Problem], fallback: str) -> HTTPProblem
 
 def _request_key(request: Request, raw: bytes) -> RequestKey | None:
     """The Idempotency-Key header, with a fingerprint of the request (path, query and body)."""
-    key = request.headers.get("idempotency-key")
+    key = header(request, "idempotency-key")
     if key is None:
         return None
     if not key or not IDEMPOTENCY_KEY.fits(key):
@@ -200,7 +200,7 @@ async def events(request: Request) -> Response:
 
 def clock_skew(request: Request, now: int) -> int:
     """received_at - X-Sent-At: added to event timestamps to correct the client's clock."""
-    sent = request.headers.get("x-sent-at")
+    sent = header(request, "x-sent-at")
     if not sent:
         return 0
     return now - params.timestamp(sent, "X-Sent-At", now)

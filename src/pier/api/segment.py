@@ -45,6 +45,7 @@ from ..domain.model import PROFILE_FIELDS
 from ..domain.traits import TIMEZONE_ERROR, canonical_timezone
 from . import ingest, validation
 from .body import read_body
+from .edge import header
 from .errors import HTTPProblem, Problem, invalid
 from .fields import ID, MAX_EVENTS, PROFILE
 from .validation import pointer
@@ -80,7 +81,7 @@ async def call(request: Request) -> Response:
 
 async def _handle(request: Request, kind: str) -> Response:
     # with a header, refuse a bad key before reading the body; analytics.js sends it inside
-    has_header = "authorization" in request.headers
+    has_header = header(request, "authorization") is not None
     key = await authenticate(request, None) if has_header else None
     raw = ingest.checked(await read_body(request, any_type=True))
     body = ingest.decode(raw)
@@ -106,11 +107,11 @@ async def _handle(request: Request, kind: str) -> Response:
 async def authenticate(request: Request, write_key: str | None) -> Key:
     """Bearer as everywhere; Basic with the key as user name (or password); or, without an
     Authorization header, the body's writeKey. All go through the same key checks."""
-    header = request.headers.get("authorization")
-    if header is None and write_key is None:
+    sent = header(request, "authorization")
+    if sent is None and write_key is None:
         return await request.app.state.keys.authenticate(request)  # the usual 401
-    if header is not None:
-        scheme, _, value = header.strip().partition(" ")
+    if sent is not None:
+        scheme, _, value = sent.strip().partition(" ")
         if scheme.lower() != "basic":
             return await request.app.state.keys.authenticate(request)
         write_key = _basic_user(value.strip())

@@ -215,7 +215,11 @@ _NUMBER_SHAPES = bytes.maketrans(b"123456789E", b"000000000e")
 def nested_deeper(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     """Whether a JSON text nests objects and arrays deeper than `limit`, found in C without
     parsing it (about the cost of decoding it once): the strings taken out (escaped quotes
-    first), the brackets left peeled, innermost pairs first, a level a pass. For valid JSON."""
+    first), the brackets left peeled, innermost pairs first, a level a pass. For valid JSON.
+    A body with at most `limit` opening brackets is not even looked at: each level opens
+    with one of its own (those in strings only add to the count)."""
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
     if b"\\" in raw:
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     brackets = raw.translate(_AS_PARENTHESES, _NOT_BRACKETS)
