@@ -13,9 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pier.clock import now_ms
-from pier.domain.batch import Batch, ChangeSet
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
-from pier.domain.decide import decide, plan
 from pier.store import sqlite_index
 from pier.store.loading import IdentityCache
 from pier.store.sqlite import SqliteStore, SqliteTx
@@ -133,111 +131,5 @@ def test_reads_match_the_events_table_through_any_interleaving(
         assert sqlite_index.indexed_upto(store.db) >= last  # the watermark caught up
         for one in stores:
             await one.close()
-
-    asyncio.run(main())
-
-
-def track(pid: int, ext: str, names: list[str]) -> TrackEvents:
-    return TrackEvents(project_id=pid, events=[EventIn(None, ext, n, {}) for n in names])
-
-
-def pending_rows(db: sqlite3.Connection) -> list[tuple[int, int, int]]:
-    return db.execute(
-        "SELECT user_id, created_at, event_id FROM temp.pending ORDER BY 3"
-    ).fetchall()
-
-
-def test_the_writers_own_rows_fill_pending_and_a_rollback_takes_them_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The events the writer's connection inserts are pending as they are inserted (the step
-    reads nothing back: quick_step is all it does), those of a transaction that rolls back are
-    not, and another connection's are read back by the next step."""
-    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
-
-    async def main() -> None:
-        store, other = (SqliteStore("sqlite://", str(tmp_path / "p.db")) for _ in range(2))
-        for one in (store, other):
-            await one.open()
-            await one.migrate()
-        pid = (await store.create_project("p", now_ms())).id
-        await store.maintain()  # the first step makes the indexer
-        writer = Writer(store)
-        for i in range(3):
-            await writer.run_batch([track(pid, f"e{i}", ["a", "b"])])
-        events = "SELECT user_id, created_at, id FROM events WHERE id > ? ORDER BY id"
-        upto = sqlite_index.indexed_upto(store.db)
-        assert pending_rows(store.db) == store.db.execute(events, (upto,)).fetchall()
-        indexer = store._indexer
-        assert indexer is not None and indexer.quick_step()
-        assert indexer.filled == store.db.execute("SELECT max(id) FROM events").fetchone()[0]
-
-        before = pending_rows(store.db)
-        with pytest.raises(RuntimeError):
-            async with store.transaction() as tx:
-                await tx.write(await changes_of(tx, pid, ["c"]))
-                assert len(pending_rows(store.db)) == len(before) + 1
-                raise RuntimeError("the batch fails after its insert")
-        assert pending_rows(store.db) == before
-
-        await Writer(other).run_batch([track(pid, "e9", ["d"])])  # in no trigger's reach
-        assert not indexer.quick_step()
-        indexer.step()
-        assert pending_rows(store.db) == store.db.execute(events, (upto,)).fetchall()
-        assert indexer.quick_step()  # read back once, quick again
-        for one in (store, other):
-            await one.close()
-
-    asyncio.run(main())
-
-
-async def changes_of(tx: SqliteTx, pid: int, names: list[str]) -> ChangeSet:
-    """The change set of one request of events for user e0, decided in `tx`."""
-    planned = plan([track(pid, "e0", names)])
-    batch = Batch(now_ms(), lambda: 0)
-    await tx.load(planned.request, batch)
-    errors, changes = decide(planned, batch)
-    assert errors == [None]
-    return changes
-
-
-def test_a_restart_indexes_what_a_crash_left_pending(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A process commits events (pending through the trigger) and stops before its indexer
-    moved them, as a crash would (pending lives in its memory): the next process's indexer
-    reads the events past the watermark back, and its passes index every one."""
-    monkeypatch.setattr(sqlite_index, "PASS_ROWS", 3)
-    monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 2)
-    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
-    path = str(tmp_path / "p.db")
-
-    async def main() -> None:
-        store = SqliteStore("sqlite://", path)
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("p", now_ms())).id
-        writer = Writer(store)
-        for i in range(8):
-            await writer.run_batch([track(pid, f"e{i % 3}", ["a", "b"])])
-            await store.maintain()  # passes of a few rows: some indexed, some pending
-        assert pending_rows(store.db)
-        await store.close()  # pending is gone with the process
-
-        store = SqliteStore("sqlite://", path)
-        await store.open()
-        writer = Writer(store)
-        await writer.run_batch([track(pid, "e0", ["c"])])
-        monkeypatch.setattr(sqlite_index, "PASS_EVERY", 0.0)  # idle: what is left goes too
-        last = store.db.execute("SELECT max(id) FROM events").fetchone()[0]
-        for _ in range(100):
-            await store.maintain()
-            check(store.db)
-            if sqlite_index.indexed_upto(store.db) >= last:
-                break
-        assert sqlite_index.indexed_upto(store.db) >= last
-        indexed = store.db.execute("SELECT count(*) FROM user_events").fetchone()[0]
-        assert indexed == store.db.execute("SELECT count(*) FROM events").fetchone()[0]
-        await store.close()
 
     asyncio.run(main())

@@ -9,14 +9,8 @@ user_events, and readers scan the events past it (see SqliteStore.user_events).
 The indexer does this in small steps, run by the writer between batches so that no step holds
 the write lock for long (one large step per second was the whole p99 of the events benchmark):
 
-1. fill: the events written since the last step go into `pending`, an in-memory table of the
-   connection, sorted by (user_id, created_at, event_id). The writer's connection fills it as
-   it inserts them: a temporary trigger (on that connection only) adds each row it inserts to
-   `pending` in the same statement, so the rows come from the insert itself and a rolled-back
-   transaction takes them back. The step then only moves the fill's mark (`filled`), on the
-   event loop, unless another connection has committed since the last time the events were
-   read back (PRAGMA data_version; its events are in no trigger's reach): then, and after a
-   start, the step copies the events past the mark from `events`, in a thread;
+1. fill: copy the events written since the last step into `pending`, an in-memory table of
+   the connection, sorted by (user_id, created_at, event_id);
 2. once enough is pending, a pass walks `pending` in key order, a chunk per step, and moves
    each chunk into user_events; a chunk covers a narrow range of users, so it touches few
    leaves, and many rows per leaf. At the end of a pass the watermark moves to the last event
@@ -26,8 +20,7 @@ Merges and deletions by this process update `pending` too (move_user_events,
 delete_user_events). Another process writing the same file (`--workers` on SQLite, or a CLI)
 cannot: for a while after one is seen (PRAGMA data_version), chunks take each event's owner
 from `events` instead, which costs more. Rows are inserted with OR IGNORE: after a crash,
-`pending` is gone and the events past the watermark are filled again (the first step of a
-new indexer reads them back), some already indexed.
+`pending` is gone and the events past the watermark are filled again, some already indexed.
 """
 
 from __future__ import annotations
@@ -62,15 +55,6 @@ def create_pending(db: sqlite3.Connection) -> None:
     )
 
 
-def fill_pending_on_insert(db: sqlite3.Connection) -> None:
-    """Every event this connection inserts goes into `pending` too (once `events` exists)."""
-    db.execute(
-        "CREATE TEMP TRIGGER IF NOT EXISTS fill_pending AFTER INSERT ON main.events BEGIN"
-        f" INSERT OR IGNORE INTO pending ({COLUMNS}) VALUES (new.user_id, new.created_at,"
-        " new.id); END"
-    )
-
-
 def indexed_upto(db: sqlite3.Connection) -> int:
     upto: int = db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
     return upto
@@ -83,14 +67,7 @@ class UserEventsIndexer:
         self.db = db
         create_pending(db)
         db.execute("DELETE FROM temp.pending")
-        fill_pending_on_insert(db)
         self.filled = indexed_upto(db)  # every event up to here is indexed or pending
-        # PRAGMA data_version when the events past `filled` were last read back (None: not to
-        # the end yet): while it reads the same, every event past `filled` is this
-        # connection's, pending through the trigger
-        self.fill_version: int | None = None
-        # about how many rows are pending: the events `filled` moved over (some deleted or
-        # indexed since), counted again at each pass's end
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
         self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
@@ -101,44 +78,16 @@ class UserEventsIndexer:
         # connection has committed since, so each pending row's owner is its event's (owners()
         # and the lists' reads of a user's events rely on it)
         self.empty_version: int | None = self.data_version
-        self._read_back()  # what a crash or a stop took from pending
 
     def step(self) -> None:
         """One bounded piece of work: fill, then move one chunk if a pass is due."""
-        if not self.fill():
-            self._read_back()
-        if not self._pass_due():
-            return
+        self._fill()
         if self.pass_upto is None:
+            due = time.monotonic() - self.last_pass >= PASS_EVERY
+            if self.pending < PASS_ROWS and not (due and self.pending):
+                return
             self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32))
-
-    def quick_step(self) -> bool:
-        """The step when it costs next to nothing (two reads, no write): the usual case, where
-        the trigger has filled `pending` and no pass is due. False when there is more to do:
-        then call step(), which may take milliseconds (in a thread)."""
-        return self.fill() and not self._pass_due()
-
-    def fill(self) -> bool:
-        """Move `filled` over the events this connection inserted since (pending already);
-        False when some past it may be another connection's (read them back: step())."""
-        db = self.db
-        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-        if last <= self.filled:
-            return True
-        # read after `last`: if no other connection has committed since the last read-back,
-        # none of the events up to `last` is another's
-        if db.execute("PRAGMA data_version").fetchone()[0] != self.fill_version:
-            return False
-        self.pending += last - self.filled
-        self.filled = last
-        return True
-
-    def _pass_due(self) -> bool:
-        if self.pass_upto is not None:
-            return True
-        due = time.monotonic() - self.last_pass >= PASS_EVERY
-        return self.pending >= PASS_ROWS or (due and self.pending > 0)
 
     def owners(self) -> int | None:
         """When `pending` can stand in for an index of the events past the watermark (their
@@ -150,22 +99,19 @@ class UserEventsIndexer:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         return self.filled if version == self.empty_version else None
 
-    def _read_back(self) -> None:
-        """Copy the events past `filled` from `events` into `pending` (FILL_MAX at most)."""
+    def _fill(self) -> None:
         db = self.db
-        version = db.execute("PRAGMA data_version").fetchone()[0]  # before `last` is read
         last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
+        if last <= self.filled:
+            return
         upto = min(last, self.filled + FILL_MAX)
-        if upto > self.filled:
-            db.execute(
-                "INSERT OR IGNORE INTO temp.pending SELECT user_id, created_at, id FROM events"
-                " WHERE id > ? AND id <= ?",
-                (self.filled, upto),
-            )
-            self.pending += upto - self.filled  # some were pending already (the trigger's)
-            self.filled = upto
-        if upto == last:  # every event another connection committed before `version` is in
-            self.fill_version = version
+        cur = db.execute(
+            "INSERT OR IGNORE INTO temp.pending SELECT user_id, created_at, id FROM events"
+            " WHERE id > ? AND id <= ?",
+            (self.filled, upto),
+        )
+        self.pending += cur.rowcount
+        self.filled = upto
 
     def _move_chunk(self, rows: int) -> None:
         db = self.db
