@@ -309,11 +309,9 @@ class SqliteStore(SqlStore):
     async def maintain(self) -> None:
         """Between batches: a step of the user_events indexer (sqlite_index.py)."""
         now = time.monotonic()
+        # in a thread (SQLite lets go of the GIL): requests are read meanwhile
         async with self._tx_lock:
-            # a small step (a batch's events into pending) at once; a larger one in a thread
-            # (SQLite lets go of the GIL), so that requests are read meanwhile
-            if self._indexer is None or not self._indexer.quick_step():
-                await asyncio.to_thread(self._index_step)
+            await asyncio.to_thread(self._index_step)
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
             async with self._tx_lock:

@@ -33,7 +33,6 @@ PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at ful
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
 CHUNK_ROWS = 2_000  # rows moved per step at least (a few ms of the write lock)
 FILL_MAX = 50_000  # events copied per step at most (a long backlog after a restart)
-QUICK_FILL = 1_000  # events a step copies on the event loop at most (about a millisecond)
 INDEX_MAX_ROWS = 500_000  # events indexed in one go by index_user_events at most
 
 COLUMNS = "user_id, created_at, event_id"  # the key of pending and of user_events
@@ -82,35 +81,13 @@ class UserEventsIndexer:
 
     def step(self) -> None:
         """One bounded piece of work: fill, then move one chunk if a pass is due."""
-        self._fill(self._last())
-        if not self._pass_due():
-            return
+        self._fill()
         if self.pass_upto is None:
+            due = time.monotonic() - self.last_pass >= PASS_EVERY
+            if self.pending < PASS_ROWS and not (due and self.pending):
+                return
             self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32))
-
-    def quick_step(self) -> bool:
-        """The step when it is small: fill, when no pass is due and at most QUICK_FILL events
-        are new (a batch's, usually), on the caller's thread (handing it to a thread cost
-        more than the fill itself). False when there is more to do: then call step(), in a
-        thread."""
-        if self._pass_due():
-            return False
-        last = self._last()
-        if last - self.filled > QUICK_FILL:
-            return False
-        self._fill(last)
-        return not self._pass_due()
-
-    def _pass_due(self) -> bool:
-        if self.pass_upto is not None:
-            return True
-        due = time.monotonic() - self.last_pass >= PASS_EVERY
-        return self.pending >= PASS_ROWS or (due and self.pending > 0)
-
-    def _last(self) -> int:
-        last: int = self.db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
-        return last
 
     def owners(self) -> int | None:
         """When `pending` can stand in for an index of the events past the watermark (their
@@ -122,9 +99,9 @@ class UserEventsIndexer:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         return self.filled if version == self.empty_version else None
 
-    def _fill(self, last: int) -> None:
-        """Copy the events past `filled`, up to `last` (FILL_MAX at most), into pending."""
+    def _fill(self) -> None:
         db = self.db
+        last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         if last <= self.filled:
             return
         upto = min(last, self.filled + FILL_MAX)
