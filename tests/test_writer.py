@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from pier.clock import now_ms
@@ -197,5 +199,43 @@ def test_a_merge_is_loaded_once(store_url: str) -> None:
         e4 = await store.get_user(pid, "a2", "anonymous_id")
         assert e4 is not None and e4.external_id == "e4"
         await store.close()
+
+    asyncio.run(main())
+
+
+# -- writing: a batch's events in multi-row statements (queries.ROWS_PER_INSERT) -------------
+def test_a_batch_of_events_is_stored_whole_and_in_order(store_url: str) -> None:
+    """A batch of 511 events (every size of statement, 128 rows of 7 parameters the largest)
+    is stored whole, each event once, in the batch's order. On SQLite the writer's connection
+    is held to 999 parameters a statement (SQLITE_MAX_VARIABLE_NUMBER of builds before 3.32):
+    one statement for the whole batch would be refused."""
+
+    async def main() -> None:
+        store = make_store(store_url)
+        await store.open()
+        await store.migrate()
+        if store_url.startswith("sqlite"):
+            store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]
+        try:
+            pid = (await store.create_project("p", now_ms())).id
+            writer = Writer(store)
+            n = 3 * 128 + 127
+            commands: list[Command] = [
+                TrackEvents(
+                    project_id=pid,
+                    events=[
+                        EventIn(anonymous_id=None, external_id=f"u{i % 3}", name="x", data={"i": i})
+                        for i in range(start, min(start + 100, n))
+                    ],
+                )
+                for start in range(0, n, 100)
+            ]
+            assert await writer.run_batch(commands) == [None] * len(commands)
+            assert writer.batches == 1
+            feed = [e for e in await store.event_feed(pid, None, 2 * n) if e.name == "x"]
+            assert [msgspec.json.decode(e.data) for e in feed] == [{"i": i} for i in range(n)]
+            assert [e.external_id for e in feed] == [f"u{i % 3}" for i in range(n)]
+        finally:
+            await store.close()
 
     asyncio.run(main())

@@ -8,6 +8,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
+from itertools import chain
 from typing import Any, NamedTuple
 
 import msgspec
@@ -31,7 +32,7 @@ from ..domain.segments import (
 )
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
-from .queries import Queries, Row, Run
+from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
 from .segments_sql import compile_members
 
 _encoder = msgspec.json.Encoder()
@@ -329,7 +330,14 @@ class SqlTx(BatchQueries):
         await self.run.many(self.q.move_events, [(to, frm) for frm, to in moves])
 
     async def insert_events(self, events: list[Event], now: int) -> None:
-        await self.run.many(self.q.insert_events, event_values(events, now))
+        """In multi-row statements (queries.ROWS_PER_INSERT): on SQLite about half the cost of
+        executemany's statement per row (docs/performance.md). PostgreSQL COPYs them instead."""
+        values = list(chain.from_iterable(event_values(events, now)))
+        width, start = len(EVENT_FIELDS), 0
+        for size in row_sizes(len(events)):
+            end = start + size * width
+            await self.run.execute(self.q.insert_event_rows[size], *values[start:end])
+            start = end
 
 
 Docs = dict[int, tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]]

@@ -10,7 +10,9 @@ The indexer does this in small steps, run by the writer between batches so that 
 the write lock for long (one large step per second was the whole p99 of the events benchmark):
 
 1. fill: copy the events written since the last step into `pending`, an in-memory table of
-   the connection, sorted by (user_id, created_at, event_id);
+   the connection, sorted by (user_id, created_at, event_id). (Read back, in a thread: a
+   trigger filling it from the writer's inserts, and a fill on the event loop, both cost more
+   over HTTP; docs/performance.md, "Issue 16: multi-row inserts and the index fill");
 2. once enough is pending, a pass walks `pending` in key order, a chunk per step, and moves
    each chunk into user_events; a chunk covers a narrow range of users, so it touches few
    leaves, and many rows per leaf. At the end of a pass the watermark moves to the last event
