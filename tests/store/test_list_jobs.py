@@ -320,3 +320,33 @@ def test_after_the_backfill_of_a_fading_rule_only_its_members_are_due(url: str) 
             assert sorted(u.id for u in got) == ids
 
     asyncio.run(main())
+
+
+def test_list_items_are_numbered_in_commit_order_on_postgres(pg_server: PostgresServer) -> None:
+    """A transaction that adds list_entered items and no event (an identify's, the sweeper's)
+    holds the feed's lock from taking their ids to its commit, as one that adds events does:
+    else a destination following the feed by id could pass them, committed after a later id.
+    (Found in review: the lists' items were inserted without it.)"""
+    from pier.domain.segments import dependencies, parse_rule
+    from pier.store.postgres import FEED_LOCK
+
+    url = pg_server.create_database()
+
+    async def main() -> None:
+        async with stores(url, 2) as (a, b):
+            pid, ids = await project(a, ["pro"] * 3)
+            row = await new_list(a, pid, PRO)
+            now = now_ms()
+            rule = parse_rule(PRO, now)
+            async with a.transaction() as tx:  # type: ignore[attr-defined]
+                docs = await tx.documents(pid, ids, set())
+                await tx.settle(row.id, pid, "l", rule, dependencies(rule), now, ids, docs, True)
+                async with b.writing() as run:  # another process about to take event ids
+                    free = await run.one("SELECT pg_try_advisory_xact_lock($1)", FEED_LOCK)
+                assert free == (False,)
+            entered = await b.reader.all(
+                "SELECT user_id FROM events WHERE name = 'list_entered' AND project_id = $1", pid
+            )
+            assert sorted(r[0] for r in entered) == ids
+
+    asyncio.run(main())

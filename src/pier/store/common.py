@@ -284,10 +284,9 @@ class SqlTx(BatchQueries):
                 await run.many(q.insert_due, moved)
         if items and (entered or left):
             data = _encode({"list_id": list_id, "name": name})
-            await run.many(
-                q.insert_events,
+            await self.insert_feed_rows(
                 [(project_id, u, LIST_ENTERED, data, now, now, None) for u in entered]
-                + [(project_id, u, LIST_EXITED, data, now, now, None) for u in left],
+                + [(project_id, u, LIST_EXITED, data, now, now, None) for u in left]
             )
 
     async def documents(self, project_id: int, user_ids: list[int], names: set[str]) -> Docs:
@@ -328,6 +327,11 @@ class SqlTx(BatchQueries):
         names = self.array(list(MERGED_AWAY))
         await self.run.many(self.q.delete_merged_items, [(frm, names) for frm, _ in moves])
         await self.run.many(self.q.move_events, [(to, frm) for frm, to in moves])
+
+    async def insert_feed_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Feed items the store makes itself (list_entered, list_exited), as rows in
+        queries.EVENT_FIELDS order."""
+        await self.run.many(self.q.insert_events, rows)
 
     async def insert_events(self, events: list[Event], now: int) -> None:
         """In multi-row statements (queries.ROWS_PER_INSERT): on SQLite about half the cost of

@@ -303,11 +303,20 @@ class PostgresTx(SqlTx):
         # Taking turns, the one that finds the lock taken does nothing this round.
         return bool(await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK))
 
-    async def insert_events(self, events: list[Event], now: int) -> None:
+    async def _feed_lock(self) -> None:
         # Event ids must become visible in id order, or a consumer following the feed
         # (`id > cursor`) could pass an id that another process commits later. Holding this
         # lock from taking the ids until the commit makes the id order the commit order.
         await self.conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+
+    async def insert_feed_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        # the lists' items too: the sweeper's or an identify's transaction may insert no
+        # event before them
+        await self._feed_lock()
+        await super().insert_feed_rows(rows)
+
+    async def insert_events(self, events: list[Event], now: int) -> None:
+        await self._feed_lock()
         await self.conn.copy_records_to_table(
             "events", columns=EVENT_FIELDS, records=event_values(events, now)
         )
