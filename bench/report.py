@@ -216,7 +216,15 @@ def targets(rows: dict[str, Row]) -> list[Target]:
         Target("d", "events/s ratio to (a), median", ">=", 0.8, _median(d_ratios)),
         Target("d", "destination lag max s", "<", 5, max(d_lags) if d_lags else None),
         Target("l", "events/s ratio to (a)", ">=", 0.7, lists.ratio_to_a if lists else None),
-        Target("pier", "peak RSS MB", "<=", 200, max(pier_rss) / 1024 if pier_rss else None),
+        # issue 16: "RSS <= 300 MB for all processes together" (workers, writer and delivery
+        # processes; issue 4's 200 MB was for the one process of then)
+        Target(
+            "pier",
+            "peak RSS MB, all processes",
+            "<=",
+            300,
+            max(pier_rss) / 1024 if pier_rss else None,
+        ),
     ]
 
 
