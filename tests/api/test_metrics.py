@@ -149,7 +149,9 @@ def test_several_workers_add_up_without_any_setting(
     monkeypatch.setenv("TMPDIR", str(temp))
     url = f"sqlite:///{tmp_path}/pier.db"
     project = new_project(url)
-    server = PierProcess(url, tmp_path / "server.log", "--workers", "2")
+    # the workers alone (the delivery process writes its counters there too: its metrics on
+    # the workers' /metrics are tests/delivery/test_processes.py's)
+    server = PierProcess(url, tmp_path / "server.log", "--workers", "2", "--no-deliver-process")
     try:
         headers = {"Authorization": f"Bearer {project.public_key}", "Connection": "close"}
         with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
