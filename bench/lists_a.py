@@ -29,25 +29,45 @@ EVENTS = (
 )
 
 
-def rules(n: int = 20) -> list[dict[str, Any]]:
-    """`n` mixed rules: i % 4 = 0 an external-id condition, 1 an event count, 2 both, 3
-    either; the event counts are 1 – 3 in the last 7 or 30 days."""
+def condition(uuid: str, group: str, path: str, kind: str, op: str, value: str) -> dict[str, Any]:
+    return {"uuid": uuid, "type": kind, "group": group, "path": path, "operator": op,
+            "value": value}  # fmt: skip
+
+
+def mixed_rules(
+    n: int,
+    event: Callable[[int], tuple[str, int, dict[str, Any]]],
+    trait: Callable[[int], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """`n` mixed rules, the ith of `event(i)` (an event name counted at least 1 + i % 3 times
+    in the last so many days, with a condition on the event) and `trait(i)` (a condition on
+    the user): i % 4 = 0 the trait alone, 1 the count alone, 2 both, 3 either."""
     out = []
     for i in range(n):
-        name, path, kind, op, value = EVENTS[i % len(EVENTS)]
-        event = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+        name, days, child = event(i)
+        count = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
                  "operator": "and", "value": name,
-                 "frequency": {"period": {"type": "rolling", "unit": "day",
-                                          "value": 7 if i % 2 else 30},
+                 "frequency": {"period": {"type": "rolling", "unit": "day", "value": days},
                                "operator": ">=", "count": 1 + i % 3},
-                 "children": [{"uuid": "p", "type": kind, "group": "event", "path": path,
-                               "operator": op, "value": value}]}  # fmt: skip
-        trait = {"uuid": "t", "type": "string", "group": "user", "path": "$.external_id",
-                 "operator": "starts with", "value": f"u{1 + i % 9}"}  # fmt: skip
-        children = [trait] if i % 4 == 0 else [event] if i % 4 == 1 else [trait, event]
+                 "children": [child]}  # fmt: skip
+        children = [trait(i)] if i % 4 == 0 else [count] if i % 4 == 1 else [trait(i), count]
         out.append({"uuid": "r", "type": "wrapper", "group": "parent", "path": "$",
                     "operator": "or" if i % 4 == 3 else "and", "children": children})  # fmt: skip
     return out
+
+
+def rules(n: int = 20) -> list[dict[str, Any]]:
+    """(l)'s rules over (a)'s events: the counts in the last 7 or 30 days, the user condition
+    on the external id (the only trait (a)'s users have)."""
+
+    def event(i: int) -> tuple[str, int, dict[str, Any]]:
+        name, path, kind, op, value = EVENTS[i % len(EVENTS)]
+        return name, 7 if i % 2 else 30, condition("p", "event", path, kind, op, value)
+
+    def trait(i: int) -> dict[str, Any]:
+        return condition("t", "user", "$.external_id", "string", "starts with", f"u{1 + i % 9}")
+
+    return mixed_rules(n, event, trait)
 
 
 class Lists:

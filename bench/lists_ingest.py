@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import httpx
+from lists_a import condition, mixed_rules
 from procs import CpuWatch, Server, free_port, own_cpu_s
 from run import PIER, pier_cli
 
@@ -28,23 +29,14 @@ NAMES = ("purchase", "view", "login", "add_to_cart")
 
 
 def rules() -> list[dict]:
-    """20 mixed rules: traits, event counts in windows, event properties, or/and."""
-    out = []
-    for i in range(20):
-        name = NAMES[i % len(NAMES)]
-        event = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
-                 "operator": "and", "value": name,
-                 "frequency": {"period": {"type": "rolling", "unit": "day", "value": 30},
-                               "operator": ">=", "count": 1 + i % 3},
-                 "children": [{"uuid": "p", "type": "number", "group": "event",
-                               "path": "$.price", "operator": ">", "value": str(i)}]}  # fmt: skip
-        trait = {"uuid": "t", "type": "string", "group": "user", "path": "$.plan",
-                 "operator": "=", "value": ("pro", "free", "team")[i % 3]}  # fmt: skip
-        children = [trait] if i % 4 == 0 else [event] if i % 4 == 1 else [trait, event]
-        op = "or" if i % 4 == 3 else "and"
-        out.append({"uuid": "r", "type": "wrapper", "group": "parent", "path": "$",
-                    "operator": op, "children": children})  # fmt: skip
-    return out
+    """20 mixed rules: a plan, a count in the last 30 days of events over a price, both, or
+    either (lists_a.mixed_rules)."""
+    return mixed_rules(
+        20,
+        lambda i: (NAMES[i % len(NAMES)], 30,
+                   condition("p", "event", "$.price", "number", ">", str(i))),
+        lambda i: condition("t", "user", "$.plan", "string", "=", ("pro", "free", "team")[i % 3]),
+    )  # fmt: skip
 
 
 def body(rng: random.Random, users: int, events: int) -> tuple[str, object]:

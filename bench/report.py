@@ -166,13 +166,18 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+def against_a(row: Row) -> tuple[str, str]:
+    """A row read against the (a) before it ((d), (l)): (a)'s events/s, and the ratio."""
+    ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
+    base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
+    return ("-" if base is None else f"{base:,.0f}"), ratio
+
+
 def destination_text(row: Row) -> str:
     """(d)'s line: its rate against (a)'s just before, and the destination's lag."""
-    ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
+    without, ratio = against_a(row)
     lag = "not read" if row.lag_s is None else f"{row.lag_s:.2f} s ({row.lag_items:,} items)"
     catch_up = "-" if row.catch_up_s is None else f"{row.catch_up_s:.1f} s"
-    base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
-    without = "-" if base is None else f"{base:,.0f}"
     apart = ""
     if row.deliverer_cpu_s is not None and row.result.duration_s:
         share = row.deliverer_cpu_s / row.result.duration_s
@@ -185,10 +190,8 @@ def destination_text(row: Row) -> str:
 
 
 def lists_text(row: Row) -> str:
-    """(l)'s line: its rate and CPU per event against (a)'s just before."""
-    ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
-    base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
-    without = "-" if base is None else f"{base:,.0f}"
+    """(l)'s line: its rate against (a)'s just before."""
+    without, ratio = against_a(row)
     return f"{row.events_per_s or 0:,.0f} events/s with 20 lists, {without} without (ratio {ratio})"
 
 

@@ -227,12 +227,16 @@ class Bench:
             row.lag_s, row.lag_items = lag.max_seconds, lag.max_items
             if not lag.samples:
                 self.notes.append("(d): the destination's lag could not be read")
-            base = self.rows.get("a" + suffix)
-            if base and base.events_per_s and row.events_per_s is not None:
-                row.ratio_to_a = row.events_per_s / base.events_per_s
+            self.read_against_a(row, suffix)
             print("  " + report.destination_text(row), flush=True)
         finally:
             destination.remove()
+
+    def read_against_a(self, row: Row, suffix: str = "") -> None:
+        """The row's events/s over those of the (a) measured just before it."""
+        base = self.rows.get("a" + suffix)
+        if base and base.events_per_s and row.events_per_s is not None:
+            row.ratio_to_a = row.events_per_s / base.events_per_s
 
     def measure_lists(self, server: Server, api_key: str, secret: str) -> None:
         """(l): (a) again with 20 dynamic lists (bench/lists_a.py) computed over what (a)
@@ -246,9 +250,7 @@ class Bench:
                 f"(l): 20 lists computed in {ready:.1f} s, {lists.members():,} members", flush=True
             )
             row = self.measure(server, SCENARIOS["l"], api_key, row_key="l")
-            base = self.rows.get("a")
-            if base and base.events_per_s and row.events_per_s is not None:
-                row.ratio_to_a = row.events_per_s / base.events_per_s
+            self.read_against_a(row)
             print(f"  (l): {lists.members():,} members after; {report.lists_text(row)}", flush=True)
         finally:
             lists.remove()
