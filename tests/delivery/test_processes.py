@@ -5,6 +5,7 @@ time, and the survivor takes over within 30 s of a kill -9."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -51,6 +52,11 @@ def state(database_url: str, destination_id: int):  # type: ignore[no-untyped-de
         return d, (await ds.lag(d.project_id, d.cursor))[0]
 
     return db_call(database_url, action)
+
+
+def holder_pid(database_url: str, destination_id: int) -> int:
+    """The pid of the process holding the destination's lease (lease_holder: host:pid:random)."""
+    return int(state(database_url, destination_id)[0].lease_holder.split(":")[1])
 
 
 def post_events(url: str, key: str, n: int, message_ids: bool) -> None:
@@ -138,8 +144,7 @@ def test_two_processes_deliver_one_at_a_time_and_hand_over_after_kill(
         try:
             post_events(one.url, project.public_key, 100, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            holder = state(database_url, did)[0].lease_holder
-            pid = int(holder.split(":")[1])
+            pid = holder_pid(database_url, did)
             assert one.owns(pid) or two.owns(pid)
             holder_proc, other = (one, two) if one.owns(pid) else (two, one)
             assert holder_proc.kill() == -signal.SIGKILL
@@ -147,8 +152,7 @@ def test_two_processes_deliver_one_at_a_time_and_hand_over_after_kill(
             post_events(other.url, project.public_key, 50, message_ids=False)
             wait_for(lambda: state(database_url, did)[1] == 0, timeout=30)
             assert time.monotonic() - killed_at < 30
-            new_holder = state(database_url, did)[0].lease_holder
-            assert other.owns(int(new_holder.split(":")[1]))
+            assert other.owns(holder_pid(database_url, did))
         finally:
             one.kill()
             two.kill()
@@ -199,7 +203,7 @@ def test_pier_deliver_alone_beside_a_server_that_does_not_deliver(
         try:
             post_events(server.url, project.public_key, 30, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            assert int(state(database_url, did)[0].lease_holder.split(":")[1]) == deliver.pid
+            assert holder_pid(database_url, did) == deliver.pid
             deliver.send_signal(signal.SIGTERM)
             assert deliver.wait(timeout=20) == 0
             assert state(database_url, did)[0].lease_holder is None
@@ -222,8 +226,6 @@ def delivered_metric(url: str, destination_id: int) -> float:
 def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
     database_url: str, tmp_path: Path
 ) -> None:
-    import os
-
     project = new_project(database_url)
     with receiver() as r:
         did = add(database_url, project.id, "webhook", r.url)
@@ -231,7 +233,7 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
         try:
             post_events(server.url, project.public_key, 30, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            pid = int(state(database_url, did)[0].lease_holder.split(":")[1])
+            pid = holder_pid(database_url, did)
             assert pid != server.pid and server.owns(pid)  # a process of pier serve's own
             # its metrics are the server's: /metrics answers for every process
             wait_for(
@@ -240,7 +242,7 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
             os.kill(pid, signal.SIGKILL)
             post_events(server.url, project.public_key, 20, message_ids=False)
             wait_for(lambda: state(database_url, did)[1] == 0, timeout=30)  # started again
-            again = int(state(database_url, did)[0].lease_holder.split(":")[1])
+            again = holder_pid(database_url, did)
             assert again not in (pid, server.pid) and server.owns(again)
             assert "the delivery process" in server.log() and "starting it again" in server.log()
         finally:
@@ -252,8 +254,6 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
 def test_the_delivery_process_ends_with_pier_serve_even_killed_with_9(
     database_url: str, tmp_path: Path
 ) -> None:
-    import os
-
     project = new_project(database_url)
     with receiver() as r:
         did = add(database_url, project.id, "webhook", r.url)
@@ -261,7 +261,7 @@ def test_the_delivery_process_ends_with_pier_serve_even_killed_with_9(
         try:
             post_events(server.url, project.public_key, 10, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            pid = int(state(database_url, did)[0].lease_holder.split(":")[1])
+            pid = holder_pid(database_url, did)
             os.kill(server.pid, signal.SIGKILL)  # pier serve alone, not its process group
             server.proc.wait(timeout=10)
 
@@ -288,7 +288,7 @@ def test_no_deliver_process_delivers_from_the_serving_process(
         try:
             post_events(server.url, project.public_key, 10, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            assert int(state(database_url, did)[0].lease_holder.split(":")[1]) == server.pid
+            assert holder_pid(database_url, did) == server.pid
         finally:
             server.kill()
             pause(database_url, did)
