@@ -284,7 +284,7 @@ class SqlTx(BatchQueries):
                 await run.many(q.insert_due, moved)
         if items and (entered or left):
             data = _encode({"list_id": list_id, "name": name})
-            await self.insert_feed_rows(
+            await self.insert_event_rows(
                 [(project_id, u, LIST_ENTERED, data, now, now, None) for u in entered]
                 + [(project_id, u, LIST_EXITED, data, now, now, None) for u in left]
             )
@@ -328,17 +328,17 @@ class SqlTx(BatchQueries):
         await self.run.many(self.q.delete_merged_items, [(frm, names) for frm, _ in moves])
         await self.run.many(self.q.move_events, [(to, frm) for frm, to in moves])
 
-    async def insert_feed_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        """Feed items the store makes itself (list_entered, list_exited), as rows in
-        queries.EVENT_FIELDS order."""
-        await self.run.many(self.q.insert_events, rows)
-
     async def insert_events(self, events: list[Event], now: int) -> None:
-        """In multi-row statements (queries.ROWS_PER_INSERT): on SQLite about half the cost of
-        executemany's statement per row (docs/performance.md). PostgreSQL COPYs them instead."""
-        values = list(chain.from_iterable(event_values(events, now)))
+        await self.insert_event_rows(event_values(events, now))
+
+    async def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Rows of the events table in queries.EVENT_FIELDS order (a batch's events, the lists'
+        items), in multi-row statements (queries.ROWS_PER_INSERT): on SQLite about half the
+        cost of executemany's statement per row (docs/performance.md). PostgreSQL COPYs them
+        instead."""
+        values = list(chain.from_iterable(rows))
         width, start = len(EVENT_FIELDS), 0
-        for size in row_sizes(len(events)):
+        for size in row_sizes(len(rows)):
             end = start + size * width
             await self.run.execute(self.q.insert_event_rows[size], *values[start:end])
             start = end

@@ -10,20 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import asyncpg
 
-from ..domain.model import Device, Event
+from ..domain.model import Device
 from .base import (
     PRUNE_EVERY,
     EventRow,
     StoreUnavailable,
     request_keys_cutoff,
 )
-from .common import SqlStore, SqlTx, event_row, event_values
+from .common import SqlStore, SqlTx, event_row
 from .loading import device_values
 from .migrations import migrations
 from .queries import EVENT_FIELDS, POSTGRES, Queries
@@ -303,20 +303,11 @@ class PostgresTx(SqlTx):
         # Taking turns, the one that finds the lock taken does nothing this round.
         return bool(await self.conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", SWEEP_LOCK))
 
-    async def _feed_lock(self) -> None:
+    async def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         # Event ids must become visible in id order, or a consumer following the feed
         # (`id > cursor`) could pass an id that another process commits later. Holding this
-        # lock from taking the ids until the commit makes the id order the commit order.
+        # lock from taking the ids until the commit makes the id order the commit order; every
+        # row of the feed comes this way (a batch's events, the lists' items of a transaction
+        # that may have inserted no event before them: the sweeper's, an identify's).
         await self.conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
-
-    async def insert_feed_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        # the lists' items too: the sweeper's or an identify's transaction may insert no
-        # event before them
-        await self._feed_lock()
-        await super().insert_feed_rows(rows)
-
-    async def insert_events(self, events: list[Event], now: int) -> None:
-        await self._feed_lock()
-        await self.conn.copy_records_to_table(
-            "events", columns=EVENT_FIELDS, records=event_values(events, now)
-        )
+        await self.conn.copy_records_to_table("events", columns=EVENT_FIELDS, records=rows)

@@ -308,8 +308,8 @@ class Queries:
         "UPDATE users SET external_id = $1, email = $2, phone = $3, timezone = $4, locale = $5,"
         " data = $6{json}, updated_at = $7 WHERE id = $8"
     )
-    # events, as many rows a statement as ROWS_PER_INSERT says (common.SqlTx.insert_events,
-    # SQLite's; PostgreSQL copies the same EVENT_FIELDS), and one row (tests, tools, lists)
+    # events, as many rows a statement as ROWS_PER_INSERT says (common.SqlTx.insert_event_rows,
+    # SQLite's; PostgreSQL copies the same EVENT_FIELDS), and one row (tests, tools)
     insert_event_rows = {n: _insert_values("events", EVENT_FIELDS, n) for n in ROWS_PER_INSERT}
     insert_events = insert_event_rows[1]
     delete_users = "DELETE FROM users WHERE id {any[1]}"
