@@ -27,6 +27,14 @@ RULE = {**ROOT, "operator": "or", "children": [
     {"uuid": "d", "root_uuid": "r", "parent_uuid": "r", "type": "date", "group": "user",
      "path": "$.trial_ends", "operator": ">", "value": "{{now}}"},
 ]}  # fmt: skip
+# without the `now` template: rules the lists' cache keeps a tally for (store/list_cache.py),
+# one whose count can only add members, one whose count can take them out ("fewer than 2")
+RISING = {**RULE, "children": RULE["children"][:2]}
+FALLING = {**ROOT, "operator": "and", "children": [
+    RULE["children"][0],
+    {**RULE["children"][1], "frequency": {**RULE["children"][1]["frequency"], "operator": "<"}},
+]}  # fmt: skip
+RULES = (RULE, RISING, FALLING)
 HOUR = 3_600_000
 PEOPLE = ["a", "b", "c"]
 
@@ -53,8 +61,10 @@ def test_incremental_membership_equals_a_fresh_evaluation(
     t = make_tenant(server)
     now = instant("2026-03-01T00:00:00Z")
     with clock.frozen(now):
-        list_id = create(t, {"name": "mixed", "type": "dynamic", "rule": RULE}).json()["id"]
-        settled(t, list_id)
+        ids = [create(t, {"name": f"l{i}", "type": "dynamic", "rule": r}).json()["id"]
+               for i, r in enumerate(RULES)]  # fmt: skip
+        for list_id in ids:
+            settled(t, list_id)
         for step in sequence:
             kind = step[0]
             if kind == "identify":
@@ -85,8 +95,10 @@ def test_incremental_membership_equals_a_fresh_evaluation(
                 continue
             assert r.status_code == 204, r.text
         sweep(t, clock.now_ms())
-        fresh = t.secret.post("/api/client/lists/preview", json={"rule": RULE}).json()
-        got = t.secret.get(f"/api/client/lists/{list_id}/users", params={"limit": 1000}).json()
-        assert sorted(u["id"] for u in got["results"]) == sorted(u["id"] for u in fresh["sample"])
+        for rule, list_id in zip(RULES, ids, strict=True):
+            fresh = t.secret.post("/api/client/lists/preview", json={"rule": rule}).json()
+            path = f"/api/client/lists/{list_id}/users"
+            got = t.secret.get(path, params={"limit": 1000}).json()["results"]
+            assert sorted(u["id"] for u in got) == sorted(u["id"] for u in fresh["sample"]), rule
     t.public.close()
     t.secret.close()

@@ -28,6 +28,7 @@ from pier.domain.segments.values import js_number_text, parse_date, parse_number
 from support.segment_trees import NOW, TREES, USERS
 
 DAY = 86_400_000
+OFFSET = st.integers(0, 800 * DAY)
 
 
 def cond(uuid: str = "c", **fields: Any) -> dict[str, Any]:
@@ -605,6 +606,40 @@ def test_what_lets_the_incremental_path_skip_a_user(
         for t in (NOW, NOW + 1, NOW + DAY, NOW + 400 * DAY):
             later = Evaluator(rule, t)
             assert later.member(person, kept) == later.member(person, events), t
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(tree=TREES, users=USERS, split=st.integers(0, 4), offsets=st.lists(OFFSET, max_size=3))
+def test_a_tally_stands_for_the_events(
+    tree: dict[str, Any], users: list[dict[str, Any]], split: int, offsets: list[int]
+) -> None:
+    """For a rule `dependencies` says is tallied, the Tally made at NOW (of some events, then
+    the rest added) gives the membership the events give at every later instant, and its
+    next_look is one at which the events' membership may change: membership holds before it
+    (the lists' cache keeps tallies instead of reading users' events: store/list_cache.py)."""
+    rule = parse_rule(tree, NOW)
+    if not dependencies(rule).tallied:
+        return
+    evaluator = Evaluator(rule, NOW)
+    for u in users:
+        person = user(u["data"], external_id=u["external_id"], email=u["email"],
+                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
+        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        tally = evaluator.add(evaluator.tally(events[:split]), evaluator.hits(events[split:]))
+        assert tally == evaluator.tally(events)
+        for t in {NOW, NOW + 1, *(NOW + abs(o) for o in offsets)}:
+            later = Evaluator(rule, t)
+            assert later.member(person, tally) == later.member(person, events), t
+        look = evaluator.next_look(person, tally)
+        end = look if look is not None else NOW + 3 * 365 * DAY
+        now_member = evaluator.member(person, events)
+        for t in {NOW + 1, end - 1, *(NOW + abs(o) % (end - NOW) for o in offsets)} - {end}:
+            assert Evaluator(rule, t).member(person, events) == now_member, (t, look)
 
 
 ROLLING = st.builds(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import chain
 from typing import Any, NamedTuple
@@ -15,7 +15,14 @@ import msgspec
 
 from ..clock import now_ms
 from ..domain.batch import ChangeSet
-from ..domain.feed import DEVICE_REGISTERED, LIST_ENTERED, LIST_EXITED, MERGED_AWAY, USER_DELETED
+from ..domain.feed import (
+    DEVICE_REGISTERED,
+    LIST_ENTERED,
+    LIST_EXITED,
+    MERGED_AWAY,
+    RESERVED_EVENT_NAMES,
+    USER_DELETED,
+)
 from ..domain.keys import Key as ApiKey
 from ..domain.keys import Project
 from ..domain.model import Device, Event, User
@@ -25,12 +32,14 @@ from ..domain.segments import (
     Rule,
     RuleError,
     RuleInvalid,
+    Tally,
     dependencies,
     event_document,
     parse_rule,
     user_document,
 )
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow
+from .list_cache import Known, ListCache, Staged, Stamp
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
 from .segments_sql import compile_members
@@ -47,7 +56,25 @@ def _encode(value: Any) -> str:
 
 class SqlTx(BatchQueries):
     """The writer's transaction: the loaders (loading.BatchQueries) and the write. A backend
-    adds id reservation and may replace the three steps whose policy differs."""
+    adds id reservation and may replace the three steps whose policy differs. `lists`: the
+    lists' cache (list_cache.py) when this process is the only writer (SQLite); this
+    transaction's entries for it are `staged`, the users whose entries go are `forget`."""
+
+    lists: ListCache | None = None
+
+    def __init__(self, run: Run, q: Queries) -> None:
+        super().__init__(run, q)
+        self.staged: Staged = {}
+        self.forget: set[int] = set()
+        self._evaluators: dict[tuple[int, int], Evaluator] = {}
+
+    def evaluator(self, rule: Rule, now: int) -> Evaluator:
+        """An Evaluator of the rule at `now`, compiled once in this transaction (the rule is
+        one object per stored text: _parsed; the evaluator holds it, so its id stays its)."""
+        key = (id(rule), now)
+        if key not in self._evaluators:
+            self._evaluators[key] = Evaluator(rule, now)
+        return self._evaluators[key]
 
     async def write(self, c: ChangeSet) -> None:
         """Write a change set, always in this order (each step may rely on the ones before)."""
@@ -112,9 +139,10 @@ class SqlTx(BatchQueries):
         if not (everything or profile or named):
             return
         gone = {u.id for u in c.deleted_users}
+        self.forget |= gone | {u for move in c.event_moves for u in move}
         work = []
         for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
-            list_id, project_id, name, text = row
+            list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, c.now)
             if parsed is None:
                 continue
@@ -128,7 +156,11 @@ class SqlTx(BatchQueries):
             quiet = {u: named[u] & deps.events <= deps.rising for u in counted if u not in users}
             users = (users | quiet.keys()) - gone
             if users:
-                work.append(Work(list_id, project_id, name, rule, deps, sorted(users), quiet))
+                work.append(
+                    Work(
+                        list_id, project_id, name, rule, deps, sorted(users), quiet, tuple(row[3:])
+                    )
+                )
         # users this batch created (and merged none into): all their data is in the batch
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
@@ -146,9 +178,20 @@ class SqlTx(BatchQueries):
         of the users whose membership their new events may change (`Work.quiet`: unchanged()
         tells, from `added`, the batch's events by user), once for all the lists. `fresh`: the
         users the batch created, by id: their documents and events are the batch's, and they
-        are in no list yet, so nothing of theirs is read."""
+        are in no list yet, so nothing of theirs is read. With the lists' cache, the users it
+        knows are settled from it first (settle_known), and what the rest are found to be is
+        staged for it."""
         fresh = fresh or {}
         added = added or {}
+        new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
+
+        def events_added(u: int) -> list[dict[str, Any]]:
+            if u not in new_events:
+                new_events[u] = [_event_doc(e) for e in added.get(u, ())]
+            return new_events[u]
+
+        if self.lists is not None:
+            work = await self.settle_known(work, now, events_added)
         by_project: dict[int, set[int]] = defaultdict(set)
         for w in work:
             by_project[w.project_id].update(w.users)
@@ -158,9 +201,9 @@ class SqlTx(BatchQueries):
         due: dict[tuple[int, int], int] = {}  # (list, user): the instant it is due (list_due)
         for project_id, ids in by_project.items():
             for uid in ids:
-                u = fresh.get(uid)
-                if u is not None and u.project_id == project_id:
-                    docs[uid] = (_user_doc(u), defaultdict(list))
+                user = fresh.get(uid)
+                if user is not None and user.project_id == project_id:
+                    docs[uid] = (_user_doc(user), defaultdict(list))
                     for e in added.get(uid, ()):
                         docs[uid][1][e.name].append(_event_doc(e))
             ordered = sorted(ids - fresh.keys())  # fresh users are in no list yet
@@ -172,29 +215,25 @@ class SqlTx(BatchQueries):
             for list_id, user_id, at in await self.run.all(self.q.due_of_users, project_id, stored):
                 if list_id in lists:
                     due[list_id, user_id] = at
-        new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
-
-        def events_added(u: int) -> list[dict[str, Any]]:
-            if u not in new_events:
-                new_events[u] = [_event_doc(e) for e in added.get(u, ())]
-            return new_events[u]
 
         todo = []
         # by project, by user: the names of the events its lists to evaluate count, so that a
         # user is read only the events of those lists, not of every list of the batch
         needs: dict[int, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
         for w in work:
-            evaluator = Evaluator(w.rule, now)
-            users = [
-                u
-                for u in w.users
-                if not (
-                    u in w.quiet
-                    and u in docs
-                    and unchanged(evaluator, docs[u][0], (w.list_id, u) in had, w.quiet[u],
-                                  due.get((w.list_id, u)), now, events_added(u))
-                )
-            ]  # fmt: skip
+            evaluator = self.evaluator(w.rule, now)
+            stage = self.lists is not None and w.cached
+            users = []
+            for u in w.users:
+                if not (u in w.quiet and u in docs):
+                    users.append(u)
+                    continue
+                member, at = (w.list_id, u) in had, due.get((w.list_id, u))
+                if not unchanged(evaluator, docs[u][0], member, w.quiet[u], at, now,
+                                 events_added(u)):  # fmt: skip
+                    users.append(u)
+                elif stage:  # known to be what it was, its events not read: no tally yet
+                    self.stage(w, u, Known(member, at, _known(evaluator, docs[u][0]), None))
             if users:
                 todo.append((w, users))
                 if w.deps.events:
@@ -211,9 +250,104 @@ class SqlTx(BatchQueries):
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
             was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
-            await self.settle(
+            settled = await self.settle(
                 w.list_id, w.project_id, w.name, w.rule, w.deps, now, users, docs, True, known, was
             )
+            if settled is None and self.lists is not None:
+                self.staged[w.list_id] = ((), {})  # its entries go: they cannot follow
+            elif settled is not None and self.lists is not None and w.cached:
+                members, due_at = settled
+                evaluator = self.evaluator(w.rule, now)
+                for u in users:
+                    if u in docs:
+                        doc, by_name = docs[u]
+                        events = [e for n in w.deps.events for e in by_name.get(n, ())]
+                        entry = Known(u in members, due_at.get(u), _known(evaluator, doc),
+                                      evaluator.tally(events))  # fmt: skip
+                        self.stage(w, u, entry)
+
+    async def settle_known(
+        self, work: list[Work], now: int, events_added: Callable[[int], list[dict[str, Any]]]
+    ) -> list[Work]:
+        """Settle from the lists' cache the users it knows whose only change is new events
+        (`Work.quiet`) and who are not due: nothing read but the documents of those whose
+        membership the new events may change and whose rule reads the user (evaluated with
+        their tally instead of their events). What is left to settle otherwise: the work of
+        the other users (list_cache.py says when an entry holds)."""
+        assert self.lists is not None
+        left: list[Work] = []
+        checks: list[tuple[Work, Evaluator, list[tuple[int, Tally, Known]]]] = []
+        readers: dict[int, set[int]] = defaultdict(set)  # by project: whose documents to read
+        for w in work:
+            if not (w.quiet and w.cached):
+                left.append(w)
+                continue
+            entries = self.lists.of(w.list_id, w.stamp)
+            evaluator = self.evaluator(w.rule, now)
+            other: list[int] = []
+            check: list[tuple[int, Tally, Known]] = []
+            try:
+                for u in w.users:
+                    k = entries.get(u) if u in w.quiet else None
+                    if k is None or (k.due is not None and k.due <= now):
+                        other.append(u)
+                        continue
+                    if (k.member and w.quiet[u]) or k.known is not None:  # stays what it was,
+                        if k.tally is not None:  # whatever the events: no tally needed now
+                            self.stage(w, u, k._replace(tally=None))
+                        continue
+                    hits = evaluator.hits(events_added(u))
+                    if not hits:
+                        continue  # no count changes, at any instant from now on
+                    if k.tally is None:
+                        other.append(u)  # evaluated from its events, which gives its tally
+                    else:
+                        check.append((u, evaluator.add(k.tally, hits), k))
+            except RuleError:  # evaluated the usual way, which says so
+                left.append(w)
+                continue
+            if other:
+                left.append(w._replace(users=other))
+            if check:
+                checks.append((w, evaluator, check))
+                if w.deps.profile_keys != frozenset():
+                    readers[w.project_id].update(u for u, _, _ in check)
+        docs: Docs = {}
+        for project_id, ids in readers.items():
+            docs.update(await self.user_documents(project_id, sorted(ids)))
+        for w, evaluator, check in checks:
+            reads = w.deps.profile_keys != frozenset()
+            members: set[int] = set()
+            due: dict[int, int] = {}
+            try:
+                for u, tally, k in check:
+                    doc = docs[u][0] if reads and u in docs else {} if not reads else None
+                    if doc is not None and evaluator.member(doc, tally):
+                        members.add(u)
+                    elif doc is None or w.deps.fading:  # (no document: no user, no member)
+                        self.stage(w, u, Known(False, None, k.known, tally))
+                        continue
+                    at = evaluator.next_look(doc, tally) if w.deps.time else None
+                    if at is not None:
+                        due[u] = at
+                    self.stage(w, u, Known(u in members, at, k.known, tally))
+            except RuleError:  # left as it is, as settle does; the list's entries go
+                log.exception("list %s cannot be evaluated at %s", w.list_id, now)
+                self.staged[w.list_id] = ((), {})
+                continue
+            had = {u for u, _, k in check if k.member}
+            was = {u: k.due for u, _, k in check if k.due is not None}
+            users = [u for u, _, _ in check]
+            await self.write_settled(w.list_id, w.project_id, w.name, w.deps, now, users,
+                                     members, due, True, had, was)  # fmt: skip
+        return left
+
+    def stage(self, w: Work, user_id: int, entry: Known) -> None:
+        """Note what a (list, user) is now, for the lists' cache once committed."""
+        held = self.staged.get(w.list_id)
+        if held is None:
+            held = self.staged[w.list_id] = (w.stamp, {})
+        held[1][user_id] = entry
 
     async def sweep(self, now: int, limit: int) -> int:
         """Evaluate again the memberships due by `now` (a window moved, a date passed): how
@@ -226,10 +360,13 @@ class SqlTx(BatchQueries):
             due[list_id].append(user_id)
         lists = await self.run.all(self.q.lists_by_id, self.array(sorted(due))) if due else []
         work = []
-        for list_id, project_id, name, text in lists:
+        for row in lists:
+            list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, now)
             if parsed is not None:
-                work.append(Work(list_id, project_id, name, *parsed, due.pop(list_id), {}))
+                work.append(
+                    Work(list_id, project_id, name, *parsed, due.pop(list_id), {}, tuple(row[3:]))
+                )
         await self.settle_many(work, now)
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
@@ -253,19 +390,42 @@ class SqlTx(BatchQueries):
         items: bool = True,
         had: set[int] | None = None,
         was_due: dict[int, int] | None = None,
-    ) -> None:
+    ) -> tuple[set[int], dict[int, int]] | None:
         """Make these users' membership of the list what the rule says at `now` (`docs`: their
         documents, from `documents`; a user without one, deleted or of another project, is no
         member), and when the rule moves with time, note when each is next to be looked at
         (list_due); with `items`, a list_entered / list_exited event in the feed for each user
         who enters or leaves. `had`: which of them are members now, and `was_due`: their
-        list_due instants, if already read (then only the instants that change are written)."""
-        run, q = self.run, self.q
+        list_due instants, if already read (then only the instants that change are written).
+        Returns the members among them and their due instants (evaluate), None when the rule
+        cannot be evaluated at `now` (nothing is changed)."""
         try:
-            members, due = evaluate(rule, deps, now, docs, user_ids)
+            members, due = evaluate(self.evaluator(rule, now), deps, docs, user_ids)
         except RuleError:  # a stored tree that cannot be evaluated at `now`: left as it is
             log.exception("list %s cannot be evaluated at %s", list_id, now)
-            return
+            return None
+        await self.write_settled(
+            list_id, project_id, name, deps, now, user_ids, members, due, items, had, was_due
+        )
+        return members, due
+
+    async def write_settled(
+        self,
+        list_id: int,
+        project_id: int,
+        name: str,
+        deps: Dependencies,
+        now: int,
+        user_ids: list[int],
+        members: set[int],
+        due: dict[int, int],
+        items: bool,
+        had: set[int] | None,
+        was_due: dict[int, int] | None,
+    ) -> None:
+        """Write what settle found these users to be: `members` among them, `due` their next
+        instants to look at (as settle says of `items`, `had` and `was_due`)."""
+        run, q = self.run, self.q
         if had is None:
             had = {r[0] for r in await run.all(q.members_among, list_id, self.array(user_ids))}
         entered, left = sorted(members - had), sorted(had - members)
@@ -358,6 +518,13 @@ class Work(NamedTuple):
     deps: Dependencies
     users: list[int]
     quiet: dict[int, bool]
+    stamp: Stamp = ()  # the list's row as read (list_cache.py)
+
+    @property
+    def cached(self) -> bool:
+        """Whether the lists' cache keeps this list's users (a rule they can be tallied for,
+        counting no names of Pier's own items, which are written outside update_lists)."""
+        return self.deps.tallied and self.deps.events.isdisjoint(RESERVED_EVENT_NAMES)
 
 
 def unchanged(
@@ -386,6 +553,14 @@ def unchanged(
         return False
 
 
+def _known(evaluator: Evaluator, user: dict[str, Any]) -> bool | None:
+    """Evaluator.known, None (the events may decide) when the tree cannot be evaluated."""
+    try:
+        return evaluator.known(user)
+    except RuleError:
+        return None
+
+
 def _user_doc(u: User) -> dict[str, Any]:
     return user_document(
         u.data,
@@ -405,12 +580,11 @@ def _event_doc(e: Event) -> dict[str, Any]:
 
 
 def evaluate(
-    rule: Rule, deps: Dependencies, now: int, docs: Docs, user_ids: list[int]
+    evaluator: Evaluator, deps: Dependencies, docs: Docs, user_ids: list[int]
 ) -> tuple[set[int], dict[int, int]]:
-    """In memory: the members among these users at `now`, and when the rule moves with time,
-    {user id: the next instant to look again} for those whose membership can change with no
-    new data."""
-    evaluator = Evaluator(rule, now)
+    """In memory: the members among these users at the evaluator's instant, and when the rule
+    moves with time, {user id: the next instant to look again} for those whose membership can
+    change with no new data."""
     members: set[int] = set()
     due: dict[int, int] = {}
     for uid in user_ids:

@@ -423,9 +423,11 @@ class Queries:
         f"DELETE FROM {table} WHERE user_id {{any[1]}}" for table in ("list_members", "list_due")
     )
 
-    dynamic_lists = (  # the lists a batch keeps current (SqlTx.update_lists)
-        "SELECT id, project_id, name, rule FROM lists WHERE type = 'dynamic'"
-        " AND project_id {any[1]}"
+    # the lists a batch keeps current (SqlTx.update_lists), from the rule on what the lists'
+    # cache knows them by (list_cache.py: a stamp)
+    dynamic_lists = (
+        "SELECT id, project_id, name, rule, version, state, created_at FROM lists"
+        " WHERE type = 'dynamic' AND project_id {any[1]}"
     )
     members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
     members_of_users = (  # of every list, by the list_members_user index (SqlTx.settle_many)
@@ -434,7 +436,9 @@ class Queries:
     due_of_users = (
         "SELECT list_id, user_id, due_at FROM list_due WHERE project_id = $1 AND user_id {any[2]}"
     )
-    lists_by_id = "SELECT id, project_id, name, rule FROM lists WHERE id {any[1]}"
+    lists_by_id = (
+        "SELECT id, project_id, name, rule, version, state, created_at FROM lists WHERE id {any[1]}"
+    )
     # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)
     list_users_by_id = (
         f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id {{any[2]}}"

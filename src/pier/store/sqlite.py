@@ -23,6 +23,7 @@ from .base import (
     request_keys_cutoff,
 )
 from .common import SqlStore, SqlTx, event_row
+from .list_cache import ListCache
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
@@ -117,6 +118,7 @@ class SqliteStore(SqlStore):
         self._last_pruned = 0.0
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
+        self._lists = ListCache()  # and what each user is to each dynamic list
         self._data_version = -1
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
 
@@ -248,11 +250,12 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             check_unavailable(exc)
             raise
-        tx = SqliteTx(db, self._identity, self._indexer)
+        tx = SqliteTx(db, self._identity, self._indexer, self._lists)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version:  # another connection committed: forget
                 self._identity.clear()
+                self._lists.clear()
                 self._data_version = version
             yield tx
             # The commit waits for the disk (fsync): in a thread, so that the event loop
@@ -267,6 +270,7 @@ class SqliteStore(SqlStore):
             self._identity.clear()  # written outside the batch path: the cache can't follow
         else:
             self._identity.committed(tx.written)
+        self._lists.committed(tx.staged, tx.forget)
 
     def is_retryable(self, exc: BaseException) -> bool:
         return False  # one writer at a time: there are no conflicts to replay
@@ -409,12 +413,17 @@ class SqliteTx(SqlTx):
     """The writer's transaction, on the event loop (see SqliteRun)."""
 
     def __init__(
-        self, db: sqlite3.Connection, cache: IdentityCache, indexer: UserEventsIndexer | None
+        self,
+        db: sqlite3.Connection,
+        cache: IdentityCache,
+        indexer: UserEventsIndexer | None,
+        lists: ListCache | None = None,
     ) -> None:
         super().__init__(SqliteRun(db), QUERIES)
         self.db = db
         self.cache = cache
         self.indexer = indexer
+        self.lists = lists
         self.written: ChangeSet | None = None
 
     async def reserve_user_ids(self, n: int) -> list[int]:

@@ -5,6 +5,7 @@ of a rule is store/segments_sql.py."""
 from .evaluate import (
     Dependencies,
     Evaluator,
+    Tally,
     dependencies,
     event_document,
     member,
@@ -44,6 +45,7 @@ __all__ = [
     "Rule",
     "RuleError",
     "RuleInvalid",
+    "Tally",
     "Wrapper",
     "dependencies",
     "event_document",

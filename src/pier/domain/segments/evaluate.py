@@ -7,7 +7,7 @@ import functools
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -73,6 +73,24 @@ def _combine(operator: str, results: Iterable[bool]) -> bool:
 
 
 Test = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], bool]
+
+
+class Tally(tuple):  # type: ignore[type-arg]
+    """A user's events as far as a rule's counts go (Evaluator.tally): for each event wrapper,
+    in the order the rule compiles them, the instants (ms, newest first) of the n + 1 most
+    recent events it counts, n its frequency's count (1 without one). Every count the rule
+    compares, at any instant from now on, follows from them: a rolling window's count up to
+    n + 1, and a comparison with n needs no more. Passed to `member` and `next_look` in place
+    of the events (Dependencies.tallied says for which rules)."""
+
+
+class _Counter(NamedTuple):
+    """An event wrapper as Evaluator.counted and the tallies see it."""
+
+    name: str
+    later: Callable[[Mapping[str, Any]], bool]  # counted now, or may be at a later instant
+    keep: int  # instants a Tally keeps for it
+    length: int | None  # a rolling window's (ms)
 
 
 def _combined(operator: str, tests: list[Test]) -> Test:
@@ -159,9 +177,8 @@ class Evaluator:
         ]
         if any(isinstance(c, Condition) and _moving(c) for c in nodes):
             self._windows = None
-        # (name, whether an event of that name is counted now or can be at a later instant),
-        # one per event wrapper, filled by compile
-        self._counters: list[tuple[str, Callable[[Mapping[str, Any]], bool]]] = []
+        # one per event wrapper, in the order compile meets them (a Tally's)
+        self._counters: list[_Counter] = []
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -179,8 +196,17 @@ class Evaluator:
         """`next_look(rule, user, events, now)`, at once when no rule value renders `now`: then
         the first instant after `now` at which an event leaves a rolling window."""
         if self._windows is None:
+            assert not isinstance(events, Tally), "a rule that renders now is not tallied"
             return next_look(self.rule, user, events, self.now)
         now, first = self.now, None
+        if isinstance(events, Tally):  # only its instants can leave a window and change a count
+            for counter, instants in zip(self._counters, events, strict=True):
+                if counter.length is not None:
+                    for at in instants:
+                        t = at + counter.length + 1
+                        if t > now and (first is None or t < first):
+                            first = t
+            return first
         for name, length in self._windows:
             for e in events:
                 if e["name"] == name:
@@ -199,10 +225,42 @@ class Evaluator:
         if self._member is None:
             self._member = self.compile(self.rule.root)
         name = event["name"]
-        for counted_name, counts in self._counters:  # noqa: SIM110 - (as in _combined)
-            if counted_name == name and counts(event):
+        for counter in self._counters:  # noqa: SIM110 - (as in _combined)
+            if counter.name == name and counter.later(event):
                 return True
         return False
+
+    def tally(self, events: Sequence[Mapping[str, Any]]) -> Tally:
+        """The Tally of a user's events (event documents: all of those the rule counts)."""
+        return self.add(Tally(() for _ in self._compiled()), self.hits(events))
+
+    def hits(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+        """(event wrapper, instant) for each of these events (event documents) and each
+        wrapper that counts it now or may at a later instant (see `counted`): a Tally's
+        indexes. None: adding these events changes no count from now on."""
+        out = []
+        for e in events:
+            name = e["name"]
+            for i, counter in enumerate(self._compiled()):
+                if counter.name == name and counter.later(e):
+                    out.append((i, int(e["created_at"])))
+        return out
+
+    def add(self, tally: Tally, hits: list[tuple[int, int]]) -> Tally:
+        """The tally with these hits (`hits` of new events) added."""
+        if not hits:
+            return tally
+        out = list(tally)
+        counters = self._compiled()
+        for i in {i for i, _ in hits}:
+            new = [at for j, at in hits if j == i]
+            out[i] = tuple(sorted((*out[i], *new), reverse=True)[: counters[i].keep])
+        return Tally(out)
+
+    def _compiled(self) -> list[_Counter]:
+        if self._member is None:
+            self._member = self.compile(self.rule.root)
+        return self._counters
 
     def compile(self, node: Node) -> Test:
         """The node as a function of (document, events): what `node` computes, with the tree
@@ -232,10 +290,20 @@ class Evaluator:
                 return False
             return bare or moving or passes(e, no_events)
 
-        self._counters.append((name, later))
+        index = len(self._counters)
+        keep = 1 if frequency is None else frequency.count + 1
+        rolling = (
+            frequency.period.length if frequency and isinstance(frequency.period, Rolling) else None
+        )
+        self._counters.append(_Counter(name, later, keep, rolling))
 
         def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
             n = 0
+            if type(events) is Tally:
+                for at in events[index]:
+                    if (lo is None or at >= lo) and (hi is None or at <= hi):
+                        n += 1
+                return n
             for e in events:
                 if e["name"] != name:
                     continue
@@ -396,23 +464,27 @@ class Dependencies(msgspec.Struct, frozen=True):
       such events are added (store/common.py skips evaluating it);
     - `fading`: time can take users out of the list but never bring one in (every name is
       rising and no rule value renders `now`: time only lets events leave rolling windows),
-      so a non-member stays one until new data comes: it is never due."""
+      so a non-member stays one until new data comes: it is never due;
+    - `tallied`: a user's events can stand as a Tally for it (no rule value renders `now`,
+      no event wrapper inside another), so that a new event costs an update of the tally
+      rather than a read of the user's events (store/list_cache.py)."""
 
     events: frozenset[str]
     profile_keys: frozenset[str] | None
     time: bool
     rising: frozenset[str] = frozenset()
     fading: bool = False
+    tallied: bool = False
 
 
 def dependencies(rule: Rule) -> Dependencies:
     events: set[str] = set()
     falling: set[str] = set()  # counted somewhere that more events can turn false
     keys: set[str] | None = set()
-    time = templates = False
+    time = templates = nested = False
 
     def visit(node: Node, in_event: bool, positive: bool = True) -> None:
-        nonlocal keys, time, templates
+        nonlocal keys, time, templates, nested
         if isinstance(node, Condition):
             if uses_value(node) and node.template is not None and node.template.uses_now:
                 time = templates = True
@@ -425,6 +497,7 @@ def dependencies(rule: Rule) -> Dependencies:
             return
         if isinstance(node, EventWrapper):
             events.add(node.name)
+            nested = nested or in_event
             if node.frequency is not None and isinstance(node.frequency.period, Rolling):
                 time = True
             if not (
@@ -438,7 +511,10 @@ def dependencies(rule: Rule) -> Dependencies:
     visit(rule.root, False)
     profile = None if keys is None else frozenset(keys)
     fading = not (falling or templates)
-    return Dependencies(frozenset(events), profile, time, frozenset(events - falling), fading)
+    tallied = not (templates or nested)
+    return Dependencies(
+        frozenset(events), profile, time, frozenset(events - falling), fading, tallied
+    )
 
 
 # -- when membership can change with no new data ----------------------------------------------

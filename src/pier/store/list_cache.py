@@ -1,0 +1,64 @@
+"""What the lists' incremental path last knew of each (dynamic list, user), as committed: whether
+the user is a member, when it is next due, what its document alone decides, and the Tally of
+its events. With it a user whose only change is new events is settled from memory: no read of
+its memberships, due instants or events (store/common.py, SqlTx.settle_known; docs/lists.md).
+
+Valid only while this process is the only writer, as loading.IdentityCache: the SQLite store
+clears it when another connection has committed. A list's entries hold only while its row is
+as they were made under (`stamp`: its rule, version, state and creation): a new rule, a
+recount, a backfill's end or another list of the same id drop them. Users merged or deleted
+are dropped; every other change of a user goes through the evaluation that writes its entry
+again. Entries are staged by the transaction and taken in only once it has committed."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..domain.segments import Tally
+
+
+class Known(NamedTuple):
+    """A (list, user) as last evaluated. `known`: Evaluator.known of its document (True or
+    False: its events cannot change its membership; None: they can). `tally`: of its events,
+    None until the user is evaluated from its events (a read)."""
+
+    member: bool
+    due: int | None
+    known: bool | None
+    tally: Tally | None
+
+
+Stamp = tuple[Any, ...]
+Staged = dict[int, tuple[Stamp, dict[int, Known]]]  # by list: its stamp, entries by user
+
+
+class ListCache:
+    MAX_ENTRIES = 1_000_000  # (list, user) pairs; beyond, it starts again empty
+
+    def __init__(self) -> None:
+        self.lists: dict[int, tuple[Stamp, dict[int, Known]]] = {}
+
+    def clear(self) -> None:
+        self.lists.clear()
+
+    def of(self, list_id: int, stamp: Stamp) -> dict[int, Known]:
+        """The entries of a list as its row is now (none when the row changed since)."""
+        held = self.lists.get(list_id)
+        if held is None or held[0] != stamp:
+            return {}
+        return held[1]
+
+    def committed(self, staged: Staged, forget: set[int]) -> None:
+        """Take in a committed transaction's entries, after dropping the users it merged
+        away, merged into or deleted (`forget`)."""
+        if forget:
+            for _, entries in self.lists.values():
+                for uid in forget:
+                    entries.pop(uid, None)
+        for list_id, (stamp, new) in staged.items():
+            held = self.lists.get(list_id)
+            if held is None or held[0] != stamp:
+                held = self.lists[list_id] = (stamp, {})
+            held[1].update(new)
+        if sum(len(entries) for _, entries in self.lists.values()) > self.MAX_ENTRIES:
+            self.clear()

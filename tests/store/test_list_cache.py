@@ -1,0 +1,142 @@
+"""The lists' cache (store/list_cache.py) on a real SQLite file: a user whose only change is new
+events is settled from it without reading its events, and it is never trusted past what it can
+follow: another connection's commit (another process), a list's new rule, its size bound."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from pier import lists
+from pier.clock import now_ms
+from pier.domain.commands import EventIn, TrackEvents
+from pier.store.common import SqlTx
+from pier.store.list_cache import ListCache
+from pier.store.sqlite import SqliteStore
+from pier.writer import Writer
+
+ROOT = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and"}
+
+
+def bought(count: int, *children: dict[str, Any]) -> str:
+    """'bought at least `count` times (with these conditions) in the last 30 days'."""
+    wrapper = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+               "operator": "and", "value": "bought", "children": list(children),
+               "frequency": {"period": {"type": "rolling", "unit": "day", "value": 30},
+                             "operator": ">=", "count": count}}  # fmt: skip
+    return msgspec.json.encode(ROOT | {"children": [wrapper]}).decode()
+
+
+OVER_10 = {"uuid": "p", "type": "number", "group": "event", "path": "$.price", "operator": ">",
+           "value": "10"}  # fmt: skip
+
+
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore("sqlite://", str(path))
+    await store.open()
+    await store.migrate()
+    return store
+
+
+async def buy(store: SqliteStore, pid: int, who: str, price: int = 1) -> None:
+    event = EventIn(None, who, "bought", {"price": price})
+    assert await Writer(store).run_batch([TrackEvents(project_id=pid, events=[event])]) == [None]
+
+
+async def members(store: SqliteStore, list_id: int) -> list[int]:
+    return sorted(r[0] for r in await store.reader.all(store.q.list_member_ids, list_id))
+
+
+async def dynamic(store: SqliteStore, pid: int, rule: str) -> int:
+    row = await lists.create(store, pid, "l", "dynamic", rule, "test", now_ms())
+    assert await lists.compute(store, row, "test")
+    return row.id
+
+
+def test_new_events_of_a_known_user_are_counted_without_reading_its_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        list_id = await dynamic(store, pid, bought(3))
+        await buy(store, pid, "ann")  # made in this batch: its events are the batch's
+        read: list[list[int]] = []
+        add_events = SqlTx.add_events
+
+        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+            read.append(user_ids)
+            await add_events(self, docs, user_ids, names)
+
+        monkeypatch.setattr(SqlTx, "add_events", events)
+        await buy(store, pid, "ann")
+        assert read == [] and await members(store, list_id) == []
+        await buy(store, pid, "ann")
+        assert read == [] and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_another_connections_commit_empties_it(tmp_path: Path) -> None:
+    """Two stores on one file, as two processes: what the other wrote is read, not missed."""
+
+    async def main() -> None:
+        one, two = await opened(tmp_path / "pier.db"), await opened(tmp_path / "pier.db")
+        pid = (await one.create_project("p", now_ms())).id
+        list_id = await dynamic(one, pid, bought(3))
+        await buy(one, pid, "ann")  # one's cache: ann bought once
+        await buy(two, pid, "ann")
+        assert await members(one, list_id) == []
+        await buy(one, pid, "ann")  # the third
+        assert len(await members(one, list_id)) == 1
+        await one.close()
+        await two.close()
+
+    asyncio.run(main())
+
+
+def test_a_lists_new_rule_drops_its_entries(tmp_path: Path) -> None:
+    """ann bought once for 5 under "bought twice"; the rule becomes "bought twice for over 10":
+    one purchase of 20 is one, not two (the old rule's tally counted the purchase of 5)."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        list_id = await dynamic(store, pid, bought(2))
+        await buy(store, pid, "ann", 5)
+        row = await lists.restart(store, pid, list_id, bought(2, OVER_10), "test", now_ms())
+        assert row is not None and await lists.compute(store, row, "test")
+        await buy(store, pid, "ann", 20)
+        assert await members(store, list_id) == []
+        await buy(store, pid, "ann", 20)
+        assert len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_it_starts_again_empty_past_its_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    async def main() -> None:
+        monkeypatch.setattr(ListCache, "MAX_ENTRIES", 3)
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        list_id = await dynamic(store, pid, bought(2))
+        held = store._lists  # noqa: SLF001 - what the store keeps is the subject here
+        sizes = []
+        for who in ("a", "b", "c", "d", "a", "b"):
+            await buy(store, pid, who)
+            sizes.append(sum(len(entries) for _, entries in held.lists.values()))
+        assert sizes == [1, 2, 3, 0, 1, 2]
+        assert len(await members(store, list_id)) == 2  # a and b, bought twice each
+        await store.close()
+
+    asyncio.run(main())
