@@ -237,7 +237,7 @@ class Evaluator:
     def hits(self, events: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
         """(event wrapper, instant) for each of these events (event documents) and each
         wrapper that counts it now or may at a later instant (see `counted`): a Tally's
-        indexes. None: adding these events changes no count from now on."""
+        indexes. Empty: adding these events changes no count from now on."""
         out = []
         for e in events:
             name = e["name"]
