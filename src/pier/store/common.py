@@ -140,14 +140,13 @@ class SqlTx(BatchQueries):
             return
         gone = {u.id for u in c.deleted_users}
         self.forget |= gone | {u for move in c.event_moves for u in move}
-        work, every = [], []
+        work = []
         for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
             list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, c.now)
             if parsed is None:
                 continue
             rule, deps = parsed
-            every.append(Work(list_id, project_id, name, rule, deps, [], {}, tuple(row[3:])))
             users = set(everything)
             if deps.profile_keys is None or deps.profile_keys:
                 users |= {u for u, pid in profile.items() if pid == project_id}
@@ -157,11 +156,15 @@ class SqlTx(BatchQueries):
             quiet = {u: named[u] & deps.events <= deps.rising for u in counted if u not in users}
             users = (users | quiet.keys()) - gone
             if users:
-                work.append(every[-1]._replace(users=sorted(users), quiet=quiet))
+                work.append(
+                    Work(
+                        list_id, project_id, name, rule, deps, sorted(users), quiet, tuple(row[3:])
+                    )
+                )
         # users this batch created (and merged none into): all their data is in the batch
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
-        await self.settle_many(work, c.now, fresh, added, every)
+        await self.settle_many(work, c.now, fresh, added)
 
     async def settle_many(
         self,
@@ -169,7 +172,6 @@ class SqlTx(BatchQueries):
         now: int,
         fresh: dict[int, User] | None = None,
         added: dict[int, list[Event]] | None = None,
-        every: Sequence[Work] = (),
     ) -> None:
         """settle() each list for its users, reading each project's users once for all its
         lists, the memberships and due instants of all the lists at once, and the events only
@@ -178,8 +180,7 @@ class SqlTx(BatchQueries):
         users the batch created, by id: their documents and events are the batch's, and they
         are in no list yet, so nothing of theirs is read. With the lists' cache, the users it
         knows are settled from it first (settle_known), and what the rest are found to be is
-        staged for it; `every`: all the dynamic lists of the batch's projects (no users), for
-        warming it (settle_known)."""
+        staged for it."""
         fresh = fresh or {}
         added = added or {}
         new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
@@ -190,7 +191,7 @@ class SqlTx(BatchQueries):
             return new_events[u]
 
         if self.lists is not None:
-            work = await self.settle_known(work, now, events_added, every)
+            work = await self.settle_known(work, now, events_added)
         by_project: dict[int, set[int]] = defaultdict(set)
         for w in work:
             by_project[w.project_id].update(w.users)
@@ -266,22 +267,15 @@ class SqlTx(BatchQueries):
                         self.stage(w, u, entry)
 
     async def settle_known(
-        self,
-        work: list[Work],
-        now: int,
-        events_added: Callable[[int], list[dict[str, Any]]],
-        every: Sequence[Work] = (),
+        self, work: list[Work], now: int, events_added: Callable[[int], list[dict[str, Any]]]
     ) -> list[Work]:
         """Settle from the lists' cache the users it knows whose only change is new events
         (`Work.quiet`) and who are not due: nothing read but the documents of those whose
         membership the new events may change and whose rule reads the user (evaluated with
         their tally instead of their events). What is left to settle otherwise: the work of
-        the other users (list_cache.py says when an entry holds), with the users it knows
-        nothing of in some list evaluated for every list of `every` they have no entry in
-        (warm)."""
+        the other users (list_cache.py says when an entry holds)."""
         assert self.lists is not None
         left: list[Work] = []
-        cold: dict[int, set[int]] = defaultdict(set)  # by project: users some list knows not
         checks: list[tuple[Work, Evaluator, list[tuple[int, Tally, Known]]]] = []
         readers: dict[int, set[int]] = defaultdict(set)  # by project: whose documents to read
         for w in work:
@@ -296,8 +290,6 @@ class SqlTx(BatchQueries):
                 for u in w.users:
                     k = entries.get(u) if u in w.quiet else None
                     if k is None or (k.due is not None and k.due <= now):
-                        if k is None and u in w.quiet:
-                            cold[w.project_id].add(u)
                         other.append(u)
                         continue
                     if (k.member and w.quiet[u]) or k.known is not None:  # stays what it was,
@@ -348,34 +340,7 @@ class SqlTx(BatchQueries):
             users = [u for u, _, _ in check]
             await self.write_settled(w.list_id, w.project_id, w.name, w.deps, now, users,
                                      members, due, True, had, was)  # fmt: skip
-        return self.warm(left, cold, every)
-
-    def warm(
-        self, left: list[Work], cold: dict[int, set[int]], every: Sequence[Work]
-    ) -> list[Work]:
-        """`left` with the `cold` users (by project) evaluated, not skipped, for every list of
-        `every` the cache keeps and has no entry of theirs in: a user's events are read once
-        for all those lists (after a start, or a new list) instead of once for each list as
-        events that list counts come, which left most pairs to be read one by one."""
-        assert self.lists is not None
-        if not cold:
-            return left
-        out = {w.list_id: w for w in left}
-        for w in every:
-            users = cold.get(w.project_id)
-            if not (users and w.cached):
-                continue
-            entries = self.lists.of(w.list_id, w.stamp)
-            missing = {u for u in users if u not in entries}
-            if not missing:
-                continue
-            held = out.get(w.list_id)
-            if held is None:
-                out[w.list_id] = w._replace(users=sorted(missing))
-            else:
-                quiet = {u: r for u, r in held.quiet.items() if u not in missing}
-                out[w.list_id] = held._replace(users=sorted({*held.users, *missing}), quiet=quiet)
-        return list(out.values())
+        return left
 
     def stage(self, w: Work, user_id: int, entry: Known) -> None:
         """Note what a (list, user) is now, for the lists' cache once committed."""
