@@ -101,6 +101,35 @@ def test_another_connections_commit_empties_it(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+def test_another_connections_commits_outside_the_writers_kind_keep_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery process's cursors, a key made by the CLI: commits of another connection that
+    change nothing the cache keeps (no write transaction of the writer's kind) leave it."""
+
+    async def main() -> None:
+        one, two = await opened(tmp_path / "pier.db"), await opened(tmp_path / "pier.db")
+        pid = (await one.create_project("p", now_ms())).id
+        list_id = await dynamic(one, pid, bought(3))
+        await buy(one, pid, "ann")
+        await two.create_key(pid, "secret", None, "hash", "pk_", None, now_ms())
+        read: list[list[int]] = []
+        add_events = SqlTx.add_events
+
+        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+            read.append(user_ids)
+            await add_events(self, docs, user_ids, names)
+
+        monkeypatch.setattr(SqlTx, "add_events", events)
+        await buy(one, pid, "ann")
+        await buy(one, pid, "ann")
+        assert read == [] and len(await members(one, list_id)) == 1
+        await one.close()
+        await two.close()
+
+    asyncio.run(main())
+
+
 def test_a_lists_new_rule_drops_its_entries(tmp_path: Path) -> None:
     """ann bought once for 5 under "bought twice"; the rule becomes "bought twice for over 10":
     one purchase of 20 is one, not two (the old rule's tally counted the purchase of 5)."""

@@ -4,7 +4,8 @@ its events. With it a user whose only change is new events is settled from memor
 its memberships, due instants or events (store/common.py, SqlTx.settle_known; docs/lists.md).
 
 Valid only while this process is the only writer, as loading.IdentityCache: the SQLite store
-clears it when another connection has committed. A list's entries hold only while its row is
+clears it when another process has committed a write transaction of the writer's kind
+(SqliteStore._epoch; a delivery process's commits do not count). A list's entries hold only while its row is
 as they were made under (`stamp`: its rule, version, state and creation): a new rule, a
 recount, a backfill's end or another list of the same id drop them. Users merged or deleted
 are dropped; every other change of a user goes through the evaluation that writes its entry

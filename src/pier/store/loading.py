@@ -101,7 +101,8 @@ def by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
 
 class IdentityCache:
     """Which user owns each external and anonymous id, as committed. Valid only while this
-    process is the only writer: the SQLite store clears it when another connection commits."""
+    process is the only writer: the SQLite store clears it when another process commits a
+    write transaction of the writer's kind (SqliteStore._epoch)."""
 
     MAX_ENTRIES = 2_000_000
 

@@ -101,6 +101,10 @@ EVENTS_OF_PENDING = EVENTS_OF.replace(
 )
 
 
+EPOCH = "SELECT value FROM id_sequences WHERE name = 'transactions'"
+BUMP_EPOCH = "UPDATE id_sequences SET value = value + 1 WHERE name = 'transactions' RETURNING value"
+
+
 class SqliteStore(SqlStore):
     """Store over one SQLite file. `durability` is 'full' (fsync every commit) or 'normal'."""
 
@@ -120,6 +124,7 @@ class SqliteStore(SqlStore):
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
         self._lists = ListCache()  # and what each user is to each dynamic list
         self._data_version = -1
+        self._known_epoch: tuple[int, int] | None = None  # _epoch after this process's last
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
 
     # -- connections ---------------------------------------------------------------------
@@ -253,10 +258,13 @@ class SqliteStore(SqlStore):
         tx = SqliteTx(db, self._identity, self._indexer, self._lists)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:  # another connection committed: forget
-                self._identity.clear()
-                self._lists.clear()
-                self._data_version = version
+            if version != self._data_version:  # another connection committed: if it was a
+                self._data_version = version  # transaction of this kind, or a migration, forget
+                if self._known_epoch is None or self._epoch() != self._known_epoch:
+                    self._identity.clear()
+                    self._lists.clear()
+            bumped = db.execute(BUMP_EPOCH).fetchone()  # None: a database not migrated yet
+            epoch = (bumped[0], self._schema_version()) if bumped else None
             yield tx
             # The commit waits for the disk (fsync): in a thread, so that the event loop
             # goes on reading and parsing the next requests meanwhile.
@@ -266,11 +274,22 @@ class SqliteStore(SqlStore):
                 db.execute("ROLLBACK")
             check_unavailable(exc)
             raise
+        self._known_epoch = epoch
         if tx.written is None:
             self._identity.clear()  # written outside the batch path: the cache can't follow
         else:
             self._identity.committed(tx.written)
         self._lists.committed(tx.staged, tx.forget)
+
+    def _epoch(self) -> tuple[int, int] | None:
+        """(transactions of the writer's kind ever committed, the schema's version): while it
+        is what this process's last one left, no other process has written what its caches
+        keep (migration 0010), whatever else was committed."""
+        row = self.db.execute(EPOCH).fetchone()
+        return (row[0], self._schema_version()) if row else None
+
+    def _schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA schema_version").fetchone()[0])
 
     def is_retryable(self, exc: BaseException) -> bool:
         return False  # one writer at a time: there are no conflicts to replay
