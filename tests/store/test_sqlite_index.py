@@ -263,3 +263,29 @@ def test_a_restart_indexes_what_a_crash_left_pending(
         await store.close()
 
     asyncio.run(main())
+
+
+def test_the_stores_indexer_trusts_pending_across_commits_that_move_no_owners(
+    tmp_path: Path,
+) -> None:
+    """As the store runs it: another connection's key (as a delivery process's cursor: a
+    commit outside the writer's transactions) leaves pending trusted, so the lists go on
+    reading users' events through it; another connection's batch (which may merge or delete
+    users) does not."""
+
+    async def main() -> None:
+        stores, pid = await _two_stores(tmp_path / "p.db")
+        mine, other = Writer(stores[0]), Writer(stores[1])
+        await _track(mine, pid, 5, 0)
+        await stores[0].maintain()  # the store's indexer starts
+        indexer = stores[0]._indexer  # noqa: SLF001 - the store's own is the subject here
+        assert indexer is not None and indexer.owners() is not None
+        await stores[1].create_key(pid, "secret", None, "hash", "pk_", None, now_ms())
+        await _track(mine, pid, 5, 5)
+        assert indexer.owners() is not None
+        await _track(other, pid, 5, 10)
+        assert indexer.owners() is None
+        for one in stores:
+            await one.close()
+
+    asyncio.run(main())

@@ -125,6 +125,7 @@ class SqliteStore(SqlStore):
         self._lists = ListCache()  # and what each user is to each dynamic list
         self._data_version = -1
         self._known_epoch: tuple[int, int] | None = None  # _epoch after this process's last
+        self._seen_others = 0  # (_others)
         self._synchronous = "FULL" if durability == "full" else "NORMAL"
 
     # -- connections ---------------------------------------------------------------------
@@ -257,12 +258,7 @@ class SqliteStore(SqlStore):
             raise
         tx = SqliteTx(db, self._identity, self._indexer, self._lists)
         try:
-            version = db.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._data_version:  # another connection committed: if it was a
-                self._data_version = version  # transaction of this kind, or a migration, forget
-                if self._known_epoch is None or self._epoch() != self._known_epoch:
-                    self._identity.clear()
-                    self._lists.clear()
+            self._others()
             bumped = db.execute(BUMP_EPOCH).fetchone()  # None: a database not migrated yet
             epoch = (bumped[0], self._schema_version()) if bumped else None
             yield tx
@@ -280,6 +276,24 @@ class SqliteStore(SqlStore):
         else:
             self._identity.committed(tx.written)
         self._lists.committed(tx.staged, tx.forget)
+
+    def _others(self) -> int:
+        """How many times this process has seen another's write transaction of the writer's
+        kind (or a migration) committed, checked now: when that happens the caches of who is
+        who and of lists are emptied, and the indexer stops trusting its pending rows. Other
+        processes' commits (a delivery process's cursors, keys, a list's lease) change nothing
+        those keep, and are told apart by the counter of migration 0010 (_epoch), read only
+        when PRAGMA data_version says another connection committed something."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._data_version = version
+            epoch = self._epoch()
+            if epoch is None or epoch != self._known_epoch:
+                self._known_epoch = epoch
+                self._seen_others += 1
+                self._identity.clear()
+                self._lists.clear()
+        return self._seen_others
 
     def _epoch(self) -> tuple[int, int] | None:
         """(transactions of the writer's kind ever committed, the schema's version): while it
@@ -346,7 +360,7 @@ class SqliteStore(SqlStore):
         that loses the step whole (WAL frames are checksummed), and the next step redoes it."""
         db = self.db
         if self._indexer is None:
-            self._indexer = UserEventsIndexer(db)
+            self._indexer = UserEventsIndexer(db, self._others)
         db.execute("PRAGMA synchronous=OFF")
         try:
             self._indexer.step()

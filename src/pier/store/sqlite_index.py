@@ -20,8 +20,10 @@ the write lock for long (one large step per second was the whole p99 of the even
 
 Merges and deletions by this process update `pending` too (move_user_events,
 delete_user_events). Another process writing the same file (`--workers` on SQLite, or a CLI)
-cannot: for a while after one is seen (PRAGMA data_version), chunks take each event's owner
-from `events` instead, which costs more. Rows are inserted with OR IGNORE: after a crash,
+cannot: for a while after one is seen (`others`: by default PRAGMA data_version, which any
+commit of another connection moves; the store gives one that only its transactions of the
+writer's kind move, not a delivery process's cursors), chunks take each event's owner from
+`events` instead, which costs more. Rows are inserted with OR IGNORE: after a crash,
 `pending` is gone and the events past the watermark are filled again, some already indexed.
 """
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
@@ -65,19 +67,22 @@ def indexed_upto(db: sqlite3.Connection) -> int:
 class UserEventsIndexer:
     """Runs on the writer's connection, between batches, under the writer's lock."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, others: Callable[[], int] | None = None) -> None:
+        """`others`: a number that changes when another connection may have changed events'
+        owners (merged or deleted users); PRAGMA data_version if not given."""
         self.db = db
+        self.others = others or (lambda: int(db.execute("PRAGMA data_version").fetchone()[0]))
         create_pending(db)
         db.execute("DELETE FROM temp.pending")
         self.filled = indexed_upto(db)  # every event up to here is indexed or pending
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
-        self.pass_version = 0  # PRAGMA data_version when the pass in progress began
+        self.pass_version = 0  # others() when the pass in progress began
         self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
         self.last_pass = time.monotonic()
-        self.data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        self.data_version = self.others()
         self.shared_until = 0.0  # until then, another process may have changed owners
-        # PRAGMA data_version when pending was last known faithful (empty, or at the end of a
+        # others() when pending was last known faithful (empty, or at the end of a
         # pass no other connection committed during): while it reads the same, no other
         # connection has committed since, so each pending row's owner is its event's (owners()
         # and the lists' reads of a user's events rely on it)
@@ -95,7 +100,7 @@ class UserEventsIndexer:
             if self.pending < PASS_ROWS and not (due and self.pending):
                 return
             self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
-            self.pass_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            self.pass_version = self.others()
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
 
     def owners(self) -> int | None:
@@ -105,8 +110,7 @@ class UserEventsIndexer:
         the last fill, found by a short scan); else None. Call inside a write transaction."""
         if self.empty_version is None:
             return None
-        version = self.db.execute("PRAGMA data_version").fetchone()[0]
-        return self.filled if version == self.empty_version else None
+        return self.filled if self.others() == self.empty_version else None
 
     def _fill(self) -> int:
         """Copy the events written since the last fill into pending; returns how many."""
@@ -129,7 +133,7 @@ class UserEventsIndexer:
         assert self.cursor is not None and self.pass_upto is not None
         db.execute("BEGIN IMMEDIATE")
         try:
-            version = db.execute("PRAGMA data_version").fetchone()[0]
+            version = self.others()
             if version != self.data_version:  # another connection committed
                 self.data_version = version
                 self.shared_until = time.monotonic() + SHARED_FOR
