@@ -152,8 +152,11 @@ class SqlTx(BatchQueries):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             # users whose only change for this list is new events: {user: whether they are all
             # of names that can only add members (deps.rising)}
-            counted = set().union(*(by_name.get(n, ()) for n in deps.events))
-            quiet = {u: named[u] & deps.events <= deps.rising for u in counted if u not in users}
+            counted = set().union(*(by_name.get(n, ()) for n in deps.events)) - users - gone
+            if deps.events <= deps.rising:  # (the usual rule: every count "at least n")
+                quiet = dict.fromkeys(counted, True)
+            else:
+                quiet = {u: named[u] & deps.events <= deps.rising for u in counted}
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(
@@ -284,15 +287,15 @@ class SqlTx(BatchQueries):
                 continue
             entries = self.lists.of(w.list_id, w.stamp)
             evaluator = self.evaluator(w.rule, now)
-            other: list[int] = []
             check: list[tuple[int, Tally, Known]] = []
+            other = [u for u in w.users if u not in w.quiet]
             try:
-                for u in w.users:
-                    k = entries.get(u) if u in w.quiet else None
+                for u, rising in w.quiet.items():
+                    k = entries.get(u)
                     if k is None or (k.due is not None and k.due <= now):
                         other.append(u)
                         continue
-                    if (k.member and w.quiet[u]) or k.known is not None:  # stays what it was,
+                    if (k.member and rising) or k.known is not None:  # stays what it was,
                         if k.tally is not None:  # whatever the events: no tally needed now
                             self.stage(w, u, k._replace(tally=None))
                         continue
@@ -307,7 +310,7 @@ class SqlTx(BatchQueries):
                 left.append(w)
                 continue
             if other:
-                left.append(w._replace(users=other))
+                left.append(w._replace(users=sorted(other)))
             if check:
                 checks.append((w, evaluator, check))
                 if w.deps.profile_keys != frozenset():

@@ -179,6 +179,9 @@ class Evaluator:
             self._windows = None
         # one per event wrapper, in the order compile meets them (a Tally's)
         self._counters: list[_Counter] = []
+        self._by_name: dict[str, list[tuple[int, Callable[[Mapping[str, Any]], bool]]]] | None = (
+            None
+        )
 
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
@@ -238,11 +241,14 @@ class Evaluator:
         """(event wrapper, instant) for each of these events (event documents) and each
         wrapper that counts it now or may at a later instant (see `counted`): a Tally's
         indexes. Empty: adding these events changes no count from now on."""
+        if self._by_name is None:
+            self._by_name = {}
+            for i, counter in enumerate(self._compiled()):
+                self._by_name.setdefault(counter.name, []).append((i, counter.later))
         out = []
         for e in events:
-            name = e["name"]
-            for i, counter in enumerate(self._compiled()):
-                if counter.name == name and counter.later(e):
+            for i, later in self._by_name.get(e["name"], ()):
+                if later(e):
                     out.append((i, int(e["created_at"])))
         return out
 
