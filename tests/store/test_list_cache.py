@@ -22,10 +22,10 @@ from pier.writer import Writer
 ROOT = {"uuid": "r", "path": "$", "type": "wrapper", "group": "parent", "operator": "and"}
 
 
-def bought(count: int, *children: dict[str, Any]) -> str:
+def bought(count: int, *children: dict[str, Any], name: str = "bought") -> str:
     """'bought at least `count` times (with these conditions) in the last 30 days'."""
     wrapper = {"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
-               "operator": "and", "value": "bought", "children": list(children),
+               "operator": "and", "value": name, "children": list(children),
                "frequency": {"period": {"type": "rolling", "unit": "day", "value": 30},
                              "operator": ">=", "count": count}}  # fmt: skip
     return msgspec.json.encode(ROOT | {"children": [wrapper]}).decode()
@@ -42,8 +42,8 @@ async def opened(path: Path) -> SqliteStore:
     return store
 
 
-async def buy(store: SqliteStore, pid: int, who: str, price: int = 1) -> None:
-    event = EventIn(None, who, "bought", {"price": price})
+async def buy(store: SqliteStore, pid: int, who: str, price: int = 1, name: str = "bought") -> None:
+    event = EventIn(None, who, name, {"price": price})
     assert await Writer(store).run_batch([TrackEvents(project_id=pid, events=[event])]) == [None]
 
 
@@ -78,6 +78,40 @@ def test_new_events_of_a_known_user_are_counted_without_reading_its_events(
         assert read == [] and await members(store, list_id) == []
         await buy(store, pid, "ann")
         assert read == [] and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_users_events_read_for_one_list_give_its_other_lists_their_tallies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a start, ann's cheap view (not counted by "viewed over 10 three times") leaves
+    that list knowing her as a non-member with no tally; her purchase then reads her events
+    for "bought three times", and the same read gives the other list her tally: her next
+    view over 10 is settled without a read (before, one read per list)."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await dynamic(store, pid, bought(3))
+        viewed = await dynamic(store, pid, bought(3, OVER_10, name="viewed"))
+        for price in (20, 20):
+            await buy(store, pid, "ann", price, name="viewed")
+        await store.close()
+        store = await opened(tmp_path / "pier.db")  # a start: nothing cached
+        await buy(store, pid, "ann", 5, name="viewed")
+        await buy(store, pid, "ann")
+        read: list[list[int]] = []
+        add_events = SqlTx.add_events
+
+        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+            read.append(user_ids)
+            await add_events(self, docs, user_ids, names)
+
+        monkeypatch.setattr(SqlTx, "add_events", events)
+        await buy(store, pid, "ann", 20, name="viewed")
+        assert read == [] and len(await members(store, viewed)) == 1
         await store.close()
 
     asyncio.run(main())

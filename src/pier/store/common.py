@@ -140,13 +140,14 @@ class SqlTx(BatchQueries):
             return
         gone = {u.id for u in c.deleted_users}
         self.forget |= gone | {u for move in c.event_moves for u in move}
-        work = []
+        work, every = [], []
         for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
             list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, c.now)
             if parsed is None:
                 continue
             rule, deps = parsed
+            every.append(Work(list_id, project_id, name, rule, deps, [], {}, tuple(row[3:])))
             users = set(everything)
             if deps.profile_keys is None or deps.profile_keys:
                 users |= {u for u, pid in profile.items() if pid == project_id}
@@ -159,15 +160,11 @@ class SqlTx(BatchQueries):
                 quiet = {u: named[u] & deps.events <= deps.rising for u in counted}
             users = (users | quiet.keys()) - gone
             if users:
-                work.append(
-                    Work(
-                        list_id, project_id, name, rule, deps, sorted(users), quiet, tuple(row[3:])
-                    )
-                )
+                work.append(every[-1]._replace(users=sorted(users), quiet=quiet))
         # users this batch created (and merged none into): all their data is in the batch
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
-        await self.settle_many(work, c.now, fresh, added)
+        await self.settle_many(work, c.now, fresh, added, every)
 
     async def settle_many(
         self,
@@ -175,6 +172,7 @@ class SqlTx(BatchQueries):
         now: int,
         fresh: dict[int, User] | None = None,
         added: dict[int, list[Event]] | None = None,
+        every: Sequence[Work] = (),
     ) -> None:
         """settle() each list for its users, reading each project's users once for all its
         lists, the memberships and due instants of all the lists at once, and the events only
@@ -183,7 +181,8 @@ class SqlTx(BatchQueries):
         users the batch created, by id: their documents and events are the batch's, and they
         are in no list yet, so nothing of theirs is read. With the lists' cache, the users it
         knows are settled from it first (settle_known), and what the rest are found to be is
-        staged for it."""
+        staged for it; `every`: the dynamic lists of the batch's projects (no users), whose
+        entries without a tally get one from the events read anyway (tallies_along)."""
         fresh = fresh or {}
         added = added or {}
         new_events: dict[int, list[dict[str, Any]]] = {}  # of quiet users, built once
@@ -244,12 +243,18 @@ class SqlTx(BatchQueries):
                     for uid in users:
                         if uid not in fresh:
                             wants[uid] |= w.deps.events
+        along = self.tallies_along(needs, every)
         for wants in needs.values():
             alike: dict[frozenset[str], list[int]] = defaultdict(list)  # users by names
             for uid, wanted in wants.items():
                 alike[frozenset(wanted)].append(uid)
             for group, uids in alike.items():
                 await self.add_events(docs, sorted(uids), set(group))
+        for w, uid, k in along:
+            if uid in docs:
+                by_name = docs[uid][1]
+                events = [e for n in w.deps.events for e in by_name.get(n, ())]
+                self.stage(w, uid, k._replace(tally=self.evaluator(w.rule, now).tally(events)))
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
             was = {u: due[w.list_id, u] for u in users if (w.list_id, u) in due}
@@ -268,6 +273,31 @@ class SqlTx(BatchQueries):
                         entry = Known(u in members, due_at.get(u), _known(evaluator, doc),
                                       evaluator.tally(events))  # fmt: skip
                         self.stage(w, u, entry)
+
+    def tallies_along(
+        self, needs: dict[int, dict[int, set[str]]], every: Sequence[Work]
+    ) -> list[tuple[Work, int, Known]]:
+        """The entries of the lists' cache (committed, or staged by this transaction) with no
+        tally, of users whose events are read anyway (`needs`: by project, by user, the names
+        to read), that may need one (no member, and its document does not decide): the names
+        their lists count are added to `needs`, so that one read gives them their tallies,
+        rather than a read each later, one list at a time, when an event of theirs counts."""
+        along: list[tuple[Work, int, Known]] = []
+        if self.lists is None:
+            return along
+        for w in every:
+            wants = needs.get(w.project_id)
+            if not (wants and w.cached and w.deps.events):
+                continue
+            entries = self.lists.of(w.list_id, w.stamp)
+            held = self.staged.get(w.list_id)
+            staged = held[1] if held is not None and held[0] == w.stamp else {}
+            for uid, names in wants.items():
+                k = staged.get(uid) or entries.get(uid)
+                if k is not None and k.tally is None and k.known is None and not k.member:
+                    names |= w.deps.events
+                    along.append((w, uid, k))
+        return along
 
     async def settle_known(
         self, work: list[Work], now: int, events_added: Callable[[int], list[dict[str, Any]]]
