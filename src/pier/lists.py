@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from .clock import now_ms
-from .domain.segments import parse_rule
+from .domain.segments import Rule, parse_rule
 from .store.base import ListRow, Store, lease_holder
 
 log = logging.getLogger("pier.lists")
@@ -19,6 +19,7 @@ CHUNK_USERS = 5_000  # users of a backfill's chunk (settings.list_chunk)
 LEASE_MS = 60_000  # a backfill's lease, renewed after each chunk; then another process takes it
 RETRY_MAX_MS = 3_600_000  # the longest wait before a failed backfill is tried again
 ERROR_CHARS = 1_000  # of a failed backfill's error, noted on the list
+TALLY_USERS = 200_000  # a backfill over more users leaves the lists' cache to learn them
 
 
 def retry_after(failures: int) -> int:
@@ -77,16 +78,20 @@ class Backfill:
             mark = await store.feed_mark(row.project_id)  # before the snapshots: changes after
             ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
             members: list[int] = []  # evaluated again at the end (finish_list)
+            # each user's tally, for the lists' cache to start with (store.compute_tallies)
+            tallies: dict[int, list[tuple[int, int]]] | None = {} if total <= TALLY_USERS else None
             after = 0
             for upto, rank in ends:
                 members += await store.compute_members(row.project_id, rule, at, (after, upto))
+                tallies = await _tallies(store, row.project_id, rule, at, (after, upto), tallies)
                 progress = rank / total
                 if not await store.list_progress(row, holder, progress, now_ms(), LEASE_MS):
                     return
                 yield progress
                 after = upto
             members += await store.compute_members(row.project_id, rule, at, (after, None))
-            self.done = await store.finish_list(row, members, at, mark, rule, holder)
+            tallies = await _tallies(store, row.project_id, rule, at, (after, None), tallies)
+            self.done = await store.finish_list(row, members, at, mark, rule, holder, tallies)
         except Exception as exc:
             await self._failed(exc)
             raise
@@ -101,6 +106,24 @@ class Backfill:
             await self.store.fail_list(self.row, self.holder, error, now, retry_at)
         except Exception:  # (the database is away, say): the lease then runs out by itself
             log.exception("noting the failure of list %s failed", self.row.id)
+
+
+async def _tallies(
+    store: Store,
+    project_id: int,
+    rule: Rule,
+    at: int,
+    ids: tuple[int, int | None],
+    tallies: dict[int, list[tuple[int, int]]] | None,
+) -> dict[int, list[tuple[int, int]]] | None:
+    """`tallies` with a chunk's added, or None when there are none to keep."""
+    if tallies is None:
+        return None
+    chunk = await store.compute_tallies(project_id, rule, at, ids)
+    if chunk is None:
+        return None
+    tallies.update(chunk)
+    return tallies
 
 
 async def compute(

@@ -117,6 +117,34 @@ def test_a_users_events_read_for_one_list_give_its_other_lists_their_tallies(
     asyncio.run(main())
 
 
+def test_a_backfill_starts_the_cache_with_its_users_tallies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ann bought once before the list was made: its backfill gives the cache her tally, so
+    her next purchases are counted without reading her events."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await buy(store, pid, "ann")
+        list_id = await dynamic(store, pid, bought(3))
+        read: list[list[int]] = []
+        add_events = SqlTx.add_events
+
+        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+            read.append(user_ids)
+            await add_events(self, docs, user_ids, names)
+
+        monkeypatch.setattr(SqlTx, "add_events", events)
+        await buy(store, pid, "ann")
+        assert read == [] and await members(store, list_id) == []
+        await buy(store, pid, "ann")
+        assert read == [] and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_another_connections_commit_empties_it(tmp_path: Path) -> None:
     """Two stores on one file, as two processes: what the other wrote is read, not missed."""
 

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from pier.domain.segments import (
     Evaluator,
+    dependencies,
     event_document,
     parse_rule,
     user_document,
@@ -320,3 +321,41 @@ def test_keys_the_client_wrote_with_escapes(db: Db) -> None:
         tree = {"uuid": "c", "type": "string", "group": "user", "path": path, "operator": "="}
         rule = parse_rule(tree | {"value": "v"}, NOW)
         assert db.members(pid, refs, rule, NOW) == ["raw"], path
+
+
+def test_the_sql_tallies_are_the_in_memory_ones(tmp_path: Path) -> None:
+    """Random trees that can be tallied, over random users and events: the tallies a backfill
+    gives the lists' cache (SQLite's compute_tallies, by chunk) are Evaluator.tally's."""
+    db = Db(f"sqlite:///{tmp_path}/pier.db")
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(tree=TREES, users=USERS)
+    def check(tree: dict[str, Any], users: list[dict[str, Any]]) -> None:
+        rule = parse_rule(tree, NOW)
+        deps = dependencies(rule)
+        pid, refs = db.load(users)
+        hits: dict[int, list[tuple[int, int]]] = {}
+        ids = sorted(refs)
+        bounds = [ids[0] - 1, ids[len(ids) // 2], None] if ids else [0, None]
+        for after, upto in zip(bounds, bounds[1:], strict=False):
+            found = db.run(db.store.compute_tallies(pid, rule, NOW, (after, upto)))
+            if not (deps.tallied and deps.events):
+                assert found is None
+                return
+            hits.update(found)
+        evaluator = Evaluator(rule, NOW)
+        by_ref = {u["ref"]: u for u in users}
+        for uid, ref in refs.items():
+            _, events = documents(by_ref[ref])
+            got = evaluator.add(evaluator.tally(()), hits.get(uid, []))
+            assert got == evaluator.tally(events), (tree, ref)
+
+    try:
+        check()
+    finally:
+        db.close()

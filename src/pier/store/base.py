@@ -278,6 +278,13 @@ class Store(Protocol):
         after, up to): on SQLite on a connection and thread of its own, so that the event loop
         goes on serving meanwhile."""
 
+    async def compute_tallies(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
+    ) -> dict[int, list[tuple[int, int]]] | None:
+        """For a backfill's chunk, when this store keeps the lists' cache (SQLite) and the
+        rule can be tallied: each user's tally as `Evaluator.hits` (wrapper, instant), by user
+        id, of the users with events it counts; else None."""
+
     async def sweep_lists(self, now: int, limit: int) -> int:
         """Evaluate again (in one transaction) up to `limit` memberships of lists whose rule
         moves with time that are due by `now`; returns how many were due."""
@@ -286,14 +293,23 @@ class Store(Protocol):
         """The id of the project's newest event (0 when none): where a backfill starts."""
 
     async def finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
+        self,
+        row: ListRow,
+        members: list[int],
+        now: int,
+        mark: int,
+        rule: Rule,
+        holder: str,
+        tallies: dict[int, list[tuple[int, int]]] | None = None,
     ) -> bool:
         """End a backfill: `members` (computed at `now`, from a snapshot taken after the feed
         was at `mark`) become the list's members, and its state settles, in one transaction,
         unless its version is no longer `row.version` or its lease no longer `holder`'s (then False,
         nothing written); the lease is released. Users
         whose events or profile changed since are evaluated again in that transaction, so an
-        incremental update that raced the backfill is not lost."""
+        incremental update that raced the backfill is not lost. `tallies` (compute_tallies,
+        all chunks): what the lists' cache starts the list with, for the users who did not
+        change meanwhile."""
 
     # portal admins and sessions
     async def create_admin(self, email: str, password_hash: str, now: int) -> Admin: ...

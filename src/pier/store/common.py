@@ -274,6 +274,36 @@ class SqlTx(BatchQueries):
                                       evaluator.tally(events))  # fmt: skip
                         self.stage(w, u, entry)
 
+    async def start_entries(
+        self,
+        list_id: int,
+        rule: Rule,
+        deps: Dependencies,
+        now: int,
+        members: set[int],
+        tallies: dict[int, list[tuple[int, int]]],
+        changed: set[int],
+    ) -> None:
+        """At a backfill's end (in its transaction, after the list's row is settled): the
+        lists' cache's entries of the list for the members and the users with counted events
+        (`tallies`: Evaluator.hits by user), but those `changed` since its snapshot (evaluated
+        again, they are left to the incremental path). Each is due at `now` when the backfill
+        made it due (list_due: every user of a rule moving with time, or a fading rule's
+        members), so that its first event evaluates it whole, as the sweeper will."""
+        if self.lists is None or not (deps.tallied and deps.events):
+            return
+        rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
+        if not rows:
+            return
+        evaluator = self.evaluator(rule, now)
+        empty = evaluator.tally(())
+        entries: dict[int, Known] = {}
+        for uid in (members | tallies.keys()) - changed:
+            member = uid in members
+            due = now if deps.time and (member or not deps.fading) else None
+            entries[uid] = Known(member, due, None, evaluator.add(empty, tallies.get(uid, [])))
+        self.staged[list_id] = (tuple(rows[0][3:]), entries)
+
     def tallies_along(
         self, needs: dict[int, dict[int, set[str]]], every: Sequence[Work]
     ) -> list[tuple[Work, int, Known]]:
@@ -355,15 +385,19 @@ class SqlTx(BatchQueries):
             try:
                 for u, tally, k in check:
                     doc = docs[u][0] if reads and u in docs else {} if not reads else None
+                    # what its document decides, when not known yet (a backfill's entry)
+                    known = (
+                        k.known if k.known is not None or doc is None else _known(evaluator, doc)
+                    )
                     if doc is not None and evaluator.member(doc, tally):
                         members.add(u)
                     elif doc is None or w.deps.fading:  # (no document: no user, no member)
-                        self.stage(w, u, Known(False, None, k.known, tally))
+                        self.stage(w, u, Known(False, None, known, tally))
                         continue
                     at = evaluator.next_look(doc, tally) if w.deps.time else None
                     if at is not None:
                         due[u] = at
-                    self.stage(w, u, Known(u in members, at, k.known, tally))
+                    self.stage(w, u, Known(u in members, at, known, tally))
             except RuleError:  # left as it is, as settle does; the list's entries go
                 log.exception("list %s cannot be evaluated at %s", w.list_id, now)
                 self.staged[w.list_id] = ((), {})
@@ -1016,19 +1050,38 @@ class SqlStore:
         row = await self.reader.one(self.q.feed_mark, project_id)
         return row[0] if row and row[0] is not None else 0
 
+    async def compute_tallies(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
+    ) -> dict[int, list[tuple[int, int]]] | None:
+        return None  # no lists' cache (PostgreSQL: several writers)
+
     async def finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
+        self,
+        row: ListRow,
+        members: list[int],
+        now: int,
+        mark: int,
+        rule: Rule,
+        holder: str,
+        tallies: dict[int, list[tuple[int, int]]] | None = None,
     ) -> bool:
         for attempt in range(MAX_ATTEMPTS):
             try:
-                return await self._finish_list(row, members, now, mark, rule, holder)
+                return await self._finish_list(row, members, now, mark, rule, holder, tallies)
             except Exception as exc:
                 if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
                     raise
         raise AssertionError("unreachable")
 
     async def _finish_list(
-        self, row: ListRow, members: list[int], now: int, mark: int, rule: Rule, holder: str
+        self,
+        row: ListRow,
+        members: list[int],
+        now: int,
+        mark: int,
+        rule: Rule,
+        holder: str,
+        tallies: dict[int, list[tuple[int, int]]] | None = None,
     ) -> bool:
         q = self.q
         async with self.transaction() as tx:  # type: ignore[attr-defined]
@@ -1059,6 +1112,8 @@ class SqlStore:
                 await tx.settle(
                     row.id, row.project_id, row.name, rule, deps, now_ms(), users, docs, False
                 )
+            if tallies is not None:
+                await tx.start_entries(row.id, rule, deps, now, wanted, tallies, changed)
         return True
 
     # -- the feed ------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import msgspec
 
 from ..domain.segments import Condition, Evaluator, EventWrapper, Node, Rolling, Rule, Wrapper
 from ..domain.segments.paths import Every, Path
-from ..domain.segments.rules import NEGATIONS
+from ..domain.segments.rules import NEGATIONS, walk
 from ..domain.segments.values import DAY_MS, is_true, to_date, to_number, to_text
 from .queries import Dialect
 
@@ -136,6 +136,18 @@ class _Compiler:
         return "(" + " + ".join(f"CASE WHEN {p} THEN 1 ELSE 0 END" for p in parts) + ") = 1"
 
     def event_wrapper(self, node: EventWrapper) -> str:
+        where = self.events_of(node)
+        alias = self.alias("c")
+        self.joins.append(
+            f" LEFT JOIN (SELECT e.user_id, count(*) AS n FROM events e WHERE"
+            f" {' AND '.join(where)} GROUP BY e.user_id) {alias} ON {alias}.user_id = u.id"
+        )
+        frequency = node.frequency
+        op, count = (">=", 1) if frequency is None else (frequency.operator, frequency.count)
+        return f"COALESCE({alias}.n, 0) {op} {self.param(count, 'bigint')}"
+
+    def events_of(self, node: EventWrapper) -> list[str]:
+        """The conditions (ANDed) on the events `e` an event wrapper counts."""
         where = [f"e.project_id = $1 AND e.name = {self.param(node.name, 'text')}"]
         if self.some_users:
             where.append("e.user_id {any[2]}")
@@ -152,13 +164,7 @@ class _Compiler:
                     where.append(f"e.created_at <= {self.param(period.end, 'bigint')}")
         if node.children:
             where.append(self.combine(node.operator, [self.node(c, "e") for c in node.children]))
-        alias = self.alias("c")
-        self.joins.append(
-            f" LEFT JOIN (SELECT e.user_id, count(*) AS n FROM events e WHERE"
-            f" {' AND '.join(where)} GROUP BY e.user_id) {alias} ON {alias}.user_id = u.id"
-        )
-        op, count = (">=", 1) if frequency is None else (frequency.operator, frequency.count)
-        return f"COALESCE({alias}.n, 0) {op} {self.param(count, 'bigint')}"
+        return where
 
     # -- found values ----------------------------------------------------------------------
     def some(self, path: Path, doc: str, test: Callable[[str, str], str]) -> str:
@@ -370,7 +376,42 @@ def compile_members(
     where = compiler.node(rule.root, "u")
     sql = f"SELECT u.id FROM users u{''.join(compiler.joins)} WHERE u.project_id = $1{only}"
     sql += f" AND {where}"
-    # a value is bound before it is known whether a path finds anything: keep those used
+    return _rendered(compiler, dialect, sql, used)
+
+
+def compile_tallies(
+    rule: Rule, dialect: Dialect, project_id: int, now: int, ids: tuple[int, int | None]
+) -> tuple[str, list[Any]]:
+    """The query selecting the users' tallies (Evaluator.tally; for a rule whose dependencies
+    say `tallied`) among the users whose id is in `ids` (after, up to), at `now`, as rows
+    (user id, wrapper's index in the tally, instant): for each event wrapper, the n + 1 most
+    recent events it counts of each user, n its frequency's count (1 without one). The events
+    are those the members' query counts; the backfill gives them to the lists' cache."""
+    compiler = _Compiler(rule, dialect, now)
+    compiler.param(project_id, "bigint")  # $1
+    after, upto = ids
+    compiler.ids = (
+        compiler.param(after, "bigint"),
+        None if upto is None else compiler.param(upto, "bigint"),
+    )
+    wrappers = {n.pointer: n for n in walk(rule.root) if isinstance(n, EventWrapper)}
+    parts = []
+    for index, (pointer, keep) in enumerate(compiler.evaluator.tallied()):
+        where = " AND ".join(compiler.events_of(wrappers[pointer]))
+        parts.append(
+            f"SELECT user_id, {index} AS w, created_at FROM (SELECT e.user_id, e.created_at,"
+            " row_number() OVER (PARTITION BY e.user_id ORDER BY e.created_at DESC) AS r"
+            f" FROM events e WHERE {where}) AS t{index} WHERE r <= {keep}"
+        )
+    sql = " UNION ALL ".join(parts) if parts else "SELECT 0, 0, 0 WHERE FALSE"
+    return _rendered(compiler, dialect, sql, {1})
+
+
+def _rendered(
+    compiler: _Compiler, dialect: Dialect, sql: str, used: set[int]
+) -> tuple[str, list[Any]]:
+    """The query with its parameters numbered in order, and their values: a value is bound
+    before it is known whether a path finds anything, so only those used are kept."""
     ordered = sorted(used | {int(n) for n in _PARAM.findall(sql)})
     number = {old: new for new, old in enumerate(ordered, 1)}
     sql = _PARAM.sub(lambda m: f"${number[int(m[1])]}", sql)

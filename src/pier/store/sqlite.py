@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
-from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
-from ..domain.segments import Rule
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY, RESERVED_EVENT_NAMES
+from ..domain.segments import Rule, dependencies
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -27,7 +27,7 @@ from .list_cache import ListCache
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
-from .segments_sql import compile_members, register_sqlite_functions
+from .segments_sql import compile_members, compile_tallies, register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -338,6 +338,28 @@ class SqliteStore(SqlStore):
             conn = self._connect()
             try:
                 return [r[0] for r in conn.execute(sql, params).fetchall()]
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
+    async def compute_tallies(
+        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
+    ) -> dict[int, list[tuple[int, int]]] | None:
+        """As compute_members (a connection and thread of its own): the lists' cache is this
+        store's."""
+        deps = dependencies(rule)
+        if not (deps.tallied and deps.events) or not deps.events.isdisjoint(RESERVED_EVENT_NAMES):
+            return None
+        sql, params = compile_tallies(rule, SQLITE, project_id, now, ids)
+
+        def run() -> dict[int, list[tuple[int, int]]]:
+            conn = self._connect()
+            try:
+                hits: dict[int, list[tuple[int, int]]] = {}
+                for uid, index, at in conn.execute(sql, params):
+                    hits.setdefault(uid, []).append((index, at))
+                return hits
             finally:
                 conn.close()
 

@@ -88,6 +88,7 @@ class _Counter(NamedTuple):
     """An event wrapper as Evaluator.counted and the tallies see it."""
 
     name: str
+    pointer: str  # the wrapper's (rules.EventWrapper.pointer)
     later: Callable[[Mapping[str, Any]], bool]  # counted now, or may be at a later instant
     keep: int  # instants a Tally keeps for it
     length: int | None  # a rolling window's (ms)
@@ -263,6 +264,11 @@ class Evaluator:
             out[i] = tuple(sorted((*out[i], *new), reverse=True)[: counters[i].keep])
         return Tally(out)
 
+    def tallied(self) -> list[tuple[str, int]]:
+        """(pointer, instants kept) of each event wrapper, in a Tally's order: what the SQL
+        form of a tally selects (store/segments_sql.py, compile_tallies)."""
+        return [(c.pointer, c.keep) for c in self._compiled()]
+
     def _compiled(self) -> list[_Counter]:
         if self._member is None:
             self._member = self.compile(self.rule.root)
@@ -301,7 +307,7 @@ class Evaluator:
         rolling = (
             frequency.period.length if frequency and isinstance(frequency.period, Rolling) else None
         )
-        self._counters.append(_Counter(name, later, keep, rolling))
+        self._counters.append(_Counter(name, node.pointer, later, keep, rolling))
 
         def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
             n = 0
