@@ -11,7 +11,7 @@ import msgspec
 
 from .clock import now_ms
 from .domain.segments import Rule, parse_rule
-from .store.base import ListRow, Store, lease_holder
+from .store.base import ListRow, Store, Tallies, lease_holder
 
 log = logging.getLogger("pier.lists")
 SWEEP_BATCH = 500  # memberships evaluated in one transaction of the sweeper
@@ -79,7 +79,7 @@ class Backfill:
             ends, total = await store.user_chunks(row.project_id, self.chunk_users)  # it are
             members: list[int] = []  # evaluated again at the end (finish_list)
             # each user's tally, for the lists' cache to start with (store.compute_tallies)
-            tallies: dict[int, list[tuple[int, int]]] | None = {} if total <= TALLY_USERS else None
+            tallies: Tallies | None = {} if total <= TALLY_USERS else None
             after = 0
             for upto, rank in ends:
                 members += await store.compute_members(row.project_id, rule, at, (after, upto))
@@ -114,8 +114,8 @@ async def _tallies(
     rule: Rule,
     at: int,
     ids: tuple[int, int | None],
-    tallies: dict[int, list[tuple[int, int]]] | None,
-) -> dict[int, list[tuple[int, int]]] | None:
+    tallies: Tallies | None,
+) -> Tallies | None:
     """`tallies` with a chunk's added, or None when there are none to keep."""
     if tallies is None:
         return None

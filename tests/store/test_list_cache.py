@@ -51,6 +51,19 @@ async def members(store: SqliteStore, list_id: int) -> list[int]:
     return sorted(r[0] for r in await store.reader.all(store.q.list_member_ids, list_id))
 
 
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The users whose events the lists read from the database, batch by batch, from now."""
+    read: list[list[int]] = []
+    add_events = SqlTx.add_events
+
+    async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
+        read.append(user_ids)
+        await add_events(self, docs, user_ids, names)
+
+    monkeypatch.setattr(SqlTx, "add_events", events)
+    return read
+
+
 async def dynamic(store: SqliteStore, pid: int, rule: str) -> int:
     row = await lists.create(store, pid, "l", "dynamic", rule, "test", now_ms())
     assert await lists.compute(store, row, "test")
@@ -66,14 +79,7 @@ def test_new_events_of_a_known_user_are_counted_without_reading_its_events(
         pid = (await store.create_project("p", now_ms())).id
         list_id = await dynamic(store, pid, bought(3))
         await buy(store, pid, "ann")  # made in this batch: its events are the batch's
-        read: list[list[int]] = []
-        add_events = SqlTx.add_events
-
-        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
-            read.append(user_ids)
-            await add_events(self, docs, user_ids, names)
-
-        monkeypatch.setattr(SqlTx, "add_events", events)
+        read = reads(monkeypatch)
         await buy(store, pid, "ann")
         assert read == [] and await members(store, list_id) == []
         await buy(store, pid, "ann")
@@ -102,14 +108,7 @@ def test_a_users_events_read_for_one_list_give_its_other_lists_their_tallies(
         store = await opened(tmp_path / "pier.db")  # a start: nothing cached
         await buy(store, pid, "ann", 5, name="viewed")
         await buy(store, pid, "ann")
-        read: list[list[int]] = []
-        add_events = SqlTx.add_events
-
-        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
-            read.append(user_ids)
-            await add_events(self, docs, user_ids, names)
-
-        monkeypatch.setattr(SqlTx, "add_events", events)
+        read = reads(monkeypatch)
         await buy(store, pid, "ann", 20, name="viewed")
         assert read == [] and len(await members(store, viewed)) == 1
         await store.close()
@@ -128,14 +127,7 @@ def test_a_backfill_starts_the_cache_with_its_users_tallies(
         pid = (await store.create_project("p", now_ms())).id
         await buy(store, pid, "ann")
         list_id = await dynamic(store, pid, bought(3))
-        read: list[list[int]] = []
-        add_events = SqlTx.add_events
-
-        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
-            read.append(user_ids)
-            await add_events(self, docs, user_ids, names)
-
-        monkeypatch.setattr(SqlTx, "add_events", events)
+        read = reads(monkeypatch)
         await buy(store, pid, "ann")
         assert read == [] and await members(store, list_id) == []
         await buy(store, pid, "ann")
@@ -175,14 +167,7 @@ def test_another_connections_commits_outside_the_writers_kind_keep_it(
         list_id = await dynamic(one, pid, bought(3))
         await buy(one, pid, "ann")
         await two.create_key(pid, "secret", None, "hash", "pk_", None, now_ms())
-        read: list[list[int]] = []
-        add_events = SqlTx.add_events
-
-        async def events(self: SqlTx, docs: Any, user_ids: list[int], names: set[str]) -> None:
-            read.append(user_ids)
-            await add_events(self, docs, user_ids, names)
-
-        monkeypatch.setattr(SqlTx, "add_events", events)
+        read = reads(monkeypatch)
         await buy(one, pid, "ann")
         await buy(one, pid, "ann")
         assert read == [] and len(await members(one, list_id)) == 1

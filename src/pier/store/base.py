@@ -32,6 +32,11 @@ def lease_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
+# a backfill's tallies for the lists' cache: by user id, (event wrapper, instant) as
+# Evaluator.hits gives them (Store.compute_tallies)
+Tallies = dict[int, list[tuple[int, int]]]
+
+
 class StoreUnavailable(Exception):
     """The database cannot serve now (unreachable, locked, out of disk); the request is answered
     503 with Retry-After. Each backend raises it only for the errors that say so (its
@@ -280,7 +285,7 @@ class Store(Protocol):
 
     async def compute_tallies(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
-    ) -> dict[int, list[tuple[int, int]]] | None:
+    ) -> Tallies | None:
         """For a backfill's chunk, when this store keeps the lists' cache (SQLite) and the
         rule can be tallied: each user's tally as `Evaluator.hits` (wrapper, instant), by user
         id, of the users with events it counts; else None."""
@@ -300,7 +305,7 @@ class Store(Protocol):
         mark: int,
         rule: Rule,
         holder: str,
-        tallies: dict[int, list[tuple[int, int]]] | None = None,
+        tallies: Tallies | None = None,
     ) -> bool:
         """End a backfill: `members` (computed at `now`, from a snapshot taken after the feed
         was at `mark`) become the list's members, and its state settles, in one transaction,

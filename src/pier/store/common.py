@@ -38,7 +38,7 @@ from ..domain.segments import (
     parse_rule,
     user_document,
 )
-from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow
+from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Tallies
 from .list_cache import Known, ListCache, Staged, Stamp
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
@@ -281,7 +281,7 @@ class SqlTx(BatchQueries):
         deps: Dependencies,
         now: int,
         members: set[int],
-        tallies: dict[int, list[tuple[int, int]]],
+        tallies: Tallies,
         changed: set[int],
     ) -> None:
         """At a backfill's end (in its transaction, after the list's row is settled): the
@@ -1052,7 +1052,7 @@ class SqlStore:
 
     async def compute_tallies(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
-    ) -> dict[int, list[tuple[int, int]]] | None:
+    ) -> Tallies | None:
         return None  # no lists' cache (PostgreSQL: several writers)
 
     async def finish_list(
@@ -1063,7 +1063,7 @@ class SqlStore:
         mark: int,
         rule: Rule,
         holder: str,
-        tallies: dict[int, list[tuple[int, int]]] | None = None,
+        tallies: Tallies | None = None,
     ) -> bool:
         for attempt in range(MAX_ATTEMPTS):
             try:
@@ -1081,7 +1081,7 @@ class SqlStore:
         mark: int,
         rule: Rule,
         holder: str,
-        tallies: dict[int, list[tuple[int, int]]] | None = None,
+        tallies: Tallies | None = None,
     ) -> bool:
         q = self.q
         async with self.transaction() as tx:  # type: ignore[attr-defined]

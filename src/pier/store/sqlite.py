@@ -20,6 +20,7 @@ from .base import (
     PRUNE_EVERY,
     EventRow,
     StoreUnavailable,
+    Tallies,
     request_keys_cutoff,
 )
 from .common import SqlStore, SqlTx, event_row
@@ -345,7 +346,7 @@ class SqliteStore(SqlStore):
 
     async def compute_tallies(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
-    ) -> dict[int, list[tuple[int, int]]] | None:
+    ) -> Tallies | None:
         """As compute_members (a connection and thread of its own): the lists' cache is this
         store's."""
         deps = dependencies(rule)
@@ -353,10 +354,10 @@ class SqliteStore(SqlStore):
             return None
         sql, params = compile_tallies(rule, SQLITE, project_id, now, ids)
 
-        def run() -> dict[int, list[tuple[int, int]]]:
+        def run() -> Tallies:
             conn = self._connect()
             try:
-                hits: dict[int, list[tuple[int, int]]] = {}
+                hits: Tallies = {}
                 for uid, index, at in conn.execute(sql, params):
                     hits.setdefault(uid, []).append((index, at))
                 return hits
