@@ -126,6 +126,27 @@ async def _tallies(
     return tallies
 
 
+async def warm(store: Store, row: ListRow, chunk_users: int = CHUNK_USERS) -> bool:
+    """Start the lists' cache with a computed list's users' tallies, as its backfill did, for
+    a process that starts with an empty cache (docs/lists.md): the tallies by chunk, then the
+    memberships and due instants as stored (store.warm_list). Whether it did (not: a list
+    loading or changed meanwhile, a project over TALLY_USERS, a store with no such cache)."""
+    if row.rule is None or row.state == "loading":
+        return False
+    at = now_ms()
+    rule = parse_rule(msgspec.json.decode(row.rule), at)
+    mark = await store.feed_mark(row.project_id)
+    ends, total = await store.user_chunks(row.project_id, chunk_users)
+    tallies: Tallies | None = {} if total <= TALLY_USERS else None
+    after = 0
+    for upto in [*(end for end, _ in ends), None]:
+        tallies = await _tallies(store, row.project_id, rule, at, (after, upto), tallies)
+        if tallies is None:
+            return False
+        after = upto or after
+    return tallies is not None and await store.warm_list(row, at, mark, tallies)
+
+
 async def compute(
     store: Store,
     row: ListRow,
@@ -171,12 +192,26 @@ class ListJobs:
         self.holder = lease_holder()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.sweeper: asyncio.Task[None] | None = None
+        self.warmer: asyncio.Task[None] | None = None
         self.computed = 0  # backfills this process computed to their end
 
     async def start(self) -> None:
-        """Go on with the lists that no live process is computing; start the sweeper."""
+        """Go on with the lists that no live process is computing; start the sweeper, and the
+        warming of the lists' cache with the computed lists (`warm`, one after another)."""
         await self.resume()
         self.sweeper = asyncio.create_task(self._sweep(), name="pier-lists-sweeper")
+        self.warmer = asyncio.create_task(self._warm(), name="pier-lists-warmer")
+
+    async def _warm(self) -> None:
+        try:
+            for project in await self.store.list_projects():
+                for row in await self.store.lists(project.id):
+                    if row.type == "dynamic":
+                        await warm(self.store, row, self.chunk_users)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # logged; the cache then learns the users as their events come
+            log.exception("warming the lists' cache failed")
 
     async def resume(self) -> None:
         """Schedule the loading lists that no process holds (left by a stopped process, or
@@ -227,7 +262,8 @@ class ListJobs:
         """Stop the backfills (their lists are given back, for the next process to start or a
         live one to take up) and the sweeper."""
         computing = list(self.tasks)
-        tasks = [*self.tasks.values(), *([self.sweeper] if self.sweeper else [])]
+        others = [t for t in (self.sweeper, self.warmer) if t is not None]
+        tasks = [*self.tasks.values(), *others]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -137,6 +137,35 @@ def test_a_backfill_starts_the_cache_with_its_users_tallies(
     asyncio.run(main())
 
 
+def test_a_process_that_starts_warms_it_with_the_computed_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a start (a new store: nothing cached), the lists' jobs warm the cache with the
+    computed lists' tallies, memberships and due instants: ann's next purchases are counted
+    without reading her events."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        list_id = await dynamic(store, pid, bought(3))
+        await buy(store, pid, "ann")
+        await store.close()
+        store = await opened(tmp_path / "pier.db")
+        jobs = lists.ListJobs(store, 3600.0)
+        await jobs.start()
+        assert jobs.warmer is not None
+        await jobs.warmer
+        read = reads(monkeypatch)
+        await buy(store, pid, "ann")
+        assert read == [] and await members(store, list_id) == []
+        await buy(store, pid, "ann")
+        assert read == [] and len(await members(store, list_id)) == 1
+        await jobs.stop()
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_another_connections_commit_empties_it(tmp_path: Path) -> None:
     """Two stores on one file, as two processes: what the other wrote is read, not missed."""
 

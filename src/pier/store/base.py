@@ -290,6 +290,13 @@ class Store(Protocol):
         rule can be tallied: each user's tally as `Evaluator.hits` (wrapper, instant), by user
         id, of the users with events it counts; else None."""
 
+    async def warm_list(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
+        """Start the lists' cache (SQLite) with a computed list's users' tallies, computed at
+        `now` from snapshots taken after the feed was at `mark`, with their memberships and
+        due instants as stored, in one transaction; users changed since are left out, and so
+        are those the cache has learnt meanwhile. False (nothing done) when the list is no
+        longer as `row` says, or this store keeps no such cache."""
+
     async def sweep_lists(self, now: int, limit: int) -> int:
         """Evaluate again (in one transaction) up to `limit` memberships of lists whose rule
         moves with time that are due by `now`; returns how many were due."""

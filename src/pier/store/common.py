@@ -304,6 +304,33 @@ class SqlTx(BatchQueries):
             entries[uid] = Known(member, due, None, evaluator.add(empty, tallies.get(uid, [])))
         self.staged[list_id] = (tuple(rows[0][3:]), entries)
 
+    async def warm_entries(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
+        """SqlStore.warm_list, in this transaction."""
+        if self.lists is None or row.rule is None:
+            return False
+        rows = await self.run.all(self.q.lists_by_id, self.array([row.id]))
+        stamp = (row.rule, row.version, row.state, row.created_at)
+        if not rows or tuple(rows[0][3:]) != stamp:
+            return False
+        q, run = self.q, self.run
+        changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
+        members = {r[0] for r in await run.all(q.list_member_ids, row.id)}
+        due = {u: at for u, at in await run.all(q.list_due_of, row.id)}
+        known = self.lists.of(row.id, stamp)
+        parsed = _parsed(row.id, row.rule, now)
+        if parsed is None:
+            return False
+        evaluator = self.evaluator(parsed[0], now)
+        empty = evaluator.tally(())
+        entries = {
+            uid: Known(
+                uid in members, due.get(uid), None, evaluator.add(empty, tallies.get(uid, []))
+            )
+            for uid in (members | tallies.keys()) - changed - known.keys()
+        }
+        self.staged[row.id] = (stamp, entries)
+        return True
+
     def tallies_along(
         self, needs: dict[int, dict[int, set[str]]], every: Sequence[Work]
     ) -> list[tuple[Work, int, Known]]:
@@ -1054,6 +1081,10 @@ class SqlStore:
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
     ) -> Tallies | None:
         return None  # no lists' cache (PostgreSQL: several writers)
+
+    async def warm_list(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
+        async with self.transaction() as tx:  # type: ignore[attr-defined]
+            return bool(await tx.warm_entries(row, now, mark, tallies))
 
     async def finish_list(
         self,

@@ -388,6 +388,7 @@ class Queries:
         f"DELETE FROM {table} WHERE list_id = $1" for table in ("list_members", "list_due")
     )
     list_member_ids = "SELECT user_id FROM list_members WHERE list_id = $1"
+    list_due_of = "SELECT user_id, due_at FROM list_due WHERE list_id = $1"
     insert_list_member = (
         "INSERT INTO list_members (list_id, project_id, user_id, joined_at)"
         " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
