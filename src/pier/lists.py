@@ -126,9 +126,9 @@ async def _tallies(
     return tallies
 
 
-async def warm(store: Store, row: ListRow, chunk_users: int = CHUNK_USERS) -> bool:
+async def warm(store: Store, row: ListRow) -> bool:
     """Start the lists' cache with a computed list's users' tallies, as its backfill did, for
-    a process that starts with an empty cache (docs/lists.md): the tallies by chunk, then the
+    a process that starts with an empty cache (docs/lists.md): the tallies, then the
     memberships and due instants as stored (store.warm_list). Whether it did (not: a list
     loading or changed meanwhile, a project over TALLY_USERS, a store with no such cache)."""
     if row.rule is None or row.state == "loading":
@@ -136,14 +136,10 @@ async def warm(store: Store, row: ListRow, chunk_users: int = CHUNK_USERS) -> bo
     at = now_ms()
     rule = parse_rule(msgspec.json.decode(row.rule), at)
     mark = await store.feed_mark(row.project_id)
-    ends, total = await store.user_chunks(row.project_id, chunk_users)
-    tallies: Tallies | None = {} if total <= TALLY_USERS else None
-    after = 0
-    for upto in [*(end for end, _ in ends), None]:
-        tallies = await _tallies(store, row.project_id, rule, at, (after, upto), tallies)
-        if tallies is None:
-            return False
-        after = upto or after
+    if await store.user_count(row.project_id) > TALLY_USERS:
+        return False
+    # one query over every user (a chunk's would scan the project's events again on SQLite)
+    tallies = await _tallies(store, row.project_id, rule, at, (0, None), {})
     return tallies is not None and await store.warm_list(row, at, mark, tallies)
 
 
@@ -207,7 +203,7 @@ class ListJobs:
             for project in await self.store.list_projects():
                 for row in await self.store.lists(project.id):
                     if row.type == "dynamic":
-                        await warm(self.store, row, self.chunk_users)
+                        await warm(self.store, row)
         except asyncio.CancelledError:
             raise
         except Exception:  # logged; the cache then learns the users as their events come

@@ -235,6 +235,9 @@ class Store(Protocol):
         """Note a backfill's progress (0..1) and renew its lease; False (nothing written) when
         the lease is no longer `holder`'s or a newer version was asked for."""
 
+    async def user_count(self, project_id: int) -> int:
+        """How many users the project has."""
+
     async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
         """The chunks of a backfill: (id, rank) of every `size`-th user of the project by id
         (each ends a chunk; the last chunk has no end), and how many users it has. On SQLite,

@@ -936,6 +936,10 @@ class SqlStore:
     ) -> list[int]:
         return await self.segment_members(project_id, rule, now, ids=ids)
 
+    async def user_count(self, project_id: int) -> int:
+        row = await self.reader.one(self.q.user_count, project_id)
+        return int(row[0]) if row else 0
+
     async def user_chunks(self, project_id: int, size: int) -> tuple[list[tuple[int, int]], int]:
         async with self.reading() as run:
             row = await run.one(self.q.user_count, project_id)
