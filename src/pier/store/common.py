@@ -20,7 +20,6 @@ from ..domain.feed import (
     LIST_ENTERED,
     LIST_EXITED,
     MERGED_AWAY,
-    RESERVED_EVENT_NAMES,
     USER_DELETED,
 )
 from ..domain.keys import Key as ApiKey
@@ -39,7 +38,7 @@ from ..domain.segments import (
     user_document,
 )
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Tallies
-from .list_cache import Known, ListCache, Staged, Stamp
+from .list_cache import Known, ListCache, Staged, Stamp, cacheable
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
 from .segments_sql import compile_members
@@ -253,7 +252,7 @@ class SqlTx(BatchQueries):
         for w, uid, k in along:
             if uid in docs:
                 by_name = docs[uid][1]
-                events = [e for n in w.deps.events for e in by_name.get(n, ())]
+                events = _named(by_name, w.deps.events)
                 self.stage(w, uid, k._replace(tally=self.evaluator(w.rule, now).tally(events)))
         for w, users in todo:
             known = {u for u in users if (w.list_id, u) in had}
@@ -269,7 +268,7 @@ class SqlTx(BatchQueries):
                 for u in users:
                     if u in docs:
                         doc, by_name = docs[u]
-                        events = [e for n in w.deps.events for e in by_name.get(n, ())]
+                        events = _named(by_name, w.deps.events)
                         entry = Known(u in members, due_at.get(u), _known(evaluator, doc),
                                       evaluator.tally(events))  # fmt: skip
                         self.stage(w, u, entry)
@@ -282,26 +281,28 @@ class SqlTx(BatchQueries):
         now: int,
         members: set[int],
         tallies: Tallies,
-        changed: set[int],
+        leave_out: set[int],
     ) -> None:
-        """At a backfill's end (in its transaction, after the list's row is settled): the
-        lists' cache's entries of the list for the members and the users with counted events
-        (`tallies`: Evaluator.hits by user), but those `changed` since its snapshot (evaluated
-        again, they are left to the incremental path). Each is due at `now` when the backfill
-        made it due (list_due: every user of a rule moving with time, or a fading rule's
-        members), so that its first event evaluates it whole, as the sweeper will."""
-        if self.lists is None or not (deps.tallied and deps.events):
+        """Stage the lists' cache's entries of a list whose row was just settled or read (a
+        backfill's end, `lists.warm`), for its `members` and the users with counted events
+        (`tallies`: Evaluator.hits by user), with their due instants as stored (list_due: a
+        backfill makes every user of a rule moving with time due, or a fading rule's members,
+        so that the first event evaluates them whole, as the sweeper will); but the users in
+        `leave_out` (changed since the tallies' snapshots, or already known to the cache)."""
+        if self.lists is None or not cacheable(deps):
             return
         rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
         if not rows:
             return
+        due = {u: at for u, at in await self.run.all(self.q.list_due_of, list_id)}
         evaluator = self.evaluator(rule, now)
         empty = evaluator.tally(())
-        entries: dict[int, Known] = {}
-        for uid in (members | tallies.keys()) - changed:
-            member = uid in members
-            due = now if deps.time and (member or not deps.fading) else None
-            entries[uid] = Known(member, due, None, evaluator.add(empty, tallies.get(uid, [])))
+        entries = {
+            uid: Known(
+                uid in members, due.get(uid), None, evaluator.add(empty, tallies.get(uid, []))
+            )
+            for uid in (members | tallies.keys()) - leave_out
+        }
         self.staged[list_id] = (tuple(rows[0][3:]), entries)
 
     async def warm_entries(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
@@ -310,25 +311,14 @@ class SqlTx(BatchQueries):
             return False
         rows = await self.run.all(self.q.lists_by_id, self.array([row.id]))
         stamp = (row.rule, row.version, row.state, row.created_at)
-        if not rows or tuple(rows[0][3:]) != stamp:
+        parsed = _parsed(row.id, row.rule, now)
+        if not rows or tuple(rows[0][3:]) != stamp or parsed is None:
             return False
         q, run = self.q, self.run
         changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
         members = {r[0] for r in await run.all(q.list_member_ids, row.id)}
-        due = {u: at for u, at in await run.all(q.list_due_of, row.id)}
         known = self.lists.of(row.id, stamp)
-        parsed = _parsed(row.id, row.rule, now)
-        if parsed is None:
-            return False
-        evaluator = self.evaluator(parsed[0], now)
-        empty = evaluator.tally(())
-        entries = {
-            uid: Known(
-                uid in members, due.get(uid), None, evaluator.add(empty, tallies.get(uid, []))
-            )
-            for uid in (members | tallies.keys()) - changed - known.keys()
-        }
-        self.staged[row.id] = (stamp, entries)
+        await self.start_entries(row.id, *parsed, now, members, tallies, changed | known.keys())
         return True
 
     def tallies_along(
@@ -616,9 +606,8 @@ class Work(NamedTuple):
 
     @property
     def cached(self) -> bool:
-        """Whether the lists' cache keeps this list's users (a rule they can be tallied for,
-        counting no names of Pier's own items, which are written outside update_lists)."""
-        return self.deps.tallied and self.deps.events.isdisjoint(RESERVED_EVENT_NAMES)
+        """Whether the lists' cache keeps this list's users (list_cache.cacheable)."""
+        return cacheable(self.deps)
 
 
 def unchanged(
@@ -645,6 +634,11 @@ def unchanged(
         return not any(map(evaluator.counted, events)) or evaluator.known(user) is member
     except RuleError:  # evaluating it fails the same way, and says so
         return False
+
+
+def _named(by_name: dict[str, list[dict[str, Any]]], names: frozenset[str]) -> list[dict[str, Any]]:
+    """A user's event documents (as Docs holds them, by name) of these names."""
+    return [e for name in names for e in by_name.get(name, ())]
 
 
 def _known(evaluator: Evaluator, user: dict[str, Any]) -> bool | None:
@@ -685,7 +679,7 @@ def evaluate(
         if uid not in docs:
             continue
         doc, by_name = docs[uid]
-        events = [e for name in deps.events for e in by_name.get(name, ())]
+        events = _named(by_name, deps.events)
         if evaluator.member(doc, events):
             members.add(uid)
         elif deps.fading:

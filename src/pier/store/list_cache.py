@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ..domain.segments import Tally
+from ..domain.feed import RESERVED_EVENT_NAMES
+from ..domain.segments import Dependencies, Tally
 
 
 class Known(NamedTuple):
@@ -27,6 +28,12 @@ class Known(NamedTuple):
     due: int | None
     known: bool | None
     tally: Tally | None
+
+
+def cacheable(deps: Dependencies) -> bool:
+    """Whether the cache keeps a list's users: a rule that counts events and can be tallied,
+    counting no names of Pier's own items (they are written outside the lists' path)."""
+    return deps.tallied and bool(deps.events) and deps.events.isdisjoint(RESERVED_EVENT_NAMES)
 
 
 Stamp = tuple[Any, ...]

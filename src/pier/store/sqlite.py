@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ..domain.batch import ChangeSet
-from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY, RESERVED_EVENT_NAMES
+from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from ..domain.segments import Rule, dependencies
 from .base import (
     PRUNE_EVERY,
@@ -24,7 +24,7 @@ from .base import (
     request_keys_cutoff,
 )
 from .common import SqlStore, SqlTx, event_row
-from .list_cache import ListCache
+from .list_cache import ListCache, cacheable
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
@@ -331,36 +331,31 @@ class SqliteStore(SqlStore):
     async def compute_members(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
     ) -> list[int]:
-        """One query that may take seconds over a large project: on a connection of its own, in
-        a thread (sqlite3 lets go of the GIL while it runs), so ingestion goes on meanwhile."""
+        """One query that may take seconds over a large project (_apart)."""
         sql, params = compile_members(rule, SQLITE, project_id, now, ids=ids)
-
-        def run() -> list[int]:
-            conn = self._connect()
-            try:
-                return [r[0] for r in conn.execute(sql, params).fetchall()]
-            finally:
-                conn.close()
-
-        return await asyncio.to_thread(run)
+        return [r[0] for r in await self._apart(sql, params)]
 
     async def compute_tallies(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
     ) -> Tallies | None:
-        """As compute_members (a connection and thread of its own): the lists' cache is this
-        store's."""
-        deps = dependencies(rule)
-        if not (deps.tallied and deps.events) or not deps.events.isdisjoint(RESERVED_EVENT_NAMES):
+        """As compute_members (_apart): the lists' cache is this store's."""
+        if not cacheable(dependencies(rule)):
             return None
+        hits: Tallies = {}
         sql, params = compile_tallies(rule, SQLITE, project_id, now, ids)
+        for uid, index, at in await self._apart(sql, params):
+            hits.setdefault(uid, []).append((index, at))
+        return hits
 
-        def run() -> Tallies:
+    async def _apart(self, sql: str, params: list[Any]) -> list[Any]:
+        """The rows of a query that may take seconds over a large project, read on a
+        connection of its own, in a thread (sqlite3 lets go of the GIL while it runs), so that
+        ingestion goes on meanwhile."""
+
+        def run() -> list[Any]:
             conn = self._connect()
             try:
-                hits: Tallies = {}
-                for uid, index, at in conn.execute(sql, params):
-                    hits.setdefault(uid, []).append((index, at))
-                return hits
+                return conn.execute(sql, params).fetchall()
             finally:
                 conn.close()
 
