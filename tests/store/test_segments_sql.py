@@ -27,6 +27,13 @@ from pier.store.common import SqlStore
 from support.postgres import PostgresServer
 from support.segment_trees import DAY, NOW, OPERATORS, SCALARS, TREES, USERS, VALUES
 
+# the random trees' examples (over a real database: fewer than the domain's own tests)
+EXAMPLES = settings(
+    max_examples=150,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "segment-rules.json"
 CASES = json.loads(FIXTURE.read_text())
 _json = msgspec.json.Encoder()
@@ -159,12 +166,7 @@ def test_fixture_case_in_sql(db: Db, case: dict[str, Any]) -> None:
 def test_random_trees_give_the_in_memory_answer(db: Db) -> None:
     """Random trees over random users and events: the SQL members are the in-memory ones."""
 
-    @settings(
-        max_examples=150,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @EXAMPLES
     @given(tree=TREES, users=USERS)
     def check(tree: dict[str, Any], users: list[dict[str, Any]]) -> None:
         rule = parse_rule(tree, NOW)
@@ -328,12 +330,7 @@ def test_the_sql_tallies_are_the_in_memory_ones(tmp_path: Path) -> None:
     gives the lists' cache (SQLite's compute_tallies, by chunk) are Evaluator.tally's."""
     db = Db(f"sqlite:///{tmp_path}/pier.db")
 
-    @settings(
-        max_examples=150,
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @EXAMPLES
     @given(tree=TREES, users=USERS)
     def check(tree: dict[str, Any], users: list[dict[str, Any]]) -> None:
         rule = parse_rule(tree, NOW)
