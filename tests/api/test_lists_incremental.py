@@ -175,7 +175,10 @@ def test_new_events_that_cannot_move_a_membership_are_not_evaluated(
         assert tenant.post("events", buy).status_code == 204
     assert seen == []
     assert tenant.post("events", [{"name": "purchased", "external_id": "ann"}]).status_code == 204
-    assert sorted(seen) == ["ann", "ann"]  # not yet twice; pro, and now a buyer
+    # not yet twice; pro, and now a buyer: evaluated, from her events on PostgreSQL, from the
+    # tally the backfill started the lists' cache with on SQLite (no events read)
+    cached = tenant.server.database_url.startswith("sqlite")
+    assert sorted(seen) == ([] if cached else ["ann", "ann"])
     assert members(tenant, twice) == ["bob"] and members(tenant, pro["id"]) == ["ann"]
 
 

@@ -97,6 +97,28 @@ def test_new_events_of_a_known_user_are_counted_without_reading_its_events(
     asyncio.run(main())
 
 
+def test_a_backfill_starts_the_cache_with_the_users_it_does_not_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ann had only events the rule does not count when the list was made: the backfill
+    gives her an entry all the same (no member, an empty tally), so her first purchases are
+    counted without reading her events."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await buy(store, pid, "ann", name="viewed")
+        list_id = await dynamic(store, pid, bought(2))
+        read = reads(monkeypatch)
+        await buy(store, pid, "ann")
+        assert read == [] and await members(store, list_id) == []
+        await buy(store, pid, "ann")
+        assert read == [] and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
 def test_a_users_events_read_for_one_list_give_its_other_lists_their_tallies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

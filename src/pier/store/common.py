@@ -284,11 +284,14 @@ class SqlTx(BatchQueries):
         leave_out: set[int],
     ) -> None:
         """Stage the lists' cache's entries of a list whose row was just settled or read (a
-        backfill's end, `lists.warm`), for its `members` and the users with counted events
-        (`tallies`: Evaluator.hits by user), with their due instants as stored (list_due: a
-        backfill makes every user of a rule moving with time due, or a fading rule's members,
-        so that the first event evaluates them whole, as the sweeper will); but the users in
-        `leave_out` (changed since the tallies' snapshots, or already known to the cache)."""
+        backfill's end, `lists.warm`): for every user of the project, its membership (in
+        `members`) and the tally of its counted events (`tallies`: Evaluator.hits by user;
+        none: an empty tally), with its due instant as stored (list_due: a backfill makes every
+        user of a rule moving with time due, or a fading rule's members, so that the first
+        event evaluates them whole, as the sweeper will); but the users in `leave_out` (changed
+        since the tallies' snapshots, or already known to the cache). Every user has one, so
+        that a user's first counted event is settled from memory, not by a read of its events:
+        the users with neither membership nor counted events share one entry."""
         if self.lists is None or not cacheable(deps):
             return
         rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
@@ -297,12 +300,16 @@ class SqlTx(BatchQueries):
         due = {u: at for u, at in await self.run.all(self.q.list_due_of, list_id)}
         evaluator = self.evaluator(rule, now)
         empty = evaluator.tally(())
-        entries = {
-            uid: Known(
-                uid in members, due.get(uid), None, evaluator.add(empty, tallies.get(uid, []))
-            )
-            for uid in (members | tallies.keys()) - leave_out
-        }
+        nobody = Known(False, None, None, empty)
+        entries = {}
+        for (uid,) in await self.run.all(self.q.user_ids, rows[0][1]):
+            if uid in leave_out:
+                continue
+            hits, at = tallies.get(uid), due.get(uid)
+            if hits is None and at is None and uid not in members:
+                entries[uid] = nobody
+            else:
+                entries[uid] = Known(uid in members, at, None, evaluator.add(empty, hits or []))
         self.staged[list_id] = (tuple(rows[0][3:]), entries)
 
     async def warm_entries(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:

@@ -376,6 +376,7 @@ class Queries:
         " WHERE project_id = $1) AS r WHERE n % $2 = 0 ORDER BY id"
     )
     user_count = "SELECT count(*) FROM users WHERE project_id = $1"
+    user_ids = "SELECT id FROM users WHERE project_id = $1"
     # the end of a computation: only when no newer one was asked for meanwhile
     finish_list = (  # (and by the process holding its lease)
         "UPDATE lists SET progress = NULL, state = CASE WHEN published = 1 THEN 'ready'"
