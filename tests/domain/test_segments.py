@@ -698,6 +698,74 @@ STEPPED = st.sampled_from(
 OFFSETS = st.integers(-40 * DAY, 40 * DAY)
 
 
+WINDOWED = st.builds(
+    lambda kids, op: {
+        "uuid": "r",
+        "type": "wrapper",
+        "group": "parent",
+        "path": "$",
+        "operator": op,
+        "children": kids,
+    },  # fmt: skip
+    st.lists(ROLLING, min_size=1, max_size=2, unique_by=lambda c: c["uuid"])
+    | st.lists(ROLLING, min_size=1, max_size=1).map(
+        lambda kids: [*kids, cond("u", path="$.external_id", operator="is set")]
+    ),
+    st.sampled_from(["and", "or", "none", "xor"]),
+)
+
+
+def _answers(evaluator: Evaluator, person: dict[str, Any], events: list[dict[str, Any]]) -> Any:
+    """What an evaluator says of a user: membership (from events, and from a tally when the
+    rule is tallied), next_look, what the document decides, the counted events; or the error."""
+    try:
+        tally = evaluator.tally(events) if dependencies(evaluator.rule).tallied else None
+        return (
+            evaluator.member(person, events),
+            None if tally is None else evaluator.member(person, tally),
+            evaluator.next_look(person, events),
+            evaluator.known(person),
+            evaluator.hits(events),
+        )
+    except RuleError as exc:
+        return str(exc)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    tree=TREES | WINDOWED,
+    users=USERS,
+    offsets=st.lists(OFFSET, min_size=1, max_size=3),
+)
+def test_an_evaluator_moved_in_time_answers_as_a_new_one(
+    tree: dict[str, Any], users: list[dict[str, Any]], offsets: list[int]
+) -> None:
+    """Evaluator.at: an evaluator that compiled everything at NOW, then moved to later
+    instants (the store keeps them from one batch to the next: SqlTx.evaluator), answers there
+    as an evaluator made there. WINDOWED: rolling windows, which the random trees seldom
+    have, and are what moves."""
+    rule = parse_rule(tree, NOW)
+    people = [
+        (
+            user(u["data"], external_id=u["external_id"], email=u["email"], locale=u["locale"],
+                 created_at=u["created_at"]),
+            [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]],
+        )
+        for u in users
+    ]  # fmt: skip
+    moved = Evaluator(rule, NOW)
+    for t in [NOW, *(NOW + o for o in offsets)]:
+        moved = moved.at(t)
+        fresh = Evaluator(rule, t)
+        for person, events in people:
+            assert _answers(moved, person, events) == _answers(fresh, person, events), t
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(
     children=st.lists(

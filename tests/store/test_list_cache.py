@@ -14,6 +14,7 @@ import pytest
 from pier import lists
 from pier.clock import now_ms
 from pier.domain.commands import EventIn, TrackEvents
+from pier.domain.segments import Evaluator
 from pier.store.common import SqlTx
 from pier.store.list_cache import ListCache
 from pier.store.sqlite import SqliteStore
@@ -114,6 +115,32 @@ def test_a_backfill_starts_the_cache_with_the_users_it_does_not_count(
         assert read == [] and await members(store, list_id) == []
         await buy(store, pid, "ann")
         assert read == [] and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_takes_the_evaluators_an_earlier_batch_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rules are compiled once, not once per batch: the next batch's transaction takes the
+    evaluators the last one made (SqlTx.evaluator, Evaluator.at) and counts right with them."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        list_id = await dynamic(store, pid, bought(2))
+        await buy(store, pid, "ann")
+        made: list[Evaluator] = []
+        init = Evaluator.__init__
+
+        def counted(self: Evaluator, *args: Any) -> None:
+            made.append(self)
+            init(self, *args)
+
+        monkeypatch.setattr(Evaluator, "__init__", counted)
+        await buy(store, pid, "ann")
+        assert made == [] and len(await members(store, list_id)) == 1
         await store.close()
 
     asyncio.run(main())

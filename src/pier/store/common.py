@@ -68,12 +68,25 @@ class SqlTx(BatchQueries):
         self._evaluators: dict[tuple[int, int], Evaluator] = {}
 
     def evaluator(self, rule: Rule, now: int) -> Evaluator:
-        """An Evaluator of the rule at `now`, compiled once in this transaction (the rule is
-        one object per stored text: _parsed; the evaluator holds it, so its id stays its)."""
+        """An Evaluator of the rule at `now`, this transaction's own until `release`: the one
+        an earlier transaction compiled, moved to `now` (Evaluator.at), when there is one (the
+        rule is one object per stored text: _parsed; the evaluator holds it, so its id stays
+        its). Compiling 20 rules costs about 260 µs, once per batch without this."""
         key = (id(rule), now)
         if key not in self._evaluators:
-            self._evaluators[key] = Evaluator(rule, now)
+            spare = _SPARE_EVALUATORS.pop(id(rule), None)
+            self._evaluators[key] = (
+                Evaluator(rule, now) if spare is None or spare.rule is not rule else spare.at(now)
+            )
         return self._evaluators[key]
+
+    def release(self) -> None:
+        """At the transaction's end: its evaluators go back for the next one to take."""
+        if len(_SPARE_EVALUATORS) >= MAX_SPARE_EVALUATORS:
+            _SPARE_EVALUATORS.clear()
+        for evaluator in self._evaluators.values():
+            _SPARE_EVALUATORS[id(evaluator.rule)] = evaluator
+        self._evaluators.clear()
 
     async def write(self, c: ChangeSet) -> None:
         """Write a change set, always in this order (each step may rely on the ones before)."""
@@ -720,6 +733,9 @@ def event_row(r: Row) -> EventRow:
 
 
 _RULES: dict[str, tuple[Rule, Dependencies] | None] = {}  # by the tree's text
+# compiled evaluators no transaction is using, by id(rule) (SqlTx.evaluator, release)
+_SPARE_EVALUATORS: dict[int, Evaluator] = {}
+MAX_SPARE_EVALUATORS = 1_000
 
 
 def _parsed(list_id: int, text: str, now: int) -> tuple[Rule, Dependencies] | None:

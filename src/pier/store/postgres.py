@@ -186,7 +186,11 @@ class PostgresStore(SqlStore):
                 _holding(conn, BATCH_LOCK) if contended else contextlib.nullcontext(),
                 conn.transaction(isolation="serializable"),
             ):
-                yield PostgresTx(conn, self)
+                tx = PostgresTx(conn, self)
+                try:
+                    yield tx
+                finally:
+                    tx.release()
 
     async def maintain(self) -> None:
         """Between batches: prune expired Idempotency-Keys now and then (indexes keep up

@@ -271,6 +271,8 @@ class SqliteStore(SqlStore):
                 db.execute("ROLLBACK")
             check_unavailable(exc)
             raise
+        finally:
+            tx.release()
         self._known_epoch = epoch
         if tx.written is None:
             self._identity.clear()  # written outside the batch path: the cache can't follow

@@ -184,6 +184,16 @@ class Evaluator:
             None
         )
 
+    def at(self, now: int) -> Evaluator:
+        """The rule at another instant: this evaluator, moved there with all it compiled, when
+        only its rolling windows depend on the instant (they read `self.now` when they count);
+        a new one when a rule value renders `now`. The caller must be the only user of this
+        evaluator (store/common.py keeps those not in use, one per rule)."""
+        if self._windows is None:
+            return Evaluator(self.rule, now)
+        self.now = now
+        return self
+
     def target(self, cond: Condition) -> Any:
         if cond.pointer not in self._targets:
             self._targets[cond.pointer] = target(cond, self.now) if uses_value(cond) else None
@@ -284,11 +294,12 @@ class Evaluator:
         if isinstance(node, Wrapper):
             return _combined(node.operator, [self.compile(c) for c in node.children])
         name, frequency = node.name, node.frequency
-        lo, hi = None, None  # the window, both ends inclusive
+        lo, hi = None, None  # a fixed period, both ends inclusive
+        length: int | None = None  # a rolling window's: it starts at self.now - length
         if frequency is not None:
             period = frequency.period
             if isinstance(period, Rolling):
-                lo = self.now - period.length
+                length = period.length
             else:
                 lo, hi = period.start, period.end
         passes = _combined(node.operator, [self.compile(c) for c in node.children])
@@ -298,7 +309,8 @@ class Evaluator:
 
         def later(e: Mapping[str, Any]) -> bool:  # counted now or maybe later (self.counted)
             at = int(e["created_at"])
-            if (lo is not None and at < lo) or (hi is not None and at > hi):
+            start = lo if length is None else self.now - length
+            if (start is not None and at < start) or (hi is not None and at > hi):
                 return False
             return bare or moving or passes(e, no_events)
 
@@ -311,17 +323,18 @@ class Evaluator:
 
         def count(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> int:
             n = 0
+            start = lo if length is None else self.now - length
             if type(events) is Tally:
                 for at in events[index]:
-                    if (lo is None or at >= lo) and (hi is None or at <= hi):
+                    if (start is None or at >= start) and (hi is None or at <= hi):
                         n += 1
                 return n
             for e in events:
                 if e["name"] != name:
                     continue
-                if lo is not None:
+                if start is not None:
                     at = int(e["created_at"])
-                    if at < lo or (hi is not None and at > hi):
+                    if at < start or (hi is not None and at > hi):
                         continue
                 if bare or passes(e, no_events):
                     n += 1
