@@ -296,3 +296,31 @@ def test_it_starts_again_empty_past_its_bound(
         await store.close()
 
     asyncio.run(main())
+
+
+def test_members_of_a_rule_that_only_grows_keep_no_tally(tmp_path: Path) -> None:
+    """Under "bought at least twice", new purchases cannot take a member out (only time
+    can, and then it is evaluated from its events): ann, a member from the backfill, and bob,
+    once he enters, are kept without a tally; bob kept his until then."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        for _ in range(2):
+            await buy(store, pid, "ann")
+        list_id = await dynamic(store, pid, bought(2))
+        await buy(store, pid, "bob")
+        held = store._lists  # noqa: SLF001 - what the store keeps is the subject here
+        ids = dict(await store.reader.all("SELECT external_id, id FROM users"))
+
+        def tally(who: str) -> Any:
+            (entries,) = [entries for _, entries in held.lists.values()]
+            return entries[ids[who]].tally
+
+        assert tally("ann") is None and tally("bob") is not None
+        await buy(store, pid, "bob")
+        assert tally("bob") is None
+        assert len(await members(store, list_id)) == 2
+        await store.close()
+
+    asyncio.run(main())

@@ -38,7 +38,7 @@ from ..domain.segments import (
     user_document,
 )
 from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Tallies
-from .list_cache import Known, ListCache, Staged, Stamp, cacheable
+from .list_cache import Known, ListCache, Staged, Stamp, cacheable, unneeded
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
 from .segments_sql import compile_members
@@ -324,8 +324,11 @@ class SqlTx(BatchQueries):
             hits, at = tallies.get(uid), due.get(uid)
             if hits is None and at is None and uid not in members:
                 entries[uid] = nobody
-            else:
-                entries[uid] = Known(uid in members, at, None, evaluator.add(empty, hits or []))
+                continue
+            entry = Known(uid in members, at, None, None)
+            if not unneeded(entry, deps):
+                entry = entry._replace(tally=evaluator.add(empty, hits or []))
+            entries[uid] = entry
         self.staged[list_id] = (tuple(rows[0][3:]), entries)
 
     async def warm_entries(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
@@ -452,7 +455,10 @@ class SqlTx(BatchQueries):
         return left
 
     def stage(self, w: Work, user_id: int, entry: Known) -> None:
-        """Note what a (list, user) is now, for the lists' cache once committed."""
+        """Note what a (list, user) is now, for the lists' cache once committed: without its
+        tally when no new event can change it until it is due (list_cache.unneeded)."""
+        if entry.tally is not None and unneeded(entry, w.deps):
+            entry = entry._replace(tally=None)
         held = self.staged.get(w.list_id)
         if held is None:
             held = self.staged[w.list_id] = (w.stamp, {})

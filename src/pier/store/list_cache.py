@@ -36,6 +36,15 @@ def cacheable(deps: Dependencies) -> bool:
     return deps.tallied and bool(deps.events) and deps.events.isdisjoint(RESERVED_EVENT_NAMES)
 
 
+def unneeded(entry: Known, deps: Dependencies) -> bool:
+    """Whether the entry's tally is not needed: no new event can change what it is until it
+    is due (then it is evaluated from the user's events anyway). So for a user whose document
+    decides, and for a member of a rule whose events can only add members (deps.rising: the
+    usual "at least n"). Most entries of a list are its members: not keeping their tallies
+    saves the memory, and staging the entry again without it on their next event."""
+    return entry.known is not None or (entry.member and deps.events <= deps.rising)
+
+
 Stamp = tuple[Any, ...]
 Staged = dict[int, tuple[Stamp, dict[int, Known]]]  # by list: its stamp, entries by user
 
