@@ -766,6 +766,45 @@ def test_an_evaluator_moved_in_time_answers_as_a_new_one(
             assert _answers(moved, person, events) == _answers(fresh, person, events), t
 
 
+def _outcome(decide: Any, *args: Any) -> Any:
+    try:
+        return decide(*args)
+    except RuleError as exc:
+        return str(exc)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(tree=TREES | WINDOWED, users=USERS)
+def test_the_facts_of_a_user_stand_for_its_document(
+    tree: dict[str, Any], users: list[dict[str, Any]]
+) -> None:
+    """Evaluator.facts / member_by_facts: the user conditions' answers, noted once, decide
+    with the events (or their tally) what the document decides with them (the lists' cache
+    keeps them instead of reading the document again). When the facts cannot all be
+    evaluated (a rule value that fails for this user), the store reads the document."""
+    rule = parse_rule(tree, NOW)
+    evaluator = Evaluator(rule, NOW)
+    tallied = dependencies(rule).tallied
+    for u in users:
+        person = user(u["data"], external_id=u["external_id"], email=u["email"],
+                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
+        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        try:
+            facts = evaluator.facts(person)
+        except RuleError:
+            continue
+        expected = _outcome(evaluator.member, person, events)
+        assert _outcome(evaluator.member_by_facts, facts, events) == expected
+        if tallied:
+            tally = evaluator.tally(events)
+            assert _outcome(evaluator.member_by_facts, facts, tally) == expected
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(
     children=st.lists(

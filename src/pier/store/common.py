@@ -247,7 +247,10 @@ class SqlTx(BatchQueries):
                                  events_added(u)):  # fmt: skip
                     users.append(u)
                 elif stage:  # known to be what it was, its events not read: no tally yet
-                    self.stage(w, u, Known(member, at, _known(evaluator, docs[u][0]), None))
+                    doc = docs[u][0]
+                    entry = Known(member, at, _known(evaluator, doc), None,
+                                  _facts(evaluator, w.deps, doc))  # fmt: skip
+                    self.stage(w, u, entry)
             if users:
                 todo.append((w, users))
                 if w.deps.events:
@@ -284,8 +287,9 @@ class SqlTx(BatchQueries):
                     if u in docs:
                         doc, by_name = docs[u]
                         events = _named(by_name, w.deps.events)
-                        entry = Known(u in members, due_at.get(u), _known(evaluator, doc),
-                                      evaluator.tally(events))  # fmt: skip
+                        decided, facts = _known(evaluator, doc), _facts(evaluator, w.deps, doc)
+                        tally = evaluator.tally(events)
+                        entry = Known(u in members, due_at.get(u), decided, tally, facts)
                         self.stage(w, u, entry)
         await self.flush_list_writes(writes)
 
@@ -416,8 +420,8 @@ class SqlTx(BatchQueries):
                 left.append(w._replace(users=sorted(other)))
             if check:
                 checks.append((w, evaluator, check))
-                if w.deps.profile_keys != frozenset():
-                    readers[w.project_id].update(u for u, _, _ in check)
+                if w.deps.profile_keys != frozenset():  # (unless its facts are known)
+                    readers[w.project_id].update(u for u, _, k in check if k.facts is None)
         docs: Docs = {}
         for project_id, ids in readers.items():
             docs.update(await self.user_documents(project_id, sorted(ids)))
@@ -428,20 +432,30 @@ class SqlTx(BatchQueries):
             due: dict[int, int] = {}
             try:
                 for u, tally, k in check:
-                    doc = docs[u][0] if reads and u in docs else {} if not reads else None
-                    # what its document decides, when not known yet (a backfill's entry)
-                    known = (
-                        k.known if k.known is not None or doc is None else _known(evaluator, doc)
-                    )
-                    if doc is not None and evaluator.member(doc, tally):
-                        members.add(u)
-                    elif doc is None or w.deps.fading:  # (no document: no user, no member)
+                    known, facts = k.known, k.facts
+                    if not reads:
+                        known = known if known is not None else _known(evaluator, {})
+                        member = evaluator.member({}, tally)
+                    elif facts is not None:  # what its document says, noted: not read again
+                        member = evaluator.member_by_facts(facts, tally)
+                    elif u in docs:  # read now: what it decides and its facts are noted
+                        doc = docs[u][0]
+                        known = known if known is not None else _known(evaluator, doc)
+                        facts = _facts(evaluator, w.deps, doc)
+                        member = evaluator.member(doc, tally)
+                    else:  # no document: no user, no member
                         self.stage(w, u, Known(False, None, known, tally))
                         continue
-                    at = evaluator.next_look(doc, tally) if w.deps.time else None
+                    if member:
+                        members.add(u)
+                    elif w.deps.fading:  # a non-member of a fading rule is never due
+                        self.stage(w, u, Known(False, None, known, tally, facts))
+                        continue
+                    # (from a tally, the next instant to look is the tally's alone)
+                    at = evaluator.next_look({}, tally) if w.deps.time else None
                     if at is not None:
                         due[u] = at
-                    self.stage(w, u, Known(u in members, at, known, tally))
+                    self.stage(w, u, Known(member, at, known, tally, facts))
             except RuleError:  # left as it is, as settle does; the list's entries go
                 log.exception("list %s cannot be evaluated at %s", w.list_id, now)
                 self.staged[w.list_id] = ((), {})
@@ -706,6 +720,17 @@ def _known(evaluator: Evaluator, user: dict[str, Any]) -> bool | None:
     """Evaluator.known, None (the events may decide) when the tree cannot be evaluated."""
     try:
         return evaluator.known(user)
+    except RuleError:
+        return None
+
+
+def _facts(evaluator: Evaluator, deps: Dependencies, user: dict[str, Any]) -> int | None:
+    """Evaluator.facts for the lists' cache, when the rule reads the user; None (the document
+    is read when needed) when it does not, or when they cannot all be evaluated."""
+    if deps.profile_keys == frozenset():
+        return None
+    try:
+        return evaluator.facts(user)
     except RuleError:
         return None
 

@@ -22,12 +22,15 @@ from ..domain.segments import Dependencies, Tally
 class Known(NamedTuple):
     """A (list, user) as last evaluated. `known`: Evaluator.known of its document (True or
     False: its events cannot change its membership; None: they can). `tally`: of its events,
-    None until the user is evaluated from its events (a read)."""
+    None until the user is evaluated from its events (a read). `facts`: Evaluator.facts of its
+    document, for a rule that reads the user (None until the document is read): with them,
+    its new events are evaluated without reading the document again."""
 
     member: bool
     due: int | None
     known: bool | None
     tally: Tally | None
+    facts: int | None = None
 
 
 def cacheable(deps: Dependencies) -> bool:

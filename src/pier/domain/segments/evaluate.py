@@ -7,7 +7,7 @@ import functools
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 
@@ -73,6 +73,7 @@ def _combine(operator: str, results: Iterable[bool]) -> bool:
 
 
 Test = Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], bool]
+FactsTest = Callable[[int, Sequence[Mapping[str, Any]]], bool]  # (Evaluator.member_by_facts)
 
 
 class Tally(tuple):  # type: ignore[type-arg]
@@ -167,6 +168,9 @@ class Evaluator:
         self._tests: dict[str, Callable[[Mapping[str, Any]], bool]] = {}  # by pointer
         self._member: Test | None = None
         self._known: Callable[[Mapping[str, Any]], bool | None] | None = None
+        self._by_facts: FactsTest | None = None
+        self._wrappers: dict[str, Test] = {}  # the event wrappers compiled, by pointer
+        self._fact_tests: list[Callable[[Mapping[str, Any]], bool]] = []  # (facts' bits)
         # next_look's rolling windows, (name, length); None when a rule value renders `now`
         nodes = walk(rule.root)
         self._windows: list[tuple[str, int]] | None = [
@@ -340,10 +344,48 @@ class Evaluator:
                     n += 1
             return n
 
-        if frequency is None:
-            return lambda doc, events: count(doc, events) >= 1
-        op, want = frequency.operator, frequency.count
-        return lambda doc, events: _compare(op, count(doc, events), want)
+        op, want = (">=", 1) if frequency is None else (frequency.operator, frequency.count)
+
+        def wrapper(doc: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) -> bool:
+            return _compare(op, count(doc, events), want)
+
+        self._wrappers[node.pointer] = wrapper
+        return wrapper
+
+    def facts(self, user: Mapping[str, Any]) -> int:
+        """The user conditions' answers for this user (user_document), as bits in the order
+        the tree has them (outside event wrappers): with them, `member_by_facts` decides from
+        the events alone what `member` decides from the document and the events. Raises
+        RuleError as `member` does."""
+        if self._by_facts is None:
+            self._by_facts = self._compile_facts(self.rule.root)
+        out = 0
+        for bit, test in enumerate(self._fact_tests):
+            if test(user):
+                out |= 1 << bit
+        return out
+
+    def member_by_facts(self, facts: int, events: Sequence[Mapping[str, Any]]) -> bool:
+        """`member` of a user whose document gave these `facts` (only user conditions read it:
+        an event wrapper's own conditions are on the events)."""
+        if self._by_facts is None:
+            self._by_facts = self._compile_facts(self.rule.root)
+        return self._by_facts(facts, events)
+
+    def _compile_facts(self, node: Node) -> FactsTest:
+        """`member_by_facts` of a node, compiled as `compile` does: a user condition is its bit
+        of the facts (numbered here, the tests kept for `facts`)."""
+        if isinstance(node, Condition):
+            mask = 1 << len(self._fact_tests)
+            self._fact_tests.append(self.test(node))
+            return lambda facts, events: bool(facts & mask)
+        if isinstance(node, Wrapper):
+            parts = cast(list[Test], [self._compile_facts(c) for c in node.children])
+            return cast(FactsTest, _combined(node.operator, parts))
+        self._compiled()  # an event wrapper as `member` has it (its conditions are the events')
+        test = self._wrappers[node.pointer]
+        no_user: Mapping[str, Any] = {}
+        return lambda facts, events: test(no_user, events)
 
     def known(self, user: Mapping[str, Any]) -> bool | None:
         """Whether the user is a member whatever its events are, from its document alone: True
