@@ -324,3 +324,36 @@ def test_members_of_a_rule_that_only_grows_keep_no_tally(tmp_path: Path) -> None
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_users_document_is_read_once_for_its_counted_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under "external id is set, and bought three times", ann's first purchase after the
+    backfill reads her document (what the rule's user condition says of her is not known
+    yet); her next ones are settled with what it said (Evaluator.facts): no read."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await buy(store, pid, "ann")
+        is_set = {"uuid": "u", "type": "string", "group": "user", "path": "$.external_id",
+                  "operator": "is set"}  # fmt: skip
+        rule = msgspec.json.decode(bought(3))
+        rule["children"].append(is_set)
+        list_id = await dynamic(store, pid, msgspec.json.encode(rule).decode())
+        read: list[list[int]] = []
+        user_documents = SqlTx.user_documents
+
+        async def documents(self: SqlTx, project_id: int, user_ids: list[int]) -> Any:
+            read.append(user_ids)
+            return await user_documents(self, project_id, user_ids)
+
+        monkeypatch.setattr(SqlTx, "user_documents", documents)
+        await buy(store, pid, "ann")
+        assert len(read) == 1 and await members(store, list_id) == []
+        await buy(store, pid, "ann")
+        assert len(read) == 1 and len(await members(store, list_id)) == 1
+        await store.close()
+
+    asyncio.run(main())

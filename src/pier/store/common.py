@@ -420,8 +420,9 @@ class SqlTx(BatchQueries):
                 left.append(w._replace(users=sorted(other)))
             if check:
                 checks.append((w, evaluator, check))
-                if w.deps.profile_keys != frozenset():  # (unless its facts are known)
-                    readers[w.project_id].update(u for u, _, k in check if k.facts is None)
+                unread = [u for u, _, k in check if k.facts is None]  # (facts: no need)
+                if unread and w.deps.profile_keys != frozenset():
+                    readers[w.project_id].update(unread)
         docs: Docs = {}
         for project_id, ids in readers.items():
             docs.update(await self.user_documents(project_id, sorted(ids)))
