@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 from pier.domain.segments import (
     Evaluator,
+    RuleError,
     dependencies,
     event_document,
     parse_rule,
@@ -23,6 +24,7 @@ from pier.domain.segments import (
 )
 from pier.domain.segments.values import parse_date
 from pier.store import make_store
+from pier.store.base import Start, Tallies
 from pier.store.common import SqlStore
 from support.postgres import PostgresServer
 from support.segment_trees import DAY, NOW, OPERATORS, SCALARS, TREES, USERS, VALUES
@@ -325,9 +327,18 @@ def test_keys_the_client_wrote_with_escapes(db: Db) -> None:
         assert db.members(pid, refs, rule, NOW) == ["raw"], path
 
 
+def _outcome(decide: Any, *args: Any) -> Any:
+    """What it answers, None when it raises RuleError (as the store notes it: unknown)."""
+    try:
+        return decide(*args)
+    except RuleError:
+        return None
+
+
 def test_the_sql_tallies_are_the_in_memory_ones(tmp_path: Path) -> None:
     """Random trees that can be tallied, over random users and events: the tallies a backfill
-    gives the lists' cache (SQLite's compute_tallies, by chunk) are Evaluator.tally's."""
+    gives the lists' cache (SQLite's compute_tallies, by chunk) are Evaluator.tally's, and for
+    a rule that reads the user, every user's known and facts are Evaluator's."""
     db = Db(f"sqlite:///{tmp_path}/pier.db")
 
     @EXAMPLES
@@ -336,7 +347,7 @@ def test_the_sql_tallies_are_the_in_memory_ones(tmp_path: Path) -> None:
         rule = parse_rule(tree, NOW)
         deps = dependencies(rule)
         pid, refs = db.load(users)
-        hits: dict[int, list[tuple[int, int]]] = {}
+        hits: Tallies = {}
         ids = sorted(refs)
         bounds = [ids[0] - 1, ids[len(ids) // 2], None] if ids else [0, None]
         for after, upto in zip(bounds, bounds[1:], strict=False):
@@ -347,10 +358,16 @@ def test_the_sql_tallies_are_the_in_memory_ones(tmp_path: Path) -> None:
             hits.update(found)
         evaluator = Evaluator(rule, NOW)
         by_ref = {u["ref"]: u for u in users}
+        reads = deps.profile_keys != frozenset()
         for uid, ref in refs.items():
-            _, events = documents(by_ref[ref])
-            got = evaluator.add(evaluator.tally(()), hits.get(uid, []))
+            person, events = documents(by_ref[ref])
+            start = hits.get(uid, Start([]))
+            got = evaluator.add(evaluator.tally(()), start.hits)
             assert got == evaluator.tally(events), (tree, ref)
+            if reads:  # what the user's document says comes with it (every user has a Start)
+                assert uid in hits
+                assert start.known == _outcome(evaluator.known, person), (tree, ref)
+                assert start.facts == _outcome(evaluator.facts, person), (tree, ref)
 
     try:
         check()

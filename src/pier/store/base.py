@@ -6,7 +6,7 @@ import os
 import random
 import socket
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import msgspec
 
@@ -32,9 +32,18 @@ def lease_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
-# a backfill's tallies for the lists' cache: by user id, (event wrapper, instant) as
-# Evaluator.hits gives them (Store.compute_tallies)
-Tallies = dict[int, list[tuple[int, int]]]
+class Start(NamedTuple):
+    """What a backfill's snapshot gives the lists' cache of a user (Store.compute_tallies):
+    the tally of its events as Evaluator.hits gives it (event wrapper, instant), and for a
+    rule that reads the user, what its document decides (Evaluator.known) and its facts
+    (Evaluator.facts), so that its first events need no read of the document either."""
+
+    hits: list[tuple[int, int]]
+    known: bool | None = None
+    facts: int | None = None
+
+
+Tallies = dict[int, Start]  # by user id
 
 
 class StoreUnavailable(Exception):
@@ -290,8 +299,9 @@ class Store(Protocol):
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
     ) -> Tallies | None:
         """For a backfill's chunk, when this store keeps the lists' cache (SQLite) and the
-        rule can be tallied: each user's tally as `Evaluator.hits` (wrapper, instant), by user
-        id, of the users with events it counts; else None."""
+        rule can be tallied: by user id, each user's Start (its tally as `Evaluator.hits`,
+        and when the rule reads the user what its document says), of the users with events
+        it counts, and of every user of the chunk when the rule reads the user; else None."""
 
     async def warm_list(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
         """Start the lists' cache (SQLite) with a computed list's users' tallies, computed at

@@ -37,7 +37,7 @@ from ..domain.segments import (
     parse_rule,
     user_document,
 )
-from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Tallies
+from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Start, Tallies
 from .list_cache import Known, ListCache, Staged, Stamp, cacheable, unneeded
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
@@ -46,6 +46,7 @@ from .segments_sql import compile_members
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
 log = logging.getLogger("pier.lists")
+MAX_ID = 2**63 - 1  # above every row id (an open end of a range of ids)
 MAX_ATTEMPTS = 20  # of a backfill's last transaction, when it conflicts with batches (PostgreSQL)
 
 
@@ -305,13 +306,14 @@ class SqlTx(BatchQueries):
     ) -> None:
         """Stage the lists' cache's entries of a list whose row was just settled or read (a
         backfill's end, `lists.warm`): for every user of the project, its membership (in
-        `members`) and the tally of its counted events (`tallies`: Evaluator.hits by user;
-        none: an empty tally), with its due instant as stored (list_due: a backfill makes every
+        `members`), the tally of its counted events and what its document says (`tallies`:
+        a Start by user; none: an empty tally, and the document is read when needed), with its due instant as stored (list_due: a backfill makes every
         user of a rule moving with time due, or a fading rule's members, so that the first
         event evaluates them whole, as the sweeper will); but the users in `leave_out` (changed
         since the tallies' snapshots, or already known to the cache). Every user has one, so
-        that a user's first counted event is settled from memory, not by a read of its events:
-        the users with neither membership nor counted events share one entry."""
+        that a user's first counted event is settled from memory, not by a read of its events
+        (nor of its document); the users with neither membership nor counted events share an
+        entry per answer of their documents."""
         if self.lists is None or not cacheable(deps):
             return
         rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
@@ -320,18 +322,18 @@ class SqlTx(BatchQueries):
         due = {u: at for u, at in await self.run.all(self.q.list_due_of, list_id)}
         evaluator = self.evaluator(rule, now)
         empty = evaluator.tally(())
-        nobody = Known(False, None, None, empty)
+        shared: dict[tuple[bool | None, int | None], Known] = {}  # (known, facts): entry
         entries = {}
         for (uid,) in await self.run.all(self.q.user_ids, rows[0][1]):
             if uid in leave_out:
                 continue
-            hits, at = tallies.get(uid), due.get(uid)
-            if hits is None and at is None and uid not in members:
-                entries[uid] = nobody
-                continue
-            entry = Known(uid in members, at, None, None)
-            if not unneeded(entry, deps):
-                entry = entry._replace(tally=evaluator.add(empty, hits or []))
+            hits, known, facts = tallies.get(uid) or Start([])
+            at, member = due.get(uid), uid in members
+            entry = Known(member, at, known, None, facts)
+            if not unneeded(entry, deps):  # no tally while no event can change it
+                entry = entry._replace(tally=evaluator.add(empty, hits))
+            if not (hits or member or at is not None):  # the same for many users: one object
+                entry = shared.setdefault((known, facts), entry)
             entries[uid] = entry
         self.staged[list_id] = (tuple(rows[0][3:]), entries)
 
@@ -734,6 +736,14 @@ def _facts(evaluator: Evaluator, deps: Dependencies, user: dict[str, Any]) -> in
         return evaluator.facts(user)
     except RuleError:
         return None
+
+
+def user_start(
+    evaluator: Evaluator, deps: Dependencies, user: User, hits: list[tuple[int, int]]
+) -> Start:
+    """A backfill's Start of a user of a rule that reads the user (compute_tallies)."""
+    doc = _user_doc(user)
+    return Start(hits, _known(evaluator, doc), _facts(evaluator, deps, doc))
 
 
 def _user_doc(u: User) -> dict[str, Any]:

@@ -442,6 +442,9 @@ class Queries:
         "SELECT id, project_id, name, rule, version, state, created_at FROM lists WHERE id {any[1]}"
     )
     # the documents of a few users, for evaluating rules in memory (SqlTx.evaluate)
+    users_in_range = (  # a backfill's chunk of users (ids after $2, up to $3), as documents
+        f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id > $2 AND u.id <= $3"
+    )
     list_users_by_id = (
         f"SELECT {USER_COLUMNS} FROM users u WHERE u.project_id = $1 AND u.id {{any[2]}}"
     )

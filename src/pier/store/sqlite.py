@@ -15,17 +15,18 @@ from typing import Any
 
 from ..domain.batch import ChangeSet
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
-from ..domain.segments import Rule, dependencies
+from ..domain.segments import Evaluator, Rule, dependencies
 from .base import (
     PRUNE_EVERY,
     EventRow,
+    Start,
     StoreUnavailable,
     Tallies,
     request_keys_cutoff,
 )
-from .common import SqlStore, SqlTx, event_row
+from .common import MAX_ID, SqlStore, SqlTx, event_row, user_start
 from .list_cache import ListCache, cacheable
-from .loading import IdentityCache
+from .loading import IdentityCache, user_from_row
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
 from .segments_sql import compile_members, compile_tallies, register_sqlite_functions
@@ -341,13 +342,24 @@ class SqliteStore(SqlStore):
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
     ) -> Tallies | None:
         """As compute_members (_apart): the lists' cache is this store's."""
-        if not cacheable(dependencies(rule)):
+        deps = dependencies(rule)
+        if not cacheable(deps):
             return None
-        hits: Tallies = {}
+        hits: dict[int, list[tuple[int, int]]] = {}
         sql, params = compile_tallies(rule, SQLITE, project_id, now, ids)
         for uid, index, at in await self._apart(sql, params):
             hits.setdefault(uid, []).append((index, at))
-        return hits
+        if deps.profile_keys == frozenset():
+            return {uid: Start(h) for uid, h in hits.items()}
+        after, upto = ids
+        users = await self._apart(
+            self.q.users_in_range, [project_id, after, MAX_ID if upto is None else upto]
+        )
+        evaluator = Evaluator(rule, now)
+        return {
+            u.id: user_start(evaluator, deps, u, hits.get(u.id, []))
+            for u in map(user_from_row, users)
+        }
 
     async def _apart(self, sql: str, params: list[Any]) -> list[Any]:
         """The rows of a query that may take seconds over a large project, read on a
