@@ -16,7 +16,7 @@ from pier.clock import now_ms
 from pier.domain.commands import EventIn, TrackEvents
 from pier.domain.segments import Evaluator
 from pier.store.common import SqlTx
-from pier.store.list_cache import ListCache
+from pier.store.list_cache import Known, ListCache
 from pier.store.sqlite import SqliteStore
 from pier.writer import Writer
 
@@ -357,3 +357,26 @@ def test_a_users_document_is_not_read_for_its_counted_events(
         await store.close()
 
     asyncio.run(main())
+
+
+def test_the_steady_users_follow_the_entries() -> None:
+    """ListCache.steady: the users whom events that can only add members leave as they are
+    until its horizon (members, users their document decides, not due before it), kept up as
+    entries are taken in, forgotten or dropped with their list's rule, made again past it."""
+    cache, stamp, hour = ListCache(), ("rule", 1), ListCache.HORIZON_MS
+    now = 1_000_000_000
+    entries = {
+        1: Known(True, None, None, None),  # a member
+        2: Known(False, None, None, ()),  # no member, its events count
+        3: Known(False, None, False, None),  # its document decides
+        4: Known(True, now + hour // 2, None, None),  # a member due before the horizon
+        5: Known(True, now + 2 * hour, None, None),  # ... and after it
+    }
+    cache.committed({7: (stamp, entries)}, set())
+    assert cache.steady(7, stamp, now) == {1, 3, 5}
+    cache.committed({7: (stamp, {1: Known(False, None, None, ()), 2: entries[1]})}, {3})
+    assert cache.steady(7, stamp, now) == {2, 5}
+    assert cache.steady(7, stamp, now + hour + 1) == {2}  # past the horizon: 5 is due then
+    assert cache.steady(7, ("rule", 2), now) == set()  # a new rule: nothing holds
+    cache.committed({7: (("rule", 2), {9: entries[1]})}, set())
+    assert cache.steady(7, ("rule", 2), now) == {9}

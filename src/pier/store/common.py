@@ -398,8 +398,11 @@ class SqlTx(BatchQueries):
             evaluator = self.evaluator(w.rule, now)
             check: list[tuple[int, Tally, Known]] = []
             other = [u for u in w.users if u not in w.quiet]
+            steady = self.lists.steady(w.list_id, w.stamp, now)
             try:
                 for u, rising in w.quiet.items():
+                    if rising and u in steady:  # stays what it was (list_cache.stays)
+                        continue
                     k = entries.get(u)
                     if k is None or (k.due is not None and k.due <= now):
                         other.append(u)

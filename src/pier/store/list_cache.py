@@ -52,14 +52,37 @@ Stamp = tuple[Any, ...]
 Staged = dict[int, tuple[Stamp, dict[int, Known]]]  # by list: its stamp, entries by user
 
 
+def stays(entry: Known, horizon: int) -> bool:
+    """Whether rising events (ListCache.steady) leave the entry as it is until `horizon`: a
+    member, or a user whose document decides, not due before it."""
+    return (entry.member or entry.known is not None) and (entry.due is None or entry.due > horizon)
+
+
 class ListCache:
     MAX_ENTRIES = 1_000_000  # (list, user) pairs; beyond, it starts again empty
+    HORIZON_MS = 3_600_000  # how far ahead a steady set holds (steady)
 
     def __init__(self) -> None:
         self.lists: dict[int, tuple[Stamp, dict[int, Known]]] = {}
+        self._steady: dict[int, tuple[int, set[int]]] = {}  # by list: (horizon, users)
 
     def clear(self) -> None:
         self.lists.clear()
+        self._steady.clear()
+
+    def steady(self, list_id: int, stamp: Stamp, now: int) -> set[int]:
+        """The users of a list (as its row is now) that events which can only add members
+        leave as they are, whatever they are, until a horizon after `now` (`stays`): one set
+        lookup per (list, user) settles most pairs of a batch, instead of reading the entry
+        (a dictionary slot, the entry and its due instant, mostly cache misses). Made again
+        from the entries when `now` passes its horizon; kept up as entries are taken in."""
+        held = self._steady.get(list_id)
+        if held is None or held[0] <= now:
+            horizon = now + self.HORIZON_MS
+            entries = self.of(list_id, stamp)
+            held = self._steady[list_id] = (horizon, {u for u, k in entries.items()
+                                                      if stays(k, horizon)})  # fmt: skip
+        return held[1] if self.of(list_id, stamp) else set()
 
     def of(self, list_id: int, stamp: Stamp) -> dict[int, Known]:
         """The entries of a list as its row is now (none when the row changed since)."""
@@ -75,10 +98,21 @@ class ListCache:
             for _, entries in self.lists.values():
                 for uid in forget:
                     entries.pop(uid, None)
+            for _, users in self._steady.values():
+                users -= forget
         for list_id, (stamp, new) in staged.items():
             held = self.lists.get(list_id)
             if held is None or held[0] != stamp:
                 held = self.lists[list_id] = (stamp, {})
+                self._steady.pop(list_id, None)
             held[1].update(new)
+            steady = self._steady.get(list_id)
+            if steady is not None:
+                horizon, users = steady
+                for uid, entry in new.items():
+                    if stays(entry, horizon):
+                        users.add(uid)
+                    else:
+                        users.discard(uid)
         if sum(len(entries) for _, entries in self.lists.values()) > self.MAX_ENTRIES:
             self.clear()
