@@ -28,6 +28,13 @@ from pier.domain.segments.values import js_number_text, parse_date, parse_number
 from support.segment_trees import NOW, TREES, USERS
 
 DAY = 86_400_000
+# the random-tree properties' settings
+EXAMPLES = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 OFFSET = st.integers(0, 800 * DAY)
 
 
@@ -427,6 +434,13 @@ def user(data: dict[str, Any], **columns: Any) -> dict[str, Any]:
     return user_document(data, **profile)
 
 
+def documents(u: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A generated user's document and its events' (support.segment_trees.USERS)."""
+    person = user(u["data"], external_id=u["external_id"], email=u["email"],
+                  locale=u["locale"], created_at=u["created_at"])  # fmt: skip
+    return person, [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+
+
 def test_fixed_period_bounds_are_inclusive_and_counts_are_exact() -> None:
     period = {"type": "fixed", "start_date": "2024-05-01T00:00:00Z", "end_date": "2024-05-31"}
     tree = root(event(frequency={"period": period, "operator": "=", "count": 2}))
@@ -534,12 +548,7 @@ def test_a_rule_without_time_never_changes_by_itself() -> None:
     assert next_change(rule, user({"plan": "pro"}), [], AT) is None
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@EXAMPLES
 @given(tree=TREES, users=USERS, offsets=st.lists(st.floats(0, 1, exclude_max=True), max_size=4))
 def test_membership_holds_until_next_change(
     tree: dict[str, Any], users: list[dict[str, Any]], offsets: list[float]
@@ -547,14 +556,7 @@ def test_membership_holds_until_next_change(
     """At every instant in [now, next_change) membership is what it is at now."""
     rule = parse_rule(tree, NOW)
     for u in users:
-        person = user(
-            u["data"],
-            external_id=u["external_id"],
-            email=u["email"],
-            locale=u["locale"],
-            created_at=u["created_at"],
-        )
-        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        person, events = documents(u)
         now_member = member(rule, person, events, NOW)
         at = next_change(rule, person, events, NOW)
         end = at if at is not None else NOW + 3 * 365 * DAY
@@ -570,12 +572,7 @@ def test_membership_holds_until_next_change(
             assert look is not None and NOW < look <= at
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@EXAMPLES
 @given(tree=TREES, users=USERS, split=st.integers(0, 4))
 def test_what_lets_the_incremental_path_skip_a_user(
     tree: dict[str, Any], users: list[dict[str, Any]], split: int
@@ -588,9 +585,7 @@ def test_what_lets_the_incremental_path_skip_a_user(
     deps = dependencies(rule)
     evaluator = Evaluator(rule, NOW)
     for u in users:
-        person = user(u["data"], external_id=u["external_id"], email=u["email"],
-                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
-        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        person, events = documents(u)
         now_member = evaluator.member(person, events)
         known = evaluator.known(person)
         assert known is None or known == now_member == evaluator.member(person, [])
@@ -608,12 +603,7 @@ def test_what_lets_the_incremental_path_skip_a_user(
             assert later.member(person, kept) == later.member(person, events), t
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@EXAMPLES
 @given(tree=TREES, users=USERS, split=st.integers(0, 4), offsets=st.lists(OFFSET, max_size=3))
 def test_a_tally_stands_for_the_events(
     tree: dict[str, Any], users: list[dict[str, Any]], split: int, offsets: list[int]
@@ -627,9 +617,7 @@ def test_a_tally_stands_for_the_events(
         return
     evaluator = Evaluator(rule, NOW)
     for u in users:
-        person = user(u["data"], external_id=u["external_id"], email=u["email"],
-                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
-        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        person, events = documents(u)
         tally = evaluator.add(evaluator.tally(events[:split]), evaluator.hits(events[split:]))
         assert tally == evaluator.tally(events)
         for t in {NOW, NOW + 1, *(NOW + abs(o) for o in offsets)}:
@@ -731,12 +719,7 @@ def _answers(evaluator: Evaluator, person: dict[str, Any], events: list[dict[str
         return str(exc)
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@EXAMPLES
 @given(
     tree=TREES | WINDOWED,
     users=USERS,
@@ -750,14 +733,7 @@ def test_an_evaluator_moved_in_time_answers_as_a_new_one(
     as an evaluator made there. WINDOWED: rolling windows, which the random trees seldom
     have, and are what moves."""
     rule = parse_rule(tree, NOW)
-    people = [
-        (
-            user(u["data"], external_id=u["external_id"], email=u["email"], locale=u["locale"],
-                 created_at=u["created_at"]),
-            [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]],
-        )
-        for u in users
-    ]  # fmt: skip
+    people = [documents(u) for u in users]
     moved = Evaluator(rule, NOW)
     for t in [NOW, *(NOW + o for o in offsets)]:
         moved = moved.at(t)
@@ -773,12 +749,7 @@ def _outcome(decide: Any, *args: Any) -> Any:
         return str(exc)
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@EXAMPLES
 @given(tree=TREES | WINDOWED, users=USERS)
 def test_the_facts_of_a_user_stand_for_its_document(
     tree: dict[str, Any], users: list[dict[str, Any]]
@@ -791,9 +762,7 @@ def test_the_facts_of_a_user_stand_for_its_document(
     evaluator = Evaluator(rule, NOW)
     tallied = dependencies(rule).tallied
     for u in users:
-        person = user(u["data"], external_id=u["external_id"], email=u["email"],
-                      locale=u["locale"], created_at=u["created_at"])  # fmt: skip
-        events = [event_document(e["name"], e["created_at"], e["data"]) for e in u["events"]]
+        person, events = documents(u)
         try:
             facts = evaluator.facts(person)
         except RuleError:
