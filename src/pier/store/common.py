@@ -307,13 +307,14 @@ class SqlTx(BatchQueries):
         """Stage the lists' cache's entries of a list whose row was just settled or read (a
         backfill's end, `lists.warm`): for every user of the project, its membership (in
         `members`), the tally of its counted events and what its document says (`tallies`:
-        a Start by user; none: an empty tally, and the document is read when needed), with its due instant as stored (list_due: a backfill makes every
-        user of a rule moving with time due, or a fading rule's members, so that the first
-        event evaluates them whole, as the sweeper will); but the users in `leave_out` (changed
-        since the tallies' snapshots, or already known to the cache). Every user has one, so
-        that a user's first counted event is settled from memory, not by a read of its events
-        (nor of its document); the users with neither membership nor counted events share an
-        entry per answer of their documents."""
+        a Start by user; none: an empty tally, and the document is read when needed), with
+        its due instant as stored (list_due: a backfill makes every user of a rule moving with
+        time due, or a fading rule's members, so that the first event evaluates them whole,
+        as the sweeper will); but the users in `leave_out` (changed since the tallies'
+        snapshots, or already known to the cache). Every user has one, so that a user's first
+        counted event is settled from memory, not by a read of its events (nor of its
+        document); the users with neither membership nor counted events share an entry per
+        answer of their documents."""
         if self.lists is None or not cacheable(deps):
             return
         rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
