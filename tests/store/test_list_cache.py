@@ -371,3 +371,22 @@ def test_the_steady_users_follow_the_entries() -> None:
     assert cache.steady(7, ("rule", 2), now) == set()  # a new rule: nothing holds
     cache.committed({7: (("rule", 2), {9: entries[1]})}, set())
     assert cache.steady(7, ("rule", 2), now) == {9}
+
+
+def test_a_list_made_by_another_process_is_kept_current_at_once(tmp_path: Path) -> None:
+    """The serving process keeps the dynamic lists' rows between batches (ListCache.rows); a
+    list made by `pier lists create` (another connection, a write outside the batch path) is
+    seen by its next batch all the same: ann's purchase puts her in it."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await buy(store, pid, "bob")  # a batch: the project's lists (none) are kept
+        cli = await opened(tmp_path / "pier.db")
+        row = await lists.create(cli, pid, "l", "dynamic", bought(1), "cli", now_ms())
+        await cli.close()
+        await buy(store, pid, "ann")
+        assert len(await members(store, row.id)) == 1
+        await store.close()
+
+    asyncio.run(main())

@@ -154,7 +154,7 @@ class SqlTx(BatchQueries):
         gone = {u.id for u in c.deleted_users}
         self.forget |= gone | {u for move in c.event_moves for u in move}
         work, every = [], []
-        for row in await self.run.all(self.q.dynamic_lists, self.array(sorted(projects))):
+        for row in await self.dynamic_lists(projects):
             list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, c.now)
             if parsed is None:
@@ -178,6 +178,19 @@ class SqlTx(BatchQueries):
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
         await self.settle_many(work, c.now, fresh, added, every)
+
+    async def dynamic_lists(self, projects: set[int]) -> list[Row]:
+        """The rows of q.dynamic_lists of these projects: on SQLite from the lists' cache,
+        read again only after a list may have changed (ListCache.rows)."""
+        key = tuple(sorted(projects))
+        if self.lists is not None and key in self.lists.rows:
+            return self.lists.rows[key]
+        rows = await self.run.all(self.q.dynamic_lists, self.array(list(key)))
+        if self.lists is not None:
+            if len(self.lists.rows) >= 1_000:
+                self.lists.rows.clear()
+            self.lists.rows[key] = rows
+        return rows
 
     async def settle_many(
         self,

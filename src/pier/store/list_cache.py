@@ -65,10 +65,15 @@ class ListCache:
     def __init__(self) -> None:
         self.lists: dict[int, tuple[Stamp, dict[int, Known]]] = {}
         self._steady: dict[int, tuple[int, set[int]]] = {}  # by list: (horizon, users)
+        # the dynamic lists' rows of a batch's projects (SqlTx.dynamic_lists), until a list
+        # may have changed: the store forgets them at every write outside the batch path and
+        # whenever another process has committed anything
+        self.rows: dict[tuple[int, ...], list[Any]] = {}
 
     def clear(self) -> None:
         self.lists.clear()
         self._steady.clear()
+        self.rows.clear()
 
     def steady(self, list_id: int, stamp: Stamp, now: int) -> set[int]:
         """The users of a list (as its row is now) that events which can only add members

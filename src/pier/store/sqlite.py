@@ -211,6 +211,7 @@ class SqliteStore(SqlStore):
                 raise
             finally:
                 self._synced(durable)
+                self._lists.rows.clear()  # a list may have changed (ListCache.rows)
 
     def _synced(self, durable: bool) -> None:
         if not durable:
@@ -277,6 +278,7 @@ class SqliteStore(SqlStore):
         self._known_epoch = epoch
         if tx.written is None:
             self._identity.clear()  # written outside the batch path: the cache can't follow
+            self._lists.rows.clear()  # (a list may have changed)
         else:
             self._identity.committed(tx.written)
         self._lists.committed(tx.staged, tx.forget)
@@ -291,6 +293,7 @@ class SqliteStore(SqlStore):
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._data_version = version
+            self._lists.rows.clear()  # any commit may have made or changed a list (a CLI's)
             epoch = self._epoch()
             if epoch is None or epoch != self._known_epoch:
                 self._known_epoch = epoch
