@@ -23,7 +23,6 @@ import gc
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +32,10 @@ import pier
 from pier import lists
 from pier.clock import now_ms
 from pier.domain.commands import Command, EventIn, TrackEvents
-from pier.store.sqlite import SqliteStore
-from pier.writer import Writer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lists_a import rules  # noqa: E402
+from write_path import bench_writer  # noqa: E402
 
 USERS = 10_000
 PRE_EVENTS = 450_000  # about what (a) stores before (l) starts
@@ -77,12 +75,7 @@ def requests(pid: int, n: int, rng: random.Random) -> list[Command]:
 
 async def main(n_lists: int, batches: int, per_batch: int) -> None:
     rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as folder:
-        store = SqliteStore("sqlite://", str(Path(folder) / "pier.db"))
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("bench", now_ms())).id
-        writer = Writer(store)
+    async with bench_writer() as (store, pid, writer):
         for _ in range(PRE_EVENTS // (10 * per_batch)):
             await writer.run_batch(requests(pid, per_batch, rng))
             await store.maintain()
@@ -108,7 +101,6 @@ async def main(n_lists: int, batches: int, per_batch: int) -> None:
             cpu.append((time.process_time() - t0) / per_batch * 1e6)
         gc.enable()
         gc.unfreeze()
-        await store.close()
     last = cpu[-(len(cpu) // 4) :]
     print(
         f"{pier.__file__}: {n_lists} lists, {batches} batches of {per_batch} requests x 10"

@@ -19,6 +19,8 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pier
@@ -43,14 +45,23 @@ def requests(pid: int, n: int, rng: random.Random) -> list[Command]:
     ]
 
 
-async def main(batches: int, per_batch: int) -> None:
-    rng = random.Random(1)
+@asynccontextmanager
+async def bench_writer() -> AsyncIterator[tuple[SqliteStore, int, Writer]]:
+    """A fresh SQLite file in a folder of its own, with the bench project: the store, the
+    project's id and a Writer on it (closed, and the folder removed, after)."""
     with tempfile.TemporaryDirectory() as folder:
         store = SqliteStore("sqlite://", str(Path(folder) / "pier.db"))
         await store.open()
         await store.migrate()
-        pid = (await store.create_project("bench", now_ms())).id
-        writer = Writer(store)
+        try:
+            yield store, (await store.create_project("bench", now_ms())).id, Writer(store)
+        finally:
+            await store.close()
+
+
+async def main(batches: int, per_batch: int) -> None:
+    rng = random.Random(1)
+    async with bench_writer() as (store, pid, writer):
         for start in range(0, USERS, 1000):  # every user exists, as in (a) after its warm-up
             events = [EventIn(None, f"u{i}", "seen", {}) for i in range(start, start + 1000)]
             await writer.run_batch([TrackEvents(project_id=pid, events=events)])
@@ -65,7 +76,6 @@ async def main(batches: int, per_batch: int) -> None:
             t2 = time.process_time()
             write.append((t1 - t0) / per_batch * 1e6)
             upkeep.append((t2 - t1) / per_batch * 1e6)
-        await store.close()
     print(
         f"{pier.__file__}: {batches} batches of {per_batch} requests x 10 events;"
         f" CPU us per request: batch {statistics.mean(write):.1f}"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -46,6 +46,7 @@ from .segments_sql import compile_members
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
 log = logging.getLogger("pier.lists")
+T = TypeVar("T")
 MAX_ID = 2**63 - 1  # above every row id (an open end of a range of ids)
 MAX_ATTEMPTS = 20  # of a backfill's last transaction, when it conflicts with batches (PostgreSQL)
 
@@ -1178,13 +1179,22 @@ class SqlStore:
     async def sweep_lists(self, now: int, limit: int) -> int:
         if not await self.reader.one(self.q.any_due, now):  # the usual case: no write lock
             return 0
-        for attempt in range(MAX_ATTEMPTS):
+        return await self._retried(lambda: self._sweep_lists(now, limit))
+
+    async def _sweep_lists(self, now: int, limit: int) -> int:
+        async with self.transaction() as tx:  # type: ignore[attr-defined]
+            done: int = await tx.sweep(now, limit)
+            return done
+
+    async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()`, made again while it fails with what the backend says a new try
+        resolves (`is_retryable`: PostgreSQL's conflicts with concurrent batches), up to
+        MAX_ATTEMPTS times."""
+        for n in range(MAX_ATTEMPTS):
             try:
-                async with self.transaction() as tx:  # type: ignore[attr-defined]
-                    done: int = await tx.sweep(now, limit)
-                    return done
+                return await attempt()
             except Exception as exc:
-                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
+                if n + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
                     raise
         raise AssertionError("unreachable")
 
@@ -1211,13 +1221,9 @@ class SqlStore:
         holder: str,
         tallies: Tallies | None = None,
     ) -> bool:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                return await self._finish_list(row, members, now, mark, rule, holder, tallies)
-            except Exception as exc:
-                if attempt + 1 == MAX_ATTEMPTS or not self.is_retryable(exc):  # type: ignore[attr-defined]
-                    raise
-        raise AssertionError("unreachable")
+        return await self._retried(
+            lambda: self._finish_list(row, members, now, mark, rule, holder, tallies)
+        )
 
     async def _finish_list(
         self,

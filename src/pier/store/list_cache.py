@@ -81,13 +81,13 @@ class ListCache:
         lookup per (list, user) settles most pairs of a batch, instead of reading the entry
         (a dictionary slot, the entry and its due instant, mostly cache misses). Made again
         from the entries when `now` passes its horizon; kept up as entries are taken in."""
+        entries = self.of(list_id, stamp)
         held = self._steady.get(list_id)
         if held is None or held[0] <= now:
             horizon = now + self.HORIZON_MS
-            entries = self.of(list_id, stamp)
             held = self._steady[list_id] = (horizon, {u for u, k in entries.items()
                                                       if stays(k, horizon)})  # fmt: skip
-        return held[1] if self.of(list_id, stamp) else set()
+        return held[1] if entries else set()
 
     def of(self, list_id: int, stamp: Stamp) -> dict[int, Known]:
         """The entries of a list as its row is now (none when the row changed since)."""
