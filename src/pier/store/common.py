@@ -1179,12 +1179,13 @@ class SqlStore:
     async def sweep_lists(self, now: int, limit: int) -> int:
         if not await self.reader.one(self.q.any_due, now):  # the usual case: no write lock
             return 0
-        return await self._retried(lambda: self._sweep_lists(now, limit))
 
-    async def _sweep_lists(self, now: int, limit: int) -> int:
-        async with self.transaction() as tx:  # type: ignore[attr-defined]
-            done: int = await tx.sweep(now, limit)
-            return done
+        async def attempt() -> int:
+            async with self.transaction() as tx:  # type: ignore[attr-defined]
+                done: int = await tx.sweep(now, limit)
+                return done
+
+        return await self._retried(attempt)
 
     async def _retried(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """`attempt()`, made again while it fails with what the backend says a new try
@@ -1221,52 +1222,42 @@ class SqlStore:
         holder: str,
         tallies: Tallies | None = None,
     ) -> bool:
-        return await self._retried(
-            lambda: self._finish_list(row, members, now, mark, rule, holder, tallies)
-        )
-
-    async def _finish_list(
-        self,
-        row: ListRow,
-        members: list[int],
-        now: int,
-        mark: int,
-        rule: Rule,
-        holder: str,
-        tallies: Tallies | None = None,
-    ) -> bool:
         q = self.q
-        async with self.transaction() as tx:  # type: ignore[attr-defined]
-            run = tx.run
-            if not await run.one(q.finish_list, row.id, row.version, holder):
-                return False
-            # users whose data changed since the backfill's snapshot: evaluated now instead
-            changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
-            had = {r[0] for r in await run.all(q.list_member_ids, row.id)}
-            wanted = set(members)
-            await self._change_members(
-                run,
-                row.project_id,
-                row.id,
-                sorted(wanted - had - changed),
-                sorted(had - wanted - changed),
-                now,
-            )
-            await run.execute(q.prune_gone_members, row.id, row.project_id)
-            deps = dependencies(rule)
-            if deps.time:  # every user is looked at once by the sweeper, which notes when next;
-                # with a fading rule only the members: a non-member is never due (evaluate)
-                due = q.due_members if deps.fading else q.due_all
-                await run.execute(due, row.id, row.project_id, now)
-            if changed:
-                users = sorted(changed)
-                docs = await tx.documents(row.project_id, users, set(deps.events))
-                await tx.settle(
-                    row.id, row.project_id, row.name, rule, deps, now_ms(), users, docs, False
+
+        async def attempt() -> bool:
+            async with self.transaction() as tx:  # type: ignore[attr-defined]
+                run = tx.run
+                if not await run.one(q.finish_list, row.id, row.version, holder):
+                    return False
+                # users whose data changed since the backfill's snapshot: evaluated now instead
+                changed = {r[0] for r in await run.all(q.changed_since, row.project_id, mark, now)}
+                had = {r[0] for r in await run.all(q.list_member_ids, row.id)}
+                wanted = set(members)
+                await self._change_members(
+                    run,
+                    row.project_id,
+                    row.id,
+                    sorted(wanted - had - changed),
+                    sorted(had - wanted - changed),
+                    now,
                 )
-            if tallies is not None:
-                await tx.start_entries(row.id, rule, deps, now, wanted, tallies, changed)
-        return True
+                await run.execute(q.prune_gone_members, row.id, row.project_id)
+                deps = dependencies(rule)
+                if deps.time:  # every user is looked at once by the sweeper, which notes when next;
+                    # with a fading rule only the members: a non-member is never due (evaluate)
+                    due = q.due_members if deps.fading else q.due_all
+                    await run.execute(due, row.id, row.project_id, now)
+                if changed:
+                    users = sorted(changed)
+                    docs = await tx.documents(row.project_id, users, set(deps.events))
+                    await tx.settle(
+                        row.id, row.project_id, row.name, rule, deps, now_ms(), users, docs, False
+                    )
+                if tallies is not None:
+                    await tx.start_entries(row.id, rule, deps, now, wanted, tallies, changed)
+            return True
+
+        return await self._retried(attempt)
 
     # -- the feed ------------------------------------------------------------------------
     async def event_feed(self, project_id: int, after: int | None, limit: int) -> list[FeedEvent]:
