@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import AbstractAsyncContextManager
 from itertools import chain
 from typing import Any, NamedTuple, TypeVar
@@ -48,6 +49,7 @@ _decode = msgspec.json.decode
 log = logging.getLogger("pier.lists")
 T = TypeVar("T")
 MAX_ID = 2**63 - 1  # above every row id (an open end of a range of ids)
+_NONE: frozenset[int] = frozenset()
 MAX_ATTEMPTS = 20  # of a backfill's last transaction, when it conflicts with batches (PostgreSQL)
 
 
@@ -141,17 +143,23 @@ class SqlTx(BatchQueries):
         transaction, evaluating only the lists each change can affect (docs/lists.md)."""
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
-        named: dict[int, set[str]] = defaultdict(set)
         by_name: dict[str, set[int]] = defaultdict(set)  # the users with new events of a name
         added: dict[int, list[Event]] = defaultdict(list)
         projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
-            named[e.user.id].add(e.name)
-            by_name[e.name].add(e.user.id)
-            added[e.user.id].append(e)
-            projects.add(e.user.project_id)
-        if not (everything or profile or named):
+            user = e.user
+            by_name[e.name].add(user.id)
+            added[user.id].append(e)
+            projects.add(user.project_id)
+        if not (everything or profile or added):
             return
+        named: dict[int, set[str]] = {}  # the names of a user's new events, when asked
+
+        def names_of(u: int) -> set[str]:
+            if u not in named:
+                named[u] = {e.name for e in added[u]}
+            return named[u]
+
         gone = {u.id for u in c.deleted_users}
         self.forget |= gone | {u for move in c.event_moves for u in move}
         work, every = [], []
@@ -166,12 +174,16 @@ class SqlTx(BatchQueries):
             if deps.profile_keys is None or deps.profile_keys:
                 users |= {u for u, pid in profile.items() if pid == project_id}
             # users whose only change for this list is new events: {user: whether they are all
-            # of names that can only add members (deps.rising)}
+            # of names that can only add members (deps.rising)}; but those that such events
+            # leave as they are (ListCache.steady): nothing to do for them
             counted = set().union(*(by_name.get(n, ()) for n in deps.events)) - users - gone
+            steady = self.steady(every[-1], c.now)
             if deps.events <= deps.rising:  # (the usual rule: every count "at least n")
-                quiet = dict.fromkeys(counted, True)
+                quiet = dict.fromkeys(counted - steady, True)
             else:
-                quiet = {u: named[u] & deps.events <= deps.rising for u in counted}
+                quiet = {u: rising for u in counted
+                         if not ((rising := names_of(u) & deps.events <= deps.rising)
+                                 and u in steady)}  # fmt: skip
             users = (users | quiet.keys()) - gone
             if users:
                 work.append(every[-1]._replace(users=sorted(users), quiet=quiet))
@@ -179,6 +191,13 @@ class SqlTx(BatchQueries):
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
         await self.settle_many(work, c.now, fresh, added, every)
+
+    def steady(self, w: Work, now: int) -> AbstractSet[int]:
+        """The users of a list that rising events leave as they are (ListCache.steady): none
+        without the lists' cache, or for a list it does not keep."""
+        if self.lists is None or not w.cached:
+            return _NONE
+        return self.lists.steady(w.list_id, w.stamp, now)
 
     async def dynamic_lists(self, projects: set[int]) -> list[Row]:
         """The rows of q.dynamic_lists of these projects: on SQLite from the lists' cache,
@@ -413,11 +432,8 @@ class SqlTx(BatchQueries):
             evaluator = self.evaluator(w.rule, now)
             check: list[tuple[int, Tally, Known]] = []
             other = [u for u in w.users if u not in w.quiet]
-            steady = self.lists.steady(w.list_id, w.stamp, now)
             try:
-                for u, rising in w.quiet.items():
-                    if rising and u in steady:  # stays what it was (list_cache.stays)
-                        continue
+                for u, rising in w.quiet.items():  # (the steady ones are left out: update_lists)
                     k = entries.get(u)
                     if k is None or (k.due is not None and k.due <= now):
                         other.append(u)
