@@ -132,10 +132,13 @@ class SqlTx(BatchQueries):
         if c.list_joins:
             await run.many(q.join_static_list, [(*j, c.now) for j in c.list_joins])
         if c.deleted_users:
-            gone = self.array([u.id for u in c.deleted_users])
-            for sql in q.delete_members_of:
-                await run.execute(sql, gone)
-            await run.execute(q.delete_users, gone)
+            by_project: dict[int, list[int]] = defaultdict(list)
+            for u in c.deleted_users:
+                by_project[u.project_id].append(u.id)
+            for project_id, ids in by_project.items():
+                for sql in q.delete_members_of:
+                    await run.execute(sql, project_id, self.array(ids))
+            await run.execute(q.delete_users, self.array([u.id for u in c.deleted_users]))
         await self.update_lists(c)
 
     async def update_lists(self, c: ChangeSet) -> None:
@@ -244,7 +247,6 @@ class SqlTx(BatchQueries):
         for w in work:
             by_project[w.project_id].update(w.users)
         docs: Docs = {}
-        lists = {w.list_id for w in work}
         had: set[tuple[int, int]] = set()  # (list, user): the members among them now
         due: dict[tuple[int, int], int] = {}  # (list, user): the instant it is due (list_due)
         for project_id, ids in by_project.items():
@@ -256,13 +258,14 @@ class SqlTx(BatchQueries):
                         docs[uid][1][e.name].append(_event_doc(e))
             ordered = sorted(ids - fresh.keys())  # fresh users are in no list yet
             docs.update(await self.user_documents(project_id, ordered))
+            if not ordered:
+                continue
+            pair = self.array(sorted(w.list_id for w in work if w.project_id == project_id))
             stored = self.array(ordered)
-            for list_id, user_id in await self.run.all(self.q.members_of_users, project_id, stored):
-                if list_id in lists:
-                    had.add((list_id, user_id))
-            for list_id, user_id, at in await self.run.all(self.q.due_of_users, project_id, stored):
-                if list_id in lists:
-                    due[list_id, user_id] = at
+            for list_id, user_id in await self.run.all(self.q.members_of_users, pair, stored):
+                had.add((list_id, user_id))
+            for list_id, user_id, at in await self.run.all(self.q.due_of_users, pair, stored):
+                due[list_id, user_id] = at
 
         todo = []
         # by project, by user: the names of the events its lists to evaluate count, so that a

@@ -164,6 +164,11 @@ LIST_COLUMNS = (
     " l.failures, l.error, l.failed_at"
 )
 LISTS = f"SELECT {LIST_COLUMNS} FROM lists l"
+# The tables of a (list, user), keyed by (list_id, user_id) and nothing else: a user's rows are
+# found by a probe of that key for each list of its project (PROJECT_LISTS; no index by user,
+# which each row entering a list would write to a page of its own: docs/performance.md).
+LIST_USER_TABLES = ("list_members", "list_due")
+PROJECT_LISTS = "SELECT id FROM lists WHERE project_id = $1"
 
 
 def _list_users(q: bool, before: bool) -> str:
@@ -314,9 +319,11 @@ class Queries:
     insert_events = insert_event_rows[1]
     delete_users = "DELETE FROM users WHERE id {any[1]}"
     delete_user_rows = tuple(  # a deleted user's rows, its events apart (sqlite_index.py)
-        f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
-        for table in ("devices", "user_anonymous_ids", "list_members", "list_due")
-    )
+        [f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
+         for table in ("devices", "user_anonymous_ids")]
+        + [f"DELETE FROM {table} WHERE list_id IN ({PROJECT_LISTS}) AND user_id = $2"
+           for table in LIST_USER_TABLES]
+    )  # fmt: skip
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
     user_items_named = (  # PostgreSQL's (events_user index); SQLite reads user_events
@@ -337,9 +344,9 @@ class Queries:
         LISTS + " WHERE l.state = 'loading' AND (l.lease_holder IS NULL"
         " OR l.lease_expires_at < $1) ORDER BY l.id"
     )
-    lists_of_user = (
-        LISTS + " JOIN list_members j ON j.list_id = l.id WHERE j.project_id = $1"
-        " AND j.user_id = $2 ORDER BY l.id"
+    lists_of_user = (  # a probe of list_members' key for each list of the project
+        LISTS + " JOIN list_members j ON j.list_id = l.id AND j.user_id = $2"
+        " WHERE l.project_id = $1 ORDER BY l.id"
     )
     update_list = (  # a list being computed stays loading: its end settles the state
         "UPDATE lists SET name = $3, published = $4, updated_at = $5, state = CASE WHEN"
@@ -421,8 +428,9 @@ class Queries:
         " SELECT list_id, project_id, $1, joined_at FROM list_members WHERE user_id = $2"
         " AND list_id IN (SELECT id FROM lists WHERE type = 'static') ON CONFLICT DO NOTHING"
     )
-    delete_members_of = tuple(
-        f"DELETE FROM {table} WHERE user_id {{any[1]}}" for table in ("list_members", "list_due")
+    delete_members_of = tuple(  # of users of project $1
+        f"DELETE FROM {table} WHERE list_id IN ({PROJECT_LISTS}) AND user_id {{any[2]}}"
+        for table in LIST_USER_TABLES
     )
 
     # the lists a batch keeps current (SqlTx.update_lists), from the rule on what the lists'
@@ -432,11 +440,11 @@ class Queries:
         " WHERE type = 'dynamic' AND project_id {any[1]}"
     )
     members_among = "SELECT user_id FROM list_members WHERE list_id = $1 AND user_id {any[2]}"
-    members_of_users = (  # of every list, by the list_members_user index (SqlTx.settle_many)
-        "SELECT list_id, user_id FROM list_members WHERE project_id = $1 AND user_id {any[2]}"
+    members_of_users = (  # of the lists $1 (SqlTx.settle_many): a probe of the key a pair
+        "SELECT list_id, user_id FROM list_members WHERE list_id {any[1]} AND user_id {any[2]}"
     )
     due_of_users = (
-        "SELECT list_id, user_id, due_at FROM list_due WHERE project_id = $1 AND user_id {any[2]}"
+        "SELECT list_id, user_id, due_at FROM list_due WHERE list_id {any[1]} AND user_id {any[2]}"
     )
     lists_by_id = (
         "SELECT id, project_id, name, rule, version, state, created_at FROM lists WHERE id {any[1]}"
