@@ -146,16 +146,21 @@ class SqlTx(BatchQueries):
         transaction, evaluating only the lists each change can affect (docs/lists.md)."""
         everything: set[int] = {u.id for u in c.new_users} | {to for _, to in c.event_moves}
         profile = {u.id: u.project_id for u in c.updated_users}
+        projects = {u.project_id for u in c.new_users} | set(profile.values())
+        projects.update(e.user.project_id for e in c.events)
+        gone = {u.id for u in c.deleted_users}
+        self.forget |= gone | {u for move in c.event_moves for u in move}
+        if not (everything or profile or c.events):
+            return
+        lists = await self.dynamic_lists(projects)
+        if not lists:  # (the events are grouped only when some list may count them)
+            return
         by_name: dict[str, set[int]] = defaultdict(set)  # the users with new events of a name
         added: dict[int, list[Event]] = defaultdict(list)
-        projects = {u.project_id for u in c.new_users} | set(profile.values())
         for e in c.events:
-            user = e.user
-            by_name[e.name].add(user.id)
-            added[user.id].append(e)
-            projects.add(user.project_id)
-        if not (everything or profile or added):
-            return
+            uid = e.user.id
+            by_name[e.name].add(uid)
+            added[uid].append(e)
         named: dict[int, set[str]] = {}  # the names of a user's new events, when asked
 
         def names_of(u: int) -> set[str]:
@@ -163,10 +168,8 @@ class SqlTx(BatchQueries):
                 named[u] = {e.name for e in added[u]}
             return named[u]
 
-        gone = {u.id for u in c.deleted_users}
-        self.forget |= gone | {u for move in c.event_moves for u in move}
         work, every = [], []
-        for row in await self.dynamic_lists(projects):
+        for row in lists:
             list_id, project_id, name, text = row[:4]
             parsed = _parsed(list_id, text, c.now)
             if parsed is None:
