@@ -175,24 +175,33 @@ class SqlTx(BatchQueries):
             if parsed is None:
                 continue
             rule, deps = parsed
-            every.append(Work(list_id, project_id, name, rule, deps, [], {}, tuple(row[3:])))
+            base = Work(list_id, project_id, name, rule, deps, [], {}, tuple(row[3:]))
+            every.append(base)
             users = set(everything)
-            if deps.profile_keys is None or deps.profile_keys:
+            if profile and (deps.profile_keys is None or deps.profile_keys):
                 users |= {u for u, pid in profile.items() if pid == project_id}
             # users whose only change for this list is new events: {user: whether they are all
             # of names that can only add members (deps.rising)}; but those that such events
-            # leave as they are (ListCache.steady): nothing to do for them
-            counted = set().union(*(by_name.get(n, ()) for n in deps.events)) - users - gone
-            steady = self.steady(every[-1], c.now)
+            # leave as they are (ListCache.steady): nothing to do for them. (Set operations
+            # only: they are most of a batch's (list, user) pairs.)
+            counts = [by_name[n] for n in deps.events if n in by_name]
+            if not (counts or users):
+                continue
+            steady = self.steady(base, c.now)
             if deps.events <= deps.rising:  # (the usual rule: every count "at least n")
-                quiet = dict.fromkeys(counted - steady, True)
+                counted = (counts[0] if len(counts) == 1 else set().union(*counts)) - steady
             else:
-                quiet = {u: rising for u in counted
-                         if not ((rising := names_of(u) & deps.events <= deps.rising)
-                                 and u in steady)}  # fmt: skip
-            users = (users | quiet.keys()) - gone
+                counted = {u for u in set().union(*counts)
+                           if not (u in steady and names_of(u) & deps.events <= deps.rising)}  # fmt: skip
+            if users or gone:
+                counted -= users | gone
+            if deps.events <= deps.rising:
+                quiet = dict.fromkeys(counted, True)
+            else:
+                quiet = {u: names_of(u) & deps.events <= deps.rising for u in counted}
+            users = (users | counted) - gone if users else counted
             if users:
-                work.append(every[-1]._replace(users=sorted(users), quiet=quiet))
+                work.append(base._replace(users=sorted(users), quiet=quiet))
         # users this batch created (and merged none into): all their data is in the batch
         merged_into = {to for _, to in c.event_moves}
         fresh = {u.id: u for u in c.new_users if u.id not in merged_into}
