@@ -2,7 +2,8 @@
 its 20 dynamic lists (bench/lists_a.py's rules over bench/gen.lua's six events, 10 a request,
 users drawn from 10,000), as `Writer` runs them: first as much as (a) stores before (l) starts,
 then the lists are made and computed (with their sweep), then the measured batches. Prints
-the process CPU per request (all threads) over the measured batches and their last quarter.
+the process CPU per request (all threads) over the measured batches and their last quarter,
+and the bytes the process wrote a request (the database's pages, at each commit).
 
 What makes its figures follow the HTTP bench's (docs/performance.md, "(l) at the target's
 edge"): the cycle collector set as `pier serve` sets it (process/gctune.py: frozen after the
@@ -89,6 +90,7 @@ async def main(n_lists: int, batches: int, per_batch: int) -> None:
         gc.freeze()
         gc.disable()  # as pier serve: young collections on a timer (process/gctune.py)
         collected = time.monotonic()
+        written = _written()
         cpu = []
         for _ in range(batches):
             cmds = requests(pid, per_batch, rng)
@@ -99,6 +101,7 @@ async def main(n_lists: int, batches: int, per_batch: int) -> None:
                 gc.collect(1)
                 collected = time.monotonic()
             cpu.append((time.process_time() - t0) / per_batch * 1e6)
+        written = _written() - written
         gc.enable()
         gc.unfreeze()
     last = cpu[-(len(cpu) // 4) :]
@@ -106,8 +109,16 @@ async def main(n_lists: int, batches: int, per_batch: int) -> None:
         f"{pier.__file__}: {n_lists} lists, {batches} batches of {per_batch} requests x 10"
         f" events; CPU us per request: {statistics.mean(cpu):.1f}"
         f" (median {statistics.median(cpu):.1f}), last quarter {statistics.mean(last):.1f}"
-        f" (median {statistics.median(last):.1f})"
+        f" (median {statistics.median(last):.1f}); written {written / batches / per_batch:,.0f}"
+        " bytes a request"
     )
+
+
+def _written() -> int:
+    """Bytes this process has written so far (Linux: /proc/self/io's wchar, WAL frames
+    included): a count of work the machine's noise does not move, unlike the CPU."""
+    with open("/proc/self/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
 
 
 if __name__ == "__main__":
