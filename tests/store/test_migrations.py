@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import asyncpg
 import pytest
 
 from pier.store import make_store
+from pier.store import sqlite as sqlite_queries
 from pier.store.migrations import migrations
 from pier.store.postgres import PostgresStore
 from support.postgres import PostgresServer
@@ -77,3 +79,35 @@ def test_postgres_json_columns_migrate_with_their_rows(
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_users_list_rows_are_found_by_their_keys(tmp_path: Path) -> None:
+    """list_members and list_due have no index by user (migration 0011: each user entering a
+    list wrote a page of it): every query that finds a user's rows of them probes their key,
+    (list_id, user_id), and none scans a table."""
+
+    async def migrate() -> None:
+        store = make_store(f"sqlite:///{tmp_path}/pier.db")
+        await store.open()
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(migrate())
+    db = sqlite3.connect(tmp_path / "pier.db")
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not {"list_members_user", "list_due_user"} & indexes
+    q = sqlite_queries.QUERIES
+    by_user = {
+        "lists_of_user": (q.lists_of_user, (1, 2)),
+        "members_of_users": (q.members_of_users, ("[1, 2]", "[3, 4]")),
+        "due_of_users": (q.due_of_users, ("[1, 2]", "[3, 4]")),
+        **{f"delete_user_rows {i}": (sql, (1, 2)) for i, sql in enumerate(q.delete_user_rows)},
+        **{f"delete_members_of {i}": (sql, (1, "[3]")) for i, sql in enumerate(q.delete_members_of)},
+    }  # fmt: skip
+    for name, (sql, args) in by_user.items():
+        plan = " | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert not re.search(r"\bSCAN (list_members|list_due|j)\b", plan), (name, plan)
+        if "list_" in sql:
+            assert "USING PRIMARY KEY (list_id=? AND user_id=?)" in plan, (name, plan)
