@@ -390,3 +390,24 @@ def test_a_list_made_by_another_process_is_kept_current_at_once(tmp_path: Path) 
         await store.close()
 
     asyncio.run(main())
+
+
+def test_a_deleted_lists_entries_go(tmp_path: Path) -> None:
+    """A deleted list's entries are not kept: no row of it comes again to replace them, and
+    `make bench`'s (l) left its 20 lists' entries in the server after removing them (its RSS
+    stayed at 277 MB, against 195 before the lists)."""
+
+    async def main() -> None:
+        store = await opened(tmp_path / "pier.db")
+        pid = (await store.create_project("p", now_ms())).id
+        await buy(store, pid, "ann")
+        kept, gone = await dynamic(store, pid, bought(2)), await dynamic(store, pid, bought(3))
+        await buy(store, pid, "ann")
+        assert store._lists.lists.keys() == {kept, gone}
+        assert await store.delete_list(pid, gone)
+        assert store._lists.lists.keys() == {kept}
+        await buy(store, pid, "ann")  # the list left is kept current
+        assert len(await members(store, kept)) == 1
+        await store.close()
+
+    asyncio.run(main())

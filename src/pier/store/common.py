@@ -1177,7 +1177,12 @@ class SqlStore:
                 return False
             for sql in self.q.delete_list_members:
                 await run.execute(sql, list_id)
+        self.list_deleted(list_id)
         return True
+
+    def list_deleted(self, list_id: int) -> None:
+        """After a list's deletion has committed: what this process keeps of it goes (SQLite:
+        its entries in the lists' cache)."""
 
     async def list_members(
         self, project_id: int, list_id: int, limit: int, before: tuple[int, int] | None

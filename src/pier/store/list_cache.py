@@ -75,6 +75,11 @@ class ListCache:
         self._steady.clear()
         self.rows.clear()
 
+    def drop(self, list_id: int) -> None:
+        """Forget a deleted list's entries (nothing else would: no row comes to replace them)."""
+        self.lists.pop(list_id, None)
+        self._steady.pop(list_id, None)
+
     def steady(self, list_id: int, stamp: Stamp, now: int) -> set[int]:
         """The users of a list (as its row is now) that events which can only add members
         leave as they are, whatever they are, until a horizon after `now` (`stays`): one set

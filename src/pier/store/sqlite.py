@@ -213,6 +213,9 @@ class SqliteStore(SqlStore):
                 self._synced(durable)
                 self._lists.rows.clear()  # a list may have changed (ListCache.rows)
 
+    def list_deleted(self, list_id: int) -> None:
+        self._lists.drop(list_id)
+
     def _synced(self, durable: bool) -> None:
         if not durable:
             self.db.execute(f"PRAGMA synchronous={self._synchronous}")
