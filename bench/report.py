@@ -167,7 +167,8 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 
 
 def against_a(row: Row) -> tuple[str, str]:
-    """A row read against the (a) before it ((d), (l)): (a)'s events/s, and the ratio."""
+    """A row read against the (a) before it ((d); (l): the mean of the (a) before and after
+    it): (a)'s events/s, and the ratio."""
     ratio = "-" if row.ratio_to_a is None else f"{row.ratio_to_a:.3f}"
     base = row.result.ok_rps * row.events_per_request / row.ratio_to_a if row.ratio_to_a else None
     return ("-" if base is None else f"{base:,.0f}"), ratio
@@ -190,9 +191,12 @@ def destination_text(row: Row) -> str:
 
 
 def lists_text(row: Row) -> str:
-    """(l)'s line: its rate against (a)'s just before."""
+    """(l)'s line: its rate against the mean of (a)'s just before and just after."""
     without, ratio = against_a(row)
-    return f"{row.events_per_s or 0:,.0f} events/s with 20 lists, {without} without (ratio {ratio})"
+    return (
+        f"{row.events_per_s or 0:,.0f} events/s with 20 lists, {without} without (the mean of"
+        f" (a) before and after; ratio {ratio})"
+    )
 
 
 def ratio_to_bare(rows: dict[str, Row]) -> float | None:
