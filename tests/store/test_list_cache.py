@@ -394,8 +394,7 @@ def test_a_list_made_by_another_process_is_kept_current_at_once(tmp_path: Path) 
 
 def test_a_deleted_lists_entries_go(tmp_path: Path) -> None:
     """A deleted list's entries are not kept: no row of it comes again to replace them, and
-    `make bench`'s (l) left its 20 lists' entries in the server after removing them (its RSS
-    stayed at 277 MB, against 195 before the lists)."""
+    `make bench`'s (l) left its 20 lists' entries in the server after removing them."""
 
     async def main() -> None:
         store = await opened(tmp_path / "pier.db")
