@@ -17,18 +17,20 @@ from pier.store.postgres import PostgresStore
 from support.postgres import PostgresServer
 
 
-def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
-    async def migrate() -> list[int]:
-        store = make_store(f"sqlite:///{tmp_path}/nested/dir/pier.db")
-        await store.open()
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
+async def migrate(path: Path) -> list[int]:
+    """Migrate the SQLite file at `path`: the versions applied."""
+    store = make_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
 
+
+def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
     versions = [v for v, _, _ in migrations("sqlite")]
-    assert asyncio.run(migrate()) == versions
-    assert asyncio.run(migrate()) == []
+    assert asyncio.run(migrate(tmp_path / "nested/dir/pier.db")) == versions
+    assert asyncio.run(migrate(tmp_path / "nested/dir/pier.db")) == []
     db = sqlite3.connect(tmp_path / "nested/dir/pier.db")
     assert [r[0] for r in db.execute("SELECT version FROM schema_migrations")] == versions
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -86,15 +88,7 @@ def test_a_users_list_rows_are_found_by_their_keys(tmp_path: Path) -> None:
     list wrote a page of it): every query that finds a user's rows of them probes their key,
     (list_id, user_id), and none scans a table."""
 
-    async def migrate() -> None:
-        store = make_store(f"sqlite:///{tmp_path}/pier.db")
-        await store.open()
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
-
-    asyncio.run(migrate())
+    asyncio.run(migrate(tmp_path / "pier.db"))
     db = sqlite3.connect(tmp_path / "pier.db")
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not {"list_members_user", "list_due_user"} & indexes

@@ -188,17 +188,16 @@ class SqlTx(BatchQueries):
             if not (counts or users):
                 continue
             steady = self.steady(base, c.now)
-            if deps.events <= deps.rising:  # (the usual rule: every count "at least n")
+            only_rising = deps.events <= deps.rising  # (the usual rule: every count "at least n")
+            rises: dict[int, bool] = {}
+            if only_rising:
                 counted = (counts[0] if len(counts) == 1 else set().union(*counts)) - steady
             else:
-                counted = {u for u in set().union(*counts)
-                           if not (u in steady and names_of(u) & deps.events <= deps.rising)}  # fmt: skip
+                rises = {u: names_of(u) & deps.events <= deps.rising for u in set().union(*counts)}
+                counted = {u for u, rising in rises.items() if not (rising and u in steady)}
             if users or gone:
                 counted -= users | gone
-            if deps.events <= deps.rising:
-                quiet = dict.fromkeys(counted, True)
-            else:
-                quiet = {u: names_of(u) & deps.events <= deps.rising for u in counted}
+            quiet = dict.fromkeys(counted, True) if only_rising else {u: rises[u] for u in counted}
             users = (users | counted) - gone if users else counted
             if users:
                 work.append(base._replace(users=sorted(users), quiet=quiet))
@@ -1026,6 +1025,8 @@ class SqlStore:
         await self._delete_events(run, project_id, uid)
         for sql in q.delete_user_rows:
             await run.execute(sql, project_id, uid)
+        for sql in q.delete_members_of:
+            await run.execute(sql, project_id, ids)
         await run.execute(q.delete_user, project_id, uid)
         now = now_ms()
         # device_ids: a device's earlier items may name another user (it moved there from

@@ -318,12 +318,10 @@ class Queries:
     insert_event_rows = {n: _insert_values("events", EVENT_FIELDS, n) for n in ROWS_PER_INSERT}
     insert_events = insert_event_rows[1]
     delete_users = "DELETE FROM users WHERE id {any[1]}"
-    delete_user_rows = tuple(  # a deleted user's rows, its events apart (sqlite_index.py)
-        [f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"
-         for table in ("devices", "user_anonymous_ids")]
-        + [f"DELETE FROM {table} WHERE list_id IN ({PROJECT_LISTS}) AND user_id = $2"
-           for table in LIST_USER_TABLES]
-    )  # fmt: skip
+    delete_user_rows = tuple(  # a deleted user's rows, its events and lists apart
+        f"DELETE FROM {table} WHERE project_id = $1 AND user_id = $2"  # (sqlite_index.py;
+        for table in ("devices", "user_anonymous_ids")  # delete_members_of)
+    )
     delete_user = "DELETE FROM users WHERE project_id = $1 AND id = $2"
     delete_user_events = "DELETE FROM events WHERE project_id = $1 AND user_id = $2"
     user_items_named = (  # PostgreSQL's (events_user index); SQLite reads user_events
