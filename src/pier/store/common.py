@@ -42,7 +42,7 @@ from .base import Admin, AdminSession, EventRow, FeedEvent, ListRow, Start, Tall
 from .list_cache import Known, ListCache, Staged, Stamp, cacheable, unneeded
 from .loading import BatchQueries, device_from_row, device_values, user_from_row, user_values
 from .queries import EVENT_FIELDS, Queries, Row, Run, row_sizes
-from .segments_sql import compile_members
+from .segments_sql import compile_members, compile_tallies
 
 _encoder = msgspec.json.Encoder()
 _decode = msgspec.json.decode
@@ -70,6 +70,11 @@ class SqlTx(BatchQueries):
         self.staged: Staged = {}
         self.forget: set[int] = set()
         self._evaluators: dict[tuple[int, int], Evaluator] = {}
+
+    async def check_lists(self) -> None:
+        """Before the lists' cache is first used in the transaction: `lists` is the cache when
+        it holds for this transaction, else None (SQLite: set with the transaction; PostgreSQL:
+        PostgresTx.check_lists). Only what a transaction staged after this check is taken in."""
 
     def evaluator(self, rule: Rule, now: int) -> Evaluator:
         """An Evaluator of the rule at `now`, this transaction's own until `release`: the one
@@ -155,6 +160,7 @@ class SqlTx(BatchQueries):
         lists = await self.dynamic_lists(projects)
         if not lists:  # (the events are grouped only when some list may count them)
             return
+        await self.check_lists()
         by_name: dict[str, set[int]] = defaultdict(set)  # the users with new events of a name
         added: dict[int, list[Event]] = defaultdict(list)
         for e in c.events:
@@ -217,13 +223,14 @@ class SqlTx(BatchQueries):
         """The rows of q.dynamic_lists of these projects: on SQLite from the lists' cache,
         read again only after a list may have changed (ListCache.rows)."""
         key = tuple(sorted(projects))
-        if self.lists is not None and key in self.lists.rows:
-            return self.lists.rows[key]
+        cache = self.lists if self.lists is not None and self.lists.keep_rows else None
+        if cache is not None and key in cache.rows:
+            return cache.rows[key]
         rows = await self.run.all(self.q.dynamic_lists, self.array(list(key)))
-        if self.lists is not None:
-            if len(self.lists.rows) >= 1_000:
-                self.lists.rows.clear()
-            self.lists.rows[key] = rows
+        if cache is not None:
+            if len(cache.rows) >= 1_000:
+                cache.rows.clear()
+            cache.rows[key] = rows
         return rows
 
     async def settle_many(
@@ -362,6 +369,7 @@ class SqlTx(BatchQueries):
         counted event is settled from memory, not by a read of its events (nor of its
         document); the users with neither membership nor counted events share an entry per
         answer of their documents."""
+        await self.check_lists()
         if self.lists is None or not cacheable(deps):
             return
         rows = await self.run.all(self.q.lists_by_id, self.array([list_id]))
@@ -387,6 +395,7 @@ class SqlTx(BatchQueries):
 
     async def warm_entries(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
         """SqlStore.warm_list, in this transaction."""
+        await self.check_lists()
         if self.lists is None or row.rule is None:
             return False
         rows = await self.run.all(self.q.lists_by_id, self.array([row.id]))
@@ -547,6 +556,8 @@ class SqlTx(BatchQueries):
                 work.append(
                     Work(list_id, project_id, name, *parsed, due.pop(list_id), {}, tuple(row[3:]))
                 )
+        if work:
+            await self.check_lists()
         await self.settle_many(work, now)
         for list_id, users in due.items():  # lists deleted meanwhile, or whose rule is broken
             await self.run.execute(self.q.delete_due, list_id, self.array(users))
@@ -896,6 +907,7 @@ class SqlStore:
 
     q: Queries
     max_chunks: int | None = None  # a backfill's chunks at most (each costs a scan: SQLite)
+    _lists: ListCache | None = None  # the lists' cache (list_cache.py), when the backend keeps one
 
     @property
     def reader(self) -> Run:
@@ -1182,8 +1194,10 @@ class SqlStore:
         return True
 
     def list_deleted(self, list_id: int) -> None:
-        """After a list's deletion has committed: what this process keeps of it goes (SQLite:
-        its entries in the lists' cache)."""
+        """After a list's deletion has committed: its entries in the lists' cache go (nothing
+        else would: no row of it comes again to replace them)."""
+        if self._lists is not None:
+            self._lists.drop(list_id)
 
     async def list_members(
         self, project_id: int, list_id: int, limit: int, before: tuple[int, int] | None
@@ -1243,7 +1257,32 @@ class SqlStore:
     async def compute_tallies(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
     ) -> Tallies | None:
-        return None  # no lists' cache (PostgreSQL: several writers)
+        """Each user's tally of the rule (and what its document says, when the rule reads the
+        user), for the lists' cache to start with: None when there is no cache to start, or
+        the rule is not one it keeps. Queries that may take seconds (_apart)."""
+        deps = dependencies(rule)
+        if self._lists is None or not cacheable(deps):
+            return None
+        hits: dict[int, list[tuple[int, int]]] = {}
+        sql, params = compile_tallies(rule, self.q.dialect, project_id, now, ids)
+        for uid, index, at in await self._apart(sql, params):
+            hits.setdefault(uid, []).append((index, at))
+        if deps.profile_keys == frozenset():
+            return {uid: Start(h) for uid, h in hits.items()}
+        after, upto = ids
+        users = await self._apart(
+            self.q.users_in_range, [project_id, after, MAX_ID if upto is None else upto]
+        )
+        evaluator = Evaluator(rule, now)
+        return {
+            u.id: user_start(evaluator, deps, u, hits.get(u.id, []))
+            for u in map(user_from_row, users)
+        }
+
+    async def _apart(self, sql: str, params: list[Any]) -> list[Any]:
+        """The rows of a query that may take seconds over a large project, run so that
+        ingestion goes on meanwhile (on PostgreSQL, any statement of the pool is)."""
+        return await self.reader.all(sql, *params)
 
     async def warm_list(self, row: ListRow, now: int, mark: int, tallies: Tallies) -> bool:
         async with self.transaction() as tx:  # type: ignore[attr-defined]

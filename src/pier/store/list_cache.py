@@ -62,12 +62,15 @@ class ListCache:
     MAX_ENTRIES = 1_000_000  # (list, user) pairs; beyond, it starts again empty
     HORIZON_MS = 3_600_000  # how far ahead a steady set holds (steady)
 
-    def __init__(self) -> None:
+    def __init__(self, keep_rows: bool) -> None:
         self.lists: dict[int, tuple[Stamp, dict[int, Known]]] = {}
         self._steady: dict[int, tuple[int, set[int]]] = {}  # by list: (horizon, users)
         # the dynamic lists' rows of a batch's projects (SqlTx.dynamic_lists), until a list
         # may have changed: the store forgets them at every write outside the batch path and
-        # whenever another process has committed anything
+        # whenever another process has committed anything. Kept only by a store that sees
+        # every commit (`keep_rows`: SQLite's PRAGMA data_version); on PostgreSQL each batch
+        # reads them, in its snapshot.
+        self.keep_rows = keep_rows
         self.rows: dict[tuple[int, ...], list[Any]] = {}
 
     def clear(self) -> None:

@@ -2,13 +2,15 @@
 
 Each batch runs in one SERIALIZABLE transaction: PostgreSQL detects every interleaving with
 another process's batch that could not happen one after the other, and the writer replays the
-batch (`is_retryable`). Events are written with COPY.
+batch (`is_retryable`). Events are written with COPY. A process keeps the lists' cache
+(list_cache.py) while it is the only one that writes (`PostgresStore.lists_for`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -16,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from ..clock import now_ms
 from ..domain.model import Device
 from .base import (
     PRUNE_EVERY,
@@ -24,6 +27,7 @@ from .base import (
     request_keys_cutoff,
 )
 from .common import SqlStore, SqlTx, event_row
+from .list_cache import ListCache
 from .loading import device_values
 from .migrations import migrations
 from .queries import EVENT_FIELDS, POSTGRES, Queries
@@ -46,6 +50,29 @@ CONTENDED_FOR = 1.0  # seconds after a conflict during which this process's batc
 UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
 QUERIES = Queries(POSTGRES)
 DELETE_ATTEMPTS = 20  # a user deletion conflicting with batches is replayed this often at most
+# The lists' cache holds while no other process commits a transaction of the writer's kind.
+# Each such transaction counts itself in its process's row of `writers` (migration 0012), with
+# its BEGIN. Before one uses the cache it reads the other rows, in its SERIALIZABLE snapshot:
+# changed since the cache started, another process wrote, and the cache is emptied and off.
+# If one commits while this transaction runs, it wrote a row this one read, so PostgreSQL
+# orders the two or rolls one back, as for any other read. While off, the rows are looked at
+# outside transactions (to add no conflicts between busy writers), at most every LOOK_EVERY
+# seconds; the same at two looks, nobody else wrote in between, and the cache starts again,
+# empty.
+COUNT_LITERAL = (  # sent with the BEGIN, in one round trip (_serializable): two integers
+    "INSERT INTO writers VALUES ({0:d}, 1, {1:d}, true) ON CONFLICT (token)"
+    " DO UPDATE SET transactions = writers.transactions + 1, counted_at = {1:d}, running = true"
+)
+OTHERS = (  # the other rows, and the last instant one of them still running counted in
+    "SELECT coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token), ''),"
+    " max(counted_at) FILTER (WHERE running) FROM writers WHERE token <> $1"
+)
+STOPPED = "UPDATE writers SET running = false WHERE token = $1"
+PRUNE_WRITERS = "DELETE FROM writers WHERE counted_at < $1 AND token <> $2"
+KEEP_WRITERS_MS = 86_400_000  # a row not counted in for this long is a process gone
+# A cache not checked for this long starts again, empty: a row that came and was pruned
+# (KEEP_WRITERS_MS) between two checks would leave the other rows as they were.
+CHECK_WITHIN_S = 3_600.0
 USER_EVENTS = {  # by whether there is a cursor; the events_user index serves both
     before: "SELECT id, name, data::text, created_at, received_at, message_id, user_id"
     f" FROM events WHERE user_id = $1{cursor} ORDER BY created_at DESC, id DESC LIMIT ${n}"
@@ -103,6 +130,21 @@ async def _holding(conn: asyncpg.Connection, lock: int) -> AsyncIterator[None]:
         await conn.execute("SELECT pg_advisory_unlock($1)", lock)
 
 
+@asynccontextmanager
+async def _serializable(conn: asyncpg.Connection, first: str) -> AsyncIterator[None]:
+    """A SERIALIZABLE transaction whose BEGIN goes with its first statement (`first`: no
+    parameters), in one round trip: as asyncpg's own, which sends the BEGIN alone."""
+    try:
+        await conn.execute(f"BEGIN ISOLATION LEVEL SERIALIZABLE; {first}")
+        yield
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            with contextlib.suppress(Exception):  # (the first error is the one to tell)
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
 class PostgresStore(SqlStore):
     q = QUERIES
 
@@ -114,6 +156,12 @@ class PostgresStore(SqlStore):
         self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
         self._last_pruned = 0.0
         self._contended_until = 0.0  # see is_retryable
+        self._lists: ListCache = ListCache(keep_rows=False)
+        self._token = secrets.randbits(63)  # this process's row of `writers`
+        self._others: str | None = None  # the other rows as the cache started; None: it is off
+        self._checked_at = 0.0  # when a transaction last found them so
+        self._look: tuple[float, str] | None = None  # off: when they were last looked at, as what
+        self._tx_lock = asyncio.Lock()  # one transaction of the writer's kind at a time
 
     async def open(self) -> None:
         try:
@@ -132,6 +180,8 @@ class PostgresStore(SqlStore):
 
     async def close(self) -> None:
         if self._pool is not None:
+            with contextlib.suppress(Exception):  # (only spares the next process a wait)
+                await self._pool.execute(STOPPED, self._token)
             await self._pool.close()
             self._pool = None
 
@@ -178,19 +228,72 @@ class PostgresStore(SqlStore):
         return applied
 
     # -- write path ----------------------------------------------------------------------
+    LOOK_EVERY = 1.0  # seconds between two looks at the other writers' rows, the cache off
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTx]:
-        async with held(self.pool) as conn:
-            contended = time.monotonic() < self._contended_until
-            async with (
-                _holding(conn, BATCH_LOCK) if contended else contextlib.nullcontext(),
-                conn.transaction(isolation="serializable"),
-            ):
-                tx = PostgresTx(conn, self)
-                try:
-                    yield tx
-                finally:
-                    tx.release()
+        """A transaction of the writer's kind. This process's run one at a time, as on SQLite:
+        each may use the lists' cache as the one before it left it."""
+        async with self._tx_lock:
+            await self._look_at_writers()
+            committing = False
+            try:
+                async with held(self.pool) as conn:
+                    contended = time.monotonic() < self._contended_until
+                    async with (
+                        _holding(conn, BATCH_LOCK) if contended else contextlib.nullcontext(),
+                        _serializable(conn, COUNT_LITERAL.format(self._token, now_ms())),
+                    ):
+                        tx = PostgresTx(conn, self)
+                        try:
+                            yield tx
+                        finally:
+                            tx.release()
+                        committing = True
+            except BaseException:
+                if committing:  # the commit failed: whether it happened is not known
+                    self._lists.clear()
+                raise
+            if tx.lists is not None:  # checked: it held for the transaction
+                self._lists.committed(tx.staged, tx.forget)
+            elif tx.forget:  # (gone users' entries go whatever the transaction checked)
+                self._lists.committed({}, tx.forget)
+
+    async def lists_for(self, conn: asyncpg.Connection) -> ListCache | None:
+        """The lists' cache when it holds for the transaction on `conn` (on, and no other
+        process has written since it started), else None."""
+        if self._others is None:
+            return None
+        others, _ = await conn.fetchrow(OTHERS, self._token)
+        at = time.monotonic()
+        if others == self._others and at < self._checked_at + CHECK_WITHIN_S:
+            self._checked_at = at
+            return self._lists
+        self._others = None  # another process wrote: off
+        self._lists.clear()
+        self._look = (time.monotonic(), others)
+        return None
+
+    async def _look_at_writers(self) -> None:
+        """With the cache off, now and then: the other writers' rows, outside a transaction.
+        It goes on, empty, when they are as the look before found them; at the first look, when
+        none of them counted in for LOOK_EVERY (by this process's clock). Either way the
+        transaction that uses it checks the rows again; this only spares a process that other
+        writers keep busy the conflicts of reading their rows in every transaction."""
+        if self._others is not None:
+            return
+        at = time.monotonic()
+        if self._look is not None and at < self._look[0] + self.LOOK_EVERY:
+            return
+        others, last = await self.reader.one(OTHERS, self._token)
+        if self._look is None:
+            quiet = last is None or last < now_ms() - self.LOOK_EVERY * 1000
+        else:
+            quiet = others == self._look[1]
+        if quiet:
+            self._others, self._checked_at = others, at
+        else:
+            self._look = (at, others)
 
     async def maintain(self) -> None:
         """Between batches: prune expired Idempotency-Keys now and then (indexes keep up
@@ -199,6 +302,7 @@ class PostgresStore(SqlStore):
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
             await self.pool.execute(QUERIES.prune_request_keys, request_keys_cutoff())
+            await self.pool.execute(PRUNE_WRITERS, now_ms() - KEEP_WRITERS_MS, self._token)
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, RETRYABLE):
@@ -284,6 +388,12 @@ class PostgresTx(SqlTx):
         super().__init__(PgRun(conn), QUERIES)
         self.conn = conn
         self.store = store
+        self.checked = False  # check_lists
+
+    async def check_lists(self) -> None:
+        if self.lists is None and not self.checked:
+            self.checked = True
+            self.lists = await self.store.lists_for(self.conn)
 
     async def reserve_user_ids(self, n: int) -> list[int]:
         return await self.store.take_user_ids(self.conn, n)

@@ -15,21 +15,19 @@ from typing import Any
 
 from ..domain.batch import ChangeSet
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
-from ..domain.segments import Evaluator, Rule, dependencies
+from ..domain.segments import Rule
 from .base import (
     PRUNE_EVERY,
     EventRow,
-    Start,
     StoreUnavailable,
-    Tallies,
     request_keys_cutoff,
 )
-from .common import MAX_ID, SqlStore, SqlTx, event_row, user_start
-from .list_cache import ListCache, cacheable
-from .loading import IdentityCache, user_from_row
+from .common import SqlStore, SqlTx, event_row
+from .list_cache import ListCache
+from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
-from .segments_sql import compile_members, compile_tallies, register_sqlite_functions
+from .segments_sql import compile_members, register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -124,7 +122,8 @@ class SqliteStore(SqlStore):
         self._last_pruned = 0.0
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
-        self._lists = ListCache()  # and what each user is to each dynamic list
+        # and what each user is to each dynamic list, with the lists' rows between batches
+        self._lists: ListCache = ListCache(keep_rows=True)
         self._data_version = -1
         self._known_epoch: tuple[int, int] | None = None  # _epoch after this process's last
         self._seen_others = 0  # (_others)
@@ -212,9 +211,6 @@ class SqliteStore(SqlStore):
             finally:
                 self._synced(durable)
                 self._lists.rows.clear()  # a list may have changed (ListCache.rows)
-
-    def list_deleted(self, list_id: int) -> None:
-        self._lists.drop(list_id)
 
     def _synced(self, durable: bool) -> None:
         if not durable:
@@ -343,29 +339,6 @@ class SqliteStore(SqlStore):
         """One query that may take seconds over a large project (_apart)."""
         sql, params = compile_members(rule, SQLITE, project_id, now, ids=ids)
         return [r[0] for r in await self._apart(sql, params)]
-
-    async def compute_tallies(
-        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None]
-    ) -> Tallies | None:
-        """As compute_members (_apart): the lists' cache is this store's."""
-        deps = dependencies(rule)
-        if not cacheable(deps):
-            return None
-        hits: dict[int, list[tuple[int, int]]] = {}
-        sql, params = compile_tallies(rule, SQLITE, project_id, now, ids)
-        for uid, index, at in await self._apart(sql, params):
-            hits.setdefault(uid, []).append((index, at))
-        if deps.profile_keys == frozenset():
-            return {uid: Start(h) for uid, h in hits.items()}
-        after, upto = ids
-        users = await self._apart(
-            self.q.users_in_range, [project_id, after, MAX_ID if upto is None else upto]
-        )
-        evaluator = Evaluator(rule, now)
-        return {
-            u.id: user_start(evaluator, deps, u, hits.get(u.id, []))
-            for u in map(user_from_row, users)
-        }
 
     async def _apart(self, sql: str, params: list[Any]) -> list[Any]:
         """The rows of a query that may take seconds over a large project, read on a
