@@ -73,6 +73,12 @@ KEEP_WRITERS_MS = 86_400_000  # a row not counted in for this long is a process 
 # A cache not checked for this long starts again, empty: a row that came and was pruned
 # (KEEP_WRITERS_MS) between two checks would leave the other rows as they were.
 CHECK_WITHIN_S = 3_600.0
+# A batch's dynamic lists and, in the same round trip, the other writers' rows as OTHERS has
+# them, for the cache's check that comes next when there are lists (PostgresTx.dynamic_lists)
+LISTS_AND_OTHERS = (
+    "SELECT d.*, (SELECT coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token),"
+    f" '') FROM writers WHERE token <> $2) FROM ({QUERIES.dynamic_lists}) AS d"
+)
 USER_EVENTS = {  # by whether there is a cursor; the events_user index serves both
     before: "SELECT id, name, data::text, created_at, received_at, message_id, user_id"
     f" FROM events WHERE user_id = $1{cursor} ORDER BY created_at DESC, id DESC LIMIT ${n}"
@@ -245,6 +251,15 @@ class PostgresStore(SqlStore):
     # -- write path ----------------------------------------------------------------------
     LOOK_EVERY = 1.0  # seconds between two looks at the other writers' rows, the cache off
 
+    @property
+    def token(self) -> int:
+        """This process's row of `writers`."""
+        return self._token
+
+    @property
+    def lists_off(self) -> bool:
+        return self._others is None
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTx]:
         """A transaction of the writer's kind. This process's run one at a time, as on SQLite:
@@ -274,12 +289,16 @@ class PostgresStore(SqlStore):
             elif tx.forget:  # (gone users' entries go whatever the transaction checked)
                 self._lists.committed({}, tx.forget)
 
-    async def lists_for(self, conn: asyncpg.Connection) -> ListCache | None:
+    async def lists_for(
+        self, conn: asyncpg.Connection, others: str | None = None
+    ) -> ListCache | None:
         """The lists' cache when it holds for the transaction on `conn` (on, and no other
-        process has written since it started), else None."""
+        process has written since it started), else None. `others`: the other writers' rows
+        as the transaction has already read them (else read now)."""
         if self._others is None:
             return None
-        others, _ = await conn.fetchrow(OTHERS, self._token)
+        if others is None:
+            others, _ = await conn.fetchrow(OTHERS, self._token)
         at = time.monotonic()
         if others == self._others and at < self._checked_at + CHECK_WITHIN_S:
             self._checked_at = at
@@ -405,11 +424,22 @@ class PostgresTx(SqlTx):
         self.store = store
         self.checked = False  # check_lists
         self.feed_locked = False  # insert_event_rows
+        self.others: str | None = None  # the other writers' rows, read by dynamic_lists
 
     async def check_lists(self) -> None:
         if self.lists is None and not self.checked:
             self.checked = True
-            self.lists = await self.store.lists_for(self.conn)
+            self.lists = await self.store.lists_for(self.conn, self.others)
+
+    async def dynamic_lists(self, projects: set[int]) -> list[Any]:
+        """With the cache on, the other writers' rows come with the lists (LISTS_AND_OTHERS):
+        check_lists, which follows when there are lists, need not read them."""
+        if self.checked or self.store.lists_off:
+            return await super().dynamic_lists(projects)
+        rows = await self.conn.fetch(LISTS_AND_OTHERS, sorted(projects), self.store.token)
+        if rows:
+            self.others = rows[0][-1]
+        return [tuple(r)[:-1] for r in rows]
 
     async def reserve_user_ids(self, n: int) -> list[int]:
         return await self.store.take_user_ids(self.conn, n)
