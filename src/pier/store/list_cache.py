@@ -5,7 +5,8 @@ its memberships, due instants or events (store/common.py, SqlTx.settle_known; do
 
 Valid only while this process is the only writer, as loading.IdentityCache: the SQLite store
 clears it when another process has committed a write transaction of the writer's kind
-(SqliteStore._epoch; a delivery process's commits do not count). A list's entries hold only while its row is
+(SqliteStore._epoch; a delivery process's commits do not count), the PostgreSQL store when a
+transaction that would use it finds that another process has (PostgresStore.lists_for). A list's entries hold only while its row is
 as they were made under (`stamp`: its rule, version, state and creation): a new rule, a
 recount, a backfill's end or another list of the same id drop them. Users merged or deleted
 are dropped; every other change of a user goes through the evaluation that writes its entry

@@ -63,9 +63,9 @@ COUNT_LITERAL = (  # sent with the BEGIN, in one round trip (_serializable): two
     "INSERT INTO writers VALUES ({0:d}, 1, {1:d}, true) ON CONFLICT (token)"
     " DO UPDATE SET transactions = writers.transactions + 1, counted_at = {1:d}, running = true"
 )
+ROWS = "coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token), '')"  # as text
 OTHERS = (  # the other rows, and the last instant one of them still running counted in
-    "SELECT coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token), ''),"
-    " max(counted_at) FILTER (WHERE running) FROM writers WHERE token <> $1"
+    f"SELECT {ROWS}, max(counted_at) FILTER (WHERE running) FROM writers WHERE token <> $1"
 )
 STOPPED = "UPDATE writers SET running = false WHERE token = $1"
 PRUNE_WRITERS = "DELETE FROM writers WHERE counted_at < $1 AND token <> $2"
@@ -76,8 +76,8 @@ CHECK_WITHIN_S = 3_600.0
 # A batch's dynamic lists and, in the same round trip, the other writers' rows as OTHERS has
 # them, for the cache's check that comes next when there are lists (PostgresTx.dynamic_lists)
 LISTS_AND_OTHERS = (
-    "SELECT d.*, (SELECT coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token),"
-    f" '') FROM writers WHERE token <> $2) FROM ({QUERIES.dynamic_lists}) AS d"
+    f"SELECT d.*, (SELECT {ROWS} FROM writers WHERE token <> $2)"
+    f" FROM ({QUERIES.dynamic_lists}) AS d"
 )
 USER_EVENTS = {  # by whether there is a cursor; the events_user index serves both
     before: "SELECT id, name, data::text, created_at, received_at, message_id, user_id"
@@ -262,8 +262,8 @@ class PostgresStore(SqlStore):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTx]:
-        """A transaction of the writer's kind. This process's run one at a time, as on SQLite:
-        each may use the lists' cache as the one before it left it."""
+        """A transaction of the writer's kind. This process's transactions run one at a time,
+        as on SQLite: each may use the lists' cache as the one before it left it."""
         async with self._tx_lock:
             await self._look_at_writers()
             committing = False
@@ -303,9 +303,9 @@ class PostgresStore(SqlStore):
         if others == self._others and at < self._checked_at + CHECK_WITHIN_S:
             self._checked_at = at
             return self._lists
-        self._others = None  # another process wrote: off
+        self._others = None  # another process wrote (or an hour passed unchecked): off
         self._lists.clear()
-        self._look = (time.monotonic(), others)
+        self._look = (at, others)
         return None
 
     async def _look_at_writers(self) -> None:
