@@ -206,16 +206,14 @@ def _deliver(config: Settings, say: Callable[[str], None], parent: int | None = 
 
 
 def _start_writer_process(config: Settings) -> Supervisor | None:
-    """With --writer-process, SQLite and several workers: the writer process (writerproc),
-    started and ready before the workers, its socket in a private directory of this run."""
+    """With --writer-process and several workers: the writer process (writerproc), started
+    and ready before the workers, its socket in a private directory of this run."""
     import atexit
     import shutil
     import socket
     import tempfile
 
-    if not (
-        config.writer_process and config.workers > 1 and config.database_url.startswith("sqlite")
-    ):
+    if not (config.writer_process and config.workers > 1):
         return None
     folder = tempfile.mkdtemp(prefix="pier-writer-")  # mode 0700
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

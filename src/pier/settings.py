@@ -51,9 +51,9 @@ class Settings:
     workers: int = setting(1, "HTTP worker processes.", minimum=1, maximum=64)
     writer_process: bool = setting(
         False,
-        "SQLite with several workers: one more process owns the writes (the writer, lists, "
-        "delivery) and the workers send it their commands over a unix socket. Without it each "
-        "worker writes itself (docs/deployment.md).",
+        "With several workers: one more process owns the writes (the writer, lists, delivery) "
+        "and the workers send it their commands over a unix socket. Without it each worker "
+        "writes itself (docs/deployment.md).",
     )
     durability: Literal["full", "normal"] = setting(
         "full", "full: fsync every commit. normal (SQLite): a power loss may lose the last commits."

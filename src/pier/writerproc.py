@@ -1,4 +1,4 @@
-"""The writer process (`pier serve --writer-process`, SQLite with several workers): one process
+"""The writer process (`pier serve --writer-process` with several workers): one process
 owns the database's writes and runs the group-commit `Writer`; the HTTP workers send it their
 commands over a unix socket and await each answer (docs/architecture.md, "Processes").
 

@@ -1,8 +1,9 @@
-"""`pier serve --workers 2 --writer-process` on SQLite, as real processes: two HTTP workers
-send their commands to one writer process over a unix socket. Data is committed, idempotency
-holds across the workers, a refusal's 422 arrives with its pointer; kill -9 of the writer
-process answers the requests in flight 503 (never 204), loses nothing acknowledged, and the
-writer process is started again; kill -9 of a worker loses nothing acknowledged either."""
+"""`pier serve --workers 2 --writer-process` on SQLite (and PostgreSQL, where it keeps one
+process writing, which keeps the lists' cache), as real processes: two HTTP workers send their
+commands to one writer process over a unix socket. Data is committed, idempotency holds across
+the workers, a refusal's 422 arrives with its pointer; kill -9 of the writer process answers
+the requests in flight 503 (never 204), loses nothing acknowledged, and the writer process is
+started again; kill -9 of a worker loses nothing acknowledged either."""
 
 from __future__ import annotations
 
@@ -47,6 +48,22 @@ def server(sqlite_url: str, tmp_path: Path) -> Iterator[PierProcess]:
         pier.kill()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/pier.db"
+    return str(request.getfixturevalue("pg_server").create_database())
+
+
+@pytest.fixture
+def any_server(any_url: str, tmp_path: Path) -> Iterator[PierProcess]:
+    pier = PierProcess(any_url, tmp_path / "server.log", "--workers", "2", "--writer-process")
+    try:
+        yield pier
+    finally:
+        pier.kill()
+
+
 def pids(server: PierProcess, pattern: re.Pattern[str]) -> list[int]:
     return [int(m) for m in pattern.findall(server.log())]
 
@@ -59,9 +76,10 @@ def wait_for(condition, what: str, timeout: float = 30) -> None:  # type: ignore
 
 
 def test_two_workers_commit_through_one_writer_process(
-    sqlite_url: str, server: PierProcess
+    any_url: str, any_server: PierProcess
 ) -> None:
-    project = new_project(sqlite_url)
+    url, server = any_url, any_server
+    project = new_project(url)
     assert len(pids(server, WRITER)) == 1
     wait_for(lambda: len(pids(server, WORKER)) == 2, "both workers")
     auth = {"Authorization": f"Bearer {project.public_key}"}
@@ -124,9 +142,9 @@ def test_two_workers_commit_through_one_writer_process(
     assert segment.status_code == 422, segment.text
     assert segment.json()["errors"][0]["path"].startswith("/batch/1")
 
-    stored = stored_message_ids(sqlite_url, project.id)
+    stored = stored_message_ids(url, project.id)
     assert len(stored) == 400 and set(stored.values()) == {1}
-    counts = db_call(sqlite_url, lambda store: store.stats(project.id))
+    counts = db_call(url, lambda store: store.stats(project.id))
     assert counts["users"] == 4  # u-0..u-3; the refused Segment batch created nothing
     user = httpx.get(
         f"{server.url}/api/client/users/u-0",
