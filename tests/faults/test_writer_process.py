@@ -39,13 +39,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/pier.db"
 
 
-@pytest.fixture
-def server(sqlite_url: str, tmp_path: Path) -> Iterator[PierProcess]:
-    pier = PierProcess(sqlite_url, tmp_path / "server.log", "--workers", "2", "--writer-process")
+def serving(url: str, tmp_path: Path) -> Iterator[PierProcess]:
+    pier = PierProcess(url, tmp_path / "server.log", "--workers", "2", "--writer-process")
     try:
         yield pier
     finally:
         pier.kill()
+
+
+@pytest.fixture
+def server(sqlite_url: str, tmp_path: Path) -> Iterator[PierProcess]:
+    yield from serving(sqlite_url, tmp_path)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -57,11 +61,7 @@ def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def any_server(any_url: str, tmp_path: Path) -> Iterator[PierProcess]:
-    pier = PierProcess(any_url, tmp_path / "server.log", "--workers", "2", "--writer-process")
-    try:
-        yield pier
-    finally:
-        pier.kill()
+    yield from serving(any_url, tmp_path)
 
 
 def pids(server: PierProcess, pattern: re.Pattern[str]) -> list[int]:
