@@ -1090,7 +1090,9 @@ class SqlStore:
     async def compute_members(
         self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
     ) -> list[int]:
-        return await self.segment_members(project_id, rule, now, ids=ids)
+        """One query that may take seconds over a large project (_apart)."""
+        sql, params = compile_members(rule, self.q.dialect, project_id, now, ids=ids)
+        return [r[0] for r in await self._apart(sql, params)]
 
     async def user_count(self, project_id: int) -> int:
         row = await self.reader.one(self.q.user_count, project_id)

@@ -15,7 +15,6 @@ from typing import Any
 
 from ..domain.batch import ChangeSet
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
-from ..domain.segments import Rule
 from .base import (
     PRUNE_EVERY,
     EventRow,
@@ -27,7 +26,7 @@ from .list_cache import ListCache
 from .loading import IdentityCache
 from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
-from .segments_sql import compile_members, register_sqlite_functions
+from .segments_sql import register_sqlite_functions
 from .sqlite_index import (
     UserEventsIndexer,
     create_pending,
@@ -332,13 +331,6 @@ class SqliteStore(SqlStore):
         finally:
             ro.execute("COMMIT")
         return [event_row(r) for r in rows]
-
-    async def compute_members(
-        self, project_id: int, rule: Rule, now: int, ids: tuple[int, int | None] | None = None
-    ) -> list[int]:
-        """One query that may take seconds over a large project (_apart)."""
-        sql, params = compile_members(rule, SQLITE, project_id, now, ids=ids)
-        return [r[0] for r in await self._apart(sql, params)]
 
     async def _apart(self, sql: str, params: list[Any]) -> list[Any]:
         """The rows of a query that may take seconds over a large project, read on a
