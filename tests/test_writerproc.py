@@ -213,3 +213,75 @@ def test_unset_traits_stay_unset() -> None:
     _, back, _ = writerproc.decode_request(writerproc.encode_request(0, IDENTIFY, None))
     assert isinstance(back, Identify)
     assert back.traits.timezone is UNSET and back.traits.phone is None
+
+
+def test_frames_arrive_whole_and_in_order_however_the_stream_cuts_them() -> None:
+    """read_frames takes the frames that came together in one read, and keeps a frame cut
+    anywhere (its length prefix too) until its end arrives; a stream closed in the middle
+    of a frame is an IncompleteReadError, not a short frame."""
+    bodies = [b"", b"a", b"bc" * 300, bytes(range(256))]
+    stream = b"".join(writerproc.HEADER.pack(len(b)) + b for b in bodies)
+
+    async def read(pieces: list[bytes]) -> list[list[bytes]]:
+        reader = asyncio.StreamReader()
+        got: list[list[bytes]] = []
+
+        async def feed() -> None:
+            for piece in pieces:
+                reader.feed_data(piece)
+                await asyncio.sleep(0)  # each piece its own read
+            reader.feed_eof()
+
+        feeding = asyncio.create_task(feed())
+        async for frames in writerproc.read_frames(reader):
+            got.append(frames)
+        await feeding
+        return got
+
+    async def main() -> None:
+        for cut in range(1, len(stream)):
+            got = await read([stream[:cut], stream[cut:]])
+            assert [f for frames in got for f in frames] == bodies, cut
+        assert await read([stream]) == [bodies]  # all at once: one list
+        for cut in (2, 5, len(stream) - 1):  # closed inside a prefix, then inside bodies
+            with pytest.raises(asyncio.IncompleteReadError):
+                await read([stream[:cut]])
+
+    asyncio.run(main())
+
+
+def test_a_request_the_writer_cannot_take_is_answered_at_once(tmp_path: Path) -> None:
+    """Writer.put refuses a request past max_pending: the writer process answers it
+    Overloaded (a 503 in the worker) without queuing it, and answers the others."""
+
+    async def main() -> None:
+        store = make_store(f"sqlite:///{tmp_path}/pier.db")
+        await store.open()
+        await store.migrate()
+        p = (await store.create_project("p", 0)).id
+        writer = Writer(store, max_pending=10)
+        path = str(tmp_path / "w.sock")
+        stop = asyncio.Event()
+        serving = asyncio.create_task(writerproc.serve(writer, path, stop))
+        client = WriterClient(path)
+        ten = TrackEvents(project_id=p, events=[EventIn(None, "u", "e", msgspec.Raw(b"{}"))] * 10)
+        try:  # the writer is not started: the first request fills its queue
+            first = asyncio.ensure_future(client.submit(ten))
+            while writer.pending < 10:  # queued in the writer process
+                await asyncio.sleep(0.01)
+            with pytest.raises(Overloaded):
+                await client.submit(ten)
+            writer.start()
+            assert await first is None
+        finally:
+            await client.close()
+            stop.set()
+            await serving
+            await writer.stop()
+        user = await store.get_user(p, "u", "external_id")
+        assert user is not None
+        stored = await store.user_events(user.id, 100, None)
+        assert [e.name for e in stored].count("e") == 10  # the first request's alone
+        await store.close()
+
+    asyncio.run(main())

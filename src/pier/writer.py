@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 from .clock import now_ms
 from .domain.batch import Batch, ChangeSet
@@ -37,12 +38,19 @@ def _work(cmd: Command) -> int:
     return size(cmd) + MERGE_WEIGHT * min(merge_bound(cmd), MAX_MERGES_PER_REQUEST)
 
 
+class Outcome(Protocol):
+    """Where a command's outcome goes once its batch is done: an asyncio future (submit), or
+    what answers it at once (the writer process answers a worker's request so, `put`)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: None, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class _Item:
     __slots__ = ("cmd", "fut", "key", "size", "work")
 
-    def __init__(
-        self, cmd: Command, fut: asyncio.Future[None], key: RequestKey | None, size: int
-    ) -> None:
+    def __init__(self, cmd: Command, fut: Outcome, key: RequestKey | None, size: int) -> None:
         self.cmd, self.fut, self.key, self.size, self.work = cmd, fut, key, size, _work(cmd)
 
 
@@ -79,19 +87,24 @@ class Writer:
     async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
         """Returns once `cmd` is committed; raises DomainError, KeyReused, StoreUnavailable or
         Overloaded. With a request key, a repeat of a committed request changes nothing."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.put(cmd, request_key, fut)
+        await fut
+
+    def put(self, cmd: Command, request_key: RequestKey | None, outcome: Outcome) -> None:
+        """Queue `cmd`; its outcome is set once its batch is done (what submit awaits). Raises
+        StoreUnavailable or Overloaded, queuing nothing, when the writer cannot take it."""
         items = size(cmd)
         if self._closing:
             raise StoreUnavailable("the server is shutting down")
         if self.pending + items > self.max_pending:
             raise Overloaded("the writer is behind")
-        fut = asyncio.get_running_loop().create_future()
         lane = self._lanes.get(cmd.project_id)
         if lane is None:
             lane = self._lanes[cmd.project_id] = deque()
-        lane.append(_Item(cmd, fut, request_key, items))
+        lane.append(_Item(cmd, outcome, request_key, items))
         self.pending += items
         self._wake.set()
-        await fut
 
     async def _run(self) -> None:
         while True:

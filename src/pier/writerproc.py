@@ -28,7 +28,7 @@ import os
 import signal
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -236,12 +236,35 @@ class _Frames:
     def _flush(self) -> None:
         queued, self.queued = self.queued, []
         if not self.stream.is_closing():  # the other side went away: nobody to answer
-            self.stream.writelines(queued)
+            self.stream.write(b"".join(queued))  # (one buffer: writelines costs one a part)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-    return await reader.readexactly(size)
+CHUNK = 1 << 16  # bytes read at a time: the frames that came together are taken together
+
+
+async def read_frames(reader: asyncio.StreamReader) -> AsyncIterator[list[bytes]]:
+    """The frames of the stream, in order, those that came together in one list (a wait and
+    a wake-up per chunk rather than two a frame), until the other side closes it. Raises
+    IncompleteReadError when it closes in the middle of a frame."""
+    rest = b""
+    while True:
+        chunk = await reader.read(CHUNK)
+        if not chunk:
+            if rest:
+                raise asyncio.IncompleteReadError(rest, None)
+            return
+        data = rest + chunk if rest else chunk
+        frames, at, end = [], 0, len(data)
+        while end - at >= HEADER.size:
+            (size,) = HEADER.unpack_from(data, at)
+            if end - at - HEADER.size < size:
+                break
+            at += HEADER.size
+            frames.append(data[at : at + size])
+            at += size
+        rest = data[at:]
+        if frames:
+            yield frames
 
 
 # -- the worker's side -----------------------------------------------------------------------
@@ -319,11 +342,13 @@ class _Connection:
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
-            while True:
-                number, outcome, message, path = _answers.decode(await read_frame(reader))
-                answer = self.waiting.pop(number, None)
-                if answer is not None and not answer.done():
-                    answer.set_result(answer_error(outcome, message, path))
+            async for frames in read_frames(reader):
+                for frame in frames:
+                    number, outcome, message, path = _answers.decode(frame)
+                    answer = self.waiting.pop(number, None)
+                    if answer is not None and not answer.done():
+                        answer.set_result(answer_error(outcome, message, path))
+            raise ConnectionError("closed by the writer process")
         except (asyncio.IncompleteReadError, ConnectionError):
             log.warning("the connection to the writer process broke; reconnecting")
         finally:
@@ -346,6 +371,30 @@ class _Connection:
 # -- the writer process's side ---------------------------------------------------------------
 
 
+class _Answer:
+    """A request's outcome (writer.Outcome), sent to its worker as soon as the writer sets it:
+    no task and no future a request."""
+
+    __slots__ = ("frames", "number", "sent")
+
+    def __init__(self, frames: _Frames, number: int) -> None:
+        self.frames, self.number, self.sent = frames, number, False
+
+    def done(self) -> bool:
+        return self.sent
+
+    def set_result(self, result: None, /) -> None:
+        self._send(None)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._send(exception)  # (a bug: the writer logged it; the worker answers it 500)
+
+    def _send(self, error: BaseException | None) -> None:
+        if not self.sent:
+            self.sent = True
+            self.frames.send(encode_answer(self.number, error))
+
+
 async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) -> None:
     """Take the workers' commands on the unix socket at `path` and hand them to `writer`.
     In the writer process (`stop` not given): until SIGTERM, once no worker is connected any
@@ -362,27 +411,20 @@ async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) ->
             loop.add_reader(parent.sentinel, gone.set)
     connections: set[asyncio.Task[None]] = set()
 
-    async def one(frames: _Frames, number: int, cmd: Command, key: RequestKey | None) -> None:
-        try:
-            await writer.submit(cmd, key)
-        except Exception as exc:  # the writer logged a bug; the worker answers it
-            frames.send(encode_answer(number, exc))
-        else:
-            frames.send(encode_answer(number, None))
-
     async def connection(reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         connections.add(task)
         frames = _Frames(stream)
-        running: set[asyncio.Task[None]] = set()
         try:
-            while True:
-                number, cmd, key = decode_request(await read_frame(reader))
-                # queued by the writer in this order: a task runs up to its first wait at once
-                job = loop.create_task(one(frames, number, cmd, key))
-                running.add(job)
-                job.add_done_callback(running.discard)
+            async for requests in read_frames(reader):
+                for request in requests:  # queued by the writer in this order
+                    number, cmd, key = decode_request(request)
+                    answer = _Answer(frames, number)
+                    try:
+                        writer.put(cmd, key, answer)
+                    except Exception as exc:  # Overloaded, or shutting down
+                        answer.set_exception(exc)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker stopped or died: what it sent is committed all the same
         finally:
