@@ -151,9 +151,9 @@ def create_app(
                 if writer_socket is None:
                     side = write_side(store, settings)
                     app.state.writer, app.state.lists = await stack.enter_async_context(side)
-                else:  # the list jobs asked for here run here; the sweeper in the writer
+                else:  # the writer process computes the lists and runs the sweeper
                     app.state.writer = writerproc.WriterClient(writer_socket)
-                    app.state.lists = ListJobs(store, settings.list_sweep, settings.list_chunk)
+                    app.state.lists = writerproc.ListJobsClient(app.state.writer)
                     stack.push_async_callback(app.state.writer.close)
                     stack.push_async_callback(app.state.lists.stop)
                 if tune_gc:
@@ -199,8 +199,8 @@ def run_writer_process(settings: Settings, path: str) -> None:
         await store.open()
         try:
             await store.migrate()
-            async with write_side(store, settings) as (writer, _), periodic_collection():
-                await writerproc.serve(writer, path)
+            async with write_side(store, settings) as (writer, jobs), periodic_collection():
+                await writerproc.serve(writer, path, jobs=jobs)
         finally:
             await store.close()
 

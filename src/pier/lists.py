@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol
 
 import msgspec
 
@@ -173,6 +175,16 @@ async def remove_members(store: Store, row: ListRow, external_ids: list[str], no
     await store.change_members(row.project_id, row.id, [], sorted(set(found.values())), now)
 
 
+class Backfills(Protocol):
+    """What the API asks of the lists' jobs: ListJobs in the process that writes, and in the
+    workers of `pier serve --writer-process` the writer process's through its socket."""
+
+    holder: str  # the lease a list is created or restarted with, computed under it
+
+    def schedule(self, row: ListRow) -> None: ...
+    def cancel(self, list_id: int) -> None: ...
+
+
 class ListJobs:
     """Backfills in the background, one task per list, and the sweeper. Several processes may
     run one each on a database: a backfill is computed by the process holding the list's
@@ -187,6 +199,7 @@ class ListJobs:
         self.chunk_users = chunk_users
         self.holder = lease_holder()
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.holders: dict[int, str] = {}  # of the lists computed for another process (take)
         self.sweeper: asyncio.Task[None] | None = None
         self.warmer: asyncio.Task[None] | None = None
         self.computed = 0  # backfills this process computed to their end
@@ -231,24 +244,46 @@ class ListJobs:
                 await asyncio.sleep(self.sweep_seconds)
 
     def schedule(self, row: ListRow) -> None:
-        self.cancel(row.id)
-        task = asyncio.create_task(self._run(row), name=f"pier-list-{row.id}")
-        self.tasks[row.id] = task
-        task.add_done_callback(lambda done: self._forget(row.id, done))
+        self._start(row.id, self._run(row, self.holder), self.holder)
+
+    def take(self, project_id: int, list_id: int, holder: str | None) -> None:
+        """Compute a list that another process created or restarted, as the holder of the
+        lease it took (`pier serve --writer-process`: the workers have the writer process
+        compute their lists, so that its lists' cache stays its own); None: stop it."""
+        if holder is None:
+            self.cancel(list_id)
+        else:
+            self._start(list_id, self._read_and_run(project_id, list_id, holder), holder)
+
+    def _start(self, list_id: int, job: Coroutine[Any, Any, None], holder: str) -> None:
+        self.cancel(list_id)
+        task = asyncio.create_task(job, name=f"pier-list-{list_id}")
+        self.tasks[list_id] = task
+        if holder != self.holder:
+            self.holders[list_id] = holder
+        task.add_done_callback(lambda done: self._forget(list_id, done))
 
     def cancel(self, list_id: int) -> None:
         old = self.tasks.pop(list_id, None)
+        self.holders.pop(list_id, None)
         if old is not None:
             old.cancel()
 
     def _forget(self, list_id: int, task: asyncio.Task[None]) -> None:
         if self.tasks.get(list_id) is task:
             del self.tasks[list_id]
+            self.holders.pop(list_id, None)
 
-    async def _run(self, row: ListRow) -> None:
+    async def _read_and_run(self, project_id: int, list_id: int, holder: str) -> None:
+        row = await self.store.get_list(project_id, list_id)  # (None: deleted meanwhile)
+        if row is not None and row.rule is not None:
+            await self._run(row, holder)
+
+    async def _run(self, row: ListRow, holder: str) -> None:
         try:
-            if await compute(self.store, row, self.holder, chunk_users=self.chunk_users):
+            if await compute(self.store, row, holder, chunk_users=self.chunk_users):
                 self.computed += 1
+                log.info("list %s computed by process %d", row.id, os.getpid())
         except asyncio.CancelledError:
             raise
         except Exception:  # logged; the list stays loading, taken up again once its lease ends
@@ -257,16 +292,17 @@ class ListJobs:
     async def stop(self) -> None:
         """Stop the backfills (their lists are given back, for the next process to start or a
         live one to take up) and the sweeper."""
-        computing = list(self.tasks)
+        computing = {i: self.holders.get(i, self.holder) for i in self.tasks}
         others = [t for t in (self.sweeper, self.warmer) if t is not None]
         tasks = [*self.tasks.values(), *others]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks.clear()
-        for list_id in computing:
+        self.holders.clear()
+        for list_id, holder in computing.items():
             try:
-                await self.store.release_list(list_id, self.holder)
+                await self.store.release_list(list_id, holder)
             except Exception:  # the lease then runs out by itself
                 log.exception("giving list %s back failed", list_id)
 

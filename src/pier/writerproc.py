@@ -46,7 +46,8 @@ from .domain.commands import (
     Traits,
 )
 from .domain.errors import DomainError, KeyReused, NotFound
-from .store.base import StoreUnavailable
+from .lists import ListJobs
+from .store.base import ListRow, StoreUnavailable, lease_holder
 from .writer import Overloaded, RequestKey, Writer
 
 log = logging.getLogger("pier.writerproc")
@@ -103,10 +104,20 @@ class _Sequence(msgspec.Struct, array_like=True, tag=4):
     join_list: int | None
 
 
+class _Backfill(msgspec.Struct, array_like=True, tag=6):
+    """No command: a list for the writer process's list jobs to compute, as the holder of the
+    lease the worker created or restarted it with; with no holder, to stop computing it
+    (ListJobs.take)."""
+
+    project_id: int
+    list_id: int
+    holder: str | None
+
+
 class _Request(msgspec.Struct, array_like=True):
     number: int
     key: tuple[str, str] | None
-    cmd: _Single | _Sequence
+    cmd: _Single | _Sequence | _Backfill
 
 
 _WRAP: dict[type, Callable[[Any], Any]] = {
@@ -140,7 +151,8 @@ def _wire(cmd: Command) -> _Single | _Sequence:
     return _WRAP[type(cmd)](cmd)
 
 
-def _command(w: _Single | _Sequence) -> Command:
+def _command(w: _Single | _Sequence | _Backfill) -> Command:
+    assert not isinstance(w, _Backfill)  # (serve takes those apart)
     if isinstance(w, _Track):
         return TrackEvents(
             project_id=w.project_id,
@@ -285,11 +297,20 @@ class WriterClient:
     async def submit(self, cmd: Command, request_key: RequestKey | None = None) -> None:
         """Returns once `cmd` is committed; raises what Writer.submit raises there, and
         StoreUnavailable when the writer process cannot be reached or goes away meanwhile."""
+        await self._ask(lambda number: encode_request(number, cmd, request_key))
+
+    async def backfill(self, project_id: int, list_id: int, holder: str | None) -> None:
+        """Have the writer process compute a list (ListJobs.take); returns once it took it."""
+        asked = _Backfill(project_id, list_id, holder)
+        await self._ask(lambda number: _encoder.encode(_Request(number, None, asked)))
+
+    async def _ask(self, request: Callable[[int], bytes]) -> None:
+        """Send the request numbered as `request` encodes it; raise the error it met."""
         connection = self._connection
         if connection is None or connection.broken:
             connection = await self._connect()
         number = next(self._numbers)
-        error = await connection.ask(number, encode_request(number, cmd, request_key))
+        error = await connection.ask(number, request(number))
         if error is not None:
             raise error
 
@@ -319,6 +340,40 @@ class WriterClient:
             self._attempt.cancel()
         if self._connection is not None:
             await self._connection.close()
+
+
+class ListJobsClient:
+    """A worker's lists' jobs (lists.Backfills) when a writer process owns the writes: the
+    writer process computes the lists, so that their ends are its own transactions and its
+    lists' cache stays on (on SQLite and PostgreSQL alike) and starts with their tallies. A
+    list is created with this worker's lease, and computed under it there."""
+
+    def __init__(self, client: WriterClient) -> None:
+        self.client = client
+        self.holder = lease_holder()
+        self.sending: set[asyncio.Task[None]] = set()
+
+    def schedule(self, row: ListRow) -> None:
+        self._send(row.project_id, row.id, self.holder)
+
+    def cancel(self, list_id: int) -> None:
+        self._send(0, list_id, None)
+
+    def _send(self, project_id: int, list_id: int, holder: str | None) -> None:
+        # (not awaited by the request, as ListJobs.schedule is not: a list the writer process
+        # could not be told of stays loading, and its sweeper takes it up once the lease ends)
+        task = asyncio.create_task(self._tell(project_id, list_id, holder))
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _tell(self, project_id: int, list_id: int, holder: str | None) -> None:
+        try:
+            await self.client.backfill(project_id, list_id, holder)
+        except Exception:
+            log.exception("the writer process could not be asked to compute list %s", list_id)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*self.sending, return_exceptions=True)
 
 
 class _Connection:
@@ -395,8 +450,11 @@ class _Answer:
             self.frames.send(encode_answer(self.number, error))
 
 
-async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) -> None:
-    """Take the workers' commands on the unix socket at `path` and hand them to `writer`.
+async def serve(
+    writer: Writer, path: str, stop: asyncio.Event | None = None, jobs: ListJobs | None = None
+) -> None:
+    """Take the workers' commands on the unix socket at `path` and hand them to `writer`, and
+    the lists they ask computed to `jobs`.
     In the writer process (`stop` not given): until SIGTERM, once no worker is connected any
     more (at most DRAIN_SECONDS later), or until the process that started this one is gone;
     Ctrl-C is left to that process, which stops the workers first, then this one."""
@@ -419,10 +477,16 @@ async def serve(writer: Writer, path: str, stop: asyncio.Event | None = None) ->
         try:
             async for requests in read_frames(reader):
                 for request in requests:  # queued by the writer in this order
-                    number, cmd, key = decode_request(request)
-                    answer = _Answer(frames, number)
+                    r = _requests.decode(request)
+                    answer = _Answer(frames, r.number)
                     try:
-                        writer.put(cmd, key, answer)
+                        if isinstance(r.cmd, _Backfill):
+                            if jobs is None:
+                                raise StoreUnavailable("no list jobs in this process")
+                            jobs.take(r.cmd.project_id, r.cmd.list_id, r.cmd.holder)
+                            answer.set_result(None)
+                        else:
+                            writer.put(_command(r.cmd), r.key, answer)
                     except Exception as exc:  # Overloaded, or shutting down
                         answer.set_exception(exc)
         except (asyncio.IncompleteReadError, ConnectionError):

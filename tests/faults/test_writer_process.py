@@ -243,3 +243,50 @@ def test_sigterm_stops_the_workers_then_the_writer_process_and_exits_0(
             assert s.status == 503 and not any(i in stored for i in s.ids)
     assert_all_or_nothing(load.sent, stored)
     assert "died" not in server.log()  # the writer process exited by itself, not restarted
+
+
+COMPUTED = re.compile(r"list (\d+) computed by process (\d+)")
+
+
+def test_the_writer_process_computes_the_lists_the_workers_are_asked_for(
+    any_url: str, any_server: PierProcess
+) -> None:
+    """A list created or changed through a worker is computed by the writer process (so that
+    its end is that process's own transaction, and its lists' cache stays on), under the lease
+    the worker created it with: ready, with its members, and logged by the writer process."""
+    url, server = any_url, any_server
+    project = new_project(url)
+    (writer,) = pids(server, WRITER)
+    public = {"Authorization": f"Bearer {project.public_key}"}
+    secret = {"Authorization": f"Bearer {project.secret_key}"}
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for i in range(4):
+            events = [{"name": "buy", "external_id": f"u-{i}"} for _ in range(i + 1)]
+            assert http.post("/api/client/events", json=events, headers=public).status_code == 204
+
+        def rule(times: int) -> dict[str, object]:
+            return {
+                "uuid": "r", "type": "wrapper", "group": "user", "path": "$", "operator": "and",
+                "children": [{"uuid": "e", "type": "wrapper", "group": "event", "path": "$.name",
+                              "value": "buy", "operator": "and", "frequency":
+                              {"period": {"type": "rolling", "unit": "day", "value": 30},
+                               "operator": ">=", "count": times}}],
+            }  # fmt: skip
+
+        def ready(list_id: int, count: int) -> bool:
+            got = http.get(f"/api/client/lists/{list_id}", headers=secret).json()
+            return got["state"] != "loading" and got["users_count"] == count
+
+        made = http.post(
+            "/api/client/lists",
+            json={"name": "buyers", "type": "dynamic", "rule": rule(3)},
+            headers=secret,
+        )
+        assert made.status_code == 201, made.text
+        list_id = made.json()["id"]
+        wait_for(lambda: ready(list_id, 2), "the list computed")  # u-2, u-3
+        changed = http.patch(f"/api/client/lists/{list_id}", json={"rule": rule(2)}, headers=secret)
+        assert changed.status_code == 200, changed.text
+        wait_for(lambda: ready(list_id, 3), "the list computed again")  # u-1, u-2, u-3
+    wait_for(lambda: len(COMPUTED.findall(server.log())) == 2, "both computations logged")
+    assert COMPUTED.findall(server.log()) == [(str(list_id), str(writer))] * 2

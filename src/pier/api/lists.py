@@ -14,7 +14,7 @@ from .. import lists
 from ..clock import now_ms
 from ..domain.keys import Key
 from ..domain.segments import Rule, RuleError, RuleInvalid, parse_rule
-from ..lists import ListJobs
+from ..lists import Backfills
 from ..store.base import ListRow, Store
 from . import ingest, list_csv, params, read, render
 from .auth import secret_key
@@ -34,7 +34,7 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
-def _jobs(request: Request) -> ListJobs:
+def _jobs(request: Request) -> Backfills:
     return request.app.state.lists
 
 
