@@ -207,7 +207,7 @@ def ratio_to_bare(rows: dict[str, Row]) -> float | None:
 
 def targets(rows: dict[str, Row]) -> list[Target]:
     """The targets, with the measured value each is read against (None: not measured)."""
-    a, b, lists = rows.get("a"), rows.get("b"), rows.get("l")
+    a, b, e, lists = rows.get("a"), rows.get("b"), rows.get("e"), rows.get("l")
     ratio = ratio_to_bare(rows)
     # (d) over every pair (--pairs): the median ratio, the largest lag
     d_ratios = [r.ratio_to_a for k, r in rows.items() if k[0] == "d" and r.ratio_to_a is not None]
@@ -220,6 +220,7 @@ def targets(rows: dict[str, Row]) -> list[Target]:
         Target("a", "p99 ms", "<=", 25, a.ms("p99") if a else None),
         Target("a", "non-2xx + socket errors", "==", 0, _failures(a)),
         Target("b", "identify/s (2xx)", ">=", 8_000, b.result.ok_rps if b else None),
+        Target("e", "events/s, 1 a request", ">=", 15_000, e.events_per_s if e else None),
         Target("d", "events/s ratio to (a), median", ">=", 0.8, _median(d_ratios)),
         Target("d", "destination lag max s", "<", 5, max(d_lags) if d_lags else None),
         Target("l", "events/s ratio to (a)", ">=", 0.7, lists.ratio_to_a if lists else None),

@@ -51,7 +51,7 @@ class Scenario:
     def script_args(self, api_key: str) -> list[str]:
         if self.script == "identify.lua":
             return [api_key, str(IDENTIFY_USERS), str(POOL)]
-        return [api_key, "10", str(EVENT_USERS), str(POOL)]
+        return [api_key, str(self.events_per_request or 10), str(EVENT_USERS), str(POOL)]
 
 
 SCENARIOS = {
@@ -60,6 +60,7 @@ SCENARIOS = {
     "c": Scenario("c", "(c) bare ASGI", "events.lua", 0),
     "d": Scenario("d", "(d) (a) + webhook dest.", "events.lua", 10),
     "l": Scenario("l", "(l) (a) + 20 dyn. lists", "events.lua", 10),
+    "e": Scenario("e", "(e) events x1", "events.lua", 1),
 }
 
 
@@ -83,9 +84,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument(
         "--scenarios",
-        default="a,b,c,d,l",
-        help="comma-separated subset of a,b,c,d,l (d: (a) with one webhook destination;"
-        " l: ingestion with 20 dynamic lists against none, bench/lists_ingest.py)",
+        default="a,b,c,d,l,e",
+        help="comma-separated subset of a,b,c,d,l,e (d: (a) with one webhook destination;"
+        " l: ingestion with 20 dynamic lists against none, bench/lists_ingest.py; e: (a) with 1"
+        " event a request)",
     )
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
     p.add_argument(
@@ -104,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if not keys or any(k not in SCENARIOS for k in keys):
-        p.error(f"--scenarios: expected a subset of a,b,c,d,l, got {args.scenarios!r}")
+        p.error(f"--scenarios: expected a subset of a,b,c,d,l,e, got {args.scenarios!r}")
     args.lists = "l" in keys
     if (args.scale or "d" in keys or "l" in keys) and "a" not in keys:
         keys.insert(0, "a")  # the scale, (d) and (l) figures are read against (a)
@@ -139,7 +141,7 @@ class Bench:
     def run(self) -> None:
         print(self.setup_text(), flush=True)
         self.check_idle()
-        if {"a", "b", "d", "l"} & set(self.args.scenario_keys):
+        if {"a", "b", "d", "l", "e"} & set(self.args.scenario_keys):
             self.run_pier()
         if "c" in self.args.scenario_keys:
             self.run_bare()
@@ -177,6 +179,8 @@ class Bench:
             self.measure_lists(server, api_key, secret)
         if "b" in keys:
             self.measure(server, SCENARIOS["b"], api_key)
+        if "e" in keys:
+            self.measure(server, SCENARIOS["e"], api_key)
         if self.args.scale:
             self.preload(server, api_key)
             self.preloaded = self.committed
