@@ -23,7 +23,17 @@ MAY_IMPORT: dict[str, set[str]] = {
     "writer": {"store", "domain", "clock", "process", "settings"},
     "lists": {"store", "domain", "clock"},  # beside the writer: lists' backfill and sweeper
     # the writer process's socket protocol: the worker's client, the writer process's server
-    "writerproc": {"writer", "lists", "store", "domain", "clock", "process", "settings"},
+    # and the writer process's main (delivery only when it delivers itself)
+    "writerproc": {
+        "delivery",
+        "writer",
+        "lists",
+        "store",
+        "domain",
+        "clock",
+        "process",
+        "settings",
+    },
     "api": {"writer", "lists", "store", "domain", "clock", "process", "settings"},
     # destinations: the engine reads the store and sends the feed as api/ renders it; its
     # routes are the API's, its tab the portal's; the app and the CLI start it
@@ -37,6 +47,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "writerproc",
         "settings",
     },
+    "__main__": {"cli"},  # the console script: the CLI, imported when it runs
     "cli": {
         *("app", "delivery", "api", "portal", "writer", "lists", "store", "domain", "clock"),
         "writerproc",

@@ -26,15 +26,12 @@ from .api.errors import (
     store_unavailable,
 )
 from .delivery import routes as destinations
-from .delivery.engine import Deliverer, Pacing
-from .lists import ListJobs
 from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
 from .settings import Settings
-from .store import Store, StoreUnavailable, make_store
-from .writer import Writer
+from .store import StoreUnavailable, make_store
 
 
 async def health(request: Request) -> Response:
@@ -110,27 +107,6 @@ def routes() -> list[Route | Mount]:
     ]
 
 
-@contextlib.asynccontextmanager
-async def write_side(store: Store, settings: Settings) -> AsyncIterator[tuple[Writer, ListJobs]]:
-    """What the one process that writes runs (each worker, or the writer process): the
-    group-commit writer, the lists' jobs (those a stopped process left, and the sweeper) and,
-    with `settings.deliver`, delivery (pier.delivery)."""
-    writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
-    writer.start()
-    jobs = ListJobs(store, settings.list_sweep, settings.list_chunk)
-    await jobs.start()
-    deliverer = Deliverer(store, Pacing.of(settings)) if settings.deliver else None
-    if deliverer is not None:
-        deliverer.start()
-    try:
-        yield writer, jobs
-    finally:
-        await jobs.stop()
-        if deliverer is not None:
-            await deliverer.stop()
-        await writer.stop()
-
-
 def create_app(
     settings: Settings, *, tune_gc: bool = False, writer_socket: str | None = None
 ) -> Edge:
@@ -149,7 +125,7 @@ def create_app(
             await store.migrate()
             async with contextlib.AsyncExitStack() as stack:
                 if writer_socket is None:
-                    side = write_side(store, settings)
+                    side = writerproc.write_side(store, settings)
                     app.state.writer, app.state.lists = await stack.enter_async_context(side)
                 else:  # the writer process computes the lists and runs the sweeper
                     app.state.writer = writerproc.WriterClient(writer_socket)
@@ -187,21 +163,3 @@ def from_environment() -> Edge:
         tune_gc=True,
         writer_socket=settings.writer_socket(),
     )
-
-
-def run_writer_process(settings: Settings, path: str) -> None:
-    """The writer process of `pier serve` (writerproc): `write_side` on the store, serving the
-    workers' commands on the unix socket at `path` until told to stop."""
-    import uvloop
-
-    async def main() -> None:
-        store = make_store(settings.database_url, settings.durability)
-        await store.open()
-        try:
-            await store.migrate()
-            async with write_side(store, settings) as (writer, jobs), periodic_collection():
-                await writerproc.serve(writer, path, jobs=jobs)
-        finally:
-            await store.close()
-
-    uvloop.run(main())

@@ -20,7 +20,7 @@ from .domain.keys import PUBLIC, SCOPES, SECRET, generate_key, hash_key
 from .domain.segments import RuleInvalid, parse_rule
 from .process.supervisor import Supervisor
 from .settings import Settings
-from .store import Store, make_store
+from .store import Store, opened
 from .store.base import ListRow, lease_holder
 from .writer import Writer
 from .writerproc import DRAIN_SECONDS
@@ -88,13 +88,8 @@ def run(url: str, action: Callable[[Store], Awaitable[T]]) -> T:
     """Open and migrate the store, run `action` on it, close it."""
 
     async def main() -> T:
-        store = make_store(url)
-        await store.open()
-        try:
-            await store.migrate()
+        async with opened(url) as store:
             return await action(store)
-        finally:
-            await store.close()
 
     return asyncio.run(main())
 
@@ -135,7 +130,6 @@ def serve(**values: Any) -> None:
 
 def _serve_http(config: Settings, forwarded: str) -> None:
     import uvicorn
-    from uvicorn.config import LOG_LEVELS
 
     from .process import logs
 
@@ -154,7 +148,7 @@ def _serve_http(config: Settings, forwarded: str) -> None:
         forwarded_allow_ips=forwarded or None,
         access_log=False,
         log_level=config.log_level,
-        log_config=logs.config(config.log_format, LOG_LEVELS[config.log_level]),
+        log_config=logs.config(config.log_format, logs.LEVELS[config.log_level]),
         timeout_graceful_shutdown=10,
     )
 
@@ -162,47 +156,13 @@ def _serve_http(config: Settings, forwarded: str) -> None:
 def _start_delivery_process(config: Settings) -> Supervisor:
     """The delivery process: `pier deliver`'s loop, spawned, started again if it dies."""
     supervisor = Supervisor(
-        delivery_process, config, name="delivery process", stop_timeout=config.delivery_drain + 10
+        "pier.delivery.engine:main",
+        config,
+        name="delivery process",
+        stop_timeout=config.delivery_drain + 10,
     )
     supervisor.start()
     return supervisor
-
-
-def delivery_process(config: Settings) -> None:
-    """The delivery process's entry point (spawned by `pier serve`), logging as the workers
-    do; it stops on SIGTERM, or when `pier serve` is gone (killed with no time to stop it)."""
-    import logging.config
-    import multiprocessing
-
-    from uvicorn.config import LOG_LEVELS
-
-    from .process import logs
-
-    logging.config.dictConfig(logs.config(config.log_format, LOG_LEVELS[config.log_level]))
-    parent = multiprocessing.parent_process()
-    say = logging.getLogger("pier.delivery").info
-    _deliver(config, say, parent.sentinel if parent is not None else None)
-
-
-def _deliver(config: Settings, say: Callable[[str], None], parent: int | None = None) -> None:
-    """Deliver every destination until SIGTERM or SIGINT, or until the process whose sentinel
-    `parent` is has ended (the delivery process of a `pier serve` killed with -9). `say`
-    tells who delivers."""
-    import signal
-
-    from .delivery.engine import Deliverer, Pacing
-
-    async def action(store: Store) -> None:
-        deliverer = Deliverer(store, Pacing.of(config))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, deliverer.stop_soon)
-        if parent is not None:
-            loop.add_reader(parent, deliverer.stop_soon)
-        say(f"delivering as {deliverer.holder}")
-        await deliverer.run_until_stopped()
-
-    run(config.database_url, action)
 
 
 def _start_writer_process(config: Settings) -> Supervisor | None:
@@ -229,23 +189,10 @@ def _start_writer_process(config: Settings) -> Supervisor | None:
             return True
 
     supervisor = Supervisor(
-        writer_process, config, path, name="writer process", stop_timeout=DRAIN_SECONDS + 10
+        "pier.writerproc:main", config, path, name="writer process", stop_timeout=DRAIN_SECONDS + 10
     )
     supervisor.start(ready=answers)
     return supervisor
-
-
-def writer_process(config: Settings, path: str) -> None:
-    """The writer process's entry point (spawned by `pier serve`), logging as the workers do."""
-    import logging.config
-
-    from uvicorn.config import LOG_LEVELS
-
-    from .app import run_writer_process
-    from .process import logs
-
-    logging.config.dictConfig(logs.config(config.log_format, LOG_LEVELS[config.log_level]))
-    run_writer_process(config, path)
 
 
 FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)
@@ -731,7 +678,10 @@ def deliver(database_url: str, **values: Any) -> None:
     """Deliver every destination (alone, without serving the API) until SIGTERM or Ctrl-C.
 
     With several processes, each destination is delivered by one at a time."""
-    _deliver(Settings(database_url=database_url, **values), lambda text: click.echo(text, err=True))
+    from .delivery import engine
+
+    settings = Settings(database_url=database_url, **values)
+    engine.deliver(settings, lambda text: click.echo(text, err=True))
 
 
 @main.group()

@@ -20,6 +20,7 @@ again when it dies (process.supervisor)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -47,7 +48,8 @@ from .domain.commands import (
 )
 from .domain.errors import DomainError, KeyReused, NotFound
 from .lists import ListJobs
-from .store.base import ListRow, StoreUnavailable, lease_holder
+from .settings import Settings
+from .store.base import ListRow, Store, StoreUnavailable, lease_holder
 from .writer import Overloaded, RequestKey, Writer
 
 log = logging.getLogger("pier.writerproc")
@@ -507,3 +509,56 @@ async def serve(
     while connections and not gone.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     server.close()
+
+
+# -- the process: what it runs ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def write_side(store: Store, settings: Settings) -> AsyncIterator[tuple[Writer, ListJobs]]:
+    """What the one process that writes runs (each worker, or the writer process): the
+    group-commit writer, the lists' jobs (their backfills and the sweeper) and, with
+    `settings.deliver`, delivery (pier.delivery)."""
+    writer = Writer(store, max_pending=settings.max_pending, batch_work=settings.batch_work)
+    writer.start()
+    jobs = ListJobs(store, settings.list_sweep, settings.list_chunk)
+    await jobs.start()
+    deliverer = None
+    if settings.deliver:  # (imported only then: the writer process of pier serve leaves it
+        from .delivery.engine import Deliverer, Pacing  # to its delivery process)
+
+        deliverer = Deliverer(store, Pacing.of(settings))
+        deliverer.start()
+    try:
+        yield writer, jobs
+    finally:
+        await jobs.stop()
+        if deliverer is not None:
+            await deliverer.stop()
+        await writer.stop()
+
+
+def main(settings: Settings, path: str) -> None:
+    """The writer process's entry point (spawned by `pier serve`): `write_side` on the store,
+    serving the workers' commands on the unix socket at `path` until told to stop, logging as
+    the workers do. Spawned, it imports this module and what it runs, not the HTTP app
+    (about 16 MB less: docs/performance.md)."""
+    import logging.config
+
+    import uvloop
+
+    from .process import logs
+    from .process.gctune import periodic_collection
+    from .store import opened
+
+    logging.config.dictConfig(logs.config(settings.log_format, logs.LEVELS[settings.log_level]))
+
+    async def run() -> None:
+        async with (
+            opened(settings.database_url, settings.durability) as store,
+            write_side(store, settings) as (writer, jobs),
+            periodic_collection(),
+        ):
+            await serve(writer, path, jobs=jobs)
+
+    uvloop.run(run())

@@ -445,3 +445,39 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), min(left, self.s.lease_ttl / 3))
             await self._renew(destination_id, cursor)
+
+
+def deliver(config: Settings, say: Callable[[str], None], parent: int | None = None) -> None:
+    """Deliver every destination until SIGTERM or SIGINT, or until the process whose sentinel
+    `parent` is has ended (the delivery process of a `pier serve` killed with -9): `pier
+    deliver`, and the delivery process. `say` tells who delivers."""
+    import signal
+
+    from ..store import opened
+
+    async def run() -> None:
+        async with opened(config.database_url) as store:
+            deliverer = Deliverer(store, Pacing.of(config))
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, deliverer.stop_soon)
+            if parent is not None:
+                loop.add_reader(parent, deliverer.stop_soon)
+            say(f"delivering as {deliverer.holder}")
+            await deliverer.run_until_stopped()
+
+    asyncio.run(run())
+
+
+def main(config: Settings) -> None:
+    """The delivery process's entry point (spawned by `pier serve`), logging as the workers
+    do; it stops on SIGTERM, or when `pier serve` is gone (killed with no time to stop it).
+    Spawned, it imports this module and what it runs, not the CLI."""
+    import logging.config
+    import multiprocessing
+
+    from ..process import logs
+
+    logging.config.dictConfig(logs.config(config.log_format, logs.LEVELS[config.log_level]))
+    parent = multiprocessing.parent_process()
+    deliver(config, log.info, parent.sentinel if parent is not None else None)

@@ -89,6 +89,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
+# (uvicorn's names and numbers: its TRACE is 5; settings.log_level takes these names)
+
+
 def config(log_format: str, level: int) -> dict[str, Any]:
     """A logging.config.dictConfig for `pier serve` (uvicorn applies it in every worker).
     Pier's and uvicorn's loggers log at `level`; other libraries at WARNING and above only, so

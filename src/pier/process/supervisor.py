@@ -3,6 +3,7 @@ process), started by spawning, started again when it dies, stopped with SIGTERM.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import threading
@@ -13,15 +14,22 @@ from typing import Any
 log = logging.getLogger("pier.supervisor")
 
 
+def _run(target: str, *args: Any) -> None:
+    """A spawned process's entry point: `target` ("module:function") imported there only, so
+    that the parent need not import what the child runs, nor the child what it does not
+    (with pier's console script importing nothing either: pier/__main__.py)."""
+    module, _, name = target.partition(":")
+    getattr(importlib.import_module(module), name)(*args)
+
+
 class Supervisor:
-    """Runs `target(*args)` in a process of its own (started by spawning), starts it again
-    when it dies of anything but a clean exit, and stops it (SIGTERM) on `stop()`."""
+    """Runs `target(*args)` ("module:function") in a process of its own (started by
+    spawning), starts it again when it dies of anything but a clean exit, and stops it
+    (SIGTERM) on `stop()`."""
 
     RESTART_PAUSE = 0.1  # seconds before a restart; doubled while it keeps dying, up to 5
 
-    def __init__(
-        self, target: Callable[..., None], *args: Any, name: str, stop_timeout: float
-    ) -> None:
+    def __init__(self, target: str, *args: Any, name: str, stop_timeout: float) -> None:
         self.target, self.args, self.name = target, args, name
         self.stop_timeout = stop_timeout
         self._context = multiprocessing.get_context("spawn")
@@ -48,7 +56,7 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             self.process = self._context.Process(
-                target=self.target, args=self.args, name=f"pier-{self.name}", daemon=False
+                target=_run, args=(self.target, *self.args), name=f"pier-{self.name}", daemon=False
             )
             self.process.start()
 

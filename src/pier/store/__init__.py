@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from .base import Store, StoreUnavailable
 
-__all__ = ["Store", "StoreUnavailable", "make_store"]
+__all__ = ["Store", "StoreUnavailable", "make_store", "opened"]
 
 
 def make_store(url: str, durability: str = "full") -> Store:
@@ -18,3 +21,16 @@ def make_store(url: str, durability: str = "full") -> Store:
 
         return PostgresStore(url)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///PATH or postgresql://...")
+
+
+@asynccontextmanager
+async def opened(url: str, durability: str = "full") -> AsyncIterator[Store]:
+    """The store for `url`, opened and migrated (the CLI's commands, the writer and delivery
+    processes), closed at the end."""
+    store = make_store(url, durability)
+    await store.open()
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
