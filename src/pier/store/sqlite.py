@@ -142,7 +142,7 @@ class SqliteStore(SqlStore):
 
     async def open(self) -> None:
         try:
-            self._writer = self._connect(cache_mib=64)  # the one that loads and writes batches
+            self._writer = self._connect(cache_mib=32)  # the one that loads and writes batches
             self._reader = self._connect()
             # Checkpoints copy the WAL into the database file: a thread does them, so that
             # the writer (on the event loop) never stalls on that I/O.
