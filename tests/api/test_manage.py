@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from click.testing import CliRunner
 
-import pier.cli
+import pier.store
 from conftest import Tenant, make_tenant
 from pier.cli import main
 
@@ -294,10 +294,10 @@ def test_export_streams_the_feed_as_ndjson_in_pages(
     )
     expected = feed(tenant)["results"]
     limits: list[int] = []
-    make_store = pier.cli.make_store
+    make_store = pier.store.make_store  # (store.opened makes the CLI's stores)
 
-    def counting_store(url: str):  # type: ignore[no-untyped-def]
-        store = make_store(url)
+    def counting_store(url: str, durability: str = "full"):  # type: ignore[no-untyped-def]
+        store = make_store(url, durability)
         event_feed = store.event_feed
 
         async def paged(project_id: int, after: int | None, limit: int):  # type: ignore[no-untyped-def]
@@ -307,7 +307,7 @@ def test_export_streams_the_feed_as_ndjson_in_pages(
         store.event_feed = paged  # type: ignore[method-assign]
         return store
 
-    monkeypatch.setattr(pier.cli, "make_store", counting_store)
+    monkeypatch.setattr(pier.store, "make_store", counting_store)
     url = tenant.server.database_url
     args = ["export", "--project", str(tenant.id), "--database-url", url, "--page-size", "6"]
     result = CliRunner().invoke(main, args)
