@@ -63,6 +63,8 @@ COUNT_LITERAL = (  # sent with the BEGIN, in one round trip (_serializable): two
     "INSERT INTO writers VALUES ({0:d}, 1, {1:d}, true) ON CONFLICT (token)"
     " DO UPDATE SET transactions = writers.transactions + 1, counted_at = {1:d}, running = true"
 )
+# The feed's lock (PostgresTx.lock_feed), taken with the BEGIN by a process that writes alone
+LOCK_FEED_LITERAL = f"SELECT pg_advisory_xact_lock({FEED_LOCK:d})"
 ROWS = "coalesce(string_agg(token || ':' || transactions, ',' ORDER BY token), '')"  # as text
 OTHERS = (  # the other rows, and the last instant one of them still running counted in
     f"SELECT {ROWS}, max(counted_at) FILTER (WHERE running) FROM writers WHERE token <> $1"
@@ -292,11 +294,16 @@ class PostgresStore(SqlStore):
             try:
                 async with held(self.pool) as conn:
                     contended = time.monotonic() < self._contended_until
+                    first = COUNT_LITERAL.format(self._token, now_ms())
+                    alone = not self.lists_off  # (no other writer seen: nobody waits for it)
+                    if alone:  # the feed's lock in the same round trip, not one of its own
+                        first = f"{first}; {LOCK_FEED_LITERAL}"
                     async with (
                         _holding(conn, BATCH_LOCK) if contended else contextlib.nullcontext(),
-                        _serializable(conn, COUNT_LITERAL.format(self._token, now_ms())),
+                        _serializable(conn, first),
                     ):
                         tx = PostgresTx(conn, self)
+                        tx.feed_locked = alone
                         try:
                             yield tx
                         finally:
@@ -508,7 +515,7 @@ class PostgresTx(SqlTx):
         # lock from taking the ids until the commit makes the id order the commit order; every
         # row of the feed comes under it (a batch's events, the lists' items of a transaction
         # that may have inserted no event before them: the sweeper's, an identify's).
-        await self.conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
+        await self.conn.execute(LOCK_FEED_LITERAL)
         self.feed_locked = True
 
     async def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
