@@ -153,8 +153,7 @@ def _wire(cmd: Command) -> _Single | _Sequence:
     return _WRAP[type(cmd)](cmd)
 
 
-def _command(w: _Single | _Sequence | _Backfill) -> Command:
-    assert not isinstance(w, _Backfill)  # (serve takes those apart)
+def _command(w: _Single | _Sequence) -> Command:
     if isinstance(w, _Track):
         return TrackEvents(
             project_id=w.project_id,
@@ -188,9 +187,10 @@ def encode_request(number: int, cmd: Command, key: RequestKey | None) -> bytes:
     return _encoder.encode(_Request(number, key, _wire(cmd)))
 
 
-def decode_request(frame: bytes) -> tuple[int, Command, RequestKey | None]:
+def decode_request(frame: bytes) -> tuple[int, Command | _Backfill, RequestKey | None]:
+    """A request: its number, its command (or the list it asks computed), its key."""
     r = _requests.decode(frame)
-    return r.number, _command(r.cmd), r.key
+    return r.number, r.cmd if isinstance(r.cmd, _Backfill) else _command(r.cmd), r.key
 
 
 # outcomes of an answer
@@ -479,16 +479,16 @@ async def serve(
         try:
             async for requests in read_frames(reader):
                 for request in requests:  # queued by the writer in this order
-                    r = _requests.decode(request)
-                    answer = _Answer(frames, r.number)
+                    number, cmd, key = decode_request(request)
+                    answer = _Answer(frames, number)
                     try:
-                        if isinstance(r.cmd, _Backfill):
+                        if isinstance(cmd, _Backfill):
                             if jobs is None:
                                 raise StoreUnavailable("no list jobs in this process")
-                            jobs.take(r.cmd.project_id, r.cmd.list_id, r.cmd.holder)
+                            jobs.take(cmd.project_id, cmd.list_id, cmd.holder)
                             answer.set_result(None)
                         else:
-                            writer.put(_command(r.cmd), r.key, answer)
+                            writer.put(cmd, key, answer)
                     except Exception as exc:  # Overloaded, or shutting down
                         answer.set_exception(exc)
         except (asyncio.IncompleteReadError, ConnectionError):

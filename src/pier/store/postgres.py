@@ -519,7 +519,7 @@ class PostgresTx(SqlTx):
         self.feed_locked = True
 
     async def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        if not self.feed_locked:  # (a batch's lists' items come after its events)
+        if not self.feed_locked:  # (taken with the BEGIN by a process that writes alone)
             await self.lock_feed()
         await self.conn.copy_records_to_table("events", columns=EVENT_FIELDS, records=rows)
 
