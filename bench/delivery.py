@@ -19,7 +19,8 @@ import httpx
 
 from pier.clock import now_ms
 from pier.delivery import manage
-from pier.delivery.engine import Deliverer, Pacing
+from pier.delivery.engine import Deliverer
+from pier.delivery.pacing import Pacing
 from pier.store import make_store
 from pier.store.destinations import Destinations
 

@@ -31,8 +31,8 @@ from pier.api import ingest, schemas
 from pier.api.body import read_body
 from pier.api.edge import NO_CONTENT
 from pier.app import INGESTION, create_app
-from pier.cli import create_key
 from pier.clock import now_ms
+from pier.commands import create_key
 from pier.domain.keys import PUBLIC
 from pier.settings import Settings
 

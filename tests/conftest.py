@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from pier.app import create_app
-from pier.cli import create_key
 from pier.clock import now_ms
+from pier.commands import create_key
 from pier.domain.keys import PUBLIC, SECRET
 from pier.settings import Settings
 from pier.store import make_store

@@ -5,6 +5,8 @@ other in a circle."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,10 +50,14 @@ MAY_IMPORT: dict[str, set[str]] = {
         "settings",
     },
     "__main__": {"cli"},  # the console script: the CLI, imported when it runs
-    "cli": {
+    "options": {"settings"},  # the settings as click options
+    # `pier serve`: the processes it starts, by name ("module:function"), not by import
+    "cli": {"commands", "options", "process", "settings"},
+    "commands": {  # every other command
         *("app", "delivery", "api", "portal", "writer", "lists", "store", "domain", "clock"),
         "writerproc",
         "process",
+        "options",
         "settings",
     },
 }
@@ -156,3 +162,27 @@ def test_one_clock() -> None:
             ):
                 elsewhere.append(f"{module_name(path)}: from {node.module} import now_ms")
     assert not elsewhere, elsewhere
+
+
+# What a process of `pier serve` must not import: each module costs every such process its
+# memory (docs/performance.md, "Memory"). The key is the module the process starts from.
+NOT_IMPORTED = {
+    # the parent of them all: it starts processes and serves nothing itself
+    "pier.cli": {"pier.store", "pier.api", "pier.writer", "starlette", "httpx", "cryptography"},
+    # a worker: delivering is the delivery process's; Fernet only with --secret-key
+    "pier.app": {"httpx", "cryptography", "pier.delivery.engine"},
+    "pier.writerproc": {"pier.api", "httpx", "cryptography", "jinja2", "argon2"},
+    "pier.delivery.engine": {"cryptography", "jinja2", "argon2"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(NOT_IMPORTED))
+def test_a_process_imports_only_what_it_runs(module: str) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    loaded = NOT_IMPORTED[module] & set(shown)  # (a package is in it with any of its modules)
+    assert not loaded, f"{module} imports {sorted(loaded)}"

@@ -22,6 +22,8 @@ import msgspec
 SETTINGS_VARIABLE = "PIER_SETTINGS"  # the settings as JSON, from `pier serve` to its workers
 # the writer process's socket (`--writer-process`), from `pier serve` to its workers
 WRITER_SOCKET_VARIABLE = "PIER_WRITER_SOCKET"
+# after SIGTERM, how long the writer process waits for the workers to finish (uvicorn gives 10)
+DRAIN_SECONDS = 15.0
 
 
 def setting(

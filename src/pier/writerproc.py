@@ -48,7 +48,7 @@ from .domain.commands import (
 )
 from .domain.errors import DomainError, KeyReused, NotFound
 from .lists import ListJobs
-from .settings import Settings
+from .settings import DRAIN_SECONDS, Settings
 from .store.base import ListRow, Store, StoreUnavailable, lease_holder
 from .writer import Overloaded, RequestKey, Writer
 
@@ -56,7 +56,6 @@ log = logging.getLogger("pier.writerproc")
 
 HEADER = struct.Struct("!I")
 CONNECT_WAIT = 5.0  # seconds a request waits for the writer process to (re)start; then 503
-DRAIN_SECONDS = 15.0  # after SIGTERM, how long the workers have to finish (uvicorn gives 10)
 
 
 # -- the commands on the wire ----------------------------------------------------------------
@@ -525,7 +524,8 @@ async def write_side(store: Store, settings: Settings) -> AsyncIterator[tuple[Wr
     await jobs.start()
     deliverer = None
     if settings.deliver:  # (imported only then: the writer process of pier serve leaves it
-        from .delivery.engine import Deliverer, Pacing  # to its delivery process)
+        from .delivery.engine import Deliverer  # to its delivery process)
+        from .delivery.pacing import Pacing
 
         deliverer = Deliverer(store, Pacing.of(settings))
         deliverer.start()

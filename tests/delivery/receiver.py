@@ -16,7 +16,8 @@ import msgspec
 import pytest
 
 from conftest import Tenant, db_call
-from pier.delivery.engine import Deliverer, Pacing
+from pier.delivery.engine import Deliverer
+from pier.delivery.pacing import Pacing
 from pier.store import make_store
 from pier.store.destinations import Destinations
 

@@ -209,7 +209,7 @@ def test_engine_pacing_from_the_settings(monkeypatch) -> None:  # type: ignore[n
     from click.testing import CliRunner
 
     from pier.cli import main
-    from pier.delivery.engine import Pacing
+    from pier.delivery.pacing import Pacing
     from pier.settings import Settings
 
     s = Pacing.of(Settings(delivery_backoff_cap=2.5, delivery_answer_limit=1024, secret_key="k"))

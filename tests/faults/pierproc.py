@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 
 from conftest import db_call, free_port
-from pier.cli import create_key
 from pier.clock import now_ms
+from pier.commands import create_key
 from pier.domain.keys import PUBLIC, SECRET
 
 PIER = str(Path(sys.executable).with_name("pier"))

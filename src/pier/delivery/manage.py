@@ -8,7 +8,6 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import msgspec
 
 from ..api.errors import HTTPProblem
@@ -18,8 +17,8 @@ from ..api.render import iso
 from ..clock import now_ms
 from ..store.base import FeedEvent
 from ..store.destinations import Destination, Destinations
-from .engine import Pacing, send_batch
 from .kinds import KINDS, NEEDS_KEY
+from .pacing import Pacing
 from .secrets import prefix, seal, signing_secret
 
 MAX_BATCH_SIZE = 5000
@@ -47,6 +46,8 @@ class Invalid(Exception):
 
 
 def _url_problem(url: str) -> str | None:
+    import httpx  # here: the workers need httpx only when a destination is written
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError):
@@ -176,6 +177,10 @@ async def redeliver(
     letters = [x for x in await destinations.dead_letters(d.id) if only in (None, x.id)]
     if only is not None and not letters:
         raise Invalid([Problem("dead_letter", f"destination {d.id} has no dead letter {only}")])
+    import httpx
+
+    from .engine import send_batch  # (with httpx: only here, in the processes that serve)
+
     results = []
     async with httpx.AsyncClient(follow_redirects=False, timeout=pacing.timeout) as http:
         for letter in letters:

@@ -18,7 +18,7 @@ from ..api.ingest import checked, decode
 from ..api.render import iso
 from ..store.destinations import Destination, Destinations
 from . import manage
-from .engine import Pacing
+from .pacing import Pacing
 
 
 class NewDestination(msgspec.Struct, forbid_unknown_fields=True):

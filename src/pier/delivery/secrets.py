@@ -7,8 +7,10 @@ import base64
 import hashlib
 import hmac
 import secrets as random
+from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SEALED = "fernet:"  # the mark of an encrypted value
 PREFIX_LENGTH = 8
@@ -22,6 +24,9 @@ class SecretKeyMissing(Exception):
 def _fernet(key: str) -> Fernet | None:
     if not key:
         return None
+    # imported only when a secret key is set: it costs every process some 7 MB
+    from cryptography.fernet import Fernet
+
     digest = hashlib.sha256(key.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(digest))
 
@@ -42,6 +47,8 @@ def unseal(stored: str | None, key: str) -> str | None:
         raise SecretKeyMissing(
             "a destination's key is encrypted: set the secret key (--secret-key)"
         )
+    from cryptography.fernet import InvalidToken
+
     try:
         return fernet.decrypt(stored[len(SEALED) :].encode()).decode()
     except InvalidToken:

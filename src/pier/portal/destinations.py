@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from ..api import params
 from ..delivery import manage
-from ..delivery.engine import Pacing
 from ..delivery.kinds import KINDS
+from ..delivery.pacing import Pacing
 from ..store.destinations import Destination, Destinations
 from .views import _id, _missing, _project, admin_only, page, redirect, store
 
