@@ -72,7 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with a PostgreSQL URL, use that database as is instead of a temporary one",
     )
-    p.add_argument("--workers", type=int, default=1, help="pier serve --workers (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="pier serve --workers (default 0, the server's: one per core it may run on)",
+    )
     p.add_argument("--durability", choices=["full", "normal"], help="pier serve --durability")
     p.add_argument(
         "--writer-process",
@@ -111,8 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if (args.scale or "d" in keys or "l" in keys) and "a" not in keys:
         keys.insert(0, "a")  # the scale, (d) and (l) figures are read against (a)
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
-    if min(args.workers, args.duration, args.connections, args.pairs) < 1 or args.warmup < 0:
-        p.error("--workers, --duration, --connections and --pairs must be >= 1, --warmup >= 0")
+    if min(args.duration, args.connections, args.pairs) < 1 or min(args.warmup, args.workers) < 0:
+        p.error("--duration, --connections and --pairs must be >= 1, --workers, --warmup >= 0")
+    # what pier serve makes of --workers 0 (cli._cores), to say it and to pin one process
+    args.workers = args.workers or len(os.sched_getaffinity(0))
     return args
 
 

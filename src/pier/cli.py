@@ -47,7 +47,10 @@ def serve(**values: Any) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
 
     config = Settings(**values)
-    config = config.replace(max_connections=_room_for_connections(config.max_connections))
+    config = config.replace(
+        workers=config.workers or _cores(),
+        max_connections=_room_for_connections(config.max_connections),
+    )
     apart = config.deliver and config.deliver_process
     if apart:  # the workers (and the writer process) leave delivery to the delivery process
         config = config.replace(deliver=False)
@@ -130,6 +133,14 @@ def _start_writer_process(config: Settings) -> Supervisor | None:
     )
     supervisor.start(ready=answers)
     return supervisor
+
+
+def _cores() -> int:
+    """--workers 0: the cores this process may run on (its affinity: taskset, a cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)

@@ -50,12 +50,17 @@ class Settings:
     )
     host: str = setting("127.0.0.1", "The address to listen on.")
     port: int = setting(8000, "The port to listen on.", minimum=0, maximum=65535)
-    workers: int = setting(1, "HTTP worker processes.", minimum=1, maximum=64)
+    workers: int = setting(
+        0,
+        "HTTP worker processes. 0: one per core this process may run on.",
+        minimum=0,
+        maximum=64,
+    )
     writer_process: bool = setting(
-        False,
-        "With several workers: one more process owns the writes (the writer, lists, delivery) "
-        "and the workers send it their commands over a unix socket. Without it each worker "
-        "writes itself (docs/deployment.md).",
+        True,
+        "With several workers: one more process owns the writes (the writer, the lists' jobs) "
+        "and the workers send it their commands over a unix socket. --no-writer-process: each "
+        "worker writes itself (docs/deployment.md).",
     )
     durability: Literal["full", "normal"] = setting(
         "full", "full: fsync every commit. normal (SQLite): a power loss may lose the last commits."
