@@ -150,7 +150,7 @@ def create_app(
     )
     app.state = AppState()
     app.state.settings = settings
-    app.state.login_throttle = LoginThrottle(settings.login_failures, settings.login_window)
+    app.state.login_throttle = LoginThrottle.of(settings)
     return Edge(app, INGESTION, log_all=settings.access_log == "all")
 
 

@@ -106,7 +106,8 @@ class Settings:
     # -- the portal --------------------------------------------------------------------------
     login_failures: int = setting(
         10,
-        "Portal logins per client address, and per account, in --login-window; then 429.",
+        "Portal logins per client address, and per account, in --login-window; then 429. "
+        "With several workers each allows its share (rounded up).",
         minimum=1,
     )
     login_window: float = setting(

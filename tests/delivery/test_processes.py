@@ -278,17 +278,22 @@ def test_the_delivery_process_ends_with_pier_serve_even_killed_with_9(
             pause(database_url, did)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_no_deliver_process_delivers_from_the_serving_process(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, workers: str
 ) -> None:
+    """--no-deliver-process: one process delivers in its own loop, or with several workers the
+    writer process does (the workers leave the writes to it)."""
     project = new_project(database_url)
     with receiver() as r:
         did = add(database_url, project.id, "webhook", r.url)
-        server = PierProcess(database_url, tmp_path / "a.log", "--no-deliver-process")
+        options = ("--no-deliver-process", "--workers", workers)
+        server = PierProcess(database_url, tmp_path / "a.log", *options)
         try:
             post_events(server.url, project.public_key, 10, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            assert holder_pid(database_url, did) == server.pid
+            expected = server.pid if workers == "1" else server.writer_pids()[0]
+            assert holder_pid(database_url, did) == expected
         finally:
             server.kill()
             pause(database_url, did)

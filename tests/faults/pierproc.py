@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from pier.commands import create_key
 from pier.domain.keys import PUBLIC, SECRET
 
 PIER = str(Path(sys.executable).with_name("pier"))
+WRITER_STARTED = re.compile(r"writer process (\d+): serving the workers")
 
 
 class PierProcess:
@@ -68,6 +70,15 @@ class PierProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def writer_pids(self) -> list[int]:
+        """The writer processes this server started (as they logged), in order."""
+        return [int(pid) for pid in WRITER_STARTED.findall(self.log())]
+
+    def writing_pid(self) -> int:
+        """The process that commits what is ingested: the (last) writer process, or with one
+        worker the server itself."""
+        return (self.writer_pids() or [self.pid])[-1]
 
     def kill(self) -> int:
         """kill -9 the whole process group; returns the exit status."""

@@ -71,18 +71,19 @@ class Tmpfs:
 
 
 class FileSizeLimit:
-    """RLIMIT_FSIZE of the server process: no file it writes may grow (EFBIG)."""
+    """RLIMIT_FSIZE of the process that writes (the writer process): no file it writes may
+    grow (EFBIG)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.mkdir()
 
     def fill(self, server: PierProcess) -> None:
-        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+        resource.prlimit(server.writing_pid(), resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
 
     def free(self, server: PierProcess) -> None:
         limit = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
-        resource.prlimit(server.pid, resource.RLIMIT_FSIZE, limit)
+        resource.prlimit(server.writing_pid(), resource.RLIMIT_FSIZE, limit)
 
     def remove(self) -> None:
         pass
@@ -144,12 +145,13 @@ async def until(condition, what: str, timeout: float = 30) -> None:  # type: ign
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])  # one process; workers and the writer process
 def test_unwritable_database_answers_503_loses_nothing_and_recovers(
-    disk: Tmpfs | FileSizeLimit, tmp_path: Path
+    disk: Tmpfs | FileSizeLimit, tmp_path: Path, workers: str
 ) -> None:
     url = f"sqlite:///{disk.path}/pier.db"
     project = new_project(url)
-    server = PierProcess(url, tmp_path / "server.log")
+    server = PierProcess(url, tmp_path / "server.log", "--workers", workers)
     clients = Clients(server.url, project.public_key)
     secret = {"Authorization": f"Bearer {project.secret_key}"}
 

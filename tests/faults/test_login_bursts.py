@@ -92,8 +92,9 @@ def test_40_concurrent_logins_run_at_most_the_allowed_hashes(fresh_server: LiveS
 
 @pytest.fixture
 def untrusting(database_url: str, tmp_path: Path) -> Iterator[PierProcess]:
-    """`pier serve` with its defaults: no proxy is trusted."""
-    server = PierProcess(database_url, tmp_path / "server.log")
+    """`pier serve` with its defaults: no proxy is trusted. One worker, so that every attempt
+    meets the same throttle (several: test_several_workers_allow_no_more_in_all)."""
+    server = PierProcess(database_url, tmp_path / "server.log", "--workers", "1")
     yield server
     server.terminate()
 
@@ -102,10 +103,31 @@ def untrusting(database_url: str, tmp_path: Path) -> Iterator[PierProcess]:
 def behind_proxy(database_url: str, tmp_path: Path) -> Iterator[PierProcess]:
     """`pier serve` trusting the local peer as its proxy."""
     server = PierProcess(
-        database_url, tmp_path / "server.log", "--forwarded-allow-ips", "127.0.0.1"
+        database_url,
+        tmp_path / "server.log",
+        "--workers",
+        "1",
+        "--forwarded-allow-ips",
+        "127.0.0.1",
     )
     yield server
     server.terminate()
+
+
+def test_several_workers_allow_no_more_in_all(database_url: str, tmp_path: Path) -> None:
+    """Two workers, each with its own throttle: each allows half the failures, so an account
+    guessed at on new connections (spread over both) gets at most --login-failures in all."""
+    server = PierProcess(database_url, tmp_path / "server.log", "--workers", "2")
+    try:
+        email = new_admin(database_url)
+        login = Login(server.url)
+        statuses = [login.post(email, "guess").status_code for _ in range(3 * LOGIN_FAILURES)]
+    finally:
+        server.terminate()
+    share = -(-LOGIN_FAILURES // 2)
+    assert statuses[:share] == [401] * share  # whichever worker took them: within its share
+    assert set(statuses) == {401, 429}
+    assert statuses.count(401) <= LOGIN_FAILURES
 
 
 def test_rotating_x_forwarded_for_gives_no_extra_guesses(untrusting: PierProcess) -> None:

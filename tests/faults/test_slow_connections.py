@@ -25,7 +25,9 @@ WAIT = 15.0  # seconds a socket read may block before the test calls it a hang (
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PierProcess, Project]]:
     folder = tmp_path_factory.mktemp("slow")
     url = f"sqlite:///{folder}/pier.db"
-    options = ("--header-timeout", "1", "--body-timeout", "1", "--max-connections", str(CAP))
+    # one worker: the cap is per process, and each of several takes the connections it accepts
+    options = ("--workers", "1", "--header-timeout", "1", "--body-timeout", "1")
+    options += ("--max-connections", str(CAP))
     server = PierProcess(url, folder / "server.log", *options)
     yield server, new_project(url)
     server.terminate()

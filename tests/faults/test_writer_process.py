@@ -30,7 +30,6 @@ from faults.pierproc import (
 )
 from faults.test_crash import assert_all_or_nothing
 
-WRITER = re.compile(r"writer process (\d+): serving the workers")
 WORKER = re.compile(r"Started server process \[(\d+)\]")
 
 
@@ -80,7 +79,7 @@ def test_two_workers_commit_through_one_writer_process(
 ) -> None:
     url, server = any_url, any_server
     project = new_project(url)
-    assert len(pids(server, WRITER)) == 1
+    assert len(server.writer_pids()) == 1
     wait_for(lambda: len(pids(server, WORKER)) == 2, "both workers")
     auth = {"Authorization": f"Bearer {project.public_key}"}
     identify = {"external_id": "u-0", "email": "ann@example.com", "data": {"n": 1}}
@@ -151,7 +150,7 @@ def test_two_workers_commit_through_one_writer_process(
         headers={"Authorization": f"Bearer {project.secret_key}"},
     ).json()
     assert user["email"] == "ann@example.com"  # the identify was stored once, the 409 not
-    assert len(pids(server, WRITER)) == 1
+    assert len(server.writer_pids()) == 1
 
     # /metrics, from whichever worker answers, counts the writer process's batches
     metrics = httpx.get(f"{server.url}/metrics", timeout=10)
@@ -164,7 +163,7 @@ def test_kill_9_of_the_writer_process_answers_503_in_flight_and_loses_nothing_an
     sqlite_url: str, server: PierProcess
 ) -> None:
     project = new_project(sqlite_url)
-    (writer,) = pids(server, WRITER)
+    (writer,) = server.writer_pids()
     load = Load(project.public_key, clients=20, max_requests=100)
 
     def kill_while_requests_wait_in_it() -> None:
@@ -191,8 +190,8 @@ def test_kill_9_of_the_writer_process_answers_503_in_flight_and_loses_nothing_an
     assert_all_or_nothing(load.sent, stored)
 
     # the writer process is started again, and the same workers take writes again
-    wait_for(lambda: len(pids(server, WRITER)) == 2, "the writer process to start again")
-    assert pids(server, WRITER)[1] != writer
+    wait_for(lambda: len(server.writer_pids()) == 2, "the writer process to start again")
+    assert server.writer_pids()[1] != writer
     asyncio.run(retry_until_stored(server.url, project.public_key, [s.body for s in refused]))
     stored = stored_message_ids(sqlite_url, project.id)
     assert sorted(stored) == sorted(i for s in load.sent for i in s.ids)
@@ -219,7 +218,7 @@ def test_kill_9_of_a_worker_loses_nothing_answered(sqlite_url: str, server: Pier
     stored = stored_message_ids(sqlite_url, project.id)
     assert sorted(stored) == sorted(i for s in load.sent for i in s.ids)
     assert set(stored.values()) == {1}
-    assert len(pids(server, WRITER)) == 1  # the writer process was not disturbed
+    assert len(server.writer_pids()) == 1  # the writer process was not disturbed
 
 
 def test_sigterm_stops_the_workers_then_the_writer_process_and_exits_0(
@@ -256,7 +255,7 @@ def test_the_writer_process_computes_the_lists_the_workers_are_asked_for(
     the worker created it with: ready, with its members, and logged by the writer process."""
     url, server = any_url, any_server
     project = new_project(url)
-    (writer,) = pids(server, WRITER)
+    (writer,) = server.writer_pids()
     public = {"Authorization": f"Bearer {project.public_key}"}
     secret = {"Authorization": f"Bearer {project.secret_key}"}
     with httpx.Client(base_url=server.url, timeout=30) as http:

@@ -91,7 +91,8 @@ class Throttled(Exception):
 
 class LoginThrottle:
     """At most `failures` attempts per client address and per account (email, from any
-    address) in `window` seconds, per process (the settings login_failures, login_window). An attempt is counted before its password is
+    address) in `window` seconds, in this process (`of`: its share of the settings
+    login_failures, login_window). An attempt is counted before its password is
     checked, so concurrent guesses cannot all get past the check; a right password clears the
     address's and the account's count. A refused attempt records nothing. At most MAX_TRACKED
     addresses and accounts are remembered: past that, those whose attempts have all expired
@@ -107,6 +108,15 @@ class LoginThrottle:
         self.window = window
         self.clock = clock
         self._attempts: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+
+    @classmethod
+    def of(cls, settings: Settings) -> LoginThrottle:
+        """A worker's throttle: with W workers (`pier serve` sets settings.workers), each
+        allows ceil(login_failures / W), so that the server as a whole allows at most about
+        login_failures, whichever worker each attempt reaches."""
+        return cls(
+            math.ceil(settings.login_failures / max(1, settings.workers)), settings.login_window
+        )
 
     @staticmethod
     def _keys(address: str, email: str) -> tuple[tuple[str, str], ...]:
