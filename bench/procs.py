@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,6 +15,14 @@ from pathlib import Path
 
 HEALTH_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+
+
+# what pier serve's processes log as they start, and the role that names them in the results
+ROLES = (
+    (re.compile(r"writer process (\d+): serving the workers"), "writer"),
+    (re.compile(r"Started server process \[(\d+)\]"), "worker"),  # uvicorn's, in each worker
+    (re.compile(r"delivering as [^\s:]+:(\d+):"), "delivery"),
+)
 
 
 def free_port() -> int:
@@ -68,6 +77,19 @@ class Server:
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} not healthy after {timeout:.0f} s\n{self.tail()}")
+
+    def roles(self) -> dict[int, str]:
+        """What each of its processes is, as they logged it when they started (ROLES); the
+        server itself is "parent" unless it logged a role (one process: "worker")."""
+        assert self.proc is not None
+        found = {self.proc.pid: "parent"}
+        try:
+            log = self.log_path.read_text(errors="replace")
+        except OSError:
+            return found
+        for pattern, role in ROLES:
+            found.update((int(pid), role) for pid in pattern.findall(log))
+        return found
 
     def pids(self) -> list[int]:
         """The server's pid and those of all its descendants, but those measured apart."""
@@ -190,14 +212,19 @@ def busy_cpu_s() -> float:
 
 def pids_cpu_s(pids: list[int]) -> float:
     """CPU seconds (user + system) of these processes, per /proc/PID/stat."""
-    total = 0
+    return sum(each_cpu_s(pids).values())
+
+
+def each_cpu_s(pids: list[int]) -> dict[int, float]:
+    """CPU seconds (user + system) of each of these processes still running."""
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
+        found[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return found
 
 
 def own_cpu_s() -> float:
@@ -220,18 +247,23 @@ class CpuWatch:
         self.server_cpu_s = 0.0
         self.db_cpu_s = 0.0
         self.own_cpu_s = 0.0  # this script and its waited-for children: mostly wrk
+        self.each_cpu_s: dict[int, float] = {}  # each server process's CPU seconds
 
     def _sample(self) -> tuple[float, float, float, float, float]:
-        server = pids_cpu_s(self.server.pids()) if self.server else 0.0
+        self._each = each_cpu_s(self.server.pids()) if self.server else {}
+        server = sum(self._each.values())
         db = pids_cpu_s(pids_named(self.db_comm)) if self.db_comm else 0.0
         return time.monotonic(), busy_cpu_s(), own_cpu_s(), server, db
 
     def __enter__(self) -> CpuWatch:
         self._start = self._sample()
+        self._each_start = self._each
         return self
 
     def __exit__(self, *exc: object) -> None:
         end = self._sample()
+        # a process started meanwhile counts from 0
+        self.each_cpu_s = {p: t - self._each_start.get(p, 0.0) for p, t in self._each.items()}
         wall, busy, own, server, db = (e - s for e, s in zip(end, self._start, strict=True))
         capacity = wall * (os.cpu_count() or 1)
         self.server_cpu_s, self.db_cpu_s = max(0.0, server), max(0.0, db)

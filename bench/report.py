@@ -6,7 +6,7 @@ import json
 import operator
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ class Row:
     catch_up_s: float | None = None
     ratio_to_a: float | None = None
     deliverer_cpu_s: float | None = None  # (d): the CPU of the process delivering apart
+    # (role, CPU seconds) of each server process during the run: procs.ROLES
+    process_cpu_s: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float | None:
@@ -45,6 +47,17 @@ class Row:
         """Server CPU as a percentage of one core (100 = one core busy all the time)."""
         d = self.result.duration_s
         return self.server_cpu_s / d * 100 if d else 0.0
+
+    @property
+    def process_cpu_pct(self) -> list[tuple[str, float]]:
+        """(role, % of one core) of each server process, busiest first."""
+        d = self.result.duration_s
+        shares = [(role, t / d * 100 if d else 0.0) for role, t in self.process_cpu_s]
+        return sorted(shares, key=lambda share: -share[1])
+
+    def process_cpu_text(self) -> str:
+        shares = ", ".join(f"{role} {pct:.0f}" for role, pct in self.process_cpu_pct)
+        return f"{self.label}: server processes, % of one core: {shares}"
 
     @property
     def load_cpu_pct(self) -> float:
@@ -89,6 +102,9 @@ class Row:
             "destination_catch_up_s": _round(self.catch_up_s, 2),
             "events_per_s_ratio_to_a": _round(self.ratio_to_a, 3),
             "deliverer_cpu_s": _round(self.deliverer_cpu_s, 2),
+            "server_processes_cpu_pct_of_one_core": [
+                {"role": role, "pct": round(pct, 1)} for role, pct in self.process_cpu_pct
+            ],
         }
 
 

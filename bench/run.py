@@ -326,7 +326,8 @@ class Bench:
         workers = workers or self.args.workers
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "bare_asgi:app"]
         argv += ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
-        argv += ["--no-access-log", "--log-level", "warning"]
+        # info: each worker logs its pid as it starts (the roles of the CPU shares)
+        argv += ["--no-access-log", "--log-level", "info"]
         if workers > 1:
             argv += ["--workers", str(workers)]
         return argv
@@ -411,8 +412,11 @@ class Bench:
             db_cpu_s=cpu.db_cpu_s if db_comm else None,
             load_cpu_s=cpu.own_cpu_s,
         )
+        roles = server.roles()
+        row.process_cpu_s = [(roles.get(p, "other"), t) for p, t in cpu.each_cpu_s.items()]
         self.rows[row.key] = row
         print("  " + brief(row), flush=True)
+        print("  " + row.process_cpu_text(), flush=True)
         self.check_bottleneck(row)
         return row
 
@@ -425,6 +429,10 @@ class Bench:
             notes.append(
                 f"{row.label}: wrk used {row.load_cpu_pct:.0f}% of its core: wrk may be the bottleneck"
             )
+        busiest = row.process_cpu_pct[:1]
+        if busiest and busiest[0][1] >= BOTTLENECK_PCT:  # one process a core: it sets the pace
+            role, pct = busiest[0]
+            notes.append(f"{row.label}: one process ({role}) used {pct:.0f}% of a core")
         duration = row.result.duration_s
         if self.pin and self.args.workers == 1 and duration and row.key[0] != "c":
             share = row.server_cpu_s / duration * 100
@@ -561,6 +569,7 @@ class Bench:
                 f"Pier VmHWM at the end, summed over its processes: "
                 f"{self.pier_hwm_kb / 1024:.1f} MB"
             )
+        parts += [r.process_cpu_text() for r in rows if r.process_cpu_s]
         parts += [report.destination_text(r) for r in rows if r.key.startswith("d")]
         parts.append(self.db_check_text())
         parts += [f"note: {n}" for n in self.notes]
