@@ -555,7 +555,8 @@ def main(settings: Settings, path: str) -> None:
 
     async def run() -> None:
         async with (
-            opened(settings.database_url, settings.durability) as store,
+            # its loop does nothing but the writes: SQLite waits on it (SqliteStore on_loop)
+            opened(settings.database_url, settings.durability, on_loop=True) as store,
             write_side(store, settings) as (writer, jobs),
             periodic_collection(),
         ):

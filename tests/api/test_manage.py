@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import msgspec
 import pytest
@@ -210,7 +211,11 @@ def test_delete_racing_new_events_leaves_no_orphan_rows(tenant: Tenant) -> None:
     tenant.secret.delete("/api/client/users/victim")
     counts = tenant.counts()
     assert counts == {"users": 0, "user_anonymous_ids": 0, "devices": 0, "events": counts["events"]}
-    items = feed(tenant, limit=1000)["results"]  # only the tombstones are left
+    items, after, more = [], None, True  # only the tombstones are left (however many)
+    while more:
+        page = feed(tenant, after, limit=1000)
+        items += page["results"]
+        after, more = page["next_cursor"], page["has_more"]
     assert len(items) == counts["events"] and {e["name"] for e in items} == {"user_deleted"}
 
 
@@ -296,8 +301,8 @@ def test_export_streams_the_feed_as_ndjson_in_pages(
     limits: list[int] = []
     make_store = pier.store.make_store  # (store.opened makes the CLI's stores)
 
-    def counting_store(url: str, durability: str = "full"):  # type: ignore[no-untyped-def]
-        store = make_store(url, durability)
+    def counting_store(url: str, *args: Any):  # type: ignore[no-untyped-def]
+        store = make_store(url, *args)
         event_feed = store.event_feed
 
         async def paged(project_id: int, after: int | None, limit: int):  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,20 @@ from hypothesis import strategies as st
 
 from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
-from pier.store import sqlite_index
+from pier.store import sqlite, sqlite_index
 from pier.store.loading import IdentityCache
 from pier.store.sqlite import SqliteStore, SqliteTx
 from pier.writer import Writer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def a_step_each_time() -> Iterator[None]:
+    """These tests drive the indexer step by step: every `maintain()` takes one (the server
+    takes one at most every STEP_EVERY while no pass is under way: test_steps_are_spaced)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sqlite, "STEP_EVERY", 0.0)
+        yield
+
 
 ANONS = ["a0", "a1", "a2"]
 EXTS = ["e0", "e1", "e2"]
@@ -287,5 +298,39 @@ def test_the_stores_indexer_trusts_pending_across_commits_that_move_no_owners(
         assert indexer.owners() is None
         for one in stores:
             await one.close()
+
+    asyncio.run(main())
+
+
+def test_steps_are_spaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between passes the writer's upkeep takes a step (fill pending) at most every
+    STEP_EVERY, whatever the number of batches meanwhile; during a pass, after every batch."""
+    monkeypatch.setattr(sqlite, "STEP_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        await writer.run_batch([track(pid, "e0", ["a"])])
+        await store.maintain()  # the first: the indexer is made, and fills
+        assert store._indexer is not None
+        filled = store._indexer.filled
+        for name in ("b", "c"):
+            await writer.run_batch([track(pid, "e1", [name])])
+            await store.maintain()
+        assert store._indexer.filled == filled  # no step: too soon
+        indexer = store._indexer
+        indexer.pass_upto, indexer.cursor = indexer.filled, (-1, -1, -1)  # a pass under way
+        await store.maintain()
+        assert indexer.filled > filled  # a step, though too soon
+        filled = indexer.filled
+        store._last_step = 0.0  # (no pass now) the time has come
+        await writer.run_batch([track(pid, "e2", ["d"])])
+        await store.maintain()
+        assert indexer.filled > filled
+        await store.close()
 
     asyncio.run(main())

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -104,20 +104,33 @@ EPOCH = "SELECT value FROM id_sequences WHERE name = 'transactions'"
 BUMP_EPOCH = "UPDATE id_sequences SET value = value + 1 WHERE name = 'transactions' RETURNING value"
 
 
+# seconds between two steps of the indexer while no pass is under way: each step has a cost
+# of its own (its statements, and a thread), whatever it fills (docs/performance.md, "The
+# indexer's steps and the writer process's waits")
+STEP_EVERY = 0.02
+
+
 class SqliteStore(SqlStore):
     """Store over one SQLite file. `durability` is 'full' (fsync every commit) or 'normal'."""
 
     q = QUERIES
     max_chunks = 10  # a backfill's chunk scans the project's events: no events (user_id) index
 
-    def __init__(self, url: str, path: str, durability: str = "full") -> None:
+    def __init__(
+        self, url: str, path: str, durability: str = "full", on_loop: bool = False
+    ) -> None:
+        """`on_loop`: the event loop does nothing but this store's writes (the writer process),
+        so the commits' waits for the disk and the indexer's steps run on it, not in a thread
+        (the hand-off costs more than what the loop would do meanwhile)."""
         self.url = url
         self.path = path
         self.durability = durability
+        self._on_loop = on_loop
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._indexer: UserEventsIndexer | None = None  # made by the first step, once migrated
+        self._last_step = 0.0
         self._last_pruned = 0.0
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
@@ -265,7 +278,7 @@ class SqliteStore(SqlStore):
             yield tx
             # The commit waits for the disk (fsync): in a thread, so that the event loop
             # goes on reading and parsing the next requests meanwhile.
-            await asyncio.to_thread(db.execute, "COMMIT")
+            await self._off_loop(db.execute, "COMMIT")
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -349,13 +362,23 @@ class SqliteStore(SqlStore):
     async def maintain(self) -> None:
         """Between batches: a step of the user_events indexer (sqlite_index.py)."""
         now = time.monotonic()
-        # in a thread (SQLite lets go of the GIL): requests are read meanwhile
-        async with self._tx_lock:
-            await asyncio.to_thread(self._index_step)
+        indexer = self._indexer
+        if indexer is None or indexer.pass_upto is not None or now - self._last_step >= STEP_EVERY:
+            self._last_step = now
+            # in a thread (SQLite lets go of the GIL): requests are read meanwhile
+            async with self._tx_lock:
+                await self._off_loop(self._index_step)
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
             async with self._tx_lock:
                 self.db.execute(QUERIES.prune_request_keys, (request_keys_cutoff(),))
+
+    async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
+        """`work(*args)`: in a thread, so that the event loop serves meanwhile; at once with
+        `on_loop`."""
+        if self._on_loop:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
     def _index_step(self) -> None:
         """Extend user_events without waiting for the disk: it is derived from committed
