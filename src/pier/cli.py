@@ -136,11 +136,14 @@ def _start_writer_process(config: Settings) -> Supervisor | None:
 
 
 def _cores() -> int:
-    """--workers 0: the cores this process may run on (its affinity: taskset, a cpuset)."""
+    """--workers 0: the cores this process may run on (its affinity: taskset, a cpuset), at
+    most what --workers itself allows."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    bound = next(f for f in settings.table() if f.name == "workers").metadata["maximum"]
+    return min(cores, int(bound))
 
 
 FD_RESERVE = 64  # descriptors a process needs beside its connections (database, logs, ...)
