@@ -30,6 +30,7 @@ from .portal.auth import LoginThrottle
 from .portal.routes import routes as portal_routes
 from .process import metrics
 from .process.gctune import periodic_collection
+from .process.parent import exit_with_parent
 from .settings import Settings
 from .store import StoreUnavailable, make_store
 
@@ -132,8 +133,9 @@ def create_app(
                     app.state.lists = writerproc.ListJobsClient(app.state.writer)
                     stack.push_async_callback(app.state.writer.close)
                     stack.push_async_callback(app.state.lists.stop)
-                if tune_gc:
+                if tune_gc:  # a process that serves only Pier: pier serve's worker
                     await stack.enter_async_context(periodic_collection())
+                    await stack.enter_async_context(exit_with_parent())
                 yield
         finally:
             await store.close()

@@ -251,9 +251,11 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
     assert len({i["id"] for g in r.accepted() for i in g.json()["items"] if i["name"] == "e"}) == 50
 
 
-def test_the_delivery_process_ends_with_pier_serve_even_killed_with_9(
+def test_every_process_ends_with_pier_serve_even_killed_with_9(
     database_url: str, tmp_path: Path
 ) -> None:
+    """pier serve killed with -9 alone (not its process group): its delivery process, its
+    writer process and its workers all end by themselves."""
     project = new_project(database_url)
     with receiver() as r:
         did = add(database_url, project.id, "webhook", r.url)
@@ -261,18 +263,22 @@ def test_the_delivery_process_ends_with_pier_serve_even_killed_with_9(
         try:
             post_events(server.url, project.public_key, 10, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
-            pid = holder_pid(database_url, did)
+            delivering = holder_pid(database_url, did)
+            children = server.children()
+            assert delivering in children and server.writer_pids()[0] in children
+            assert len(children) >= 4  # two workers, the writer and the delivery processes
             os.kill(server.pid, signal.SIGKILL)  # pier serve alone, not its process group
             server.proc.wait(timeout=10)
 
-            def ended() -> bool:
+            def ended(pid: int) -> bool:
                 try:
                     os.kill(pid, 0)
                 except ProcessLookupError:
                     return True
                 return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
 
-            wait_for(ended, timeout=20)
+            # (multiprocessing's resource tracker ends once the others have)
+            wait_for(lambda: all(ended(pid) for pid in children), timeout=30)
         finally:
             server.kill()
             pause(database_url, did)

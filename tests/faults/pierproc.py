@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import signal
@@ -81,10 +82,24 @@ class PierProcess:
         return (self.writer_pids() or [self.pid])[-1]
 
     def kill(self) -> int:
-        """kill -9 the whole process group; returns the exit status."""
-        if self.proc.poll() is None:
+        """kill -9 the whole process group (what is left of it, if pier serve itself is
+        gone); returns the exit status."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.wait(timeout=30)
+
+    def children(self) -> list[int]:
+        """The processes pier serve started (its direct children), running now."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    found.append(int(entry.name))
+        return found
 
     def terminate(self, timeout: float = 30) -> int:
         """SIGTERM, then wait for the exit status (kill -9 if it does not come)."""
