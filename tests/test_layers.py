@@ -165,7 +165,8 @@ def test_one_clock() -> None:
 
 
 # What a process of `pier serve` must not import: each module costs every such process its
-# memory (docs/performance.md, "Memory"). The key is the module the process starts from.
+# memory (docs/performance.md, "The default layout (eleventh session)"). The key is the module
+# the process starts from.
 NOT_IMPORTED = {
     # the parent of them all: it starts processes and serves nothing itself
     "pier.cli": {"pier.store", "pier.api", "pier.writer", "starlette", "httpx", "cryptography"},
