@@ -135,7 +135,7 @@ def create_app(
                     stack.push_async_callback(app.state.lists.stop)
                 if tune_gc:  # a process that serves only Pier: pier serve's worker
                     await stack.enter_async_context(periodic_collection())
-                    await stack.enter_async_context(exit_with_parent())
+                    exit_with_parent()
                 yield
         finally:
             await store.close()

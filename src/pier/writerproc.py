@@ -24,7 +24,6 @@ import contextlib
 import contextvars
 import itertools
 import logging
-import multiprocessing
 import os
 import signal
 import struct
@@ -48,6 +47,7 @@ from .domain.commands import (
 )
 from .domain.errors import DomainError, KeyReused, NotFound
 from .lists import ListJobs
+from .process.parent import when_parent_gone
 from .settings import DRAIN_SECONDS, Settings
 from .store.base import ListRow, Store, StoreUnavailable, lease_holder
 from .writer import Overloaded, RequestKey, Writer
@@ -465,9 +465,7 @@ async def serve(
         stop = asyncio.Event()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        parent = multiprocessing.parent_process()
-        if parent is not None:
-            loop.add_reader(parent.sentinel, gone.set)
+        when_parent_gone(gone.set)
     connections: set[asyncio.Task[None]] = set()
 
     async def connection(reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:

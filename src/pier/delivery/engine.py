@@ -23,6 +23,7 @@ import httpx
 
 from ..clock import now_ms
 from ..process import delivery_metrics as metrics
+from ..process.parent import when_parent_gone
 from ..settings import Settings
 from ..store.base import FeedEvent, Store, lease_holder
 from ..store.destinations import Destination, Destinations
@@ -418,9 +419,9 @@ class Deliverer:
             await self._renew(destination_id, cursor)
 
 
-def deliver(config: Settings, say: Callable[[str], None], parent: int | None = None) -> None:
-    """Deliver every destination until SIGTERM or SIGINT, or until the process whose sentinel
-    `parent` is has ended (the delivery process of a `pier serve` killed with -9): `pier
+def deliver(config: Settings, say: Callable[[str], None]) -> None:
+    """Deliver every destination until SIGTERM or SIGINT, or until the process that spawned
+    this one has ended (the delivery process of a `pier serve` killed with -9): `pier
     deliver`, and the delivery process. `say` tells who delivers."""
     import signal
 
@@ -432,8 +433,7 @@ def deliver(config: Settings, say: Callable[[str], None], parent: int | None = N
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, deliverer.stop_soon)
-            if parent is not None:
-                loop.add_reader(parent, deliverer.stop_soon)
+            when_parent_gone(deliverer.stop_soon)
             say(f"delivering as {deliverer.holder}")
             await deliverer.run_until_stopped()
 
@@ -445,10 +445,8 @@ def main(config: Settings) -> None:
     do; it stops on SIGTERM, or when `pier serve` is gone (killed with no time to stop it).
     Spawned, it imports this module and what it runs, not the CLI."""
     import logging.config
-    import multiprocessing
 
     from ..process import logs
 
     logging.config.dictConfig(logs.config(config.log_format, logs.LEVELS[config.log_level]))
-    parent = multiprocessing.parent_process()
-    deliver(config, log.info, parent.sentinel if parent is not None else None)
+    deliver(config, log.info)
