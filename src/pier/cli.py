@@ -142,7 +142,7 @@ def _cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    bound = next(f for f in settings.table() if f.name == "workers").metadata["maximum"]
+    bound = settings.declared("workers").metadata["maximum"]
     return min(cores, int(bound))
 
 

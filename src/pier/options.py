@@ -15,7 +15,7 @@ from . import settings
 def setting_option(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The option of one setting, from its declaration in pier.settings: type, default,
     environment variable and help all come from there."""
-    declared = next(f for f in settings.table() if f.name == name)
+    declared = settings.declared(name)
     meta = declared.metadata
     kind: click.ParamType | type
     allowed = settings.choices(name)

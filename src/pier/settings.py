@@ -202,6 +202,11 @@ def table() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
 
 
+def declared(name: str) -> dataclasses.Field[Any]:
+    """The declaration of one setting: its default, and its help and bounds (`metadata`)."""
+    return next(f for f in table() if f.name == name)
+
+
 def environment_variable(name: str) -> str:
     return f"PIER_{name.upper()}"
 
