@@ -106,7 +106,7 @@ BUMP_EPOCH = "UPDATE id_sequences SET value = value + 1 WHERE name = 'transactio
 
 # seconds between two steps of the indexer while no pass is under way: each step has a cost
 # of its own (its statements, and a thread), whatever it fills (docs/performance.md, "The
-# indexer's steps and the writer process's waits")
+# default layout (eleventh session)", the writer process's waits)
 STEP_EVERY = 0.02
 
 
@@ -277,7 +277,7 @@ class SqliteStore(SqlStore):
             epoch = (bumped[0], self._schema_version()) if bumped else None
             yield tx
             # The commit waits for the disk (fsync): in a thread, so that the event loop
-            # goes on reading and parsing the next requests meanwhile.
+            # goes on reading and parsing the next requests meanwhile (unless on_loop).
             await self._off_loop(db.execute, "COMMIT")
         except BaseException as exc:
             if db.in_transaction:
@@ -365,7 +365,7 @@ class SqliteStore(SqlStore):
         indexer = self._indexer
         if indexer is None or indexer.pass_upto is not None or now - self._last_step >= STEP_EVERY:
             self._last_step = now
-            # in a thread (SQLite lets go of the GIL): requests are read meanwhile
+            # in a thread unless on_loop (SQLite lets go of the GIL): requests are read meanwhile
             async with self._tx_lock:
                 await self._off_loop(self._index_step)
         if now - self._last_pruned >= PRUNE_EVERY:
