@@ -201,6 +201,20 @@ def tree_kb(pids: list[int], field: str) -> int:
     return sum(status_kb(pid, field) for pid in pids)
 
 
+def pss_kb(pid: int) -> int:
+    """The process's proportional set size: its resident pages, each shared page divided
+    among the processes sharing it (libpython and the other libraries every process maps).
+    Summed over processes, each page is counted once: the memory they hold together. 0 if
+    the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -273,12 +287,16 @@ class CpuWatch:
 
 
 class RssSampler:
-    """Samples the summed VmRSS of a server's process tree in a thread; keeps the peak."""
+    """Samples the summed VmRSS of a server's process tree in a thread, and its summed PSS
+    (each page once, however many processes map it) every `pss_every` seconds, reading
+    smaps_rollup costs about a millisecond for 200 MB; keeps the peaks."""
 
-    def __init__(self, server: Server, interval: float = 0.2) -> None:
+    def __init__(self, server: Server, interval: float = 0.2, pss_every: float = 1.0) -> None:
         self.server = server
         self.interval = interval
+        self.pss_every = pss_every
         self.peak_kb = 0
+        self.peak_pss_kb = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -293,8 +311,12 @@ class RssSampler:
     def _run(self) -> None:
         pids = self.server.tree()
         next_scan = time.monotonic() + 2.0
+        next_pss = time.monotonic()
         while True:
             self.peak_kb = max(self.peak_kb, tree_kb(pids, "VmRSS"))
+            if time.monotonic() >= next_pss:
+                next_pss += self.pss_every
+                self.peak_pss_kb = max(self.peak_pss_kb, sum(pss_kb(p) for p in pids))
             if self._stop.wait(self.interval):
                 return
             if time.monotonic() > next_scan:  # workers may come and go

@@ -407,6 +407,7 @@ class Bench:
             result,
             scenario.events_per_request,
             rss.peak_kb,
+            rss.peak_pss_kb or None,
             other_cpu_pct=cpu.other_pct,
             server_cpu_s=cpu.server_cpu_s,
             db_cpu_s=cpu.db_cpu_s if db_comm else None,
@@ -527,7 +528,8 @@ class Bench:
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
                 " per scenario, 127.0.0.1 only",
                 "RSS: peak of the summed VmRSS of the server process and its children, "
-                "sampled every 0.2 s during the measured run",
+                "sampled every 0.2 s during the measured run; PSS: peak of their summed "
+                "PSS (a page several processes map counted once), sampled every second",
                 "",
             ]
         )
