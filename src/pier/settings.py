@@ -137,6 +137,14 @@ class Settings:
         "that delivering takes no CPU from the processes that ingest (docs/destinations.md). "
         "--no-deliver-process: in the serving process itself.",
     )
+    delivery_nice: int = setting(
+        10,
+        "How much lower the delivery process's CPU priority is than the workers' and the "
+        "writer process's (added to its nice value, 0 - 19): when the CPU is short, delivery "
+        "waits and ingestion does not (docs/destinations.md).",
+        minimum=0,
+        maximum=19,
+    )
     secret_key: str = setting(
         "",
         "Seals destinations' keys at rest (Fernet); the same on every process. Default: stored "

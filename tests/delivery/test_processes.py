@@ -198,12 +198,16 @@ def test_pier_deliver_alone_beside_a_server_that_does_not_deliver(
         server = PierProcess(database_url, tmp_path / "serve.log", "--no-deliver")
         log = (tmp_path / "deliver.log").open("wb")
         deliver = subprocess.Popen(
-            [PIER, "deliver", "--database-url", database_url], stdout=log, stderr=log
+            [PIER, "deliver", "--database-url", database_url, "--delivery-nice", "3"],
+            stdout=log,
+            stderr=log,
         )
         try:
             post_events(server.url, project.public_key, 30, message_ids=True)
             wait_for(lambda: state(database_url, did)[1] == 0)
             assert holder_pid(database_url, did) == deliver.pid
+            nice = os.getpriority(os.PRIO_PROCESS, os.getpid())
+            assert os.getpriority(os.PRIO_PROCESS, deliver.pid) == min(19, nice + 3)
             deliver.send_signal(signal.SIGTERM)
             assert deliver.wait(timeout=20) == 0
             assert state(database_url, did)[0].lease_holder is None
@@ -235,6 +239,12 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
             wait_for(lambda: state(database_url, did)[1] == 0)
             pid = holder_pid(database_url, did)
             assert pid != server.pid and server.owns(pid)  # a process of pier serve's own
+            # at a lower CPU priority than the processes that ingest (--delivery-nice 10)
+            nice = os.getpriority(os.PRIO_PROCESS, server.pid)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, nice + 10)
+            others = [p for p in server.children() if p != pid]
+            assert server.writer_pids()[0] in others
+            assert {os.getpriority(os.PRIO_PROCESS, p) for p in others} == {nice}
             # its metrics are the server's: /metrics answers for every process
             wait_for(
                 lambda: delivered_metric(server.url, did) == state(database_url, did)[0].delivered
@@ -244,6 +254,7 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
             wait_for(lambda: state(database_url, did)[1] == 0, timeout=30)  # started again
             again = holder_pid(database_url, did)
             assert again not in (pid, server.pid) and server.owns(again)
+            assert os.getpriority(os.PRIO_PROCESS, again) == min(19, nice + 10)
             assert "the delivery process" in server.log() and "starting it again" in server.log()
         finally:
             server.kill()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -422,8 +423,12 @@ class Deliverer:
 def deliver(config: Settings, say: Callable[[str], None]) -> None:
     """Deliver every destination until SIGTERM or SIGINT, or until the process that spawned
     this one has ended (the delivery process of a `pier serve` killed with -9): `pier
-    deliver`, and the delivery process. `say` tells who delivers."""
+    deliver`, and the delivery process. `say` tells who delivers. It runs `delivery_nice`
+    below the processes that ingest: its work can wait, their answers cannot (with the CPU
+    short, ingestion lost less to delivery in the (d) benchmark; docs/performance.md)."""
     import signal
+
+    os.nice(config.delivery_nice)
 
     from ..store import opened
 
