@@ -239,3 +239,39 @@ def test_a_batch_of_events_is_stored_whole_and_in_order(store_url: str) -> None:
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_batch_is_answered_before_the_writer_does_anything_else(tmp_path: Path) -> None:
+    """The answers of a committed batch go out before the store's upkeep and the next batch:
+    the requests' tasks have resumed by the time the writer calls maintain(). (With the
+    store's waits on the loop, as in the writer process, nothing else lets the loop turn.)"""
+
+    async def main() -> None:
+        store = make_store(f"sqlite:///{tmp_path}/pier.db", on_loop=True)
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        answered: list[int] = []
+        seen: list[int] = []  # requests answered, each time the writer began its upkeep
+        upkeep = store.maintain
+
+        async def maintain() -> None:
+            seen.append(len(answered))
+            await upkeep()
+
+        store.maintain = maintain  # type: ignore[method-assign]
+        writer = Writer(store)
+
+        async def request(i: int) -> None:
+            await writer.submit(event(pid, f"u{i}"))
+            answered.append(i)
+
+        tasks = [asyncio.ensure_future(request(i)) for i in range(50)]
+        await asyncio.sleep(0)  # all 50 queued: one batch
+        writer.start()
+        await asyncio.gather(*tasks)
+        assert writer.batches == 1 and seen[0] == 50
+        await writer.stop()
+        await store.close()
+
+    asyncio.run(main())
