@@ -125,12 +125,14 @@ class Writer:
             finally:
                 self.pending -= sum(item.size for item in items)
                 metrics.queue_depth(self.pending)
-            # one turn of the event loop before anything else: the batch's answers go out
-            # (their callbacks run, the writer process's frames are written) and the requests
-            # that came meanwhile are read. Nothing in a batch suspends on the writer
-            # process's loop, so before, the answers waited for the upkeep below and for the
-            # next batches until the queue was empty (docs/performance.md, twelfth session)
-            await asyncio.sleep(0)
+            if self.store.never_suspends:
+                # one turn of the event loop before anything else: the batch's answers go out
+                # (their callbacks run, the writer process's frames are written) and the
+                # requests that came meanwhile are read. Else the answers waited for the
+                # upkeep below and the next batches, until the queue was empty. (A store whose
+                # batches suspend gives the loop its turns; there the extra one measured
+                # slower: docs/performance.md, "The twelfth session".)
+                await asyncio.sleep(0)
             try:
                 await self.store.maintain()
             except Exception:

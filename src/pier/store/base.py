@@ -127,6 +127,10 @@ class WriteTx(Protocol):
 
 class Store(Protocol):
     url: str
+    # whether a write transaction runs without ever suspending the writer's task (SQLite's
+    # waits on the event loop, in the writer process): then the writer gives the loop a turn
+    # after each batch, else the batch's answers would wait for the next batches
+    never_suspends: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -125,7 +125,7 @@ class SqliteStore(SqlStore):
         self.url = url
         self.path = path
         self.durability = durability
-        self._on_loop = on_loop
+        self._on_loop = self.never_suspends = on_loop
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
