@@ -138,7 +138,7 @@ class Settings:
         "--no-deliver-process: in the serving process itself.",
     )
     delivery_nice: int = setting(
-        10,
+        5,
         "How much lower the delivery process's CPU priority is than the workers' and the "
         "writer process's (added to its nice value, 0 - 19): when the CPU is short, delivery "
         "waits and ingestion does not (docs/destinations.md).",

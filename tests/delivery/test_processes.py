@@ -17,8 +17,12 @@ import pytest
 from conftest import Tenant, db_call
 from delivery.receiver import receiver, wait_for
 from faults.pierproc import PierProcess, new_project
+from pier import settings
 from pier.delivery import manage
 from pier.store.destinations import Destinations
+
+DELIVERY_NICE = settings.declared("delivery_nice").default
+assert isinstance(DELIVERY_NICE, int) and DELIVERY_NICE > 0
 
 FAST_ENV = {
     "PIER_DELIVERY_BACKOFF_BASE": "0.05",
@@ -239,9 +243,9 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
             wait_for(lambda: state(database_url, did)[1] == 0)
             pid = holder_pid(database_url, did)
             assert pid != server.pid and server.owns(pid)  # a process of pier serve's own
-            # at a lower CPU priority than the processes that ingest (--delivery-nice 10)
+            # at a lower CPU priority than the processes that ingest (--delivery-nice)
             nice = os.getpriority(os.PRIO_PROCESS, server.pid)
-            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, nice + 10)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, nice + DELIVERY_NICE)
             others = [p for p in server.children() if p != pid]
             assert server.writer_pids()[0] in others
             assert {os.getpriority(os.PRIO_PROCESS, p) for p in others} == {nice}
@@ -254,7 +258,7 @@ def test_pier_serve_delivers_from_a_process_of_its_own_and_starts_it_again(
             wait_for(lambda: state(database_url, did)[1] == 0, timeout=30)  # started again
             again = holder_pid(database_url, did)
             assert again not in (pid, server.pid) and server.owns(again)
-            assert os.getpriority(os.PRIO_PROCESS, again) == min(19, nice + 10)
+            assert os.getpriority(os.PRIO_PROCESS, again) == min(19, nice + DELIVERY_NICE)
             assert "the delivery process" in server.log() and "starting it again" in server.log()
         finally:
             server.kill()
