@@ -297,6 +297,7 @@ class RssSampler:
         self.pss_every = pss_every
         self.peak_kb = 0
         self.peak_pss_kb = 0
+        self.peak_each_pss_kb: dict[int, int] = {}  # each process's PSS at that peak
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -316,7 +317,9 @@ class RssSampler:
             self.peak_kb = max(self.peak_kb, tree_kb(pids, "VmRSS"))
             if time.monotonic() >= next_pss:
                 next_pss += self.pss_every
-                self.peak_pss_kb = max(self.peak_pss_kb, sum(pss_kb(p) for p in pids))
+                each = {p: pss_kb(p) for p in pids}
+                if sum(each.values()) > self.peak_pss_kb:
+                    self.peak_pss_kb, self.peak_each_pss_kb = sum(each.values()), each
             if self._stop.wait(self.interval):
                 return
             if time.monotonic() > next_scan:  # workers may come and go

@@ -36,6 +36,8 @@ class Row:
     deliverer_cpu_s: float | None = None  # (d): the CPU of the process delivering apart
     # (role, CPU seconds) of each server process during the run: procs.ROLES
     process_cpu_s: list[tuple[str, float]] = field(default_factory=list)
+    # (role, PSS in kB) of each server process when their summed PSS peaked
+    process_pss_kb: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def events_per_s(self) -> float | None:
@@ -59,6 +61,11 @@ class Row:
     def process_cpu_text(self) -> str:
         shares = ", ".join(f"{role} {pct:.0f}" for role, pct in self.process_cpu_pct)
         return f"{self.label}: server processes, % of one core: {shares}"
+
+    def process_memory_text(self) -> str:
+        each = sorted(self.process_pss_kb, key=lambda share: -share[1])
+        shares = ", ".join(f"{role} {kb / 1024:.0f}" for role, kb in each)
+        return f"{self.label}: server processes, PSS MB at the peak: {shares}"
 
     @property
     def load_cpu_pct(self) -> float:

@@ -415,6 +415,7 @@ class Bench:
         )
         roles = server.roles()
         row.process_cpu_s = [(roles.get(p, "other"), t) for p, t in cpu.each_cpu_s.items()]
+        row.process_pss_kb = [(roles.get(p, "other"), kb) for p, kb in rss.peak_each_pss_kb.items()]
         self.rows[row.key] = row
         print("  " + brief(row), flush=True)
         print("  " + row.process_cpu_text(), flush=True)
@@ -572,6 +573,7 @@ class Bench:
                 f"{self.pier_hwm_kb / 1024:.1f} MB"
             )
         parts += [r.process_cpu_text() for r in rows if r.process_cpu_s]
+        parts += [r.process_memory_text() for r in rows if r.process_pss_kb]
         parts += [report.destination_text(r) for r in rows if r.key.startswith("d")]
         parts.append(self.db_check_text())
         parts += [f"note: {n}" for n in self.notes]
