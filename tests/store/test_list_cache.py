@@ -596,3 +596,18 @@ def test_two_processes_writing_the_same_users_keep_the_lists_right(
         await two.close()
 
     asyncio.run(main())
+
+
+def test_equal_entries_without_a_tally_are_one_object() -> None:
+    """Most entries are members or users their document decides, and few of them differ: the
+    cache keeps one object for each kind (their memory, not only their values, is shared)."""
+    cache, stamp = ListCache(keep_rows=True), ("rule", 1)
+    cache.committed({7: (stamp, {1: Known(True, None, None, None, 5)})}, set())
+    later = {2: Known(True, None, None, None, 5), 3: Known(False, None, None, ((1,),), 5)}
+    cache.committed({7: (stamp, later), 8: (stamp, {4: Known(True, None, None, None, 5)})}, set())
+    first, second = cache.of(7, stamp)[1], cache.of(7, stamp)[2]
+    assert first == second and first is second and cache.of(8, stamp)[4] is first
+    assert cache.of(7, stamp)[3] is later[3]  # with a tally: kept as it came
+    cache.clear()
+    cache.committed({7: (stamp, {5: Known(True, None, None, None, 5)})}, set())
+    assert cache.of(7, stamp)[5] is not first  # cleared with the rest
