@@ -139,9 +139,9 @@ class Settings:
     )
     delivery_nice: int = setting(
         5,
-        "How much lower the delivery process's CPU priority is than the workers' and the "
-        "writer process's (added to its nice value, 0 - 19): when the CPU is short, delivery "
-        "waits and ingestion does not (docs/destinations.md).",
+        "How much lower the CPU priority of the delivery process (and of `pier deliver`) is "
+        "than the workers' and the writer process's (added to its nice value, 0 - 19): when "
+        "the CPU is short, delivery waits and ingestion does not (docs/destinations.md).",
         minimum=0,
         maximum=19,
     )

@@ -428,9 +428,9 @@ def deliver(config: Settings, say: Callable[[str], None]) -> None:
     short, ingestion lost less to delivery in the (d) benchmark; docs/performance.md)."""
     import signal
 
-    os.nice(config.delivery_nice)
-
     from ..store import opened
+
+    os.nice(config.delivery_nice)
 
     async def run() -> None:
         async with opened(config.database_url) as store:

@@ -125,7 +125,7 @@ class SqliteStore(SqlStore):
         self.url = url
         self.path = path
         self.durability = durability
-        self._on_loop = self.never_suspends = on_loop
+        self.never_suspends = on_loop  # (base.Store): its waits run on the loop
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -376,7 +376,7 @@ class SqliteStore(SqlStore):
     async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(*args)`: in a thread, so that the event loop serves meanwhile; at once with
         `on_loop`."""
-        if self._on_loop:
+        if self.never_suspends:
             return work(*args)
         return await asyncio.to_thread(work, *args)
 
