@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,8 @@ from pier.commands import create_key
 from pier.domain.keys import PUBLIC, SECRET
 from pier.settings import Settings
 from pier.store import make_store
+from pier.store.sqlite import SqliteStore
+from pier.writer import Writer
 from support.postgres import pg_server  # noqa: F401  (fixture)
 
 BACKENDS = ["sqlite", "postgres"]
@@ -65,6 +68,16 @@ class LiveServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+
+
+async def sqlite_writer(path: Path, on_loop: bool = False) -> tuple[SqliteStore, int, Writer]:
+    """A SQLite store at `path`, opened and migrated, a project in it, and a Writer over the
+    store, not started (run_batch, or start())."""
+    store = SqliteStore(f"sqlite:///{path}", str(path), on_loop=on_loop)
+    await store.open()
+    await store.migrate()
+    pid = (await store.create_project("p", now_ms())).id
+    return store, pid, Writer(store)
 
 
 def db_call(url: str, action):  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from conftest import sqlite_writer
 from pier.clock import now_ms
 from pier.domain.commands import (
     Alias,
@@ -29,13 +30,9 @@ from pier.writer import Writer
 
 
 async def open_writer(tmp_path: Path) -> tuple[Writer, int]:
-    store = make_store(f"sqlite:///{tmp_path}/pier.db")
-    await store.open()
-    await store.migrate()
-    project = await store.create_project("p", now_ms())
-    writer = Writer(store)
+    _, pid, writer = await sqlite_writer(tmp_path / "pier.db")
     writer.start()
-    return writer, project.id
+    return writer, pid
 
 
 def event(
@@ -247,10 +244,7 @@ def test_a_batch_is_answered_before_the_writer_does_anything_else(tmp_path: Path
     store's waits on the loop, as in the writer process, nothing else lets the loop turn.)"""
 
     async def main() -> None:
-        store = make_store(f"sqlite:///{tmp_path}/pier.db", on_loop=True)
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("p", now_ms())).id
+        store, pid, writer = await sqlite_writer(tmp_path / "pier.db", on_loop=True)
         answered: list[int] = []
         seen: list[int] = []  # requests answered, each time the writer began its upkeep
         upkeep = store.maintain
@@ -260,7 +254,6 @@ def test_a_batch_is_answered_before_the_writer_does_anything_else(tmp_path: Path
             await upkeep()
 
         store.maintain = maintain  # type: ignore[method-assign]
-        writer = Writer(store)
 
         async def request(i: int) -> None:
             await writer.submit(event(pid, f"u{i}"))

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import sqlite_writer
 from pier.clock import now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store import sqlite, sqlite_index
@@ -309,11 +310,7 @@ def test_steps_are_spaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
 
     async def main() -> None:
-        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("p", now_ms())).id
-        writer = Writer(store)
+        store, pid, writer = await sqlite_writer(tmp_path / "p.db")
         await writer.run_batch([track(pid, "e0", ["a"])])
         await store.maintain()  # the first: the indexer is made, and fills
         assert store._indexer is not None

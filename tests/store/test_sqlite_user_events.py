@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from pier.clock import now_ms
+from conftest import sqlite_writer
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store.sqlite import SqliteStore
 from pier.store.sqlite_index import index_user_events
-from pier.writer import Writer
 
 
 def track(pid: int, name: str, anon: str | None = None, ext: str | None = None) -> TrackEvents:
@@ -32,11 +31,7 @@ async def names(store: SqliteStore, pid: int, ref: str, by: str = "external_id")
 
 def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
     async def main() -> None:
-        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("p", now_ms())).id
-        writer = Writer(store)
+        store, pid, writer = await sqlite_writer(tmp_path / "p.db")
         for i in range(3):
             await writer.run_batch(
                 [track(pid, f"old{i}", ext="e1"), track(pid, f"anon{i}", anon="a")]
@@ -70,11 +65,7 @@ def test_indexed_and_unindexed_events_read_as_one(tmp_path: Path) -> None:
 
 def test_merges_of_one_batch_move_indexed_and_unindexed_events(tmp_path: Path) -> None:
     async def main() -> None:
-        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
-        await store.open()
-        await store.migrate()
-        pid = (await store.create_project("p", now_ms())).id
-        writer = Writer(store)
+        store, pid, writer = await sqlite_writer(tmp_path / "p.db")
         users = range(3)
         for phase in ("old", "new"):  # "old" indexed, "new" past the index
             await writer.run_batch(
