@@ -5,6 +5,8 @@ connection are answered each with its own outcome, by a real Writer on a real SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import typing
 from pathlib import Path
 
@@ -246,6 +248,41 @@ def test_frames_arrive_whole_and_in_order_however_the_stream_cuts_them() -> None
         for cut in (2, 5, len(stream) - 1):  # closed inside a prefix, then inside bodies
             with pytest.raises(asyncio.IncompleteReadError):
                 await read([stream[:cut]])
+
+    asyncio.run(main())
+
+
+def test_frames_go_out_in_groups_without_waiting_for_the_end_of_the_turn() -> None:
+    """The frames sent in one turn of the event loop are written as each group of
+    FLUSH_FRAMES fills, and the rest at the turn's end: the other side starts on the first
+    requests (or answers) while this side is still making the next ones."""
+    group = writerproc.FLUSH_FRAMES
+    bodies = [bytes([i]) * (i + 1) for i in range(2 * group + 3)]
+
+    async def received(peer: socket.socket) -> list[bytes]:
+        """The frames the peer can read now."""
+        reader = asyncio.StreamReader()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := peer.recv(1 << 16):
+                reader.feed_data(chunk)
+        reader.feed_eof()
+        return [frame async for frames in writerproc.read_frames(reader) for frame in frames]
+
+    async def main() -> None:
+        ours, peer = socket.socketpair()
+        peer.setblocking(False)
+        _, stream = await asyncio.open_unix_connection(sock=ours)
+        frames = writerproc._Frames(stream)
+        for body in bodies[: group - 1]:
+            frames.send(body)
+        assert await received(peer) == []  # a group not yet full waits for the turn's end
+        for body in bodies[group - 1 :]:
+            frames.send(body)
+        assert await received(peer) == bodies[: 2 * group]  # two full groups, in order, at once
+        await asyncio.sleep(0)  # the turn ends
+        assert await received(peer) == bodies[2 * group :]
+        stream.close()
+        peer.close()
 
     asyncio.run(main())
 

@@ -234,8 +234,15 @@ def answer_error(outcome: int, message: str, path: str) -> Exception | None:
 # -- frames ----------------------------------------------------------------------------------
 
 
+FLUSH_FRAMES = 8  # frames queued that are written at once, without waiting for the turn's end
+
+
 class _Frames:
-    """Frames out on one stream, those of one turn of the event loop written together."""
+    """Frames out on one stream: those of one turn of the event loop written together, in
+    groups of FLUSH_FRAMES at most. (Written only at the turn's end, a worker's requests
+    reached the writer process all at once, after the worker had parsed every request of the
+    turn; and a batch's answers reached the worker all at once. Each side waited for the
+    other in turn: docs/performance.md, "The thirteenth session".)"""
 
     def __init__(self, stream: asyncio.StreamWriter) -> None:
         self.stream = stream
@@ -245,8 +252,14 @@ class _Frames:
         if not self.queued:
             asyncio.get_running_loop().call_soon(self._flush)
         self.queued += (HEADER.pack(len(body)), body)
+        if len(self.queued) >= 2 * FLUSH_FRAMES:  # (two parts a frame)
+            self._write()
 
     def _flush(self) -> None:
+        if self.queued:
+            self._write()
+
+    def _write(self) -> None:
         queued, self.queued = self.queued, []
         if not self.stream.is_closing():  # the other side went away: nobody to answer
             self.stream.write(b"".join(queued))  # (one buffer: writelines costs one a part)
