@@ -31,6 +31,8 @@ from procs import CpuWatch, RssSampler, Server, free_port, pids_cpu_s, pin_prefi
 from report import Row
 from wrkrun import BENCH_DIR, WrkResult, require_wrk, run_wrk
 
+from pier.settings import Settings, layout
+
 ROOT = BENCH_DIR.parent
 PIER = ROOT / ".venv" / "bin" / "pier"
 SERVER_CPU, WRK_CPU = 0, 1
@@ -76,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         type=int,
         default=0,
-        help="pier serve --workers (default 0, the server's: one per core it may run on)",
+        help="pier serve --workers (default 0: the server chooses, pier.settings.layout)",
     )
     p.add_argument("--durability", choices=["full", "normal"], help="pier serve --durability")
     p.add_argument(
@@ -118,8 +120,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
     if min(args.duration, args.connections, args.pairs) < 1 or min(args.warmup, args.workers) < 0:
         p.error("--duration, --connections and --pairs must be >= 1, --workers, --warmup >= 0")
-    # what pier serve makes of --workers 0 (cli._cores), to say it and to pin one process
-    args.workers = args.workers or len(os.sched_getaffinity(0))
+    # what pier serve makes of these options on this machine's cores (settings.layout), to say
+    # it, to pin one process and to give (c) as many workers
+    asked = Settings(workers=args.workers, writer_process=args.writer_process != "off")
+    args.http_workers, args.writer_proc = layout(asked, len(os.sched_getaffinity(0)))
     return args
 
 
@@ -129,7 +133,8 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        self.pin = args.workers == 1 and not args.no_pin and (os.cpu_count() or 1) >= 2
+        one_process = args.http_workers == 1 and not args.writer_proc
+        self.pin = one_process and not args.no_pin and (os.cpu_count() or 1) >= 2
         self.rows: dict[str, Row] = {}
         self.servers: list[Server] = []
         self.db: database.BenchDatabase | None = None
@@ -323,7 +328,7 @@ class Bench:
         return argv
 
     def bare_argv(self, workers: int | None = None) -> list[str]:
-        workers = workers or self.args.workers
+        workers = workers or self.args.http_workers
         argv = [sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH_DIR), "bare_asgi:app"]
         argv += ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
         # info: each worker logs its pid as it starts (the roles of the CPU shares)
@@ -436,7 +441,7 @@ class Bench:
             role, pct = busiest[0]
             notes.append(f"{row.label}: one process ({role}) used {pct:.0f}% of a core")
         duration = row.result.duration_s
-        if self.pin and self.args.workers == 1 and duration and row.key[0] != "c":
+        if self.pin and duration and row.key[0] != "c":
             share = row.server_cpu_s / duration * 100
             if share < 100 - (100 - BOTTLENECK_PCT) * 3 and row.other_cpu_pct > OTHER_CPU_WARN_PCT:
                 notes.append(
@@ -508,17 +513,19 @@ class Bench:
         a = self.args
         pin = f"server pinned to CPU {SERVER_CPU}, wrk (1 thread) to CPU {WRK_CPU} with taskset"
         if not self.pin:
-            why = "--no-pin" if a.no_pin else "--workers > 1" if a.workers > 1 else "< 2 CPUs"
+            several = a.http_workers > 1 or a.writer_proc
+            why = "--no-pin" if a.no_pin else "several processes" if several else "< 2 CPUs"
             pin = f"not pinned ({why}): server and wrk share the CPUs"
         return "\n".join(
             [
                 f"Pier benchmark: {machine_text()}",
                 f"commit {git_commit()}, python {platform.python_version()}",
-                f"server: pier serve --workers {a.workers}"
+                f"server: pier serve --workers {a.workers}: {a.http_workers} HTTP worker(s)"
+                + (" and the writer process" if a.writer_proc else ", 1 process")
                 + (f" --durability {a.durability}" if a.durability else "")
                 + (f" --writer-process {a.writer_process}" if a.writer_process else "")
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
-                + (f" --workers {a.workers}" if a.workers > 1 else ", 1 process"),
+                + (f" --workers {a.http_workers}" if a.http_workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
                 "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
                 + {
@@ -604,7 +611,8 @@ class Bench:
             "commit": git_commit(),
             "config": {
                 "database": self.db.kind if self.db else None,
-                "workers": a.workers,
+                "workers": a.http_workers,
+                "writer_process": a.writer_proc,
                 "durability": a.durability,
                 "duration_s": a.duration,
                 "warmup_s": a.warmup,

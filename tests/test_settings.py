@@ -102,3 +102,22 @@ def test_settings_from_options_and_variables_reach_every_worker(
                 assert http.get("/health", headers=dict(list(many.items())[:15])).is_success
     finally:
         pier.terminate()
+
+
+@pytest.mark.parametrize(
+    ("workers", "writer_process", "cores", "expected"),
+    [
+        (0, True, 1, (1, False)),  # one core: one process, which writes itself
+        (0, True, 2, (1, True)),  # the writer process takes a core, a worker the other
+        (0, True, 8, (7, True)),
+        (0, False, 2, (2, False)),  # each worker writes itself: one per core
+        (1, True, 8, (1, False)),  # --workers 1 is one process on any machine
+        (3, True, 2, (3, True)),
+        (3, False, 2, (3, False)),
+    ],
+)
+def test_the_layout_gives_the_writer_process_a_core_of_its_own(
+    workers: int, writer_process: bool, cores: int, expected: tuple[int, bool]
+) -> None:
+    asked = Settings(workers=workers, writer_process=writer_process)
+    assert settings.layout(asked, cores) == expected

@@ -47,15 +47,17 @@ def serve(**values: Any) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
 
     config = Settings(**values)
+    workers, writer_process = settings.layout(config, _cores())
     config = config.replace(
-        workers=config.workers or _cores(),
+        workers=workers,
+        writer_process=writer_process,
         max_connections=_room_for_connections(config.max_connections),
     )
     apart = config.deliver and config.deliver_process
     if apart:  # the workers (and the writer process) leave delivery to the delivery process
         config = config.replace(deliver=False)
     os.environ.update(config.to_environment())  # for the workers: uvicorn imports the app
-    _metrics_dir(config.workers + apart)
+    _metrics_dir(config.workers + writer_process + apart)
     forwarded = config.forwarded_allow_ips.strip()
     writer = _start_writer_process(config)
     delivery = _start_delivery_process(config) if apart else None
@@ -106,14 +108,14 @@ def _start_delivery_process(config: Settings) -> Supervisor:
 
 
 def _start_writer_process(config: Settings) -> Supervisor | None:
-    """With --writer-process and several workers: the writer process (writerproc), started
+    """With config.writer_process (settings.layout): the writer process (writerproc), started
     and ready before the workers, its socket in a private directory of this run."""
     import atexit
     import shutil
     import socket
     import tempfile
 
-    if not (config.writer_process and config.workers > 1):
+    if not config.writer_process:
         return None
     folder = tempfile.mkdtemp(prefix="pier-writer-")  # mode 0700
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

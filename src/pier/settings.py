@@ -52,15 +52,16 @@ class Settings:
     port: int = setting(8000, "The port to listen on.", minimum=0, maximum=65535)
     workers: int = setting(
         0,
-        "HTTP worker processes. 0: one per core this process may run on.",
+        "HTTP worker processes. 0: one per core this process may run on, less one for the "
+        "writer process when it runs (--writer-process on two cores or more).",
         minimum=0,
         maximum=64,
     )
     writer_process: bool = setting(
         True,
-        "With several workers: one more process owns the writes (the writer, the lists' jobs) "
-        "and the workers send it their commands over a unix socket. --no-writer-process: each "
-        "worker writes itself (docs/deployment.md).",
+        "On several cores (--workers 0) or with several workers: one more process owns the "
+        "writes (the writer, the lists' jobs) and the workers send it their commands over a "
+        "unix socket. --no-writer-process: each worker writes itself (docs/deployment.md).",
     )
     durability: Literal["full", "normal"] = setting(
         "full", "full: fsync every commit. normal (SQLite): a power loss may lose the last commits."
@@ -256,6 +257,19 @@ def markdown() -> str:
             f"| `{flag}` | `{environment_variable(name)}` | {default} | {allowed} | {meta['help']} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def layout(settings: Settings, cores: int) -> tuple[int, bool]:
+    """The HTTP workers `pier serve` runs on `cores` cores, and whether a writer process runs
+    beside them. --workers 0: a process per core; with --writer-process the writer process
+    takes one core and the workers the others (on two cores one worker: two workers beside
+    the writer process measured slower, docs/performance.md, "The thirteenth session").
+    --workers N: N workers, and the writer process when N > 1 (--workers 1 is one process)."""
+    if settings.workers:
+        return settings.workers, settings.writer_process and settings.workers > 1
+    if settings.writer_process and cores > 1:
+        return cores - 1, True
+    return cores, False
 
 
 def from_environment() -> Settings:

@@ -281,7 +281,9 @@ def test_every_process_ends_with_pier_serve_even_killed_with_9(
             delivering = holder_pid(database_url, did)
             children = server.children()
             assert delivering in children and server.writer_pids()[0] in children
-            assert len(children) >= 4  # two workers, the writer and the delivery processes
+            # the writer and delivery processes, the HTTP workers but one (pier serve is one),
+            # multiprocessing's resource tracker
+            assert len(children) >= 3
             os.kill(server.pid, signal.SIGKILL)  # pier serve alone, not its process group
             server.proc.wait(timeout=10)
 
