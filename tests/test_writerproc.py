@@ -252,12 +252,18 @@ def test_frames_arrive_whole_and_in_order_however_the_stream_cuts_them() -> None
     asyncio.run(main())
 
 
-def test_frames_go_out_in_groups_without_waiting_for_the_end_of_the_turn() -> None:
-    """The frames sent in one turn of the event loop are written as each group of
+@pytest.mark.parametrize("url", ["sqlite:///unused.db", "postgresql://pier@127.0.0.1/unused"])
+def test_frames_go_out_in_groups_on_sqlite_and_at_the_end_of_the_turn_on_postgresql(
+    url: str,
+) -> None:
+    """On SQLite the frames sent in one turn of the event loop are written as each group of
     FLUSH_FRAMES fills, and the rest at the turn's end: the other side starts on the first
-    requests (or answers) while this side is still making the next ones."""
-    group = writerproc.FLUSH_FRAMES
-    bodies = [bytes([i]) * (i + 1) for i in range(2 * group + 3)]
+    requests (or answers) while this side is still making the next ones. On PostgreSQL they
+    all wait for the turn's end, so that the writer's batches gather them (group_of)."""
+    group = writerproc.group_of(make_store(url))  # (not opened: the kind of store is enough)
+    assert group == (writerproc.FLUSH_FRAMES if url.startswith("sqlite") else None)
+    bodies = [bytes([i]) * (i + 1) for i in range(2 * writerproc.FLUSH_FRAMES + 3)]
+    early = 2 * group if group else 0
 
     async def received(peer: socket.socket) -> list[bytes]:
         """The frames the peer can read now."""
@@ -272,15 +278,15 @@ def test_frames_go_out_in_groups_without_waiting_for_the_end_of_the_turn() -> No
         ours, peer = socket.socketpair()
         peer.setblocking(False)
         _, stream = await asyncio.open_unix_connection(sock=ours)
-        frames = writerproc._Frames(stream)
-        for body in bodies[: group - 1]:
+        frames = writerproc._Frames(stream, group)
+        for body in bodies[: writerproc.FLUSH_FRAMES - 1]:
             frames.send(body)
         assert await received(peer) == []  # a group not yet full waits for the turn's end
-        for body in bodies[group - 1 :]:
+        for body in bodies[writerproc.FLUSH_FRAMES - 1 :]:
             frames.send(body)
-        assert await received(peer) == bodies[: 2 * group]  # two full groups, in order, at once
+        assert await received(peer) == bodies[:early]  # full groups, in order, at once
         await asyncio.sleep(0)  # the turn ends
-        assert await received(peer) == bodies[2 * group :]
+        assert await received(peer) == bodies[early:]
         stream.close()
         peer.close()
 

@@ -129,7 +129,8 @@ def create_app(
                     side = writerproc.write_side(store, settings)
                     app.state.writer, app.state.lists = await stack.enter_async_context(side)
                 else:  # the writer process computes the lists and runs the sweeper
-                    app.state.writer = writerproc.WriterClient(writer_socket)
+                    group = writerproc.group_of(store)  # (the writer process's kind of store)
+                    app.state.writer = writerproc.WriterClient(writer_socket, group)
                     app.state.lists = writerproc.ListJobsClient(app.state.writer)
                     stack.push_async_callback(app.state.writer.close)
                     stack.push_async_callback(app.state.lists.stop)

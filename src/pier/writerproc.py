@@ -237,22 +237,31 @@ def answer_error(outcome: int, message: str, path: str) -> Exception | None:
 FLUSH_FRAMES = 8  # frames queued that are written at once, without waiting for the turn's end
 
 
+def group_of(store: Store) -> int | None:
+    """The frames written at once before the turn's end, for a writer on this kind of store:
+    FLUSH_FRAMES, or None (only at the turn's end) where each batch costs round trips."""
+    return None if store.remote else FLUSH_FRAMES
+
+
 class _Frames:
     """Frames out on one stream: those of one turn of the event loop written together, in
-    groups of FLUSH_FRAMES at most. (Written only at the turn's end, a worker's requests
-    reached the writer process all at once, after the worker had parsed every request of the
-    turn; and a batch's answers reached the worker all at once. Each side waited for the
-    other in turn: docs/performance.md, "The thirteenth session".)"""
+    groups of `group` at most (see group_of). Written only at the turn's end, a worker's
+    requests reached a SQLite writer process all at once, after the worker had parsed every
+    request of the turn, and a batch's answers reached the worker all at once: each side
+    waited for the other in turn. On PostgreSQL the early groups measured slower: the writer
+    started a batch for the first few, and the rest waited for its round trips
+    (docs/performance.md, "The thirteenth session")."""
 
-    def __init__(self, stream: asyncio.StreamWriter) -> None:
+    def __init__(self, stream: asyncio.StreamWriter, group: int | None = None) -> None:
         self.stream = stream
         self.queued: list[bytes] = []
+        self.parts = 2 * group if group else 0  # (two parts a frame)
 
     def send(self, body: bytes) -> None:
         if not self.queued:
             asyncio.get_running_loop().call_soon(self._flush)
         self.queued += (HEADER.pack(len(body)), body)
-        if len(self.queued) >= 2 * FLUSH_FRAMES:  # (two parts a frame)
+        if len(self.queued) == self.parts:
             self._write()
 
     def _flush(self) -> None:
@@ -302,8 +311,10 @@ class WriterClient:
 
     pending = 0  # the queue is the writer process's: it sets /metrics' gauge itself (livesum)
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, group: int | None = None) -> None:
+        """`group`: see _Frames (group_of the store the writer process writes to)."""
         self.path = path
+        self.group = group
         self._numbers = itertools.count()
         self._connection: _Connection | None = None
         self._attempt: asyncio.Future[_Connection] | None = None
@@ -346,7 +357,7 @@ class WriterClient:
                 if loop.time() >= deadline:
                     raise StoreUnavailable(f"the writer process is not running: {exc}") from exc
                 await asyncio.sleep(0.05)
-        self._connection = _Connection(reader, stream)
+        self._connection = _Connection(reader, stream, self.group)
         return self._connection
 
     async def close(self) -> None:
@@ -393,8 +404,10 @@ class ListJobsClient:
 class _Connection:
     """One connection of a worker to the writer process, and the requests in flight on it."""
 
-    def __init__(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
-        self.frames = _Frames(stream)
+    def __init__(
+        self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter, group: int | None
+    ) -> None:
+        self.frames = _Frames(stream, group)
         self.waiting: dict[int, asyncio.Future[Exception | None]] = {}
         self.broken = False
         # a context of its own: not the request's that happened to connect (its log fields)
@@ -485,7 +498,7 @@ async def serve(
         task = asyncio.current_task()
         assert task is not None
         connections.add(task)
-        frames = _Frames(stream)
+        frames = _Frames(stream, group_of(writer.store))
         try:
             async for requests in read_frames(reader):
                 for request in requests:  # queued by the writer in this order

@@ -131,6 +131,10 @@ class Store(Protocol):
     # waits on the event loop, in the writer process): then the writer gives the loop a turn
     # after each batch, else the batch's answers would wait for the next batches
     never_suspends: bool
+    # whether each statement is a round trip to a database server (PostgreSQL): a batch then
+    # costs a few of them however small it is, so the writer process's frames go out only at
+    # the end of each turn of the loop, gathering as many requests as came (writerproc)
+    remote: bool
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -908,6 +908,7 @@ class SqlStore:
     q: Queries
     max_chunks: int | None = None  # a backfill's chunks at most (each costs a scan: SQLite)
     never_suspends = False  # (base.Store)
+    remote = False  # (base.Store)
     _lists: ListCache | None = None  # the lists' cache (list_cache.py), when the backend keeps one
 
     @property

@@ -191,6 +191,7 @@ async def _serializable(conn: asyncpg.Connection, first: str) -> AsyncIterator[N
 
 class PostgresStore(SqlStore):
     q = QUERIES
+    remote = True  # (base.Store)
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
         self.url = url
