@@ -9,7 +9,8 @@ The protocol, both sides of it:
 - an answer is [number, outcome, message, path]: OK, or the error `Writer.submit` raised,
   raised again in the worker (a DomainError keeps its path and message).
 Many requests are in flight on one connection per worker; answers come back as their batches
-commit, matched by number. Frames written in one turn of the event loop go out in one call.
+commit, matched by number. Frames written in one turn of the event loop go out together, in
+groups of 8 as they come where the writer process's batches cost little (SQLite: _Frames).
 
 The order of a worker's requests is kept: the writer process reads them in order and queues
 each before reading the next. A worker whose connection breaks answers its requests in flight
