@@ -173,15 +173,20 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def status_kb(pid: int, field: str) -> int:
-    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), 0 if the process is gone."""
+def _proc_kb(pid: int, name: str, field: str) -> int:
+    """A `kB` field of /proc/PID/<name>, 0 if the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError):
         pass
     return 0
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A `kB` field of /proc/PID/status (VmRSS, VmHWM), 0 if the process is gone."""
+    return _proc_kb(pid, "status", field)
 
 
 def pids_named(comm: str) -> list[int]:
@@ -206,13 +211,7 @@ def pss_kb(pid: int) -> int:
     among the processes sharing it (libpython and the other libraries every process maps).
     Summed over processes, each page is counted once: the memory they hold together. 0 if
     the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+    return _proc_kb(pid, "smaps_rollup", "Pss")
 
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -318,8 +317,9 @@ class RssSampler:
             if time.monotonic() >= next_pss:
                 next_pss += self.pss_every
                 each = {p: pss_kb(p) for p in pids}
-                if sum(each.values()) > self.peak_pss_kb:
-                    self.peak_pss_kb, self.peak_each_pss_kb = sum(each.values()), each
+                total = sum(each.values())
+                if total > self.peak_pss_kb:
+                    self.peak_pss_kb, self.peak_each_pss_kb = total, each
             if self._stop.wait(self.interval):
                 return
             if time.monotonic() > next_scan:  # workers may come and go

@@ -124,6 +124,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # it, to pin one process and to give (c) as many workers
     asked = Settings(workers=args.workers, writer_process=args.writer_process != "off")
     args.http_workers, args.writer_proc = layout(asked, len(os.sched_getaffinity(0)))
+    args.one_process = args.http_workers == 1 and not args.writer_proc
     return args
 
 
@@ -133,8 +134,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
         self.workdir = workdir
-        one_process = args.http_workers == 1 and not args.writer_proc
-        self.pin = one_process and not args.no_pin and (os.cpu_count() or 1) >= 2
+        self.pin = args.one_process and not args.no_pin and (os.cpu_count() or 1) >= 2
         self.rows: dict[str, Row] = {}
         self.servers: list[Server] = []
         self.db: database.BenchDatabase | None = None
@@ -513,15 +513,15 @@ class Bench:
         a = self.args
         pin = f"server pinned to CPU {SERVER_CPU}, wrk (1 thread) to CPU {WRK_CPU} with taskset"
         if not self.pin:
-            several = a.http_workers > 1 or a.writer_proc
-            why = "--no-pin" if a.no_pin else "several processes" if several else "< 2 CPUs"
+            why = "--no-pin" if a.no_pin else "< 2 CPUs" if a.one_process else "several processes"
             pin = f"not pinned ({why}): server and wrk share the CPUs"
         return "\n".join(
             [
                 f"Pier benchmark: {machine_text()}",
                 f"commit {git_commit()}, python {platform.python_version()}",
                 f"server: pier serve --workers {a.workers}: {a.http_workers} HTTP worker(s)"
-                + (" and the writer process" if a.writer_proc else ", 1 process")
+                + (" and the writer process" if a.writer_proc else "")
+                + (", 1 process" if a.one_process else "")
                 + (f" --durability {a.durability}" if a.durability else "")
                 + (f" --writer-process {a.writer_process}" if a.writer_process else "")
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
