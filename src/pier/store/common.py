@@ -67,6 +67,7 @@ class SqlTx(BatchQueries):
 
     def __init__(self, run: Run, q: Queries) -> None:
         super().__init__(run, q)
+        self.written: ChangeSet | None = None  # the batch's, for the identity cache once committed
         self.staged: Staged = {}
         self.forget: set[int] = set()
         self._evaluators: dict[tuple[int, int], Evaluator] = {}
@@ -99,6 +100,7 @@ class SqlTx(BatchQueries):
 
     async def write(self, c: ChangeSet) -> None:
         """Write a change set, always in this order (each step may rely on the ones before)."""
+        self.written = c
         run, q = self.run, self.q
         if c.request_keys:
             await run.many(q.insert_request_key, [(*k, c.now) for k in c.request_keys])

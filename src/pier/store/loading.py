@@ -102,7 +102,8 @@ def by_project(keys: Iterable[Key]) -> dict[int, list[str]]:
 class IdentityCache:
     """Which user owns each external and anonymous id, as committed. Valid only while this
     process is the only writer: the SQLite store clears it when another process commits a
-    write transaction of the writer's kind (SqliteStore._epoch)."""
+    write transaction of the writer's kind (SqliteStore._epoch); the PostgreSQL store keeps it
+    under the rule of its lists' cache (PostgresStore.lists_for, PostgresTx.check_identity)."""
 
     MAX_ENTRIES = 2_000_000
 

@@ -3,7 +3,9 @@
 Each batch runs in one SERIALIZABLE transaction: PostgreSQL detects every interleaving with
 another process's batch that could not happen one after the other, and the writer replays the
 batch (`is_retryable`). Events are written with COPY. A process keeps the lists' cache
-(list_cache.py) while it is the only one that writes (`PostgresStore.lists_for`).
+(list_cache.py) and the identity cache (loading.IdentityCache: who owns an external or
+anonymous id, so that a batch of known users does not read them) while it is the only one that
+writes (`PostgresStore.lists_for`).
 """
 
 from __future__ import annotations
@@ -28,14 +30,22 @@ from .base import (
 )
 from .common import ListWrites, SqlStore, SqlTx, event_row
 from .list_cache import ListCache
-from .loading import device_values
+from .loading import IdentityCache, device_values
 from .migrations import migrations
 from .queries import EVENT_FIELDS, POSTGRES, Queries
 
 ID_BLOCK = 100  # must match the sequence's INCREMENT BY
 MIGRATION_LOCK = 0x5049455201  # advisory lock: one process migrates at a time
 FEED_LOCK = 0x5049455202  # advisory lock: event ids are taken and committed one batch at a time
+
+
+class CachesStale(Exception):
+    """A transaction used the identity cache while another process was writing (found before
+    its commit, PostgresTx.check_identity): rolled back and replayed, as a conflict is."""
+
+
 RETRYABLE = (
+    CachesStale,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.UniqueViolationError,
@@ -76,10 +86,11 @@ KEEP_WRITERS_MS = 86_400_000  # a row not counted in for this long is a process 
 # (KEEP_WRITERS_MS) between two checks would leave the other rows as they were.
 CHECK_WITHIN_S = 3_600.0
 # A batch's dynamic lists and, in the same round trip, the other writers' rows as OTHERS has
-# them, for the cache's check that comes next when there are lists (PostgresTx.dynamic_lists)
+# them, for the caches' check (PostgresTx.dynamic_lists): the rows come on a row of their own
+# (the lists' columns null) when the batch's projects have no lists
 LISTS_AND_OTHERS = (
-    f"SELECT d.*, (SELECT {ROWS} FROM writers WHERE token <> $2)"
-    f" FROM ({QUERIES.dynamic_lists}) AS d"
+    f"SELECT d.*, o.rows FROM (SELECT {ROWS} AS rows FROM writers WHERE token <> $2) AS o"
+    f" LEFT JOIN ({QUERIES.dynamic_lists}) AS d ON true"
 )
 # A transaction's settled memberships (SqlTx.flush_list_writes), in one statement rather than
 # one a kind: the members that joined and left, the due instants dropped and set, and the
@@ -202,6 +213,7 @@ class PostgresStore(SqlStore):
         self._last_pruned = 0.0
         self._contended_until = 0.0  # see is_retryable
         self._lists: ListCache = ListCache(keep_rows=False)
+        self._identity = IdentityCache()  # who is who, under the same rule as the lists' cache
         self._token = secrets.randbits(63)  # this process's row of `writers`
         self._others: str | None = None  # the other rows as the cache started; None: it is off
         self._checked_at = 0.0  # when a transaction last found them so
@@ -305,15 +317,26 @@ class PostgresStore(SqlStore):
                     ):
                         tx = PostgresTx(conn, self)
                         tx.feed_locked = alone
+                        if alone:
+                            tx.cache = self._identity
                         try:
                             yield tx
+                            await tx.check_identity()
                         finally:
                             tx.release()
                         committing = True
             except BaseException:
-                if committing:  # the commit failed: whether it happened is not known
+                # a batch rolled back may have taken in rows another writer changed (it is
+                # one, then); a commit that failed may have happened or not
+                self._identity.clear()
+                if committing:
                     self._lists.clear()
                 raise
+            if tx.cache is not None:  # (checked: it held for the transaction)
+                if tx.written is None:  # written outside the batch path: it can't follow
+                    self._identity.clear()
+                else:
+                    self._identity.committed(tx.written)
             if tx.lists is not None:  # checked: it held for the transaction
                 self._lists.committed(tx.staged, tx.forget)
             elif tx.forget:  # (gone users' entries go whatever the transaction checked)
@@ -335,6 +358,7 @@ class PostgresStore(SqlStore):
             return self._lists
         self._others = None  # another process wrote (or an hour passed unchecked): off
         self._lists.clear()
+        self._identity.clear()
         self._look = (at, others)
         return None
 
@@ -461,15 +485,26 @@ class PostgresTx(SqlTx):
             self.checked = True
             self.lists = await self.store.lists_for(self.conn, self.others)
 
+    async def check_identity(self) -> None:
+        """Before the commit of a transaction that had the identity cache: it held (no other
+        process has written since it started, in this transaction's snapshot: the check of
+        the lists' cache, most often on rows already read with the lists), else the batch is
+        replayed without it (the check turned both caches off)."""
+        if self.cache is None:
+            return
+        await self.check_lists()
+        if self.lists is None:
+            raise CachesStale("another process wrote: the batch is replayed without the caches")
+
     async def dynamic_lists(self, projects: set[int]) -> list[Any]:
-        """With the cache on, the other writers' rows come with the lists (LISTS_AND_OTHERS):
-        check_lists, which follows when there are lists, need not read them."""
+        """With the caches on, the other writers' rows come with the lists (LISTS_AND_OTHERS):
+        check_lists, which follows when there are lists or at the end (`transaction`), need
+        not read them."""
         if self.checked or self.store.lists_off:
             return await super().dynamic_lists(projects)
         rows = await self.conn.fetch(LISTS_AND_OTHERS, sorted(projects), self.store.token)
-        if rows:
-            self.others = rows[0][-1]
-        return [tuple(r)[:-1] for r in rows]
+        self.others = rows[0][-1]
+        return [tuple(r)[:-1] for r in rows if r[0] is not None]
 
     async def reserve_user_ids(self, n: int) -> list[int]:
         return await self.store.take_user_ids(self.conn, n)

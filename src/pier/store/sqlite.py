@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..domain.batch import ChangeSet
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
@@ -483,7 +482,6 @@ class SqliteTx(SqlTx):
         self.cache = cache
         self.indexer = indexer
         self.lists = lists
-        self.written: ChangeSet | None = None
 
     async def reserve_user_ids(self, n: int) -> list[int]:
         last = self.db.execute(
@@ -494,10 +492,6 @@ class SqliteTx(SqlTx):
     async def release_user_ids(self, ids: list[int]) -> None:
         if ids:  # they are the tail of this transaction's reservation
             self.db.execute("UPDATE id_sequences SET value = ? WHERE name = 'users'", (ids[0] - 1,))
-
-    async def write(self, c: ChangeSet) -> None:
-        self.written = c  # for the identity cache, once committed
-        await super().write(c)
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
         move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
