@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from pier.clock import now_ms
+from pier.domain.commands import EventIn, TrackEvents
+from pier.store import sqlite
 from pier.store.sqlite import SqliteStore
+from pier.writer import Writer
 
 NORMAL, FULL = 1, 2  # PRAGMA synchronous (in WAL mode NORMAL syncs only at checkpoints)
 
@@ -40,6 +43,60 @@ def test_a_writing_that_need_not_be_durable_skips_the_sync_and_only_it(
             async with store.writing() as run:
                 assert synchronous(store) == setting
             assert [p.name for p in await store.list_projects()] == ["fast"]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def wal_started_over(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: one more each time the WAL starts over."""
+    with wal.open("rb") as f:
+        return int.from_bytes(f.read(16)[12:16], "big")
+
+
+def test_the_wal_starts_over_past_its_limit_while_batches_keep_coming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches one after another, and no checkpoint but those the writer asks for (the
+    # checkpointer's own come once an hour): without SqliteStore._bound_wal the WAL only grows.
+    limit = 64 * 1024
+    monkeypatch.setattr(sqlite, "WAL_LIMIT", limit)
+    monkeypatch.setattr(sqlite, "WAL_CHECK_EVERY", 0.0)
+    monkeypatch.setattr(SqliteStore, "checkpoint_every", 3600.0)
+    wal = tmp_path / "p.db-wal"
+
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"), "normal")
+        await store.open()
+        await store.migrate()
+        try:
+            pid = (await store.create_project("p", now_ms())).id
+            writer = Writer(store)
+            store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # from an empty WAL
+
+            async def batch() -> None:
+                events = [EventIn(None, f"u{batches % 7}-{i}", "e", {}) for i in range(20)]
+                await writer.run_batch([TrackEvents(project_id=pid, events=events)])
+                sizes.append(wal.stat().st_size)
+                await store.maintain()
+                await asyncio.sleep(0.001)  # the checkpoints run in a thread meanwhile
+
+            sizes: list[int] = []
+            batches = 1
+            await batch()
+            seen = [wal_started_over(wal)]
+            while len(seen) < 4 and batches < 3000:  # until it has started over three times
+                batches += 1
+                await batch()
+                if wal_started_over(wal) != seen[-1]:
+                    seen.append(wal_started_over(wal))
+            assert len(seen) == 4, (
+                f"the WAL started over {len(seen) - 1} times in {batches} batches"
+            )
+            assert max(sizes) > limit  # each time once past the limit
+            count = store.db.execute("SELECT count(*) FROM events WHERE name = 'e'").fetchone()[0]
+            assert count == 20 * batches  # every batch is there
         finally:
             await store.close()
 

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -107,6 +108,13 @@ BUMP_EPOCH = "UPDATE id_sequences SET value = value + 1 WHERE name = 'transactio
 # of its own (its statements, and a thread), whatever it fills (docs/performance.md, "The
 # default layout (eleventh session)", the writer process's waits)
 STEP_EVERY = 0.02
+# The WAL's size past which the writer lets the checkpoints catch up (SqliteStore._bound_wal),
+# and how often it looks. The file is trimmed back to it when the WAL starts over.
+WAL_LIMIT = 64 << 20
+WAL_CHECK_EVERY = 1.0
+# checkpoints run while batches go on before the one that holds them: each leaves less to copy
+# (what was committed while it ran), so that the one that holds them takes about a millisecond
+CATCH_UP_ROUNDS = 2
 
 
 class SqliteStore(SqlStore):
@@ -114,6 +122,7 @@ class SqliteStore(SqlStore):
 
     q = QUERIES
     max_chunks = 10  # a backfill's chunk scans the project's events: no events (user_id) index
+    checkpoint_every = 0.5  # seconds between two of the Checkpointer's own checkpoints
 
     def __init__(
         self, url: str, path: str, durability: str = "full", on_loop: bool = False
@@ -131,6 +140,9 @@ class SqliteStore(SqlStore):
         self._indexer: UserEventsIndexer | None = None  # made by the first step, once migrated
         self._last_step = 0.0
         self._last_pruned = 0.0
+        self._last_wal_check = 0.0
+        self._catching_up: Future[None] | None = None  # a checkpoint asked for by _bound_wal
+        self._caught_up = 0  # how many of its rounds have run
         self._tx_lock = asyncio.Lock()
         self._identity = IdentityCache()  # one writer per file is the fast case: cache who is who
         # and what each user is to each dynamic list, with the lists' rows between batches
@@ -149,6 +161,7 @@ class SqliteStore(SqlStore):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # each connection has its own
+        conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         register_sqlite_functions(conn)  # the coercions of rule-based segments
         return conn
 
@@ -161,7 +174,7 @@ class SqliteStore(SqlStore):
             self._writer.execute("PRAGMA wal_autocheckpoint=0")
             self._indexer = None
             create_pending(self._writer)  # merges and deletions update it (sqlite_index.py)
-            self._checkpointer = Checkpointer(self._connect())
+            self._checkpointer = Checkpointer(self._connect(), self.checkpoint_every)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
@@ -371,6 +384,42 @@ class SqliteStore(SqlStore):
             self._last_pruned = now
             async with self._tx_lock:
                 self.db.execute(QUERIES.prune_request_keys, (request_keys_cutoff(),))
+        await self._bound_wal(now)
+
+    async def _bound_wal(self, now: float) -> None:
+        """Keep the WAL near WAL_LIMIT. It starts over from its beginning only when a write
+        transaction finds all of it checkpointed; while batches follow one another the
+        checkpointer never catches up with the last commit, and the file grows with every
+        batch (by about 16 MB a second under the events bench, with no end). Past the limit:
+        CATCH_UP_ROUNDS checkpoints at once, batches going on meanwhile, each copying what was
+        committed during the one before; then one more while this process writes nothing (a
+        millisecond or two, its sync mostly), so that the next batch starts the WAL over. A
+        reader still on an older snapshot can keep it from starting over: it is tried again a
+        second later."""
+        checkpointer = self._checkpointer
+        if checkpointer is None:
+            return
+        if self._catching_up is None:
+            if now - self._last_wal_check < WAL_CHECK_EVERY:
+                return
+            self._last_wal_check = now
+            try:
+                size = os.path.getsize(self.path + "-wal")
+            except OSError:
+                return
+            if size > WAL_LIMIT:
+                self._catching_up = checkpointer.now()
+                self._caught_up = 0
+            return
+        if not self._catching_up.done():
+            return
+        self._caught_up += 1
+        if self._caught_up < CATCH_UP_ROUNDS:
+            self._catching_up = checkpointer.now()
+            return
+        self._catching_up = None
+        async with self._tx_lock:
+            await asyncio.wrap_future(checkpointer.now())
 
     async def _off_loop(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(*args)`: in a thread, so that the event loop serves meanwhile; at once with
@@ -410,24 +459,51 @@ class SqliteStore(SqlStore):
 
 
 class Checkpointer:
-    """Runs PASSIVE WAL checkpoints on its own connection and thread, twice a second."""
+    """Runs PASSIVE WAL checkpoints on its own connection and thread, twice a second, and at
+    once when asked (`now`)."""
 
     def __init__(self, conn: sqlite3.Connection, interval: float = 0.5) -> None:
         self.conn = conn
         self.interval = interval
-        self._stop = threading.Event()
+        self._stopping = False
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._asked: list[Future[None]] = []
         self._thread = threading.Thread(target=self._run, name="pier-checkpoint", daemon=True)
         self._thread.start()
 
+    def now(self) -> Future[None]:
+        """A checkpoint as soon as the thread is free: done when it has run."""
+        done: Future[None] = Future()
+        with self._lock:
+            if self._stopping:
+                done.cancel()
+                return done
+            self._asked.append(done)
+        self._wake.set()
+        return done
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            with self._lock:
+                asked, self._asked = self._asked, []
+            if self._stopping:
+                break
             # busy or disk trouble: the writer reports real failures; try again later
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            for done in asked:
+                done.set_result(None)
+        for done in asked:
+            done.cancel()
         self.conn.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        with self._lock:
+            self._stopping = True
+        self._wake.set()
         self._thread.join()
 
 
