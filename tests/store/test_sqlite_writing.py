@@ -5,6 +5,7 @@ whether the transaction committed or failed, so that the writer's batches stay d
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,58 @@ def test_the_wal_starts_over_past_its_limit_while_batches_keep_coming(
             count = store.db.execute("SELECT count(*) FROM events WHERE name = 'e'").fetchone()[0]
             assert count == 20 * batches  # every batch is there
         finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_write_outside_the_writer_process_waits_for_the_lock_with_the_loop_going_on(
+    tmp_path: Path,
+) -> None:
+    # Another connection (the writer process) holds the write lock. A write of this process
+    # (a delivery process's cursor, a worker's management write) waits for it on the event
+    # loop, which serves meanwhile; cancelled while it waits, it leaves the connection as it was.
+    path = str(tmp_path / "p.db")
+
+    async def main() -> None:
+        store = SqliteStore("sqlite://", path)
+        await store.open()
+        await store.migrate()
+        other = sqlite3.connect(path, isolation_level=None)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        async def write(name: str) -> None:
+            async with store.writing(durable=False) as run:
+                await run.one(store.q.insert_project, name, now_ms())
+
+        ticker = asyncio.create_task(tick())
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            cancelled = asyncio.create_task(write("cancelled"))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+            assert synchronous(store) == FULL
+            assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 10_000
+            waiting = asyncio.create_task(write("after"))
+            before = ticks
+            await asyncio.sleep(0.2)
+            assert not waiting.done()  # it waits for the lock
+            assert ticks - before >= 10  # and the loop goes on meanwhile
+            other.execute("COMMIT")
+            await asyncio.wait_for(waiting, 5)
+            assert [p.name for p in await store.list_projects()] == ["after"]
+            assert synchronous(store) == FULL
+        finally:
+            ticker.cancel()
+            other.close()
             await store.close()
 
     asyncio.run(main())

@@ -38,6 +38,7 @@ from .sqlite_index import (
 
 QUERIES = Queries(SQLITE)
 BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's lock
+BEGIN_RETRY_S = 0.0005  # a write transaction's next try for the lock, outside the writer process
 # SQLite's primary result codes that say the database cannot serve now (locked past the busy
 # timeout, disk trouble, a file it cannot open or write): answered 503. Any other error (a
 # constraint, a statement Pier got wrong) is a bug: a 500.
@@ -219,8 +220,8 @@ class SqliteStore(SqlStore):
                 # in WAL mode NORMAL syncs only at checkpoints, which this connection never runs
                 db.execute("PRAGMA synchronous=NORMAL")
             try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                await self._begin(db)
+            except BaseException as exc:  # cancelled while waiting for the lock, too
                 self._synced(durable)
                 check_unavailable(exc)
                 raise
@@ -235,6 +236,32 @@ class SqliteStore(SqlStore):
             finally:
                 self._synced(durable)
                 self._lists.rows.clear()  # a list may have changed (ListCache.rows)
+
+    async def _begin(self, db: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE. The writer process waits for the write lock in SQLite's busy
+        handler: it has nothing else to do. Any other process (the delivery process and `pier
+        deliver` committing a cursor, a worker's management writes) tries again every
+        BEGIN_RETRY_S on its event loop. The busy handler would block the loop, and its sleeps
+        (1, 2, 5, 10 ... 100 ms) miss the short gaps between the writer's batches: under (d) a
+        destination's cursor commit waited 34 ms at p90 and up to half a second, and the
+        destination fell seconds behind (docs/performance.md, "The fifteenth session")."""
+        if self.never_suspends:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        db.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() >= deadline:
+                        raise
+                await asyncio.sleep(BEGIN_RETRY_S)
+        finally:
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def _synced(self, durable: bool) -> None:
         if not durable:
@@ -278,7 +305,7 @@ class SqliteStore(SqlStore):
     async def _transaction(self) -> AsyncIterator[SqliteTx]:
         db = self.db
         try:
-            db.execute("BEGIN IMMEDIATE")
+            await self._begin(db)
         except sqlite3.Error as exc:
             check_unavailable(exc)
             raise
