@@ -46,6 +46,16 @@ class Row:
         return self.result.ok_rps * self.events_per_request
 
     @property
+    def delivered_ratio(self) -> float | None:
+        """(d): ratio_to_a with the catch-up counted, as if the run's events had been committed
+        over its seconds and the seconds delivery needed after wrk stopped: a delivery that
+        falls behind pushes CPU past the run and so lifts ratio_to_a; this does not reward it."""
+        d = self.result.duration_s
+        if self.ratio_to_a is None or self.catch_up_s is None or not d:
+            return None
+        return self.ratio_to_a * d / (d + self.catch_up_s)
+
+    @property
     def server_cpu_pct(self) -> float:
         """Server CPU as a percentage of one core (100 = one core busy all the time)."""
         d = self.result.duration_s
@@ -110,6 +120,7 @@ class Row:
             "destination_lag_max_items": self.lag_items,
             "destination_catch_up_s": _round(self.catch_up_s, 2),
             "events_per_s_ratio_to_a": _round(self.ratio_to_a, 3),
+            "delivered_ratio_to_a": _round(self.delivered_ratio, 3),
             "deliverer_cpu_s": _round(self.deliverer_cpu_s, 2),
             "server_processes_cpu_pct_of_one_core": [
                 {"role": role, "pct": round(pct, 1)} for role, pct in self.process_cpu_pct
@@ -206,6 +217,9 @@ def destination_text(row: Row) -> str:
     without, ratio = against_a(row)
     lag = "not read" if row.lag_s is None else f"{row.lag_s:.2f} s ({row.lag_items:,} items)"
     catch_up = "-" if row.catch_up_s is None else f"{row.catch_up_s:.1f} s"
+    delivered = row.delivered_ratio
+    if delivered is not None:
+        catch_up += f" (ratio counting the catch-up {delivered:.3f})"
     apart = ""
     if row.deliverer_cpu_s is not None and row.result.duration_s:
         share = row.deliverer_cpu_s / row.result.duration_s
