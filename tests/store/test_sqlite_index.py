@@ -324,7 +324,7 @@ def test_steps_are_spaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         await store.maintain()
         assert indexer.filled > filled  # a step, though too soon
         filled = indexer.filled
-        store._last_step = 0.0  # (no pass now) the time has come
+        store._last_step = float("-inf")  # (no pass now) the time has come
         await writer.run_batch([track(pid, "e2", ["d"])])
         await store.maintain()
         assert indexer.filled > filled

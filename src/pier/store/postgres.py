@@ -210,7 +210,7 @@ class PostgresStore(SqlStore):
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
-        self._last_pruned = 0.0
+        self._last_pruned = float("-inf")  # never (monotonic() counts from the boot)
         self._contended_until = 0.0  # see is_retryable
         self._lists: ListCache = ListCache(keep_rows=False)
         self._identity = IdentityCache()  # who is who, under the same rule as the lists' cache

@@ -139,9 +139,8 @@ class SqliteStore(SqlStore):
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._indexer: UserEventsIndexer | None = None  # made by the first step, once migrated
-        self._last_step = 0.0
-        self._last_pruned = 0.0
-        self._last_wal_check = 0.0
+        # "never": monotonic() counts from the boot, which may be seconds ago
+        self._last_step = self._last_pruned = self._last_wal_check = float("-inf")
         self._catching_up: Future[None] | None = None  # a checkpoint asked for by _bound_wal
         self._caught_up = 0  # how many of its rounds have run
         self._tx_lock = asyncio.Lock()
