@@ -101,9 +101,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--deliver",
         choices=["process", "in-server", "separate"],
         default="process",
-        help="(d): delivery by pier serve's delivery process, pinned to wrk's CPU (default);"
-        " by the serving process itself (--no-deliver-process); or by a `pier deliver`"
-        " process on wrk's CPU (pier serve --no-deliver)",
+        help="(d): delivery by pier serve's delivery process (default); by the serving"
+        " process itself (--no-deliver-process); or by a `pier deliver` process (pier serve"
+        " --no-deliver). Pinned to wrk's CPU where the server is pinned (--workers 1)",
     )
     p.add_argument("--scale", action="store_true", help="preload events, then run (a) again")
     p.add_argument("--preload-events", type=int, default=10_000_000, help="for --scale")
@@ -515,6 +515,7 @@ class Bench:
         if not self.pin:
             why = "--no-pin" if a.no_pin else "< 2 CPUs" if a.one_process else "several processes"
             pin = f"not pinned ({why}): server and wrk share the CPUs"
+        on_wrk = " on wrk's CPU" if self.pin else ""
         return "\n".join(
             [
                 f"Pier benchmark: {machine_text()}",
@@ -527,10 +528,10 @@ class Bench:
                 + "; (c): uvicorn --loop uvloop --http httptools --no-access-log"
                 + (f" --workers {a.http_workers}" if a.http_workers > 1 else ", 1 process"),
                 f"CPU: {pin}",
-                "(d): one webhook destination, receiver (bare ASGI) on wrk's CPU, delivered by "
+                f"(d): one webhook destination, receiver (bare ASGI){on_wrk}, delivered by "
                 + {
-                    "separate": "a `pier deliver` process on wrk's CPU (pier serve --no-deliver)",
-                    "process": "pier serve's delivery process, pinned to wrk's CPU",
+                    "separate": f"a `pier deliver` process{on_wrk} (pier serve --no-deliver)",
+                    "process": f"pier serve's delivery process{on_wrk}",
                     "in-server": "the serving process itself (--no-deliver-process)",
                 }[a.deliver],
                 f"load: wrk -t1 -c{a.connections}, {a.warmup} s warm-up then {a.duration} s"
