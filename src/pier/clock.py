@@ -9,6 +9,10 @@ from contextlib import contextmanager
 
 _frozen: int | None = None
 
+# "Never", as the last time of something measured with time.monotonic(): that clock counts from
+# the machine's boot, which may be seconds ago, so 0.0 would read as "just now" there.
+NEVER = float("-inf")
+
 
 def now_ms() -> int:
     if _frozen is not None:

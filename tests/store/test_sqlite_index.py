@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import sqlite_writer
-from pier.clock import now_ms
+from pier.clock import NEVER, now_ms
 from pier.domain.commands import EventIn, Identify, TrackEvents, Traits
 from pier.store import sqlite, sqlite_index
 from pier.store.loading import IdentityCache
@@ -324,7 +324,7 @@ def test_steps_are_spaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         await store.maintain()
         assert indexer.filled > filled  # a step, though too soon
         filled = indexer.filled
-        store._last_step = float("-inf")  # (no pass now) the time has come
+        store._last_step = NEVER  # (no pass now) the time has come
         await writer.run_batch([track(pid, "e2", ["d"])])
         await store.maintain()
         assert indexer.filled > filled

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..clock import now_ms
+from ..clock import NEVER, now_ms
 from ..process import delivery_metrics as metrics
 from ..process.parent import when_parent_gone
 from ..settings import Settings
@@ -283,7 +283,7 @@ class Deliverer:
     async def _observe_lag(self, d: Destination) -> None:
         """The lag gauges, at most once a second (a count of the items after the cursor)."""
         now = time.monotonic()
-        if now - self._lag_seen.get(d.id, float("-inf")) < 1.0:
+        if now - self._lag_seen.get(d.id, NEVER) < 1.0:
             return
         self._lag_seen[d.id] = now
         items, oldest = await self.destinations.lag(d.project_id, d.cursor)
@@ -297,7 +297,7 @@ class Deliverer:
         if self._stopping.is_set():
             raise Interrupted
         now = time.monotonic()
-        if now - self._renewed.get(destination_id, float("-inf")) >= self.s.lease_ttl / 3:
+        if now - self._renewed.get(destination_id, NEVER) >= self.s.lease_ttl / 3:
             # a write (and on SQLite an fsync): once a third of the lease, not every batch
             if not await self.destinations.lease(
                 destination_id, self.holder, now_ms(), self._ttl_ms

@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 
-from ..clock import now_ms
+from ..clock import NEVER, now_ms
 from ..domain.model import Device
 from .base import (
     PRUNE_EVERY,
@@ -210,7 +210,7 @@ class PostgresStore(SqlStore):
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
-        self._last_pruned = float("-inf")  # never (monotonic() counts from the boot)
+        self._last_pruned = NEVER
         self._contended_until = 0.0  # see is_retryable
         self._lists: ListCache = ListCache(keep_rows=False)
         self._identity = IdentityCache()  # who is who, under the same rule as the lists' cache

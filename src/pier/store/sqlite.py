@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ..clock import NEVER
 from ..domain.feed import DEVICE_REGISTERED, MERGED_AWAY
 from .base import (
     PRUNE_EVERY,
@@ -139,8 +140,7 @@ class SqliteStore(SqlStore):
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._indexer: UserEventsIndexer | None = None  # made by the first step, once migrated
-        # "never": monotonic() counts from the boot, which may be seconds ago
-        self._last_step = self._last_pruned = self._last_wal_check = float("-inf")
+        self._last_step = self._last_pruned = self._last_wal_check = NEVER
         self._catching_up: Future[None] | None = None  # a checkpoint asked for by _bound_wal
         self._caught_up = 0  # how many of its rounds have run
         self._tx_lock = asyncio.Lock()
