@@ -1,0 +1,121 @@
+"""The statements that load a batch (store/loading.py, BatchQueries) find their rows by key:
+the work they do depends on how many keys the batch names, not on how many rows the tables
+hold (SQLite's plans; PostgreSQL's generic plans look each one up by `= ANY($n)` in an index
+condition, checked by hand in docs/performance.md). A plan that walks a range of an index and tests each entry against the list still
+answers right, so only the work shows it: `seen_message_ids` once searched every message id
+of the project for each batch (`message_id IS NOT NULL` made SQLite take the index by the
+range `message_id > NULL`), 46 times the CPU of a batch of 10 events with message ids on a
+table of 60,000 (docs/performance.md, "Events with message ids")."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from pathlib import Path
+
+from pier.clock import now_ms
+from pier.domain.commands import EventIn, TrackEvents
+from pier.store.queries import SQLITE, Queries
+from pier.store.sqlite import SqliteStore
+from pier.writer import Writer
+
+# the BatchQueries statements, by name (a dict's statements all)
+LOADS = (
+    "users_by_external",
+    "users_by_anonymous",
+    "users_by_id",
+    "devices_where",
+    "devices_of",
+    "anonymous_ids_of",
+    "seen_message_ids",
+    "stored_request_keys",
+)
+
+
+def loads(q: Queries) -> list[tuple[str, str]]:
+    found = []
+    for name in LOADS:
+        value = getattr(q, name)
+        if isinstance(value, str):
+            found.append((name, value))
+        else:
+            found.extend((f"{name}[{k!r}]", sql) for k, sql in value.items())
+    return found
+
+
+def test_sqlite_loads_search_each_table_by_equality_only(tmp_path: Path) -> None:
+    """Every table a load reads is searched with `=` on each column of its key (a `>` or `<`
+    in the search is a range walked entry by entry; a SCAN is the whole table)."""
+
+    async def main() -> None:
+        store = SqliteStore("sqlite:///x", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        try:
+            for name, sql in loads(Queries(SQLITE)):
+                numbered = [int(n) for n in re.findall(r"\?(\d+)", sql)]
+                count = max(numbered) if numbered else sql.count("?")
+                plan = [
+                    r[3] for r in store.ro.execute(f"EXPLAIN QUERY PLAN {sql}", (None,) * count)
+                ]
+                tables = [step for step in plan if "json_each" not in step and "B-TREE" not in step]
+                tables = [step for step in tables if step != "LIST SUBQUERY 1"]
+                assert tables, (name, plan)
+                for step in tables:
+                    assert step.startswith("SEARCH "), (name, plan)
+                    search = step[step.index("(") :]
+                    assert "=?" in search and not re.search(r"[<>]", search), (name, plan)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_of_events_with_message_ids_costs_the_same_however_many_are_stored(
+    tmp_path: Path,
+) -> None:
+    """SQLite's VM steps for one batch of 10 events, each with a new message id (as every
+    SDK sends), with 500 events stored, then with 20,500: the same work, give or take a level
+    of the indexes (a walk of the stored ids would cost 40 times more the second time)."""
+
+    async def main() -> None:
+        store = SqliteStore("sqlite://", str(tmp_path / "p.db"))
+        await store.open()
+        await store.migrate()
+        try:
+            pid = (await store.create_project("p", now_ms())).id
+            writer = Writer(store)
+
+            async def events(n: int) -> None:
+                for start in range(0, n, 500):
+                    batch = [
+                        EventIn(None, f"u{i % 50}", "e", {}, None, str(uuid.uuid4()))
+                        for i in range(start, min(n, start + 500))
+                    ]
+                    await writer.run_batch([TrackEvents(project_id=pid, events=batch)])
+
+            async def measured() -> int:
+                counted = [0]
+
+                def count() -> int:
+                    counted[0] += 1
+                    return 0
+
+                store.db.set_progress_handler(count, 1)
+                try:
+                    await events(10)
+                finally:
+                    store.db.set_progress_handler(None, 1)
+                return counted[0]
+
+            await events(500)
+            await measured()  # statements prepared, users known
+            few = await measured()
+            await events(20_000)
+            many = await measured()
+            assert many < 1.5 * few, (few, many)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
