@@ -25,6 +25,31 @@ function M.pool(path, key, size, make_body)
   end
 end
 
+-- Like pool(), but each request is its template with fresh values: fill(template) gives the
+-- body (for values that must differ on every request, such as message ids).
+function M.fresh_pool(path, key, size, make_template, fill)
+  local headers = {
+    ["Authorization"] = "Bearer " .. key,
+    ["Content-Type"] = "application/json",
+  }
+  local templates = {}
+  for i = 1, size do
+    templates[i] = make_template()
+  end
+  local i = 0
+  return function()
+    i = i % size + 1
+    return wrk.format("POST", path, headers, fill(templates[i]))
+  end
+end
+
+-- A random UUID (version 4), as the SDKs give each event for its message id.
+function M.uuid4()
+  local r = math.random
+  return string.format("%08x-%04x-4%03x-%04x-%06x%06x", r(0, 0x7fffffff) * 2 + r(0, 1),
+    r(0, 0xffff), r(0, 0xfff), r(0, 0x3fff) + 0x8000, r(0, 0xffffff), r(0, 0xffffff))
+end
+
 -- Print one machine-readable line that bench/run.py parses (latencies in microseconds).
 function M.report(summary, latency)
   local e = summary.errors

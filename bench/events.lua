@@ -1,5 +1,7 @@
 -- POST /api/client/events with a JSON array of events for random users.
--- wrk args: KEY [EVENTS_PER_BODY=10] [USERS=10000] [POOL=4000]
+-- wrk args: KEY [EVENTS_PER_BODY=10] [USERS=10000] [POOL=4000] [ids]
+-- With "ids", each event has a message id, a new random UUID on every request (as the SDKs
+-- send them): the bodies are built per request from POOL templates.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(dir .. "common.lua")
 local gen = dofile(dir .. "gen.lua")
@@ -16,6 +18,18 @@ function init(args)
   local per_body = tonumber(args[2]) or 10
   local users = tonumber(args[3]) or 10000
   local size = tonumber(args[4]) or 4000
+  if args[5] == "ids" then
+    local ids = {}
+    request = common.fresh_pool("/api/client/events", key, size, function()
+      return gen.events_template(per_body, users)
+    end, function(template)
+      for i = 1, per_body do
+        ids[i] = common.uuid4()
+      end
+      return string.format(template, unpack(ids, 1, per_body))
+    end)
+    return
+  end
   request = common.pool("/api/client/events", key, size, function()
     return gen.events_body(per_body, users)
   end)

@@ -240,6 +240,15 @@ def lists_text(row: Row) -> str:
     )
 
 
+def message_ids_text(row: Row) -> str:
+    """(m)'s line: its rate against the mean of (a)'s first run and the (a) just after it."""
+    without, ratio = against_a(row)
+    return (
+        f"{row.events_per_s or 0:,.0f} events/s with a message id on every event, {without}"
+        f" without (the mean of the first (a) and the (a) after; ratio {ratio})"
+    )
+
+
 def ratio_to_bare(rows: dict[str, Row]) -> float | None:
     """Pier's 2xx requests/s in (a) over the bare ASGI app's requests/s in (c)."""
     a, c = rows.get("a"), rows.get("c")

@@ -49,11 +49,13 @@ class Scenario:
     label: str
     script: str
     events_per_request: int  # events committed by one 2xx response (0: none)
+    message_ids: bool = False  # each event with a new message id (events.lua's "ids")
 
     def script_args(self, api_key: str) -> list[str]:
         if self.script == "identify.lua":
             return [api_key, str(IDENTIFY_USERS), str(POOL)]
-        return [api_key, str(self.events_per_request or 10), str(EVENT_USERS), str(POOL)]
+        ids = ["ids"] if self.message_ids else []
+        return [api_key, str(self.events_per_request or 10), str(EVENT_USERS), str(POOL), *ids]
 
 
 SCENARIOS = {
@@ -63,6 +65,7 @@ SCENARIOS = {
     "d": Scenario("d", "(d) (a) + webhook dest.", "events.lua", 10),
     "l": Scenario("l", "(l) (a) + 20 dyn. lists", "events.lua", 10),
     "e": Scenario("e", "(e) events x1", "events.lua", 1),
+    "m": Scenario("m", "(m) (a) + message ids", "events.lua", 10, message_ids=True),
 }
 
 
@@ -91,10 +94,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument(
         "--scenarios",
-        default="a,b,c,d,l,e",
-        help="comma-separated subset of a,b,c,d,l,e (d: (a) with one webhook destination;"
+        default="a,b,c,d,l,e,m",
+        help="comma-separated subset of a,b,c,d,l,e,m (d: (a) with one webhook destination;"
         " l: ingestion with 20 dynamic lists against none, bench/lists_ingest.py; e: (a) with 1"
-        " event a request)",
+        " event a request; m: (a) with a new message id on every event, as the SDKs send)",
     )
     p.add_argument("--pairs", type=int, default=1, help="(a) then (d), this many times (default 1)")
     p.add_argument(
@@ -113,10 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     keys = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if not keys or any(k not in SCENARIOS for k in keys):
-        p.error(f"--scenarios: expected a subset of a,b,c,d,l,e, got {args.scenarios!r}")
+        p.error(f"--scenarios: expected a subset of {','.join(SCENARIOS)}, got {args.scenarios!r}")
     args.lists = "l" in keys
-    if (args.scale or "d" in keys or "l" in keys) and "a" not in keys:
-        keys.insert(0, "a")  # the scale, (d) and (l) figures are read against (a)
+    if (args.scale or {"d", "l", "m"} & set(keys)) and "a" not in keys:
+        keys.insert(0, "a")  # the scale, (d), (l) and (m) figures are read against (a)
     args.scenario_keys = [k for k in SCENARIOS if k in keys]
     if min(args.duration, args.connections, args.pairs) < 1 or min(args.warmup, args.workers) < 0:
         p.error("--duration, --connections and --pairs must be >= 1, --workers, --warmup >= 0")
@@ -153,7 +156,7 @@ class Bench:
     def run(self) -> None:
         print(self.setup_text(), flush=True)
         self.check_idle()
-        if {"a", "b", "d", "l", "e"} & set(self.args.scenario_keys):
+        if {"a", "b", "d", "l", "e", "m"} & set(self.args.scenario_keys):
             self.run_pier()
         if "c" in self.args.scenario_keys:
             self.run_bare()
@@ -193,6 +196,8 @@ class Bench:
             self.measure(server, SCENARIOS["b"], api_key)
         if "e" in keys:
             self.measure(server, SCENARIOS["e"], api_key)
+        if "m" in keys:
+            self.measure_message_ids(server, api_key)
         if self.args.scale:
             self.preload(server, api_key)
             self.preloaded = self.committed
@@ -278,6 +283,17 @@ class Bench:
         )
         self.read_against_a(row, after=after)
         print(f"  (l): {members:,} members after; {report.lists_text(row)}", flush=True)
+
+    def measure_message_ids(self, server: Server, api_key: str) -> None:
+        """(m): (a) with a new message id on every event, then (a) again; (m) read against
+        the mean of the (a) measured first and that one (no target: what the SDKs' requests
+        cost against the bench's own)."""
+        row = self.measure(server, SCENARIOS["m"], api_key, row_key="m")
+        after = self.measure(
+            server, SCENARIOS["a"], api_key, row_key="a#m", label="(a) again, after (m)"
+        )
+        self.read_against_a(row, after=after)
+        print(f"  (m): {report.message_ids_text(row)}", flush=True)
 
     def run_lists(self) -> None:
         """bench/lists_ingest.py (its own server, 1 process, not pinned) on the same backend:

@@ -46,11 +46,13 @@ def requests(pid: int, n: int, rng: random.Random) -> list[Command]:
 
 
 @asynccontextmanager
-async def bench_writer() -> AsyncIterator[tuple[SqliteStore, int, Writer]]:
+async def bench_writer(on_loop: bool = True) -> AsyncIterator[tuple[SqliteStore, int, Writer]]:
     """A fresh SQLite file in a folder of its own, with the bench project: the store, the
-    project's id and a Writer on it (closed, and the folder removed, after)."""
+    project's id and a Writer on it (closed, and the folder removed, after). `on_loop`: as the
+    writer process runs it (commits and index steps on the event loop); else as a server
+    without one (in a thread)."""
     with tempfile.TemporaryDirectory() as folder:
-        store = SqliteStore("sqlite://", str(Path(folder) / "pier.db"))
+        store = SqliteStore("sqlite://", str(Path(folder) / "pier.db"), on_loop=on_loop)
         await store.open()
         await store.migrate()
         try:
@@ -59,9 +61,9 @@ async def bench_writer() -> AsyncIterator[tuple[SqliteStore, int, Writer]]:
             await store.close()
 
 
-async def main(batches: int, per_batch: int) -> None:
+async def main(batches: int, per_batch: int, on_loop: bool) -> None:
     rng = random.Random(1)
-    async with bench_writer() as (store, pid, writer):
+    async with bench_writer(on_loop) as (store, pid, writer):
         for start in range(0, USERS, 1000):  # every user exists, as in (a) after its warm-up
             events = [EventIn(None, f"u{i}", "seen", {}) for i in range(start, start + 1000)]
             await writer.run_batch([TrackEvents(project_id=pid, events=events)])
@@ -89,5 +91,11 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batches", type=int, default=300)
     p.add_argument("--requests", type=int, default=64, help="requests per batch")
+    p.add_argument(
+        "--in-thread",
+        action="store_true",
+        help="commits and index steps in a thread, as a server without a writer process runs"
+        " them (default: on the event loop, as the writer process)",
+    )
     a = p.parse_args()
-    asyncio.run(main(a.batches, a.requests))
+    asyncio.run(main(a.batches, a.requests, not a.in_thread))
