@@ -19,6 +19,7 @@ import random
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,12 +33,19 @@ from pier.writer import Writer
 USERS = 10_000
 
 
-def requests(pid: int, n: int, rng: random.Random) -> list[Command]:
+def requests(pid: int, n: int, rng: random.Random, ids: bool = False) -> list[Command]:
+    """`ids`: each event with a new message id (a random UUID), as the SDKs send them."""
     return [
         TrackEvents(
             project_id=pid,
             events=[
-                EventIn(None, f"u{rng.randrange(USERS)}", "Product Viewed", {"product_id": i})
+                EventIn(
+                    None,
+                    f"u{rng.randrange(USERS)}",
+                    "Product Viewed",
+                    {"product_id": i},
+                    message_id=str(uuid.UUID(int=rng.getrandbits(128), version=4)) if ids else None,
+                )
                 for i in range(10)
             ],
         )
@@ -61,7 +69,7 @@ async def bench_writer(on_loop: bool = True) -> AsyncIterator[tuple[SqliteStore,
             await store.close()
 
 
-async def main(batches: int, per_batch: int, on_loop: bool) -> None:
+async def main(batches: int, per_batch: int, on_loop: bool, ids: bool) -> None:
     rng = random.Random(1)
     async with bench_writer(on_loop) as (store, pid, writer):
         for start in range(0, USERS, 1000):  # every user exists, as in (a) after its warm-up
@@ -70,7 +78,7 @@ async def main(batches: int, per_batch: int, on_loop: bool) -> None:
             await store.maintain()
         write, upkeep = [], []
         for _ in range(batches):
-            cmds = requests(pid, per_batch, rng)
+            cmds = requests(pid, per_batch, rng, ids)
             t0 = time.process_time()
             await writer.run_batch(cmds)
             t1 = time.process_time()
@@ -79,7 +87,8 @@ async def main(batches: int, per_batch: int, on_loop: bool) -> None:
             write.append((t1 - t0) / per_batch * 1e6)
             upkeep.append((t2 - t1) / per_batch * 1e6)
     print(
-        f"{pier.__file__}: {batches} batches of {per_batch} requests x 10 events;"
+        f"{pier.__file__}: {batches} batches of {per_batch} requests x 10 events"
+        f"{' with message ids' if ids else ''};"
         f" CPU us per request: batch {statistics.mean(write):.1f}"
         f" (median {statistics.median(write):.1f}), upkeep step {statistics.mean(upkeep):.1f}"
         f" (median {statistics.median(upkeep):.1f}),"
@@ -97,5 +106,8 @@ if __name__ == "__main__":
         help="commits and index steps in a thread, as a server without a writer process runs"
         " them (default: on the event loop, as the writer process)",
     )
+    p.add_argument(
+        "--message-ids", action="store_true", help="each event with a new message id (a UUID)"
+    )
     a = p.parse_args()
-    asyncio.run(main(a.batches, a.requests, not a.in_thread))
+    asyncio.run(main(a.batches, a.requests, not a.in_thread, a.message_ids))

@@ -10,10 +10,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from pier.domain.commands import EventIn, TrackEvents
 from pier.store import make_store
 from pier.store import sqlite as sqlite_queries
 from pier.store.migrations import migrations
 from pier.store.postgres import PostgresStore
+from pier.store.sqlite import SqliteStore
+from pier.writer import Writer
 from support.postgres import PostgresServer
 
 
@@ -105,3 +108,54 @@ def test_a_users_list_rows_are_found_by_their_keys(tmp_path: Path) -> None:
         assert not re.search(r"\bSCAN (list_members|list_due|j)\b", plan), (name, plan)
         if "list_" in sql:
             assert "USING PRIMARY KEY (list_id=? AND user_id=?)" in plan, (name, plan)
+
+
+def test_sqlite_message_ids_leave_the_events_index_for_message_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0013 on a database that holds events with message ids: those up to the user_events
+    watermark are in message_ids, the unique index on events is gone, and the writer still
+    drops a retry of any of them, indexed or past the watermark, and stores a new one."""
+    path = tmp_path / "pier.db"
+    every = migrations("sqlite")
+    before = [m for m in every if m[0] < 13]
+    monkeypatch.setattr("pier.store.sqlite.migrations", lambda _: before)
+    asyncio.run(migrate(path))
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO projects (name, created_at) VALUES ('p', 0)")
+    db.execute(
+        "INSERT INTO users (project_id, id, external_id, data, created_at, updated_at)"
+        " VALUES (1, 1, 'u', '{}', 0, 0)"
+    )
+    for i, mid in enumerate(["m1", "m2", None, "m3"]):
+        db.execute(
+            "INSERT INTO events (project_id, user_id, name, data, created_at, received_at,"
+            " message_id) VALUES (1, 1, ?, '{}', 0, 0, ?)",
+            (f"e{i}", mid),
+        )
+    db.execute("UPDATE index_state SET upto = 3 WHERE name = 'user_events'")  # m3 past it
+    db.commit()
+    db.close()
+    monkeypatch.setattr("pier.store.sqlite.migrations", lambda _: every)
+    assert asyncio.run(migrate(path)) == [m[0] for m in every if m[0] >= 13]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT * FROM message_ids ORDER BY 2").fetchall() == [
+        (1, "m1", 1),
+        (1, "m2", 2),
+    ]
+    indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "events_message_id" not in indexes
+    db.close()
+
+    async def resend() -> None:
+        store = SqliteStore("sqlite://", str(path))
+        await store.open()
+        try:
+            events = [EventIn(None, "u", "again", {}, message_id=m) for m in ("m1", "m3", "m4")]
+            await Writer(store).run_batch([TrackEvents(project_id=1, events=events)])
+            rows = store.db.execute("SELECT message_id FROM events WHERE name = 'again'")
+            assert [r[0] for r in rows] == ["m4"]
+        finally:
+            await store.close()
+
+    asyncio.run(resend())

@@ -1,6 +1,7 @@
 """The user_events indexer (store/sqlite_index.py): whatever the interleaving of writes, merges,
 deletions and indexer steps, a user's events read back exactly as the events table holds them,
-and user_events never holds a row the events table contradicts."""
+and user_events never holds a row the events table contradicts; the message ids the writer
+finds stored are exactly those of the events table, and no two events share one."""
 
 from __future__ import annotations
 
@@ -36,8 +37,16 @@ EXTS = ["e0", "e1", "e2"]
 NAMES = frozenset([f"ev{i}" for i in range(200)] + ["user_created", "user_updated", "user_merged"])
 
 WRITERS = st.sampled_from([0, 0, 1])  # 1: another connection (as another worker would be)
+MIDS = [f"m{i}" for i in range(8)]  # few: retries, and message ids freed by a deletion, resent
 operation = st.one_of(
-    st.tuples(st.just("track"), WRITERS, st.sampled_from(ANONS + EXTS), st.integers(1, 6)),
+    # the last: the first event's message id (then the next ones, in turn), or -1: none
+    st.tuples(
+        st.just("track"),
+        WRITERS,
+        st.sampled_from(ANONS + EXTS),
+        st.integers(1, 6),
+        st.integers(-1, len(MIDS) - 1),
+    ),
     st.tuples(st.just("merge"), WRITERS, st.sampled_from(ANONS), st.sampled_from(EXTS)),
     st.tuples(st.just("delete"), WRITERS, st.sampled_from(ANONS + EXTS)),
     st.tuples(st.just("step"), st.integers(1, 3)),
@@ -69,6 +78,24 @@ def check(db: sqlite3.Connection) -> None:
         (upto,),
     ).fetchone()[0]
     assert missing == 0, "an event at or below the watermark is not indexed"
+    stale = db.execute(
+        "SELECT count(*) FROM message_ids m LEFT JOIN events e ON e.id = m.event_id"
+        " WHERE e.id IS NULL OR e.message_id IS NOT m.message_id"
+        " OR e.project_id != m.project_id"
+    ).fetchone()[0]
+    assert stale == 0, "message_ids holds rows the events table contradicts"
+    missing = db.execute(
+        "SELECT count(*) FROM events e WHERE e.id <= ? AND e.message_id IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM message_ids m WHERE m.project_id = e.project_id"
+        " AND m.message_id = e.message_id)",
+        (upto,),
+    ).fetchone()[0]
+    assert missing == 0, "a message id at or below the watermark is not indexed"
+    twice = db.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM events WHERE message_id IS NOT NULL"
+        " GROUP BY project_id, message_id HAVING count(*) > 1)"
+    ).fetchone()[0]
+    assert twice == 0, "two events with the same message id"
 
 
 @settings(
@@ -76,9 +103,29 @@ def check(db: sqlite3.Connection) -> None:
 )
 @given(ops=st.lists(operation, min_size=1, max_size=25))
 # a merge (by this connection, then by another) while the source user has rows pending
-@example(ops=[("track", 0, "a0", 2), ("track", 0, "e0", 1), ("step", 1), ("merge", 0, "a0", "e0")])
-@example(ops=[("track", 0, "a0", 2), ("track", 0, "e0", 1), ("step", 1), ("merge", 1, "a0", "e0")])
-@example(ops=[("track", 0, "a0", 3), ("step", 1), ("delete", 1, "a0"), ("track", 0, "a0", 1)])
+@example(
+    ops=[("track", 0, "a0", 2, 0), ("track", 0, "e0", 1, -1), ("step", 1), ("merge", 0, "a0", "e0")]
+)
+@example(
+    ops=[("track", 0, "a0", 2, 0), ("track", 0, "e0", 1, 2), ("step", 1), ("merge", 1, "a0", "e0")]
+)
+@example(ops=[("track", 0, "a0", 3, 0), ("step", 1), ("delete", 1, "a0"), ("track", 0, "a0", 1, 0)])
+# another connection deletes an event whose message id is pending here and stores it again:
+# the pending row must follow the new event, and a retry here must find it stored
+@example(
+    ops=[
+        ("track", 0, "e1", 1, -1),  # two users (their first items and events: one pass)
+        ("track", 0, "a0", 1, -1),
+        ("step", 1),
+        ("track", 0, "a0", 1, 0),  # one row pending, under a pass
+        ("step", 1),
+        ("delete", 1, "a0"),
+        ("track", 1, "e1", 1, 0),
+        ("step", 3),
+        ("track", 0, "e1", 1, 0),
+        ("step", 3),
+    ]
+)
 def test_reads_match_the_events_table_through_any_interleaving(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, ops: list[tuple]
 ) -> None:
@@ -103,9 +150,18 @@ def test_reads_match_the_events_table_through_any_interleaving(
                 for _ in range(op[1]):
                     indexer.step()
             elif op[0] == "track":
-                ref, count = op[2], op[3]
+                ref, count, first = op[2], op[3], op[4]
                 anon, ext = (ref, None) if ref in ANONS else (None, ref)
-                events = [EventIn(anon, ext, f"ev{n + i}", {}) for i in range(count)]
+                events = [
+                    EventIn(
+                        anon,
+                        ext,
+                        f"ev{n + i}",
+                        {},
+                        message_id=None if first < 0 else MIDS[(first + i) % len(MIDS)],
+                    )
+                    for i in range(count)
+                ]
                 n += count
                 await writers[op[1]].run_batch([TrackEvents(project_id=pid, events=events)])
             elif op[0] == "merge":
@@ -128,6 +184,8 @@ def test_reads_match_the_events_table_through_any_interleaving(
                 assert await read_all(store, uid) == truth
                 # and the lists' read of a user's events (pending in place of the scan)
                 tx = SqliteTx(store.db, IdentityCache(), indexer)
+                stored = store.db.execute("SELECT message_id FROM events WHERE message_id NOT NULL")
+                assert sorted(await tx.seen_message_ids(pid, MIDS)) == sorted(r[0] for r in stored)
                 mine = await tx.events_of([uid], NAMES)
                 assert sorted(r[:2] for r in mine) == sorted(
                     store.db.execute("SELECT user_id, name FROM events WHERE user_id = ?", (uid,))

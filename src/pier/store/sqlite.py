@@ -101,6 +101,23 @@ EVENTS_OF_PENDING = EVENTS_OF.replace(
     " AND e.name IN (SELECT value FROM json_each(?2)) UNION ALL ",
 )
 
+# The message ids among ?2 that project ?1 holds: from message_ids up to the watermark, and
+# from a scan of the events past ?3 (the watermark; migration 0013, sqlite_index.py), by id
+# (`+project_id`: through events_project, each row was one more lookup in the table)
+SEEN_MESSAGE_IDS = (
+    "SELECT message_id FROM message_ids WHERE project_id = ?1"
+    " AND message_id IN (SELECT value FROM json_each(?2))"
+    " UNION ALL SELECT message_id FROM events WHERE id > ?3 AND +project_id = ?1"
+    " AND message_id IN (SELECT value FROM json_each(?2))"
+)
+# the same, past the watermark from the indexer's pending_mids, and a scan only of the events
+# written since its last fill (?3: UserEventsIndexer.owners)
+SEEN_MESSAGE_IDS_PENDING = SEEN_MESSAGE_IDS.replace(
+    " UNION ALL ",
+    " UNION ALL SELECT message_id FROM temp.pending_mids WHERE project_id = ?1"
+    " AND message_id IN (SELECT value FROM json_each(?2)) UNION ALL ",
+)
+
 
 EPOCH = "SELECT value FROM id_sequences WHERE name = 'transactions'"
 BUMP_EPOCH = "UPDATE id_sequences SET value = value + 1 WHERE name = 'transactions' RETURNING value"
@@ -597,6 +614,14 @@ class SqliteTx(SqlTx):
 
     async def move_events(self, moves: list[tuple[int, int]]) -> None:
         move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
+
+    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
+        """Through message_ids and the indexer's pending rows, as events_of reads a user's
+        events (SQLite has no unique index on the events' message ids: migration 0013)."""
+        tail = self.indexer.owners() if self.indexer is not None else None
+        sql = SEEN_MESSAGE_IDS if tail is None else SEEN_MESSAGE_IDS_PENDING
+        upto = indexed_upto(self.db) if tail is None else tail
+        return [r[0] for r in self.db.execute(sql, (pid, json_text(values), upto)).fetchall()]
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
         """From user_events up to its watermark, and past it from the indexer's pending rows

@@ -18,6 +18,17 @@ the write lock for long (one large step per second was the whole p99 of the even
    leaves, and many rows per leaf. At the end of a pass the watermark moves to the last event
    filled before the pass began: all of those were moved.
 
+The same passes keep `message_ids` (project_id, message_id) -> event_id, SQLite's index of the
+events' message ids, the same way: `pending_mids` holds the message ids of the events past the
+watermark, sorted by (project_id, message_id), and each step of a pass moves a chunk of it as
+well. A unique index on events (project_id, message_id) wrote a page at a random place for
+every event with a message id (every event the SDKs send) at each commit: 2.5 times the CPU of
+a batch of events without (docs/performance.md, "Events with message ids"). The writer's
+check for message ids stored already reads message_ids, then pending_mids and the events past
+the last fill when pending can be trusted, else the events past the watermark
+(SqliteTx.seen_message_ids); SQLite runs one write transaction at a time, so that check, inside
+the batch's, is what keeps message ids unique, as the unique index did.
+
 Merges and deletions by this process update `pending` too (move_user_events,
 delete_user_events). Another process writing the same file (`--workers` on SQLite, or a CLI)
 cannot: for a while after one is seen (`others`: by default PRAGMA data_version, which any
@@ -47,6 +58,12 @@ FROM_PENDING = "SELECT p.user_id, p.created_at, p.event_id FROM temp.pending p"
 FROM_EVENTS = (
     "SELECT e.user_id, e.created_at, e.id FROM temp.pending p JOIN events e ON e.id = p.event_id"
 )
+MID_COLUMNS = "project_id, message_id"  # the key of pending_mids and of message_ids
+MID_KEY = f"({MID_COLUMNS})"
+MID_START = (-1, "")  # below every key (an empty message id counts as none: never stored)
+# a chunk of pending_mids as it holds them, or only those whose event is still there
+MIDS_FROM_PENDING = "SELECT p.project_id, p.message_id, p.event_id FROM temp.pending_mids p"
+MIDS_FROM_EVENTS = MIDS_FROM_PENDING + " JOIN events e ON e.id = p.event_id"
 
 
 def create_pending(db: sqlite3.Connection) -> None:
@@ -56,6 +73,11 @@ def create_pending(db: sqlite3.Connection) -> None:
         "CREATE TEMP TABLE IF NOT EXISTS pending (user_id INTEGER NOT NULL,"
         " created_at INTEGER NOT NULL, event_id INTEGER NOT NULL,"
         f" PRIMARY KEY ({COLUMNS})) WITHOUT ROWID"
+    )
+    db.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS pending_mids (project_id INTEGER NOT NULL,"
+        " message_id TEXT NOT NULL, event_id INTEGER NOT NULL,"
+        f" PRIMARY KEY ({MID_COLUMNS})) WITHOUT ROWID"
     )
 
 
@@ -74,11 +96,13 @@ class UserEventsIndexer:
         self.others = others or (lambda: int(db.execute("PRAGMA data_version").fetchone()[0]))
         create_pending(db)
         db.execute("DELETE FROM temp.pending")
+        db.execute("DELETE FROM temp.pending_mids")
         self.filled = indexed_upto(db)  # every event up to here is indexed or pending
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
         self.pass_version = 0  # others() when the pass in progress began
         self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
+        self.mid_cursor: tuple[int, str] = MID_START  # the same, in pending_mids
         self.last_pass = time.monotonic()
         self.data_version = self.others()
         self.shared_until = 0.0  # until then, another process may have changed owners
@@ -99,15 +123,16 @@ class UserEventsIndexer:
             due = time.monotonic() - self.last_pass >= PASS_EVERY
             if self.pending < PASS_ROWS and not (due and self.pending):
                 return
-            self.pass_upto, self.cursor = self.filled, (-1, -1, -1)
+            self.pass_upto, self.cursor, self.mid_cursor = self.filled, (-1, -1, -1), MID_START
             self.pass_version = self.others()
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
 
     def owners(self) -> int | None:
-        """When `pending` can stand in for an index of the events past the watermark (their
-        owners there are the events' own: nothing committed by another connection since it was
-        last empty), the id past which events are in neither table (the events written since
-        the last fill, found by a short scan); else None. Call inside a write transaction."""
+        """When `pending` (and `pending_mids`) can stand in for an index of the events past
+        the watermark (their owners there are the events' own, and none of them was deleted:
+        nothing committed by another connection since it was last empty), the id past which
+        events are in neither table (the events written since the last fill, found by a short
+        scan); else None. Call inside a write transaction."""
         if self.empty_version is None:
             return None
         return self.filled if self.others() == self.empty_version else None
@@ -125,6 +150,13 @@ class UserEventsIndexer:
             (self.filled, upto),
         )
         self.pending += cur.rowcount
+        # OR REPLACE: after another connection deleted an event and stored its message id
+        # again, the newer event is the one that holds it
+        db.execute(
+            "INSERT OR REPLACE INTO temp.pending_mids SELECT project_id, message_id, id"
+            " FROM events WHERE id > ? AND id <= ? AND message_id IS NOT NULL",
+            (self.filled, upto),
+        )
         self.filled = upto
         return int(cur.rowcount)
 
@@ -165,11 +197,13 @@ class UserEventsIndexer:
                 self.cursor = end
             else:
                 moved = 0
+            self._move_mids(rows, last_chunk, shared=source == FROM_EVENTS)
             if last_chunk:
                 # nothing left pending: all that was filled is indexed, not just the pass
                 # (counted again: merges and deletions take rows out of pending too)
                 left = db.execute("SELECT count(*) FROM temp.pending").fetchone()[0]
-                upto = self.filled if left == 0 else self.pass_upto
+                mids = db.execute("SELECT count(*) FROM temp.pending_mids").fetchone()[0]
+                upto = self.filled if left == 0 and mids == 0 else self.pass_upto
                 db.execute(
                     "UPDATE index_state SET upto = max(upto, ?) WHERE name = 'user_events'",
                     (upto,),
@@ -191,6 +225,39 @@ class UserEventsIndexer:
             self.pass_upto = self.cursor = None
             self.last_pass = time.monotonic()
 
+    def _move_mids(self, rows: int, last_chunk: bool, shared: bool) -> None:
+        """The pass's chunk of pending_mids, in its own key order: `rows` of them, or all
+        that are left past its cursor with the last chunk of user_events (so that the
+        watermark covers the message ids of every event it covers)."""
+        db = self.db
+        end = None
+        if not last_chunk:
+            end = db.execute(
+                f"SELECT {MID_COLUMNS} FROM temp.pending_mids WHERE {MID_KEY} > (?, ?)"
+                f" ORDER BY {MID_COLUMNS} LIMIT 1 OFFSET ?",
+                (*self.mid_cursor, rows - 1),
+            ).fetchone()
+        if end is None:
+            end = db.execute(
+                "SELECT project_id, message_id FROM temp.pending_mids"
+                " ORDER BY project_id DESC, message_id DESC LIMIT 1"
+            ).fetchone()
+        if end is None or (end[0], end[1]) <= self.mid_cursor:
+            return
+        span = (*self.mid_cursor, *end)
+        source = MIDS_FROM_EVENTS if shared else MIDS_FROM_PENDING
+        db.execute(
+            f"INSERT OR IGNORE INTO message_ids ({MID_COLUMNS}, event_id) {source}"
+            " WHERE (p.project_id, p.message_id) > (?, ?)"
+            " AND (p.project_id, p.message_id) <= (?, ?) ORDER BY 1, 2",
+            span,
+        )
+        db.execute(
+            f"DELETE FROM temp.pending_mids WHERE {MID_KEY} > (?, ?) AND {MID_KEY} <= (?, ?)",
+            span,
+        )
+        self.mid_cursor = (end[0], end[1])
+
 
 def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
     """Index every event past the watermark now, in one transaction; returns how many events
@@ -205,6 +272,12 @@ def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) ->
                 "INSERT OR IGNORE INTO user_events (user_id, created_at, event_id) SELECT"
                 " user_id, created_at, id FROM events WHERE id > ? AND id <= ?"
                 " ORDER BY user_id, created_at, id",
+                (upto, last),
+            )
+            db.execute(
+                f"INSERT OR IGNORE INTO message_ids ({MID_COLUMNS}, event_id) SELECT"
+                " project_id, message_id, id FROM events WHERE id > ? AND id <= ?"
+                " AND message_id IS NOT NULL ORDER BY project_id, message_id",
                 (upto, last),
             )
             db.execute("UPDATE index_state SET upto = ? WHERE name = 'user_events'", (last,))
@@ -231,16 +304,16 @@ def move_user_events(
     upto = indexed_upto(db)
     if drop:
         named = f"name IN ({', '.join('?' * len(drop))})"
-        db.execute(
-            f"DELETE FROM events WHERE {named} AND id IN (SELECT event_id FROM user_events"
-            " WHERE user_id IN (SELECT frm FROM temp.moves))",
-            tuple(drop),
-        )
-        db.execute(
-            f"DELETE FROM events WHERE id > ? AND {named}"
-            " AND user_id IN (SELECT frm FROM temp.moves)",
-            (upto, *drop),
-        )
+        for where, args in (
+            (
+                f"{named} AND id IN (SELECT event_id FROM user_events"
+                " WHERE user_id IN (SELECT frm FROM temp.moves))",
+                tuple(drop),
+            ),
+            (f"id > ? AND {named} AND user_id IN (SELECT frm FROM temp.moves)", (upto, *drop)),
+        ):
+            _forget_message_ids(db, where, args)
+            db.execute(f"DELETE FROM events WHERE {where}", args)
     to = "(SELECT dst FROM temp.moves WHERE frm = events.user_id)"
     db.execute(
         f"UPDATE events SET user_id = {to} WHERE id IN (SELECT event_id FROM user_events"
@@ -276,10 +349,21 @@ def user_items_named(db: sqlite3.Connection, user_id: int, name: str) -> list[st
 def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
     """Delete every event of a user, indexed or not."""
     upto = indexed_upto(db)
-    db.execute(
-        "DELETE FROM events WHERE id IN (SELECT event_id FROM user_events WHERE user_id = ?)",
-        (user_id,),
-    )
-    db.execute("DELETE FROM events WHERE id > ? AND user_id = ?", (upto, user_id))
+    for where, args in (
+        ("id IN (SELECT event_id FROM user_events WHERE user_id = ?)", (user_id,)),
+        ("id > ? AND user_id = ?", (upto, user_id)),
+    ):
+        _forget_message_ids(db, where, args)  # (a retry of one of them is stored again)
+        db.execute(f"DELETE FROM events WHERE {where}", args)
     db.execute("DELETE FROM user_events WHERE user_id = ?", (user_id,))
     db.execute("DELETE FROM temp.pending WHERE user_id = ?", (user_id,))
+
+
+def _forget_message_ids(db: sqlite3.Connection, where: str, args: tuple[object, ...]) -> None:
+    """Before the events `where` are deleted: their message ids leave message_ids and this
+    connection's pending_mids (another connection's is no longer trusted after this commit)."""
+    keys = db.execute(
+        f"SELECT {MID_COLUMNS} FROM events WHERE message_id IS NOT NULL AND {where}", args
+    ).fetchall()
+    for table in ("message_ids", "temp.pending_mids"):  # by key (a row-value IN walks a project)
+        db.executemany(f"DELETE FROM {table} WHERE project_id = ? AND message_id = ?", keys)
