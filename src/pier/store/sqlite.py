@@ -618,10 +618,16 @@ class SqliteTx(SqlTx):
     async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
         """Through message_ids and the indexer's pending rows, as events_of reads a user's
         events (SQLite has no unique index on the events' message ids: migration 0013)."""
-        tail = self.indexer.owners() if self.indexer is not None else None
-        sql = SEEN_MESSAGE_IDS if tail is None else SEEN_MESSAGE_IDS_PENDING
-        upto = indexed_upto(self.db) if tail is None else tail
+        pending, upto = self._past_watermark()
+        sql = SEEN_MESSAGE_IDS_PENDING if pending else SEEN_MESSAGE_IDS
         return [r[0] for r in self.db.execute(sql, (pid, json_text(values), upto)).fetchall()]
+
+    def _past_watermark(self) -> tuple[bool, int]:
+        """How to read the events past the watermark: through the indexer's pending rows when
+        they can be trusted, and then a scan past its last fill (UserEventsIndexer.owners);
+        else a scan past the watermark. (Whether pending is read; the id the scan starts past.)"""
+        tail = self.indexer.owners() if self.indexer is not None else None
+        return (False, indexed_upto(self.db)) if tail is None else (True, tail)
 
     async def events_of(self, user_ids: list[int], names: frozenset[str]) -> list[Any]:
         """From user_events up to its watermark, and past it from the indexer's pending rows
@@ -629,9 +635,8 @@ class SqliteTx(SqlTx):
         overlap (a pass moves rows past the watermark; pending is filled again after a
         crash): an event found twice is kept once by its id, here rather than by a UNION,
         which sorted every row, data and all (a fifth of the query's time)."""
-        tail = self.indexer.owners() if self.indexer is not None else None
-        sql = EVENTS_OF if tail is None else EVENTS_OF_PENDING
-        upto = indexed_upto(self.db) if tail is None else tail
+        pending, upto = self._past_watermark()
+        sql = EVENTS_OF_PENDING if pending else EVENTS_OF
         args = (json_text(user_ids), json_text(sorted(names)), upto)
         return list({r[0]: r[1:] for r in self.db.execute(sql, args).fetchall()}.values())
 

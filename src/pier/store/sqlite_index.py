@@ -43,6 +43,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
@@ -51,19 +52,73 @@ FILL_MAX = 50_000  # events copied per step at most (a long backlog after a rest
 INDEX_MAX_ROWS = 500_000  # events indexed in one go by index_user_events at most
 
 COLUMNS = "user_id, created_at, event_id"  # the key of pending and of user_events
-KEY = f"({COLUMNS})"  # as a row value, for comparisons
 SHARED_FOR = 60.0  # seconds after another process's commit during which chunks join events
-# a chunk's rows as pending holds them, or with each event's owner as events holds it now
-FROM_PENDING = "SELECT p.user_id, p.created_at, p.event_id FROM temp.pending p"
-FROM_EVENTS = (
-    "SELECT e.user_id, e.created_at, e.id FROM temp.pending p JOIN events e ON e.id = p.event_id"
-)
 MID_COLUMNS = "project_id, message_id"  # the key of pending_mids and of message_ids
-MID_KEY = f"({MID_COLUMNS})"
-MID_START = (-1, "")  # below every key (an empty message id counts as none: never stored)
-# a chunk of pending_mids as it holds them, or only those whose event is still there
-MIDS_FROM_PENDING = "SELECT p.project_id, p.message_id, p.event_id FROM temp.pending_mids p"
-MIDS_FROM_EVENTS = MIDS_FROM_PENDING + " JOIN events e ON e.id = p.event_id"
+
+
+Key = tuple[Any, ...]  # a row of a Sorted table's key
+
+
+class Sorted:
+    """A temporary table of rows waiting for the index table they go to, keyed as it is, and
+    the statements that move the rows of a span of its keys there (a step of a pass)."""
+
+    def __init__(
+        self, table: str, key: tuple[str, ...], target: str, extra: str, by_events: str
+    ) -> None:
+        """`key`: its key columns, also the index table's; `extra`: a column its rows hold
+        beside them, or ""; `by_events`: the same columns as the events now have them, for a
+        chunk while another connection may have changed or deleted events."""
+        self.start: Key = (-1,) * len(key)  # below every key (its first column is an id)
+        cols = ", ".join(key)
+        held = ", ".join(f"p.{c}" for c in (*key, extra) if c)
+        span = f"({', '.join(f'p.{c}' for c in key)})"
+        marks = ", ".join("?" * len(key))
+        order = ", ".join(str(i + 1) for i in range(len(key)))  # (the columns selected)
+        where = f" WHERE {span} > ({marks}) AND {span} <= ({marks}) ORDER BY {order}"
+        into = f"INSERT OR IGNORE INTO {target} ({held.replace('p.', '')})"
+        self.nth = (
+            f"SELECT {cols} FROM temp.{table} WHERE ({cols}) > ({marks})"
+            f" ORDER BY {cols} LIMIT 1 OFFSET ?"
+        )
+        self.last = (
+            f"SELECT {cols} FROM temp.{table} ORDER BY"
+            f" {', '.join(c + ' DESC' for c in key)} LIMIT 1"
+        )
+        self.move = {  # by whether the rows are read through their events (`by_events`)
+            False: f"{into} SELECT {held} FROM temp.{table} p{where}",
+            True: f"{into} SELECT {by_events} FROM temp.{table} p"
+            f" JOIN events e ON e.id = p.event_id{where}",
+        }
+        self.drop = f"DELETE FROM temp.{table} WHERE ({cols}) > ({marks}) AND ({cols}) <= ({marks})"
+
+    def chunk(
+        self, db: sqlite3.Connection, after: Key, rows: int, to_end: bool, by_events: bool
+    ) -> tuple[Key, int, bool]:
+        """Move the `rows` rows past the key `after` (all of them when `to_end`, or when fewer
+        are left): (the last key moved, or `after`; how many rows left the table; whether
+        that was all of them past `after`)."""
+        end = None if to_end else db.execute(self.nth, (*after, rows - 1)).fetchone()
+        reached = end is None
+        if end is None:
+            end = db.execute(self.last).fetchone()
+        if end is None or tuple(end) <= after:
+            return after, 0, reached
+        span = (*after, *end)
+        db.execute(self.move[by_events], span)
+        return tuple(end), db.execute(self.drop, span).rowcount, reached
+
+
+# pending: user_events' rows, or with each event's owner as events hold it now; pending_mids:
+# message_ids' rows, or only those whose event is still there
+PENDING = Sorted(
+    "pending", tuple(COLUMNS.split(", ")), "user_events", "",
+    "e.user_id, e.created_at, e.id",
+)  # fmt: skip
+PENDING_MIDS = Sorted(
+    "pending_mids", tuple(MID_COLUMNS.split(", ")), "message_ids", "event_id",
+    "p.project_id, p.message_id, p.event_id",
+)  # fmt: skip
 
 
 def create_pending(db: sqlite3.Connection) -> None:
@@ -101,8 +156,8 @@ class UserEventsIndexer:
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
         self.pass_version = 0  # others() when the pass in progress began
-        self.cursor: tuple[int, int, int] | None = None  # last key moved by this pass
-        self.mid_cursor: tuple[int, str] = MID_START  # the same, in pending_mids
+        self.cursor: Key | None = None  # last key moved by this pass
+        self.mid_cursor: Key = PENDING_MIDS.start  # the same, in pending_mids
         self.last_pass = time.monotonic()
         self.data_version = self.others()
         self.shared_until = 0.0  # until then, another process may have changed owners
@@ -123,8 +178,8 @@ class UserEventsIndexer:
             due = time.monotonic() - self.last_pass >= PASS_EVERY
             if self.pending < PASS_ROWS and not (due and self.pending):
                 return
-            self.pass_upto, self.cursor, self.mid_cursor = self.filled, (-1, -1, -1), MID_START
-            self.pass_version = self.others()
+            self.pass_upto, self.pass_version = self.filled, self.others()
+            self.cursor, self.mid_cursor = PENDING.start, PENDING_MIDS.start
         self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
 
     def owners(self) -> int | None:
@@ -169,35 +224,11 @@ class UserEventsIndexer:
             if version != self.data_version:  # another connection committed
                 self.data_version = version
                 self.shared_until = time.monotonic() + SHARED_FOR
-            source = FROM_EVENTS if time.monotonic() < self.shared_until else FROM_PENDING
-            end = db.execute(
-                f"SELECT {COLUMNS} FROM temp.pending WHERE {KEY} > (?, ?, ?)"
-                f" ORDER BY {COLUMNS} LIMIT 1 OFFSET ?",
-                (*self.cursor, rows - 1),
-            ).fetchone()
-            last_chunk = end is None
-            if end is None:
-                end = db.execute(
-                    "SELECT user_id, created_at, event_id FROM temp.pending"
-                    " ORDER BY user_id DESC, created_at DESC, event_id DESC LIMIT 1"
-                ).fetchone()
-            if end is not None and end > self.cursor:
-                span = (*self.cursor, *end)
-                db.execute(
-                    f"INSERT OR IGNORE INTO user_events (user_id, created_at, event_id) {source}"
-                    " WHERE (p.user_id, p.created_at, p.event_id) > (?, ?, ?)"
-                    " AND (p.user_id, p.created_at, p.event_id) <= (?, ?, ?) ORDER BY 1, 2, 3",
-                    span,
-                )
-                cur = db.execute(
-                    f"DELETE FROM temp.pending WHERE {KEY} > (?, ?, ?) AND {KEY} <= (?, ?, ?)",
-                    span,
-                )
-                moved = cur.rowcount
-                self.cursor = end
-            else:
-                moved = 0
-            self._move_mids(rows, last_chunk, shared=source == FROM_EVENTS)
+            shared = time.monotonic() < self.shared_until
+            self.cursor, moved, last_chunk = PENDING.chunk(db, self.cursor, rows, False, shared)
+            # pending_mids in its own key order, and all the rest of it with the last chunk
+            # (so that the watermark covers the message ids of every event it covers)
+            self.mid_cursor = PENDING_MIDS.chunk(db, self.mid_cursor, rows, last_chunk, shared)[0]
             if last_chunk:
                 # nothing left pending: all that was filled is indexed, not just the pass
                 # (counted again: merges and deletions take rows out of pending too)
@@ -224,39 +255,6 @@ class UserEventsIndexer:
                 self.empty_version = self.data_version
             self.pass_upto = self.cursor = None
             self.last_pass = time.monotonic()
-
-    def _move_mids(self, rows: int, last_chunk: bool, shared: bool) -> None:
-        """The pass's chunk of pending_mids, in its own key order: `rows` of them, or all
-        that are left past its cursor with the last chunk of user_events (so that the
-        watermark covers the message ids of every event it covers)."""
-        db = self.db
-        end = None
-        if not last_chunk:
-            end = db.execute(
-                f"SELECT {MID_COLUMNS} FROM temp.pending_mids WHERE {MID_KEY} > (?, ?)"
-                f" ORDER BY {MID_COLUMNS} LIMIT 1 OFFSET ?",
-                (*self.mid_cursor, rows - 1),
-            ).fetchone()
-        if end is None:
-            end = db.execute(
-                "SELECT project_id, message_id FROM temp.pending_mids"
-                " ORDER BY project_id DESC, message_id DESC LIMIT 1"
-            ).fetchone()
-        if end is None or (end[0], end[1]) <= self.mid_cursor:
-            return
-        span = (*self.mid_cursor, *end)
-        source = MIDS_FROM_EVENTS if shared else MIDS_FROM_PENDING
-        db.execute(
-            f"INSERT OR IGNORE INTO message_ids ({MID_COLUMNS}, event_id) {source}"
-            " WHERE (p.project_id, p.message_id) > (?, ?)"
-            " AND (p.project_id, p.message_id) <= (?, ?) ORDER BY 1, 2",
-            span,
-        )
-        db.execute(
-            f"DELETE FROM temp.pending_mids WHERE {MID_KEY} > (?, ?) AND {MID_KEY} <= (?, ?)",
-            span,
-        )
-        self.mid_cursor = (end[0], end[1])
 
 
 def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
