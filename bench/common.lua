@@ -9,11 +9,15 @@ function M.seed(salt)
 end
 
 -- Build `size` requests with make_body() and return a request() that cycles through them.
-function M.pool(path, key, size, make_body)
-  local headers = {
+local function json_headers(key)
+  return {
     ["Authorization"] = "Bearer " .. key,
     ["Content-Type"] = "application/json",
   }
+end
+
+function M.pool(path, key, size, make_body)
+  local headers = json_headers(key)
   local reqs = {}
   for i = 1, size do
     reqs[i] = wrk.format("POST", path, headers, make_body())
@@ -28,10 +32,7 @@ end
 -- Like pool(), but each request is its template with fresh values: fill(template) gives the
 -- body (for values that must differ on every request, such as message ids).
 function M.fresh_pool(path, key, size, make_template, fill)
-  local headers = {
-    ["Authorization"] = "Bearer " .. key,
-    ["Content-Type"] = "application/json",
-  }
+  local headers = json_headers(key)
   local templates = {}
   for i = 1, size do
     templates[i] = make_template()

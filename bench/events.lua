@@ -21,7 +21,7 @@ function init(args)
   if args[5] == "ids" then
     local ids = {}
     request = common.fresh_pool("/api/client/events", key, size, function()
-      return gen.events_template(per_body, users)
+      return gen.events_body(per_body, users, true)
     end, function(template)
       for i = 1, per_body do
         ids[i] = common.uuid4()

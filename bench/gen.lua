@@ -44,32 +44,22 @@ local MAKERS = {
   end,
 }
 
-function M.event(users)
+-- With `id_slot`, the event has a message id slot (`%s`, for string.format) to fill.
+function M.event(users, id_slot)
   local name, data = MAKERS[random(#MAKERS)]()
-  return fmt('{"name":"%s","external_id":"u%d","data":%s}', name, random(users), data)
-end
-
--- The same with a message id slot (`%s`, for string.format) in each event.
-function M.event_with_id_slot(users)
-  local name, data = MAKERS[random(#MAKERS)]()
+  if not id_slot then
+    return fmt('{"name":"%s","external_id":"u%d","data":%s}', name, random(users), data)
+  end
   assert(not data:find("%", 1, true))
   return fmt('{"name":"%s","external_id":"u%d","message_id":"%%s","data":%s}', name,
     random(users), data)
 end
 
-function M.events_template(count, users)
+-- A JSON array of `count` events for users drawn from u1..u<users> (`id_slot`: as M.event).
+function M.events_body(count, users, id_slot)
   local parts = {}
   for i = 1, count do
-    parts[i] = M.event_with_id_slot(users)
-  end
-  return "[" .. table.concat(parts, ",") .. "]"
-end
-
--- A JSON array of `count` events for users drawn from u1..u<users>.
-function M.events_body(count, users)
-  local parts = {}
-  for i = 1, count do
-    parts[i] = M.event(users)
+    parts[i] = M.event(users, id_slot)
   end
   return "[" .. table.concat(parts, ",") .. "]"
 end
