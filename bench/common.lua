@@ -51,6 +51,28 @@ function M.uuid4()
     r(0, 0xffff), r(0, 0xfff), r(0, 0x3fff) + 0x8000, r(0, 0xffffff), r(0, 0xffffff))
 end
 
+-- request() for POST /api/client/events: bodies of `per_body` events for users drawn from
+-- u1..u<users>, cycling through `size` of them; with `ids`, each event has a message id, a new
+-- random UUID on every request (as the SDKs send them). `make_body(per_body, users, id_slot)`
+-- builds a body (gen.events_body).
+function M.events_request(key, size, per_body, users, ids, make_body)
+  local path = "/api/client/events"
+  if not ids then
+    return M.pool(path, key, size, function()
+      return make_body(per_body, users)
+    end)
+  end
+  local values = {}
+  return M.fresh_pool(path, key, size, function()
+    return make_body(per_body, users, true)
+  end, function(template)
+    for i = 1, per_body do
+      values[i] = M.uuid4()
+    end
+    return string.format(template, unpack(values, 1, per_body))
+  end)
+end
+
 -- Print one machine-readable line that bench/run.py parses (latencies in microseconds).
 function M.report(summary, latency)
   local e = summary.errors

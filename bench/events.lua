@@ -14,25 +14,11 @@ end
 
 function init(args)
   common.seed(seed)
-  local key = assert(args[1], "usage: events.lua KEY [EVENTS] [USERS] [POOL]")
+  local key = assert(args[1], "usage: events.lua KEY [EVENTS] [USERS] [POOL] [ids]")
   local per_body = tonumber(args[2]) or 10
   local users = tonumber(args[3]) or 10000
   local size = tonumber(args[4]) or 4000
-  if args[5] == "ids" then
-    local ids = {}
-    request = common.fresh_pool("/api/client/events", key, size, function()
-      return gen.events_body(per_body, users, true)
-    end, function(template)
-      for i = 1, per_body do
-        ids[i] = common.uuid4()
-      end
-      return string.format(template, unpack(ids, 1, per_body))
-    end)
-    return
-  end
-  request = common.pool("/api/client/events", key, size, function()
-    return gen.events_body(per_body, users)
-  end)
+  request = common.events_request(key, size, per_body, users, args[5] == "ids", gen.events_body)
 end
 
 function done(summary, latency, requests)

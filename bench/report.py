@@ -241,11 +241,12 @@ def lists_text(row: Row) -> str:
 
 
 def message_ids_text(row: Row) -> str:
-    """(m)'s line: its rate against the mean of (a)'s first run and the (a) just after it."""
+    """(m)'s line: its rate against the mean of the (a) just before it and the (a) just
+    after it."""
     without, ratio = against_a(row)
     return (
         f"{row.events_per_s or 0:,.0f} events/s with a message id on every event, {without}"
-        f" without (the mean of the first (a) and the (a) after; ratio {ratio})"
+        f" without (the mean of the (a) before and the (a) after; ratio {ratio})"
     )
 
 

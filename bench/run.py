@@ -199,10 +199,13 @@ class Bench:
         if "m" in keys:
             self.measure_message_ids(server, api_key)
         if self.args.scale:
-            self.preload(server, api_key)
+            ids = "m" in keys  # then the preloaded events have message ids, and (m) runs too
+            self.preload(server, api_key, ids)
             self.preloaded = self.committed
-            label = f"(a) @{human(self.preloaded)} events"
-            self.measure(server, SCENARIOS["a"], api_key, row_key="a@scale", label=label)
+            at = f"@{human(self.preloaded)} events"
+            self.measure(server, SCENARIOS["a"], api_key, row_key="a@scale", label=f"(a) {at}")
+            if ids:
+                self.measure_message_ids(server, api_key, "@scale", at)
         self.pier_hwm_kb = tree_kb(server.tree(), "VmHWM")
         self.stop_server(server)
         self.db_events = database.count_events(self.db)
@@ -284,16 +287,24 @@ class Bench:
         self.read_against_a(row, after=after)
         print(f"  (l): {members:,} members after; {report.lists_text(row)}", flush=True)
 
-    def measure_message_ids(self, server: Server, api_key: str) -> None:
+    def measure_message_ids(
+        self, server: Server, api_key: str, suffix: str = "", at: str = ""
+    ) -> None:
         """(m): (a) with a new message id on every event, then (a) again; (m) read against
         the mean of the (a) measured first and that one (no target: what the SDKs' requests
-        cost against the bench's own)."""
-        row = self.measure(server, SCENARIOS["m"], api_key, row_key="m")
+        cost against the bench's own). With `suffix` "@scale": the same after the preload
+        (`at`: how many events are stored), against (a) at that scale."""
+        label = f"(m) {at}" if at else SCENARIOS["m"].label
+        row = self.measure(server, SCENARIOS["m"], api_key, row_key="m" + suffix, label=label)
         after = self.measure(
-            server, SCENARIOS["a"], api_key, row_key="a#m", label="(a) again, after (m)"
+            server,
+            SCENARIOS["a"],
+            api_key,
+            row_key=f"a{suffix}#m",
+            label=f"(a) {at} again, after (m)" if at else "(a) again, after (m)",
         )
-        self.read_against_a(row, after=after)
-        print(f"  (m): {report.message_ids_text(row)}", flush=True)
+        self.read_against_a(row, suffix, after=after)
+        print(f"  (m){' ' + at if at else ''}: {report.message_ids_text(row)}", flush=True)
 
     def run_lists(self) -> None:
         """bench/lists_ingest.py (its own server, 1 process, not pinned) on the same backend:
@@ -468,8 +479,9 @@ class Bench:
             self.notes.append(note)
             print("warning: " + note, file=sys.stderr, flush=True)
 
-    def preload(self, server: Server, api_key: str) -> None:
-        """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged."""
+    def preload(self, server: Server, api_key: str, ids: bool) -> None:
+        """Bounded wrk runs of 1000-event bodies until --preload-events are acknowledged
+        (`ids`: every event with a new message id, as (m) sends them)."""
         target, start_count = self.args.preload_events, self.committed
         rate: float | None = None
         started = time.monotonic()
@@ -477,7 +489,7 @@ class Bench:
             elapsed = time.monotonic() - started
             if elapsed > PRELOAD_MAX_S:
                 raise RuntimeError(f"preload: only {self.committed:,} events after {elapsed:.0f} s")
-            result = self.preload_chunk(server, api_key, target - self.committed, rate)
+            result = self.preload_chunk(server, api_key, target - self.committed, rate, ids)
             if result.ok == 0:
                 raise RuntimeError(f"preload made no progress: {brief_result(result)}")
             if result.non_2xx or result.errors:
@@ -492,7 +504,7 @@ class Bench:
         print(f"preload done in {time.monotonic() - started:.0f} s", flush=True)
 
     def preload_chunk(
-        self, server: Server, api_key: str, remaining: int, rate: float | None
+        self, server: Server, api_key: str, remaining: int, rate: float | None, ids: bool
     ) -> WrkResult:
         """One wrk run, long enough for the remaining events at the rate seen so far."""
         seconds = 5 if rate is None else int(min(PRELOAD_MAX_CHUNK_S, remaining / rate + 2))
@@ -501,7 +513,7 @@ class Bench:
         result = run_wrk(
             server.url,
             "preload.lua",
-            [*args, str(requests)],  # each wrk thread stops after this many 2xx
+            [*args, str(requests), *(["ids"] if ids else [])],  # stops after `requests` 2xx
             duration_s=max(seconds, 2),
             connections=PRELOAD_CONNECTIONS,
             prefix=pin_prefix(WRK_CPU if self.pin else None),
@@ -559,12 +571,13 @@ class Bench:
             ]
         )
 
-    def scale_ratio(self) -> float | None:
-        """(a) with the preloaded database against (a) on the empty one, in events/s."""
-        a, scaled = self.rows.get("a"), self.rows.get("a@scale")
-        if not (a and scaled and a.events_per_s and scaled.events_per_s is not None):
+    def scale_ratio(self, key: str = "a") -> float | None:
+        """(a) (or (m)) with the preloaded database against the same on the empty one, in
+        events/s."""
+        empty, scaled = self.rows.get(key), self.rows.get(key + "@scale")
+        if not (empty and scaled and empty.events_per_s and scaled.events_per_s is not None):
             return None
-        return scaled.events_per_s / a.events_per_s
+        return scaled.events_per_s / empty.events_per_s
 
     def report_text(self) -> str:
         rows = list(self.rows.values())
@@ -577,20 +590,25 @@ class Bench:
                 *("  " + ln.strip() for ln in self.lists_lines),
                 "",
             ]
-        a, c, scaled = self.rows.get("a"), self.rows.get("c"), self.rows.get("a@scale")
+        a, c = self.rows.get("a"), self.rows.get("c")
         ratio = report.ratio_to_bare(self.rows)
         if a and c and ratio is not None:
             parts.append(
                 f"(a)/(c) request ratio: {ratio:.3f} "
                 f"(Pier {a.result.ok_rps:,.0f} 2xx req/s, bare ASGI {c.result.rps:,.0f} req/s)"
             )
-        scale_ratio = self.scale_ratio()
-        if a and scaled and scale_ratio is not None:
-            parts.append(
-                f"scale: (a) with {self.preloaded:,} events stored: "
-                f"{scaled.events_per_s:,.0f} events/s vs {a.events_per_s:,.0f} on the empty "
-                f"database (ratio {scale_ratio:.3f})"
+        for key in ("a", "m"):
+            empty, scaled, scale_ratio = (
+                self.rows.get(key),
+                self.rows.get(key + "@scale"),
+                self.scale_ratio(key),
             )
+            if empty and scaled and scale_ratio is not None:
+                parts.append(
+                    f"scale: ({key}) with {self.preloaded:,} events stored: "
+                    f"{scaled.events_per_s:,.0f} events/s vs {empty.events_per_s:,.0f} on the"
+                    f" empty database (ratio {scale_ratio:.3f})"
+                )
         if self.pier_hwm_kb:
             parts.append(
                 f"Pier VmHWM at the end, summed over its processes: "
@@ -643,6 +661,7 @@ class Bench:
             "results": {k: r.as_dict() for k, r in self.rows.items()},
             "ratio_a_to_c": report.ratio_to_bare(self.rows),
             "scale_ratio": self.scale_ratio(),
+            "scale_ratio_m": self.scale_ratio("m"),
             "pier_vmhwm_mb": None if not self.pier_hwm_kb else round(self.pier_hwm_kb / 1024, 1),
             "other_cpu_pct_before_run": self.idle_other_pct,
             "lists": self.lists_lines,
