@@ -96,10 +96,11 @@ def test_a_batch_of_events_with_message_ids_costs_the_same_however_many_are_stor
     SDK sends), with 500 events stored, then with 20,500: the same work, give or take a level
     of the indexes (a walk of the stored ids, or a scan of the events past the watermark,
     would cost 40 times more the second time). Each batch is followed by a step of the
-    indexer, as the writer runs them; passes of 1,000 rows, so that most of the message ids
+    indexer, as the writer runs them; passes of 1,000 rows (of both tables), so that most of the message ids
     are in message_ids by then and some pending."""
     monkeypatch.setattr(sqlite, "STEP_EVERY", 0.0)
     monkeypatch.setattr(sqlite_index, "PASS_ROWS", 1_000)
+    monkeypatch.setattr(sqlite_index, "MIDS_PASS_ROWS", 1_000)
 
     async def main() -> None:
         store = SqliteStore("sqlite://", str(tmp_path / "p.db"))

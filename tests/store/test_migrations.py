@@ -145,6 +145,8 @@ def test_sqlite_message_ids_leave_the_events_index_for_message_ids(
     ]
     indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "events_message_id" not in indexes
+    # 0014: message_ids' own watermark, where user_events' was
+    assert db.execute("SELECT upto FROM index_state WHERE name = 'message_ids'").fetchone() == (3,)
     db.close()
 
     async def resend() -> None:

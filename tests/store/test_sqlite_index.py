@@ -84,6 +84,7 @@ def check(db: sqlite3.Connection) -> None:
         " OR e.project_id != m.project_id"
     ).fetchone()[0]
     assert stale == 0, "message_ids holds rows the events table contradicts"
+    upto = sqlite_index.indexed_upto(db, sqlite_index.MIDS)
     missing = db.execute(
         "SELECT count(*) FROM events e WHERE e.id <= ? AND e.message_id IS NOT NULL"
         " AND NOT EXISTS (SELECT 1 FROM message_ids m WHERE m.project_id = e.project_id"
@@ -129,10 +130,13 @@ def check(db: sqlite3.Connection) -> None:
 def test_reads_match_the_events_table_through_any_interleaving(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, ops: list[tuple]
 ) -> None:
-    # tiny passes and chunks, so that a few events cross every state of the indexer
+    # tiny passes and chunks, so that a few events cross every state of the indexer (and
+    # passes of message ids of another size, so that the two watermarks part)
     monkeypatch.setattr(sqlite_index, "PASS_ROWS", 3)
+    monkeypatch.setattr(sqlite_index, "MIDS_PASS_ROWS", 4)
     monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 2)
     monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_index, "MIDS_PASS_EVERY", 3600.0)
     path: Path = tmp_path_factory.mktemp("index") / "p.db"
 
     async def main() -> None:
@@ -191,14 +195,17 @@ def test_reads_match_the_events_table_through_any_interleaving(
                     store.db.execute("SELECT user_id, name FROM events WHERE user_id = ?", (uid,))
                 )
         monkeypatch.setattr(sqlite_index, "PASS_EVERY", 0.0)  # idle: what is left goes too
+        monkeypatch.setattr(sqlite_index, "MIDS_PASS_EVERY", 0.0)
         last = store.db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
         for _ in range(100):
             indexer.step()
             check(store.db)
-            if indexer.filled >= last and not indexer.pending and indexer.pass_upto is None:
+            idle = not (indexer.pending or indexer.mids or indexer.passing)
+            if indexer.filled >= last and idle:
                 break
-        assert indexer.pending == 0
-        assert sqlite_index.indexed_upto(store.db) >= last  # the watermark caught up
+        assert indexer.pending == 0 and indexer.mids == 0
+        for name in (sqlite_index.USERS, sqlite_index.MIDS):  # both watermarks caught up
+            assert sqlite_index.indexed_upto(store.db, name) >= last
         for one in stores:
             await one.close()
 
@@ -330,6 +337,68 @@ def test_a_restart_indexes_what_a_crash_left_pending(
         assert sqlite_index.indexed_upto(store.db) >= last
         indexed = store.db.execute("SELECT count(*) FROM user_events").fetchone()[0]
         assert indexed == store.db.execute("SELECT count(*) FROM events").fetchone()[0]
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_retries_are_found_while_message_ids_lag_behind_user_events_and_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """message_ids' passes are rarer than user_events': its watermark stays behind while
+    user_events' moves on. A retry of any event is still dropped, from this process's pending
+    rows and, after a restart (pending gone, as after a crash), from the events past message_ids'
+    watermark, which the next process fills again; then a pass of message ids indexes them."""
+    monkeypatch.setattr(sqlite_index, "PASS_ROWS", 3)
+    monkeypatch.setattr(sqlite_index, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(sqlite_index, "PASS_EVERY", 3600.0)
+    monkeypatch.setattr(sqlite_index, "MIDS_PASS_EVERY", 3600.0)
+    path = str(tmp_path / "p.db")
+
+    def batch(pid: int, i: int) -> TrackEvents:
+        mids = (f"m{i}", f"m{i + 100}")
+        return TrackEvents(
+            project_id=pid, events=[EventIn(None, f"e{i % 3}", "ev", {}, None, m) for m in mids]
+        )
+
+    def stored(store: SqliteStore) -> int:
+        return int(store.db.execute("SELECT count(*) FROM events WHERE name = 'ev'").fetchone()[0])
+
+    async def main() -> None:
+        store = SqliteStore("sqlite://", path)
+        await store.open()
+        await store.migrate()
+        pid = (await store.create_project("p", now_ms())).id
+        writer = Writer(store)
+        for i in range(8):
+            await writer.run_batch([batch(pid, i)])
+            await store.maintain()
+        users = sqlite_index.indexed_upto(store.db)
+        assert sqlite_index.indexed_upto(store.db, sqlite_index.MIDS) < users  # lagging behind
+        for i in range(8):  # every retry dropped (through pending_mids)
+            await writer.run_batch([batch(pid, i)])
+        assert stored(store) == 16
+        await store.close()
+
+        store = SqliteStore("sqlite://", path)
+        await store.open()
+        writer = Writer(store)
+        for i in range(8):  # the same after a restart: before any step, then after some
+            await writer.run_batch([batch(pid, i)])
+            await store.maintain()
+        assert stored(store) == 16
+        monkeypatch.setattr(sqlite_index, "MIDS_PASS_EVERY", 0.0)
+        last = store.db.execute("SELECT max(id) FROM events").fetchone()[0]
+        for _ in range(50):
+            await store.maintain()
+            check(store.db)
+            if sqlite_index.indexed_upto(store.db, sqlite_index.MIDS) >= last:
+                break
+        assert sqlite_index.indexed_upto(store.db, sqlite_index.MIDS) >= last
+        indexed = store.db.execute("SELECT count(*) FROM message_ids").fetchone()[0]
+        assert indexed == 16
+        await writer.run_batch([batch(pid, 3)])
+        assert stored(store) == 16
         await store.close()
 
     asyncio.run(main())

@@ -29,6 +29,7 @@ from .migrations import migrations
 from .queries import SQLITE, Queries, Run, json_text
 from .segments_sql import register_sqlite_functions
 from .sqlite_index import (
+    MIDS,
     UserEventsIndexer,
     create_pending,
     delete_user_events,
@@ -110,12 +111,13 @@ SEEN_MESSAGE_IDS = (
     " UNION ALL SELECT message_id FROM events WHERE id > ?3 AND +project_id = ?1"
     " AND message_id IN (SELECT value FROM json_each(?2))"
 )
-# the same, past the watermark from the indexer's pending_mids, and a scan only of the events
-# written since its last fill (?3: UserEventsIndexer.owners)
+# the same, past the watermark from the indexer's pending_mids (each row whose event is still
+# there: another connection may have deleted it), and a scan only of the events written since
+# its last fill (?3: UserEventsIndexer.filled)
 SEEN_MESSAGE_IDS_PENDING = SEEN_MESSAGE_IDS.replace(
     " UNION ALL ",
-    " UNION ALL SELECT message_id FROM temp.pending_mids WHERE project_id = ?1"
-    " AND message_id IN (SELECT value FROM json_each(?2)) UNION ALL ",
+    " UNION ALL SELECT p.message_id FROM temp.pending_mids p JOIN events e ON e.id = p.event_id"
+    " WHERE p.project_id = ?1 AND p.message_id IN (SELECT value FROM json_each(?2)) UNION ALL ",
 )
 
 
@@ -418,7 +420,7 @@ class SqliteStore(SqlStore):
         """Between batches: a step of the user_events indexer (sqlite_index.py)."""
         now = time.monotonic()
         indexer = self._indexer
-        if indexer is None or indexer.pass_upto is not None or now - self._last_step >= STEP_EVERY:
+        if indexer is None or indexer.passing or now - self._last_step >= STEP_EVERY:
             self._last_step = now
             # in a thread unless on_loop (SQLite lets go of the GIL): requests are read meanwhile
             async with self._tx_lock:
@@ -616,10 +618,13 @@ class SqliteTx(SqlTx):
         move_user_events(self.db, moves, MERGED_AWAY)  # and user_events (sqlite_index.py)
 
     async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
-        """Through message_ids and the indexer's pending rows, as events_of reads a user's
-        events (SQLite has no unique index on the events' message ids: migration 0013)."""
-        pending, upto = self._past_watermark()
-        sql = SEEN_MESSAGE_IDS_PENDING if pending else SEEN_MESSAGE_IDS
+        """Through message_ids, the indexer's pending_mids and the events past its last fill
+        (without an indexer yet: the events past message_ids' watermark). SQLite has no unique
+        index on the events' message ids (migration 0013; sqlite_index.py)."""
+        if self.indexer is None:
+            sql, upto = SEEN_MESSAGE_IDS, indexed_upto(self.db, MIDS)
+        else:
+            sql, upto = SEEN_MESSAGE_IDS_PENDING, self.indexer.filled
         return [r[0] for r in self.db.execute(sql, (pid, json_text(values), upto)).fetchall()]
 
     def _past_watermark(self) -> tuple[bool, int]:

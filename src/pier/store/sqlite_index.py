@@ -18,16 +18,21 @@ the write lock for long (one large step per second was the whole p99 of the even
    leaves, and many rows per leaf. At the end of a pass the watermark moves to the last event
    filled before the pass began: all of those were moved.
 
-The same passes keep `message_ids` (project_id, message_id) -> event_id, SQLite's index of the
-events' message ids, the same way: `pending_mids` holds the message ids of the events past the
-watermark, sorted by (project_id, message_id), and each step of a pass moves a chunk of it as
-well. A unique index on events (project_id, message_id) wrote a page at a random place for
-every event with a message id (every event the SDKs send) at each commit: 2.5 times the CPU of
-a batch of events without (docs/performance.md, "Events with message ids"). The writer's
-check for message ids stored already reads message_ids, then pending_mids and the events past
-the last fill when pending can be trusted, else the events past the watermark
-(SqliteTx.seen_message_ids); SQLite runs one write transaction at a time, so that check, inside
-the batch's, is what keeps message ids unique, as the unique index did.
+Passes of their own keep `message_ids` (project_id, message_id) -> event_id, SQLite's index of
+the events' message ids, the same way, up to a watermark of its own (index_state's row
+'message_ids'): `pending_mids` holds the message ids of the events past it, sorted by
+(project_id, message_id), and a pass moves it in chunks in that order. A unique index on events
+(project_id, message_id) wrote a page at a random place for every event with a message id
+(every event the SDKs send) at each commit: 2.5 times the CPU of a batch of events without. The
+ids are random, so a pass writes a page of message_ids for every few rows it moves until it
+moves more rows than the table has leaves: its passes are larger and rarer than user_events'
+(MIDS_PASS_ROWS; with passes of user_events' size, the events bench with message ids ran at
+0.4 of the one without once 10M events were stored; docs/performance.md, "Events with message
+ids"). Nothing reads message_ids but the writer's check for message ids stored already
+(SqliteTx.seen_message_ids): message_ids, then pending_mids (each row checked against its event,
+which another connection may have deleted) and the events past the last fill; SQLite runs one
+write transaction at a time, so that check, inside the batch's, is what keeps message ids
+unique, as the unique index did.
 
 Merges and deletions by this process update `pending` too (move_user_events,
 delete_user_events). Another process writing the same file (`--workers` on SQLite, or a CLI)
@@ -47,6 +52,9 @@ from typing import Any
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
+MIDS_PASS_ROWS = 400_000  # the same for pending_mids (about 30 MB of the writer's memory)
+MIDS_PASS_EVERY = 60.0
+MIDS_CHUNKS = 128  # a chunk of a message ids' pass moves at least this share of what is pending
 CHUNK_ROWS = 2_000  # rows moved per step at least (a few ms of the write lock)
 FILL_MAX = 50_000  # events copied per step at most (a long backlog after a restart)
 INDEX_MAX_ROWS = 500_000  # events indexed in one go by index_user_events at most
@@ -54,6 +62,7 @@ INDEX_MAX_ROWS = 500_000  # events indexed in one go by index_user_events at mos
 COLUMNS = "user_id, created_at, event_id"  # the key of pending and of user_events
 SHARED_FOR = 60.0  # seconds after another process's commit during which chunks join events
 MID_COLUMNS = "project_id, message_id"  # the key of pending_mids and of message_ids
+USERS, MIDS = "user_events", "message_ids"  # the watermarks' names in index_state
 
 
 Key = tuple[Any, ...]  # a row of a Sorted table's key
@@ -136,9 +145,15 @@ def create_pending(db: sqlite3.Connection) -> None:
     )
 
 
-def indexed_upto(db: sqlite3.Connection) -> int:
-    upto: int = db.execute("SELECT upto FROM index_state WHERE name = 'user_events'").fetchone()[0]
+def indexed_upto(db: sqlite3.Connection, name: str = USERS) -> int:
+    """The watermark of user_events (or, `name` MIDS, of message_ids)."""
+    upto: int = db.execute("SELECT upto FROM index_state WHERE name = ?", (name,)).fetchone()[0]
     return upto
+
+
+def _due(pending: int, rows: int, last: float, every: float) -> bool:
+    """Whether a pass starts: `rows` pending, or some and `every` seconds since the last."""
+    return pending >= rows or (pending > 0 and time.monotonic() - last >= every)
 
 
 class UserEventsIndexer:
@@ -152,13 +167,19 @@ class UserEventsIndexer:
         create_pending(db)
         db.execute("DELETE FROM temp.pending")
         db.execute("DELETE FROM temp.pending_mids")
-        self.filled = indexed_upto(db)  # every event up to here is indexed or pending
+        # every event up to here is indexed or pending, in both
+        self.users_from = indexed_upto(db)  # (pending is filled past this)
+        self.filled = min(self.users_from, indexed_upto(db, MIDS))
         self.pending = 0
         self.pass_upto: int | None = None  # the watermark the pass in progress will set
         self.pass_version = 0  # others() when the pass in progress began
         self.cursor: Key | None = None  # last key moved by this pass
-        self.mid_cursor: Key = PENDING_MIDS.start  # the same, in pending_mids
         self.last_pass = time.monotonic()
+        self.mids = 0  # rows in pending_mids
+        self.mids_pass_upto: int | None = None  # the same for the passes of message ids
+        self.mids_pass_version = 0
+        self.mids_cursor: Key = PENDING_MIDS.start
+        self.mids_last_pass = self.last_pass
         self.data_version = self.others()
         self.shared_until = 0.0  # until then, another process may have changed owners
         # others() when pending was last known faithful (empty, or at the end of a
@@ -166,54 +187,72 @@ class UserEventsIndexer:
         # connection has committed since, so each pending row's owner is its event's (owners()
         # and the lists' reads of a user's events rely on it)
         self.empty_version: int | None = self.data_version
+        # the same for pending_mids: while others() reads this, its rows are moved as they are,
+        # else through their events (another connection may have deleted some)
+        self.mids_version: int | None = self.data_version
+
+    @property
+    def passing(self) -> bool:
+        """Whether a pass is under way (of either table): then every step moves a chunk."""
+        return self.pass_upto is not None or self.mids_pass_upto is not None
 
     def step(self) -> None:
-        """One bounded piece of work: fill, then move one chunk if a pass is due. A chunk is
-        at least twice what this step filled: rows filled during a pass land all over the key
-        order, and a pass that moved fewer than came in would never reach the end (then the
-        watermark stands still, and so does pending's trust after another connection's commit,
-        while batches grow: seen with lists under (a), 5,000 events a batch)."""
-        filled = self._fill()
-        if self.pass_upto is None:
-            due = time.monotonic() - self.last_pass >= PASS_EVERY
-            if self.pending < PASS_ROWS and not (due and self.pending):
-                return
+        """One bounded piece of work: fill, then move one chunk if a pass is due: of
+        user_events', which goes first, else of message_ids'. A chunk is at least twice what
+        this step filled: rows filled during a pass land all over the key order, and a pass
+        that moved fewer than came in would never reach the end (then the watermark stands
+        still, and so does pending's trust after another connection's commit, while batches
+        grow: seen with lists under (a), 5,000 events a batch)."""
+        filled, mids = self._fill()
+        if self.pass_upto is None and _due(self.pending, PASS_ROWS, self.last_pass, PASS_EVERY):
             self.pass_upto, self.pass_version = self.filled, self.others()
-            self.cursor, self.mid_cursor = PENDING.start, PENDING_MIDS.start
-        self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
+            self.cursor = PENDING.start
+        if self.pass_upto is not None:
+            self._move_chunk(max(CHUNK_ROWS, self.pending // 32, 2 * filled))
+            return
+        if self.mids_pass_upto is None and _due(
+            self.mids, MIDS_PASS_ROWS, self.mids_last_pass, MIDS_PASS_EVERY
+        ):
+            self.mids_pass_upto, self.mids_pass_version = self.filled, self.others()
+            self.mids_cursor = PENDING_MIDS.start
+        if self.mids_pass_upto is not None:
+            self._move_mids_chunk(max(CHUNK_ROWS, self.mids // MIDS_CHUNKS, 2 * mids))
 
     def owners(self) -> int | None:
-        """When `pending` (and `pending_mids`) can stand in for an index of the events past
-        the watermark (their owners there are the events' own, and none of them was deleted:
-        nothing committed by another connection since it was last empty), the id past which
-        events are in neither table (the events written since the last fill, found by a short
-        scan); else None. Call inside a write transaction."""
+        """When `pending` can stand in for an index of the events past the watermark (their
+        owners there are the events' own, and none of them was deleted: nothing committed by
+        another connection since it was last empty), the id past which events are not in it
+        (the events written since the last fill, found by a short scan); else None. Call
+        inside a write transaction."""
         if self.empty_version is None:
             return None
         return self.filled if self.others() == self.empty_version else None
 
-    def _fill(self) -> int:
-        """Copy the events written since the last fill into pending; returns how many."""
+    def _fill(self) -> tuple[int, int]:
+        """Copy the events written since the last fill into pending and pending_mids; returns
+        how many rows each got."""
         db = self.db
         last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         if last <= self.filled:
-            return 0
+            return 0, 0
         upto = min(last, self.filled + FILL_MAX)
         cur = db.execute(
             "INSERT OR IGNORE INTO temp.pending SELECT user_id, created_at, id FROM events"
             " WHERE id > ? AND id <= ?",
-            (self.filled, upto),
+            (max(self.filled, self.users_from), upto),
         )
-        self.pending += cur.rowcount
+        rows = max(cur.rowcount, 0)
+        self.pending += rows
         # OR REPLACE: after another connection deleted an event and stored its message id
         # again, the newer event is the one that holds it
-        db.execute(
+        mids = db.execute(
             "INSERT OR REPLACE INTO temp.pending_mids SELECT project_id, message_id, id"
             " FROM events WHERE id > ? AND id <= ? AND message_id IS NOT NULL",
             (self.filled, upto),
-        )
+        ).rowcount
+        self.mids += mids
         self.filled = upto
-        return int(cur.rowcount)
+        return rows, mids
 
     def _move_chunk(self, rows: int) -> None:
         db = self.db
@@ -226,18 +265,14 @@ class UserEventsIndexer:
                 self.shared_until = time.monotonic() + SHARED_FOR
             shared = time.monotonic() < self.shared_until
             self.cursor, moved, last_chunk = PENDING.chunk(db, self.cursor, rows, False, shared)
-            # pending_mids in its own key order, and all the rest of it with the last chunk
-            # (so that the watermark covers the message ids of every event it covers)
-            self.mid_cursor = PENDING_MIDS.chunk(db, self.mid_cursor, rows, last_chunk, shared)[0]
             if last_chunk:
-                # nothing left pending: all that was filled is indexed, not just the pass
-                # (counted again: merges and deletions take rows out of pending too)
-                left = db.execute("SELECT count(*) FROM temp.pending").fetchone()[0]
-                mids = db.execute("SELECT count(*) FROM temp.pending_mids").fetchone()[0]
-                upto = self.filled if left == 0 and mids == 0 else self.pass_upto
-                db.execute(
-                    "UPDATE index_state SET upto = max(upto, ?) WHERE name = 'user_events'",
-                    (upto,),
+                left = self._end_pass("pending", USERS, self.pass_upto)
+                # and message_ids' watermark over every event filled when none is pending
+                # there (events without message ids: no pass of message ids moves it then)
+                mids_left = (
+                    None
+                    if self.mids_pass_upto is not None
+                    else self._end_pass("pending_mids", MIDS)
                 )
             db.execute("COMMIT")
         except BaseException:
@@ -247,6 +282,8 @@ class UserEventsIndexer:
         self.pending -= moved
         if last_chunk:
             self.pending = left
+            if mids_left == 0:
+                self.mids, self.mids_version = 0, self.data_version  # (empty: faithful)
             # pending is faithful again when it is empty, or when no other connection has
             # committed since the pass began: every row left was filled during the pass, from
             # events as they were then, and this connection's own changes since are in it
@@ -256,13 +293,51 @@ class UserEventsIndexer:
             self.pass_upto = self.cursor = None
             self.last_pass = time.monotonic()
 
+    def _move_mids_chunk(self, rows: int) -> None:
+        """A step of a pass of message ids (as _move_chunk's of user_events)."""
+        db = self.db
+        assert self.mids_pass_upto is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.others()
+            through_events = version != self.mids_version
+            self.mids_cursor, moved, last_chunk = PENDING_MIDS.chunk(
+                db, self.mids_cursor, rows, False, through_events
+            )
+            if last_chunk:
+                left = self._end_pass("pending_mids", MIDS, self.mids_pass_upto)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.mids -= moved
+        if last_chunk:
+            self.mids = left
+            if left == 0 or self.mids_pass_version == version:  # (as at the end of _move_chunk)
+                self.mids_version = version
+            self.mids_pass_upto = None
+            self.mids_last_pass = time.monotonic()
+
+    def _end_pass(self, table: str, name: str, pass_upto: int = 0) -> int:
+        """At a pass's last chunk, inside its transaction: move the watermark `name` over
+        what the pass moved (up to `pass_upto`), or over all that was filled when nothing is
+        left pending (counted again: merges and deletions take rows out too); returns the rows
+        left."""
+        left: int = self.db.execute(f"SELECT count(*) FROM temp.{table}").fetchone()[0]
+        self.db.execute(
+            "UPDATE index_state SET upto = max(upto, ?) WHERE name = ?",
+            (self.filled if left == 0 else pass_upto, name),
+        )
+        return left
+
 
 def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
     """Index every event past the watermark now, in one transaction; returns how many events
     the watermark moved over. (Tests, and tools; the server uses UserEventsIndexer.)"""
     db.execute("BEGIN IMMEDIATE")
     try:
-        upto = indexed_upto(db)
+        upto, mids_upto = indexed_upto(db), indexed_upto(db, MIDS)
         last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         last = min(last, upto + max_rows)
         if last > upto:
@@ -272,19 +347,21 @@ def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) ->
                 " ORDER BY user_id, created_at, id",
                 (upto, last),
             )
+            db.execute("UPDATE index_state SET upto = ? WHERE name = ?", (last, USERS))
+        if last > mids_upto:
             db.execute(
                 f"INSERT OR IGNORE INTO message_ids ({MID_COLUMNS}, event_id) SELECT"
                 " project_id, message_id, id FROM events WHERE id > ? AND id <= ?"
                 " AND message_id IS NOT NULL ORDER BY project_id, message_id",
-                (upto, last),
+                (mids_upto, last),
             )
-            db.execute("UPDATE index_state SET upto = ? WHERE name = 'user_events'", (last,))
+            db.execute("UPDATE index_state SET upto = ? WHERE name = ?", (last, MIDS))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-    return last - upto
+    return max(last - upto, 0)
 
 
 def move_user_events(
