@@ -26,9 +26,8 @@ the events' message ids, the same way, up to a watermark of its own (index_state
 (every event the SDKs send) at each commit: 2.5 times the CPU of a batch of events without. The
 ids are random, so a pass writes a page of message_ids for every few rows it moves until it
 moves more rows than the table has leaves: its passes are larger and rarer than user_events'
-(MIDS_PASS_ROWS; with passes of user_events' size, the events bench with message ids ran at
-0.4 of the one without once 10M events were stored; docs/performance.md, "Events with message
-ids"). Nothing reads message_ids but the writer's check for message ids stored already
+(MIDS_PASS_ROWS; with passes of user_events' size, at 10M events stored a pass wrote a page for
+every 1.6 rows it moved; docs/performance.md, "Message ids at 10M events"). Nothing reads message_ids but the writer's check for message ids stored already
 (SqliteTx.seen_message_ids): message_ids, then pending_mids (each row checked against its event,
 which another connection may have deleted) and the events past the last fill; SQLite runs one
 write transaction at a time, so that check, inside the batch's, is what keeps message ids
@@ -52,7 +51,7 @@ from typing import Any
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
 PASS_EVERY = 5.0  # seconds: a pass starts after this even with fewer rows pending
-MIDS_PASS_ROWS = 400_000  # the same for pending_mids (about 30 MB of the writer's memory)
+MIDS_PASS_ROWS = 400_000  # the same for pending_mids (it then holds about 24 MB)
 MIDS_PASS_EVERY = 60.0
 MIDS_CHUNKS = 128  # a chunk of a message ids' pass moves at least this share of what is pending
 CHUNK_ROWS = 2_000  # rows moved per step at least (a few ms of the write lock)
