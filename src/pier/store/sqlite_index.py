@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 PASS_ROWS = 100_000  # pending rows that start a pass (about five seconds at full speed)
@@ -148,6 +149,20 @@ def indexed_upto(db: sqlite3.Connection, name: str = USERS) -> int:
     """The watermark of user_events (or, `name` MIDS, of message_ids)."""
     upto: int = db.execute("SELECT upto FROM index_state WHERE name = ?", (name,)).fetchone()[0]
     return upto
+
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction of its own (BEGIN IMMEDIATE), committed, or rolled back on any
+    error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _due(pending: int, rows: int, last: float, every: float) -> bool:
@@ -256,8 +271,7 @@ class UserEventsIndexer:
     def _move_chunk(self, rows: int) -> None:
         db = self.db
         assert self.cursor is not None and self.pass_upto is not None
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             version = self.others()
             if version != self.data_version:  # another connection committed
                 self.data_version = version
@@ -273,11 +287,6 @@ class UserEventsIndexer:
                     if self.mids_pass_upto is not None
                     else self._end_pass("pending_mids", MIDS)
                 )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self.pending -= moved
         if last_chunk:
             self.pending = left
@@ -296,8 +305,7 @@ class UserEventsIndexer:
         """A step of a pass of message ids (as _move_chunk's of user_events)."""
         db = self.db
         assert self.mids_pass_upto is not None
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _immediate(db):
             version = self.others()
             through_events = version != self.mids_version
             self.mids_cursor, moved, last_chunk = PENDING_MIDS.chunk(
@@ -305,11 +313,6 @@ class UserEventsIndexer:
             )
             if last_chunk:
                 left = self._end_pass("pending_mids", MIDS, self.mids_pass_upto)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self.mids -= moved
         if last_chunk:
             self.mids = left
@@ -334,8 +337,7 @@ class UserEventsIndexer:
 def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) -> int:
     """Index every event past the watermark now, in one transaction; returns how many events
     the watermark moved over. (Tests, and tools; the server uses UserEventsIndexer.)"""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(db):
         upto, mids_upto = indexed_upto(db), indexed_upto(db, MIDS)
         last = db.execute("SELECT max(id) FROM events").fetchone()[0] or 0
         last = min(last, upto + max_rows)
@@ -355,11 +357,6 @@ def index_user_events(db: sqlite3.Connection, max_rows: int = INDEX_MAX_ROWS) ->
                 (mids_upto, last),
             )
             db.execute("UPDATE index_state SET upto = ? WHERE name = ?", (last, MIDS))
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return max(last - upto, 0)
 
 
@@ -435,7 +432,8 @@ def delete_user_events(db: sqlite3.Connection, user_id: int) -> None:
 
 def _forget_message_ids(db: sqlite3.Connection, where: str, args: tuple[object, ...]) -> None:
     """Before the events `where` are deleted: their message ids leave message_ids and this
-    connection's pending_mids (another connection's is no longer trusted after this commit)."""
+    connection's pending_mids (another connection's keeps its rows: its check joins them with
+    the events, and its chunks move them through the events after this commit)."""
     keys = db.execute(
         f"SELECT {MID_COLUMNS} FROM events WHERE message_id IS NOT NULL AND {where}", args
     ).fetchall()
