@@ -187,8 +187,10 @@ class BatchQueries:
         return await self.run.all(self.q.anonymous_ids_of, self.array(user_ids))
 
     async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
-        rows = await self.run.all(self.q.seen_message_ids, pid, self.array(values))
-        return [r[0] for r in rows]
+        """The message ids among `values` that project `pid` has stored. Each backend has its
+        own statement: SQLite reads its message_ids table (SqliteTx), PostgreSQL the events'
+        unique index (PostgresTx)."""
+        raise NotImplementedError
 
     async def stored_request_keys(self, pid: int, values: list[str]) -> list[Row]:
         """(key, fingerprint) of the Idempotency-Keys already committed."""

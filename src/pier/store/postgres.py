@@ -114,6 +114,16 @@ LIST_WRITES = (
     " AS x(p, u, n, d, c, r, m, o) ORDER BY o)"
     " SELECT 1"
 )
+# The message ids among $2 that project $1 holds, each id looked up by itself in its unique index
+# events_message_id (migration 0013): the LIMIT keeps the subquery a loop of lookups, whatever
+# the statistics say. As `message_id = ANY($2)`, a table never analysed (a new database, until
+# autovacuum's first ANALYZE) took a few hundred ids for the whole table, and each batch read
+# all of the project's events by the primary key (docs/performance.md, "PostgreSQL's check for
+# stored message ids on a new database")
+SEEN_MESSAGE_IDS = (
+    "SELECT m.id FROM unnest($2::text[]) AS m(id), LATERAL (SELECT 1 FROM events e"
+    " WHERE e.message_id = m.id AND e.project_id = $1 LIMIT 1) AS stored"
+)
 USER_EVENTS = {  # by whether there is a cursor; the events_user index serves both
     before: "SELECT id, name, data::text, created_at, received_at, message_id, user_id"
     f" FROM events WHERE user_id = $1{cursor} ORDER BY created_at DESC, id DESC LIMIT ${n}"
@@ -553,6 +563,9 @@ class PostgresTx(SqlTx):
         # that may have inserted no event before them: the sweeper's, an identify's).
         await self.conn.execute(LOCK_FEED_LITERAL)
         self.feed_locked = True
+
+    async def seen_message_ids(self, pid: int, values: list[str]) -> list[str]:
+        return [r[0] for r in await self.conn.fetch(SEEN_MESSAGE_IDS, pid, values)]
 
     async def insert_event_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if not self.feed_locked:  # (taken with the BEGIN by a process that writes alone)

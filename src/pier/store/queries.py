@@ -273,10 +273,6 @@ class Queries:
     anonymous_ids_of = (
         "SELECT user_id, anonymous_id FROM user_anonymous_ids WHERE user_id {any[1]} ORDER BY id"
     )
-    # PostgreSQL's (its unique index events_message_id); SQLite reads message_ids
-    # (SqliteTx.seen_message_ids). No "message_id IS NOT NULL": a list never matches NULL, and
-    # with it SQLite once walked every message id of the project by the range > NULL
-    seen_message_ids = "SELECT message_id FROM events WHERE project_id = $1 AND message_id {any[2]}"
     stored_request_keys = (
         "SELECT key, fingerprint FROM request_keys WHERE project_id = $1 AND key {any[2]}"
     )
