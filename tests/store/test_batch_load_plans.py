@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ import pytest
 
 from pier.clock import now_ms
 from pier.domain.commands import EventIn, TrackEvents
-from pier.store import sqlite, sqlite_index
+from pier.store import postgres, sqlite, sqlite_index
 from pier.store.postgres import SEEN_MESSAGE_IDS, PostgresStore
-from pier.store.queries import SQLITE, Queries
+from pier.store.queries import POSTGRES, SQLITE, Queries
 from pier.store.sqlite import SqliteStore
 from pier.writer import Writer
 from support.postgres import PostgresServer
@@ -194,6 +195,73 @@ def test_postgres_looks_message_ids_up_whatever_its_statistics_say(
             assert [r[0] for r in rows] == [hashlib_md5("7")]
         finally:
             await conn.close()
+
+    asyncio.run(main())
+
+
+def test_postgres_gives_a_new_table_its_first_statistics_so_loads_look_keys_up(
+    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200,000 users with an anonymous id each in a new database, autovacuum off for the
+    tables (as before its first visit). Without statistics, PostgreSQL takes a list of 300 keys
+    for the whole table, so the loads of users by external and by anonymous id read every
+    user of the project and drop all but a few by a filter. After the store's upkeep (maintain:
+    postgres.FIRST_ANALYZE_ROWS), the tables have statistics and both loads look each key up.
+    A table with fewer changed rows is left to autovacuum."""
+    monkeypatch.setattr(postgres, "FIRST_ANALYZE_EVERY", 0.0)
+    url = pg_server.create_database()
+    tables = ("users", "user_anonymous_ids", "devices")
+    q = Queries(POSTGRES)
+    loads = {
+        "external": (q.users_by_external[False], [f"u{i * 7 + 1}" for i in range(300)]),
+        "anonymous": (q.users_by_anonymous[False], [f"a{i * 7 + 1}" for i in range(300)]),
+    }
+
+    async def filtered(conn: asyncpg.Connection) -> dict[str, int]:
+        found = {}
+        for name, (sql, keys) in loads.items():
+            plan = await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, 1, keys)
+            found[name] = removed_by_filter(json.loads(plan)[0]["Plan"])
+            assert len(await conn.fetch(sql, 1, keys)) == 300
+        return found
+
+    async def analysed(conn: asyncpg.Connection) -> set[str]:
+        rows = await conn.fetch(
+            "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL"
+        )
+        return {r[0] for r in rows}
+
+    async def main() -> None:
+        store = PostgresStore(url)
+        await store.open()
+        await store.migrate()
+        conn = await asyncpg.connect(url, server_settings={"plan_cache_mode": "force_custom_plan"})
+        try:
+            await conn.execute(
+                "".join(f"ALTER TABLE {t} SET (autovacuum_enabled = false); " for t in tables)
+                + "INSERT INTO projects (name, created_at) VALUES ('p', 0);"
+                " INSERT INTO users (project_id, id, external_id, data, created_at, updated_at)"
+                " SELECT 1, g, 'u' || g, '{}', 0, 0 FROM generate_series(1, 200000) g;"
+                " INSERT INTO user_anonymous_ids (project_id, anonymous_id, user_id)"
+                " SELECT 1, 'a' || g, g FROM generate_series(1, 200000) g;"
+                " INSERT INTO devices (project_id, user_id, device_id, extra, created_at,"
+                " updated_at) SELECT 1, g, 'd' || g, '{}', 0, 0 FROM generate_series(1, 10) g"
+            )
+            before = await filtered(conn)
+            # the premise: without statistics each load reads the whole project
+            assert min(before.values()) >= 100_000, before
+            deadline = time.monotonic() + 30  # the counts of changed rows reach the
+            while {"users", "user_anonymous_ids"} - await analysed(conn):  # statistics late
+                assert time.monotonic() < deadline, await analysed(conn)
+                await store.maintain()
+                if store._analysing is not None:
+                    await store._analysing
+                await asyncio.sleep(0.2)
+            assert await filtered(conn) == {"external": 0, "anonymous": 0}
+            assert "devices" not in await analysed(conn)
+        finally:
+            await conn.close()
+            await store.close()
 
     asyncio.run(main())
 

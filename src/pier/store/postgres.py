@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -59,6 +60,7 @@ CONTENDED_FOR = 1.0  # seconds after a conflict during which this process's batc
 # starting up), system error (I/O). Answered 503; any other error is a bug: a 500.
 UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "58"})
 QUERIES = Queries(POSTGRES)
+log = logging.getLogger("pier.store")
 DELETE_ATTEMPTS = 20  # a user deletion conflicting with batches is replayed this often at most
 # The lists' cache holds while no other process commits a transaction of the writer's kind.
 # Each such transaction counts itself in its process's row of `writers` (migration 0012), with
@@ -114,6 +116,21 @@ LIST_WRITES = (
     " AS x(p, u, n, d, c, r, m, o) ORDER BY o)"
     " SELECT 1"
 )
+# A table that no ANALYZE has seen, once this many of its rows have changed, is analysed by the
+# writer (in the background) rather than left to autovacuum, whose first visit to a new
+# database can come a minute or more later. Without statistics PostgreSQL takes `x = $1` for
+# 1/200 of a table and a list of a few hundred keys for all of it, so lookups of users by
+# external or anonymous id read a whole project through another index: 20 - 77 ms instead of
+# under one for 200,000 users (docs/performance.md, "PostgreSQL's check for stored message ids
+# on a new database"). Autovacuum keeps the statistics current after that.
+FIRST_ANALYZE_ROWS = 1_000
+FIRST_ANALYZE_EVERY = 5.0  # seconds between two looks for such tables
+NEVER_ANALYSED = (
+    "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema()"
+    " AND last_analyze IS NULL AND last_autoanalyze IS NULL AND n_mod_since_analyze >= $1"
+    " ORDER BY relname"
+)
+
 # The message ids among $2 that project $1 holds, each id looked up by itself in its unique index
 # events_message_id (migration 0013): the LIMIT keeps the subquery a loop of lookups, whatever
 # the statistics say. As `message_id = ANY($2)`, a table never analysed (a new database, until
@@ -220,7 +237,8 @@ class PostgresStore(SqlStore):
         self.max_size = max_size
         self._pool: asyncpg.Pool | None = None
         self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
-        self._last_pruned = NEVER
+        self._last_pruned = self._last_analyse_look = NEVER
+        self._analysing: asyncio.Task[None] | None = None  # maintain: a first ANALYZE running
         self._contended_until = 0.0  # see is_retryable
         self._lists: ListCache = ListCache(keep_rows=False)
         self._identity = IdentityCache()  # who is who, under the same rule as the lists' cache
@@ -247,6 +265,11 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
 
     async def close(self) -> None:
+        if self._analysing is not None:
+            self._analysing.cancel()
+            with contextlib.suppress(BaseException):
+                await self._analysing
+            self._analysing = None
         if self._pool is not None:
             with contextlib.suppress(Exception):  # (only spares the next process a wait)
                 await self._pool.execute(STOPPED, self._token)
@@ -395,12 +418,33 @@ class PostgresStore(SqlStore):
 
     async def maintain(self) -> None:
         """Between batches: prune expired Idempotency-Keys now and then (indexes keep up
-        by themselves)."""
+        by themselves), and give tables their first statistics (FIRST_ANALYZE_ROWS)."""
         now = time.monotonic()
         if now - self._last_pruned >= PRUNE_EVERY:
             self._last_pruned = now
             await self.pool.execute(QUERIES.prune_request_keys, request_keys_cutoff())
             await self.pool.execute(PRUNE_WRITERS, now_ms() - KEEP_WRITERS_MS, self._token)
+        if now - self._last_analyse_look >= FIRST_ANALYZE_EVERY and (
+            self._analysing is None or self._analysing.done()
+        ):
+            self._last_analyse_look = now
+            self._analysing = asyncio.create_task(self._analyse_new_tables())
+
+    async def _analyse_new_tables(self) -> None:
+        """ANALYZE each table without statistics that has changed enough (NEVER_ANALYSED), on
+        a connection of its own: the batches go on meanwhile (ANALYZE blocks no reads or
+        writes). Another process may analyse the same table at the same time: harmless."""
+        try:
+            for (table,) in await self.pool.fetch(NEVER_ANALYSED, FIRST_ANALYZE_ROWS):
+                started = time.monotonic()
+                await self.pool.execute(f'ANALYZE "{table.replace(chr(34), chr(34) * 2)}"')
+                log.info(
+                    "analysed %s, which had no statistics yet (%.0f ms)",
+                    table,
+                    (time.monotonic() - started) * 1000,
+                )
+        except Exception:  # only plans depend on it: the next look tries again
+            log.exception("first ANALYZE of new tables failed")
 
     def is_retryable(self, exc: BaseException) -> bool:
         if isinstance(exc, RETRYABLE):
