@@ -235,7 +235,7 @@ def test_postgres_gives_a_new_table_its_first_statistics_so_loads_look_keys_up(
         store = PostgresStore(url)
         await store.open()
         await store.migrate()
-        conn = await asyncpg.connect(url, server_settings={"plan_cache_mode": "force_custom_plan"})
+        conn = await asyncpg.connect(url)  # closed at once: its counts reach the statistics
         try:
             await conn.execute(
                 "".join(f"ALTER TABLE {t} SET (autovacuum_enabled = false); " for t in tables)
@@ -247,11 +247,15 @@ def test_postgres_gives_a_new_table_its_first_statistics_so_loads_look_keys_up(
                 " INSERT INTO devices (project_id, user_id, device_id, extra, created_at,"
                 " updated_at) SELECT 1, g, 'd' || g, '{}', 0, 0 FROM generate_series(1, 10) g"
             )
+            await conn.close()
+            conn = await asyncpg.connect(
+                url, server_settings={"plan_cache_mode": "force_custom_plan"}
+            )
             before = await filtered(conn)
             # the premise: without statistics each load reads the whole project
             assert min(before.values()) >= 100_000, before
-            deadline = time.monotonic() + 30  # the counts of changed rows reach the
-            while {"users", "user_anonymous_ids"} - await analysed(conn):  # statistics late
+            deadline = time.monotonic() + 30
+            while {"users", "user_anonymous_ids"} - await analysed(conn):
                 assert time.monotonic() < deadline, await analysed(conn)
                 await store.maintain()
                 if store._analysing is not None:
@@ -264,6 +268,58 @@ def test_postgres_gives_a_new_table_its_first_statistics_so_loads_look_keys_up(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_postgres_tries_a_first_analyze_once_where_its_role_may_not(
+    pg_server: PostgresServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A role that does not own the tables (PostgreSQL answers its ANALYZE with a warning, and
+    gathers nothing): the store tries each table once, not at every look."""
+    monkeypatch.setattr(postgres, "FIRST_ANALYZE_EVERY", 0.0)
+    url = pg_server.create_database()
+    role = f"pier_guest_{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        owner = PostgresStore(url)
+        await owner.open()
+        await owner.migrate()
+        await owner.close()
+        conn = await asyncpg.connect(url)  # closed at once: its counts reach the statistics
+        await conn.execute(
+            f"CREATE ROLE {role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"
+            f" IN SCHEMA public TO {role};"
+            " ALTER TABLE users SET (autovacuum_enabled = false);"
+            " INSERT INTO projects (name, created_at) VALUES ('p', 0);"
+            " INSERT INTO users (project_id, id, external_id, data, created_at, updated_at)"
+            " SELECT 1, g, 'u' || g, '{}', 0, 0 FROM generate_series(1, 5000) g"
+        )
+        await conn.close()
+        conn = await asyncpg.connect(url)
+        guest = PostgresStore(url.replace("://pier@", f"://{role}@", 1))
+        await guest.open()
+        try:
+            deadline = time.monotonic() + 30
+            while "users" not in guest._analysed:
+                assert time.monotonic() < deadline
+                await guest.maintain()
+                await asyncio.sleep(0.2)
+                if guest._analysing is not None:
+                    await guest._analysing
+            for _ in range(3):
+                await guest.maintain()
+                if guest._analysing is not None:
+                    await guest._analysing
+            tried = [r for r in caplog.records if r.getMessage().startswith("ANALYZE users:")]
+            assert len(tried) == 1
+            assert not [r for r in caplog.records if r.levelname == "ERROR"]
+            stats = "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'users'"
+            assert await conn.fetchval(stats) is None  # (it was the role's to refuse)
+        finally:
+            await guest.close()
+            await conn.close()
+
+    with caplog.at_level("INFO", logger="pier.store"):
+        asyncio.run(main())
 
 
 def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

@@ -239,6 +239,7 @@ class PostgresStore(SqlStore):
         self._ids: list[int] = []  # user ids this process holds (sequence values never roll back)
         self._last_pruned = self._last_analyse_look = NEVER
         self._analysing: asyncio.Task[None] | None = None  # maintain: a first ANALYZE running
+        self._analysed: set[str] = set()  # the tables it has analysed (or tried to)
         self._contended_until = 0.0  # see is_retryable
         self._lists: ListCache = ListCache(keep_rows=False)
         self._identity = IdentityCache()  # who is who, under the same rule as the lists' cache
@@ -436,10 +437,13 @@ class PostgresStore(SqlStore):
         writes). Another process may analyse the same table at the same time: harmless."""
         try:
             for (table,) in await self.pool.fetch(NEVER_ANALYSED, FIRST_ANALYZE_ROWS):
+                if table in self._analysed:  # once a process: a role that does not own the
+                    continue  # table gets a warning and no statistics, every time
                 started = time.monotonic()
                 await self.pool.execute(f'ANALYZE "{table.replace(chr(34), chr(34) * 2)}"')
+                self._analysed.add(table)
                 log.info(
-                    "analysed %s, which had no statistics yet (%.0f ms)",
+                    "ANALYZE %s: it had no statistics yet (%.0f ms)",
                     table,
                     (time.monotonic() - started) * 1000,
                 )
